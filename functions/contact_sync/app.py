@@ -1,0 +1,54 @@
+"""contact_sync: Sugar Account/Contact callouts in (API Gateway), Xero contacts out (SQS worker)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler.openapi.params import Body
+from aws_lambda_powertools.event_handler.router import Router
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from shared import wiring
+from shared.api.http import build_resolver, common_router, handle_http, status_base_url
+from shared.api.sqs import is_sqs_event, run_batch
+from shared.mapping.sugar_contacts import hook_to_document
+from shared.models.callouts import ContactCallout
+from shared.models.documents import ContactDocument
+from shared.models.jobs import Accepted, CrmRef
+from shared.observability import logger, metrics, tracer
+from shared.usecases import contacts
+from shared.usecases.accept import accept
+
+router = Router()
+
+
+@router.post("/crm/contacts", summary="Push a CRM customer to Xero",
+             responses={202: {"description": "accepted", "content": {
+                 "application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}}})
+def post_contact(callout: Annotated[ContactCallout, Body()]) -> Response[Accepted]:
+    document = callout if isinstance(callout, ContactDocument) else hook_to_document(callout)
+    accepted = accept(kind=contacts.KIND, crm=CrmRef(module=document.crm_module, id=document.crm_id),
+                      document=document.model_dump(mode="json"), jobs=wiring.job_store(),
+                      queue=wiring.contact_queue(), status_base_url=status_base_url(router.current_event))
+    metrics.add_metric(name="CalloutsAccepted", unit="Count", value=0 if accepted.duplicate else 1)
+    return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=accepted)
+
+
+app = build_resolver()
+app.include_router(router)
+app.include_router(common_router)
+
+
+def work(items):
+    return contacts.sync_contacts(items, xero=wiring.xero_client(), jobs=wiring.job_store(),
+                                  mappings=wiring.job_store())
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if is_sqs_event(event):
+        return run_batch(event, context, work, defer=wiring.contact_queue().defer)
+    return handle_http(app, event, context)

@@ -1,0 +1,1 @@
+"""HTTP and queue plumbing shared by the four handlers (Powertools Event Handler and Batch)."""

@@ -1,0 +1,148 @@
+"""The pieces every API handler shares: the resolver with the contract's error shape, the
+pre-routing checks (size, authentication, content type) and the common routes."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.router import Router
+
+from shared import wiring
+from shared.api.auth import crm_request_is_authentic
+from shared.config import settings
+from shared.errors import BadInput, NotFound
+from shared.models.jobs import Job
+from shared.observability import logger
+from shared.secrets import get_secret
+
+AUTHENTICATED_PREFIXES = ("/crm/", "/jobs/")
+
+
+def error_response(status: int, code: str, message: str, details: list[Any] | None = None) -> Response:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON,
+                    body=json.dumps({"error": code, "message": message, "details": details or []}))
+
+
+def _readable(errors: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    details = []
+    for error in errors:
+        location = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+        details.append({"field": location or "body", "problem": error.get("msg", ""),
+                        "type": error.get("type", "")})
+    first = details[0] if details else {"field": "body", "problem": "invalid"}
+    more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
+    return f"{first['field']}: {first['problem']}{more}", details
+
+
+def build_resolver() -> APIGatewayRestResolver:
+    app = APIGatewayRestResolver(enable_validation=True)
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(error: RequestValidationError) -> Response:
+        errors = list(error.errors())
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return error_response(400, "malformed_json", "The request body is not valid JSON.")
+        message, details = _readable(errors)
+        return error_response(422, "invalid_body", f"The request body is not acceptable: {message}",
+                              details)
+
+    @app.exception_handler(BadInput)
+    def _bad_input(error: BadInput) -> Response:
+        return error_response(error.status, error.code, error.message, error.details)
+
+    @app.exception_handler(NotFound)
+    def _not_found(error: NotFound) -> Response:
+        return error_response(404, "not_found", f"{error.what} was not found.")
+
+    @app.not_found
+    def _no_route(_: NotFoundError) -> Response:
+        return error_response(404, "no_such_route",
+                              f"No route {app.current_event.http_method} {app.current_event.path}.")
+
+    return app
+
+
+def raw_body(event: dict[str, Any]) -> bytes:
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        try:
+            return base64.b64decode(body)
+        except ValueError:
+            return b""
+    return body.encode() if isinstance(body, str) else bytes(body)
+
+
+def _check_before_routing(event: dict[str, Any]) -> Response | None:
+    """Size, credentials and content type, in that order, before anything parses the body."""
+    path = event.get("path") or ""
+    body = raw_body(event)
+    if len(body) > settings().max_body_bytes:
+        return error_response(413, "body_too_large",
+                              f"The body is {len(body)} bytes; the limit is {settings().max_body_bytes}.")
+    if path.startswith(AUTHENTICATED_PREFIXES) and not crm_request_is_authentic(
+            headers=event.get("headers"), query=event.get("queryStringParameters"), raw_body=body,
+            crm_token=get_secret("CRM_TOKEN"), signing_secret=get_secret("CRM_SIGNING_SECRET")):
+        return error_response(401, "unauthorized",
+                              "Send the CRM token as a Bearer header or ?token=, or sign the body "
+                              "with X-Sugar-Signature.")
+    if path.startswith("/crm/") and (event.get("httpMethod") or "").upper() in {"POST", "PUT"}:
+        headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+        content_type = headers.get("content-type", "")
+        # Sugar's Enhanced Web Logic Hooks label their JSON body as a form: read it as JSON.
+        if not content_type or "x-www-form-urlencoded" in content_type or "text/plain" in content_type:
+            headers["content-type"] = "application/json"
+        elif "json" not in content_type:
+            return error_response(415, "unsupported_media_type",
+                                  f"Send JSON (Content-Type: application/json), not {content_type}.")
+        event["headers"] = headers
+        event["multiValueHeaders"] = {k: [v] for k, v in headers.items()}
+        if event.get("isBase64Encoded"):
+            event["body"], event["isBase64Encoded"] = body.decode("utf-8", "replace"), False
+    return None
+
+
+def handle_http(app: APIGatewayRestResolver, event: dict[str, Any], context: Any) -> dict[str, Any]:
+    refusal = _check_before_routing(event)
+    if refusal is not None:
+        logger.info("request refused before routing",
+                    extra={"path": event.get("path"), "status": refusal.status_code})
+        return {"statusCode": refusal.status_code,
+                "headers": {"Content-Type": content_types.APPLICATION_JSON},
+                "multiValueHeaders": {}, "body": refusal.body or "", "isBase64Encoded": False}
+    return app.resolve(event, context)
+
+
+def status_base_url(event: Any) -> str:
+    configured = settings().public_base_url
+    if configured:
+        return configured
+    context = event.request_context
+    host = event.headers.get("Host") or event.headers.get("host") or context.domain_name or "localhost"
+    stage = context.stage
+    return f"https://{host}/{stage}" if stage and stage != "$default" else f"https://{host}"
+
+
+common_router = Router()
+
+
+@common_router.get("/health")
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@common_router.get("/jobs/<job_id>")
+def get_job(job_id: str) -> Job:
+    job = wiring.job_store().get_job(job_id) if len(job_id) <= 64 else None
+    if job is None:
+        raise NotFound(f"Job {job_id}")
+    return job
+
+
+def not_yet_available(what: str) -> Response:
+    """Routes of the contract whose work lands in a later release answer 501, in the JSON shape."""
+    return error_response(501, "not_implemented", f"{what} is not available in this release yet.")

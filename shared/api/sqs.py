@@ -1,0 +1,54 @@
+"""Queue side of a handler: SQS batches in, partial batch failures out (Powertools Batch).
+
+Workers need the whole batch at once (to group up to 50 documents into one Xero call), so the
+batch is worked first and Powertools then reports each record that must be retried."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from shared.observability import logger
+from shared.usecases.work import BatchResult, WorkItem
+
+
+class RetryLater(Exception):
+    """Marks a record for SQS to deliver again."""
+
+
+def is_sqs_event(event: dict[str, Any]) -> bool:
+    records = event.get("Records") or []
+    return bool(records) and records[0].get("eventSource") == "aws:sqs"
+
+
+def run_batch(event: dict[str, Any], context: Any, work: Callable[[list[WorkItem]], BatchResult],
+              *, defer: Callable[[str, int], None] | None = None) -> dict[str, Any]:
+    items: list[WorkItem] = []
+    unreadable: set[str] = set()
+    for record in event["Records"]:
+        try:
+            body = json.loads(record["body"])
+            items.append(WorkItem(message_id=record["messageId"], job_id=body["job_id"],
+                                  kind=body.get("kind", ""), document=body.get("document") or {}))
+        except (ValueError, KeyError, TypeError):
+            # Never silently dropped: it fails until the queue's redrive moves it to the DLQ.
+            logger.error("unreadable queue message", extra={"message_id": record.get("messageId")})
+            unreadable.add(record["messageId"])
+    result = work(items) if items else BatchResult()
+    if defer and result.retry and result.retry_after:
+        receipts = {r["messageId"]: r["receiptHandle"] for r in event["Records"]}
+        for message_id in result.retry:
+            defer(receipts[message_id], int(min(result.retry_after, 43000)) + 1)
+    failed = result.retry | unreadable
+
+    def record_handler(record: SQSRecord) -> None:
+        if record.message_id in failed:
+            raise RetryLater(record.message_id)
+
+    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+    return process_partial_response(event=event, record_handler=record_handler,
+                                    processor=processor, context=context)

@@ -1,0 +1,1 @@
+"""Pure functions between CRM shapes, the connector's documents and Xero bodies. No I/O here."""

@@ -1,0 +1,92 @@
+"""Sugar Account and Contact hook bodies → the connector's ContactDocument."""
+
+from __future__ import annotations
+
+from shared.mapping.text import clean, split_lines
+from shared.models.documents import Address, ContactDocument
+from shared.models.sugar import AccountHook, ContactHook, SugarRecord
+
+
+def _primary_email(record: SugarRecord) -> str | None:
+    for entry in record.email or []:
+        if entry.primary_address and not entry.invalid_email:
+            return clean(entry.email_address, 255)
+    for entry in record.email or []:
+        if not entry.invalid_email:
+            return clean(entry.email_address, 255)
+    return clean(record.email1, 255)
+
+
+def _address(kind: str, street: object, city: object, region: object, postcode: object,
+             country: object) -> Address | None:
+    address = Address(
+        kind=kind,  # type: ignore[arg-type]
+        lines=split_lines(street),
+        city=clean(city, 255),
+        region=clean(region, 255),
+        postal_code=clean(postcode, 50),
+        country=clean(country, 50),
+    )
+    if not (address.lines or address.city or address.region or address.postal_code or address.country):
+        return None
+    return address
+
+
+def _is_deleted(event: str, record: SugarRecord) -> bool:
+    return event == "after_delete" or str(record.deleted).lower() in {"1", "true"}
+
+
+def account_to_document(hook: AccountHook) -> ContactDocument:
+    data = hook.data
+    addresses = [a for a in (
+        _address("billing", data.billing_address_street, data.billing_address_city,
+                 data.billing_address_state, data.billing_address_postalcode,
+                 data.billing_address_country),
+        _address("shipping", data.shipping_address_street, data.shipping_address_city,
+                 data.shipping_address_state, data.shipping_address_postalcode,
+                 data.shipping_address_country),
+    ) if a is not None]
+    return ContactDocument(
+        crm_module="Accounts",
+        crm_id=data.id,
+        name=clean(data.name, 255) or data.id,
+        email=_primary_email(data),
+        website=clean(data.website, 2000),
+        phone=clean(data.phone_office, 50),
+        fax=clean(data.phone_fax, 50),
+        addresses=addresses,
+        is_supplier=True if (data.account_type or "").lower() in {"supplier", "vendor"} else None,
+        deleted=_is_deleted(hook.event, data),
+        crm_modified=data.date_modified,
+    )
+
+
+def contact_to_document(hook: ContactHook) -> ContactDocument:
+    data = hook.data
+    first = clean(data.first_name, 255)
+    last = clean(data.last_name, 255)
+    name = " ".join(part for part in (first, last) if part) or data.id
+    address = _address("billing", data.primary_address_street, data.primary_address_city,
+                       data.primary_address_state, data.primary_address_postalcode,
+                       data.primary_address_country)
+    return ContactDocument(
+        crm_module="Contacts",
+        crm_id=data.id,
+        name=name[:255],
+        first_name=first,
+        last_name=last,
+        email=_primary_email(data),
+        phone=clean(data.phone_work, 50),
+        mobile=clean(data.phone_mobile, 50),
+        fax=clean(data.phone_fax, 50),
+        addresses=[address] if address else [],
+        parent_crm_id=clean(data.account_id, 50),
+        deleted=_is_deleted(hook.event, data),
+        crm_modified=data.date_modified,
+    )
+
+
+def hook_to_document(hook: AccountHook | ContactHook) -> ContactDocument:
+    if isinstance(hook, AccountHook):
+        return account_to_document(hook)
+    return contact_to_document(hook)

@@ -1,0 +1,62 @@
+"""ContactDocument → the body of one element of Xero's ``{"Contacts": [...]}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.models.documents import ContactDocument
+
+_ADDRESS_TYPE = {"billing": "POBOX", "shipping": "STREET"}
+
+
+def to_xero_contact(doc: ContactDocument, *, xero_contact_id: str | None = None) -> dict[str, Any]:
+    """Map a document to a Xero Contact. Empty fields are left out, so Xero keeps what it has.
+
+    ``ContactNumber`` carries the CRM id: it is how a lost mapping is found again in Xero.
+    """
+    body: dict[str, Any] = {"Name": doc.name, "ContactNumber": doc.crm_id}
+    if xero_contact_id:
+        body["ContactID"] = xero_contact_id
+    optional = {
+        "FirstName": doc.first_name,
+        "LastName": doc.last_name,
+        "EmailAddress": doc.email,
+        "AccountNumber": doc.account_number,
+        "TaxNumber": doc.tax_number,
+        "CompanyNumber": doc.company_number,
+        "Website": doc.website,
+        "DefaultCurrency": doc.currency,
+    }
+    body.update({key: value for key, value in optional.items() if value})
+    if doc.is_supplier is not None:
+        body["IsSupplier"] = doc.is_supplier
+    if doc.is_customer is not None:
+        body["IsCustomer"] = doc.is_customer
+    addresses = []
+    for address in doc.addresses:
+        entry: dict[str, Any] = {"AddressType": _ADDRESS_TYPE[address.kind]}
+        for index, line in enumerate(address.lines[:4], start=1):
+            entry[f"AddressLine{index}"] = line
+        for key, value in (("City", address.city), ("Region", address.region),
+                           ("PostalCode", address.postal_code), ("Country", address.country)):
+            if value:
+                entry[key] = value
+        addresses.append(entry)
+    if addresses:
+        body["Addresses"] = addresses
+    phones = [{"PhoneType": kind, "PhoneNumber": number}
+              for kind, number in (("DEFAULT", doc.phone), ("MOBILE", doc.mobile), ("FAX", doc.fax))
+              if number]
+    if phones:
+        body["Phones"] = phones
+    if doc.persons:
+        body["ContactPersons"] = [
+            {key: value for key, value in {
+                "FirstName": p.first_name, "LastName": p.last_name,
+                "EmailAddress": p.email, "IncludeInEmails": p.include_in_emails,
+            }.items() if value is not None}
+            for p in doc.persons[:5]
+        ]
+    if doc.deleted:
+        body["ContactStatus"] = "ARCHIVED"
+    return body

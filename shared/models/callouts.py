@@ -1,0 +1,28 @@
+"""What each /crm route accepts: a Sugar hook body or the connector's own document."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Discriminator, Tag
+
+from shared.models.documents import ContactDocument
+from shared.models.sugar import AccountHook, ContactHook
+
+
+def _contact_callout_kind(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return None
+    bean = value.get("bean")
+    if bean is None:
+        return "document"
+    return bean if bean in {"Account", "Contact"} else None
+
+
+ContactCallout = Annotated[
+    Annotated[AccountHook, Tag("Account")] | Annotated[ContactHook, Tag("Contact")]
+    | Annotated[ContactDocument, Tag("document")],
+    Discriminator(_contact_callout_kind, custom_error_type="unknown_module",
+                  custom_error_message="bean must be Account or Contact (Sugar hook), or the body "
+                                       "must be a contact document with crm_id and name"),
+]

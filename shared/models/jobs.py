@@ -1,0 +1,46 @@
+"""A job: one accepted unit of CRM work, as stored in the sync table and shown by GET /jobs."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+JobStatus = Literal["queued", "in_progress", "succeeded", "failed", "ignored"]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "ignored"})
+
+
+class CrmRef(BaseModel):
+    module: str
+    id: str
+
+
+class Job(BaseModel):
+    job_id: str
+    status: JobStatus
+    kind: str = Field(description="what the job does, e.g. contact.upsert")
+    crm: CrmRef
+    xero: dict[str, Any] = Field(default_factory=dict)
+    attempts: int = 0
+    error: str | None = None
+    warnings: list[str] = Field(default_factory=list)
+    created_at: str
+    updated_at: str
+
+
+class Accepted(BaseModel):
+    job_id: str
+    status_url: str
+    status: JobStatus = "queued"
+    duplicate: bool = Field(default=False, description="true when this is a repeat of an earlier callout")
+
+
+class Ignored(BaseModel):
+    status: Literal["ignored"] = "ignored"
+    reason: str
+
+
+class ErrorBody(BaseModel):
+    error: str
+    message: str
+    details: list[Any] = Field(default_factory=list)

@@ -1,0 +1,98 @@
+"""Sugar Web Logic Hook bodies, Sugar 8 to 14 shapes (``../shared/reference/sugarcrm.md``).
+
+Sugar sends REST-formatted values: strings for most fields, arrays for ``email``, and it adds
+fields freely between versions, so every model keeps unknown fields (``extra="allow"``) and only
+the fields the connector reads are declared.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SugarEmail(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    email_address: str = Field(max_length=255)
+    primary_address: bool = False
+    invalid_email: bool = False
+    opt_out: bool = False
+
+
+class SugarRecord(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(min_length=1, max_length=50, description="Sugar record id (becomes Xero ContactNumber)")
+    date_modified: str | None = None
+    deleted: bool | int | str | None = False
+    email: list[SugarEmail] | None = None
+    email1: str | None = None
+    currency_id: str | None = None
+    currency_name: str | None = None
+
+
+class SugarAccount(SugarRecord):
+    name: str = Field(min_length=1, max_length=255)
+    account_type: str | None = None
+    phone_office: str | None = None
+    phone_fax: str | None = None
+    phone_alternate: str | None = None
+    website: str | None = None
+    billing_address_street: str | None = None
+    billing_address_city: str | None = None
+    billing_address_state: str | None = None
+    billing_address_postalcode: str | None = None
+    billing_address_country: str | None = None
+    shipping_address_street: str | None = None
+    shipping_address_city: str | None = None
+    shipping_address_state: str | None = None
+    shipping_address_postalcode: str | None = None
+    shipping_address_country: str | None = None
+
+
+class SugarContact(SugarRecord):
+    first_name: str | None = Field(default=None, max_length=255)
+    last_name: str = Field(min_length=1, max_length=255)
+    account_id: str | None = None
+    account_name: str | None = None
+    title: str | None = None
+    phone_work: str | None = None
+    phone_mobile: str | None = None
+    phone_fax: str | None = None
+    primary_address_street: str | None = None
+    primary_address_city: str | None = None
+    primary_address_state: str | None = None
+    primary_address_postalcode: str | None = None
+    primary_address_country: str | None = None
+
+
+SugarEvent = Literal[
+    "after_save", "after_delete", "after_relationship_add", "after_relationship_delete",
+]
+
+
+class SugarHookBase(BaseModel):
+    """Fields common to every Web Logic Hook body (Sugar 8 adds ``isUpdate``; 12 drops it)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    bean: str = Field(description="Sugar's PHP class name: Account, Contact, Quote, ProductTemplate")
+    event: SugarEvent
+    isUpdate: bool | None = None  # noqa: N815 - Sugar's own field name
+    dataChanges: dict[str, Any] | list[Any] | None = None  # noqa: N815
+    # Relationship events (Sugar 8) name the other side.
+    related_id: str | None = None
+    related_module: str | None = None
+    link: str | None = None
+
+
+class AccountHook(SugarHookBase):
+    bean: Literal["Account"]
+    data: SugarAccount
+
+
+class ContactHook(SugarHookBase):
+    bean: Literal["Contact"]
+    data: SugarContact

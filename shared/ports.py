@@ -1,0 +1,43 @@
+"""The adapters a use case needs, as structural types. Tests hand use cases in-memory fakes;
+Lambda hands them the DynamoDB, SQS and HTTP adapters."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from shared.models.jobs import Job
+from shared.state.records import Mapping
+
+
+class JobStore(Protocol):
+    def create_job(self, job: Job, payload: dict[str, Any]) -> tuple[Job, bool]:
+        """Store a new job unless one with the same id exists; returns (job, created)."""
+
+    def get_job(self, job_id: str) -> Job | None: ...
+
+    def delete_job(self, job_id: str) -> None: ...
+
+    def update_job(self, job_id: str, **changes: Any) -> None: ...
+
+    def start_attempt(self, job_id: str) -> None:
+        """Mark the job in_progress and count the attempt."""
+
+
+class MappingStore(Protocol):
+    def get_mappings(self, tenant_id: str, module: str, crm_ids: list[str]) -> dict[str, Mapping]: ...
+
+    def put_mapping(self, mapping: Mapping) -> None: ...
+
+
+class WorkQueue(Protocol):
+    def send(self, body: dict[str, Any], *, delay_seconds: int = 0) -> None: ...
+
+
+class XeroApi(Protocol):
+    tenant_id: str
+
+    def upsert_batch(self, resource: str, elements: list[dict[str, Any]], *,
+                     idempotency_key: str) -> list[dict[str, Any]]:
+        """POST up to 50 elements with summarizeErrors=false; returns Xero's elements in order."""
+
+    def get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]: ...

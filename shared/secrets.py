@@ -1,0 +1,24 @@
+"""Secrets: one JSON secret in Secrets Manager when deployed (cached by Powertools Parameters),
+the environment with documented local defaults otherwise. Values never reach a log."""
+
+from __future__ import annotations
+
+import os
+
+from shared.config import LOCAL_SECRET_DEFAULTS, settings
+
+SECRET_NAMES = tuple(LOCAL_SECRET_DEFAULTS)
+
+
+def get_secret(name: str) -> str:
+    if name not in LOCAL_SECRET_DEFAULTS:
+        raise KeyError(f"unknown secret {name}")
+    arn = settings().secrets_arn
+    if arn:
+        from aws_lambda_powertools.utilities import parameters
+
+        values = parameters.get_secret(arn, transform="json", max_age=300)
+        value = values.get(name) if isinstance(values, dict) else None
+        if value:
+            return str(value)
+    return os.environ.get(name) or LOCAL_SECRET_DEFAULTS[name]

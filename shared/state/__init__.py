@@ -1,0 +1,1 @@
+"""Sync state in DynamoDB: jobs, CRM ⇄ Xero mappings, tokens, connections, watermarks."""

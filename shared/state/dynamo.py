@@ -1,0 +1,139 @@
+"""DynamoDB adapter for the sync table (single-table design, ``design/architecture.md``)."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+from boto3.dynamodb.conditions import Attr
+from botocore.exceptions import ClientError
+
+from shared.models.jobs import Job
+from shared.state.records import Mapping, connection_key, job_key, mapping_key, token_key
+
+XERO_ID_INDEX = "by-xero-id"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _conditional_failed(error: ClientError) -> bool:
+    return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+def _plain(item: dict[str, Any]) -> dict[str, Any]:
+    """DynamoDB hands numbers back as Decimal; jobs only hold ints."""
+    return {k: (int(v) if k == "attempts" else v) for k, v in item.items()}
+
+
+class SyncStateTable:
+    def __init__(self, table_name: str, *, resource: Any | None = None, job_ttl_days: int = 30):
+        self._table = (resource or boto3.resource("dynamodb")).Table(table_name)
+        self._job_ttl_seconds = job_ttl_days * 86400
+
+    # ---- jobs -------------------------------------------------------------------------------
+    def create_job(self, job: Job, payload: dict[str, Any]) -> tuple[Job, bool]:
+        item = {**job_key(job.job_id), **job.model_dump(mode="json"),
+                "payload": json.dumps(payload, separators=(",", ":")),
+                "expires_at": int(time.time()) + self._job_ttl_seconds}
+        item = {k: v for k, v in item.items() if v is not None}
+        try:
+            self._table.put_item(Item=item, ConditionExpression=Attr("PK").not_exists())
+            return job, True
+        except ClientError as error:
+            if not _conditional_failed(error):
+                raise
+        existing = self.get_job(job.job_id)
+        assert existing is not None  # the condition failed because it exists
+        return existing, False
+
+    def get_job(self, job_id: str) -> Job | None:
+        item = self._table.get_item(Key=job_key(job_id), ConsistentRead=True).get("Item")
+        if not item:
+            return None
+        return Job.model_validate(_plain({k: v for k, v in item.items() if k in Job.model_fields}))
+
+    def get_job_payload(self, job_id: str) -> dict[str, Any] | None:
+        item = self._table.get_item(Key=job_key(job_id), ConsistentRead=True,
+                                    ProjectionExpression="payload").get("Item")
+        return json.loads(item["payload"]) if item and "payload" in item else None
+
+    def delete_job(self, job_id: str) -> None:
+        self._table.delete_item(Key=job_key(job_id))
+
+    def update_job(self, job_id: str, **changes: Any) -> None:
+        changes["updated_at"] = now_iso()
+        names = {f"#{k}": k for k in changes}
+        values = {f":{k}": v for k, v in changes.items()}
+        expression = "SET " + ", ".join(f"#{k} = :{k}" for k in changes)
+        self._table.update_item(Key=job_key(job_id), UpdateExpression=expression,
+                                ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+
+    def start_attempt(self, job_id: str) -> None:
+        self._table.update_item(
+            Key=job_key(job_id),
+            UpdateExpression="SET #s = :s, updated_at = :u ADD attempts :one",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={":s": "in_progress", ":u": now_iso(), ":one": 1},
+        )
+
+    # ---- mappings ---------------------------------------------------------------------------
+    def get_mappings(self, tenant_id: str, module: str, crm_ids: list[str]) -> dict[str, Mapping]:
+        found: dict[str, Mapping] = {}
+        unique = list(dict.fromkeys(crm_ids))
+        client = self._table.meta.client
+        for start in range(0, len(unique), 100):  # BatchGetItem takes 100 keys
+            keys = [mapping_key(tenant_id, module, crm_id) for crm_id in unique[start:start + 100]]
+            request = {self._table.name: {"Keys": keys, "ConsistentRead": True}}
+            while request:
+                answer = client.batch_get_item(RequestItems=request)
+                for item in answer.get("Responses", {}).get(self._table.name, []):
+                    mapping = Mapping.model_validate(
+                        {k: v for k, v in item.items() if k in Mapping.model_fields})
+                    found[mapping.crm_id] = mapping
+                request = answer.get("UnprocessedKeys") or {}
+        return found
+
+    def put_mapping(self, mapping: Mapping) -> None:
+        mapping = mapping.model_copy(update={"updated_at": now_iso()})
+        item = {**mapping_key(mapping.tenant_id, mapping.module, mapping.crm_id),
+                **mapping.model_dump(exclude_none=True)}
+        self._table.put_item(Item=item)
+
+    def find_by_xero_id(self, xero_id: str) -> Mapping | None:
+        answer = self._table.query(IndexName=XERO_ID_INDEX,
+                                   KeyConditionExpression="xero_id = :x",
+                                   ExpressionAttributeValues={":x": xero_id}, Limit=1)
+        items = answer.get("Items", [])
+        if not items:
+            return None
+        return Mapping.model_validate({k: v for k, v in items[0].items() if k in Mapping.model_fields})
+
+    # ---- tokens and connections --------------------------------------------------------------
+    def get_token(self, connection_id: str) -> dict[str, Any] | None:
+        return self._table.get_item(Key=token_key(connection_id), ConsistentRead=True).get("Item")
+
+    def put_token(self, connection_id: str, token: dict[str, Any], *, expected_version: int | None) -> bool:
+        """Compare-and-set: write only if the stored version is still ``expected_version``
+        (None: only if there is no token yet). Returns False when another writer won."""
+        new_version = (expected_version or 0) + 1
+        item = {**token_key(connection_id), **token, "version": new_version}
+        condition = (Attr("PK").not_exists() if expected_version is None
+                     else Attr("version").eq(expected_version))
+        try:
+            self._table.put_item(Item=item, ConditionExpression=condition)
+            return True
+        except ClientError as error:
+            if _conditional_failed(error):
+                return False
+            raise
+
+    def get_connection(self, connection_id: str) -> dict[str, Any] | None:
+        return self._table.get_item(Key=connection_key(connection_id), ConsistentRead=True).get("Item")
+
+    def put_connection(self, connection_id: str, **fields: Any) -> None:
+        self._table.put_item(Item={**connection_key(connection_id), **fields, "updated_at": now_iso()})

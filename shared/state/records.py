@@ -1,0 +1,37 @@
+"""Records kept in the sync table, and the table's key scheme (one place for every key)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+
+def job_key(job_id: str) -> dict[str, str]:
+    return {"PK": f"JOB#{job_id}", "SK": "JOB"}
+
+
+def mapping_key(tenant_id: str, module: str, crm_id: str) -> dict[str, str]:
+    return {"PK": f"T#{tenant_id}#{module}#{crm_id}", "SK": "MAP"}
+
+
+def token_key(connection_id: str) -> dict[str, str]:
+    return {"PK": f"TOKEN#{connection_id}", "SK": "TOKEN"}
+
+
+def connection_key(connection_id: str) -> dict[str, str]:
+    return {"PK": f"CONN#{connection_id}", "SK": "CONN"}
+
+
+class Mapping(BaseModel):
+    """One CRM record's counterpart in one Xero organisation."""
+
+    tenant_id: str
+    module: str
+    crm_id: str
+    xero_id: str
+    xero_number: str | None = None
+    payload_hash: str | None = None
+    crm_modified: str | None = None
+    xero_updated: str | None = None
+    sync_status: str = "synced"
+    last_error: str | None = None
+    updated_at: str | None = None

@@ -1,0 +1,1 @@
+"""The connector's work. Each use case takes its adapters as arguments."""

@@ -1,0 +1,91 @@
+"""Composition root: the real adapters, built once per Lambda container on first use (so that
+importing a handler stays cheap and tests can set the environment first). ``reset()`` drops
+them, for tests that change the environment."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import requests
+
+from shared.config import settings
+from shared.errors import ConnectionNotReady
+from shared.queue import SqsQueue
+from shared.secrets import get_secret
+from shared.state.dynamo import SyncStateTable
+from shared.xero.auth import XeroTokens
+from shared.xero.client import XeroClient
+
+
+@cache
+def _boto3():  # boto3 is imported lazily: handlers that never touch AWS do not pay for it
+    import boto3
+
+    return boto3
+
+
+@cache
+def job_store() -> SyncStateTable:
+    return SyncStateTable(settings().sync_table, resource=_boto3().resource("dynamodb"),
+                          job_ttl_days=settings().job_ttl_days)
+
+
+def _queue(url: str | None, name: str) -> SqsQueue:
+    if not url:
+        raise RuntimeError(f"{name} is not configured")
+    return SqsQueue(url, client=_sqs())
+
+
+@cache
+def _sqs():
+    return _boto3().client("sqs")
+
+
+@cache
+def contact_queue() -> SqsQueue:
+    return _queue(settings().contact_queue_url, "CONTACT_QUEUE_URL")
+
+
+@cache
+def http_session() -> requests.Session:
+    return requests.Session()
+
+
+@cache
+def xero_tokens() -> XeroTokens:
+    return XeroTokens(job_store(), settings().connection_id, identity_url=settings().xero_identity_url,
+                      client_id=get_secret("XERO_CLIENT_ID"),
+                      client_secret=get_secret("XERO_CLIENT_SECRET"), session=http_session())
+
+
+def tenant_id() -> str:
+    """The Xero organisation this CRM instance writes to: configured, recorded at onboarding,
+    or (first run against a single-organisation connection) read once from /connections."""
+    configured = settings().xero_tenant_id
+    if configured:
+        return configured
+    connection = job_store().get_connection(settings().connection_id) or {}
+    if connection.get("tenant_id"):
+        return str(connection["tenant_id"])
+    response = http_session().get(f"{settings().xero_api_base_url.rstrip('/')}/connections",
+                                  headers={"Authorization": f"Bearer {xero_tokens()()}"}, timeout=30)
+    response.raise_for_status()
+    tenants = [c for c in response.json() if c.get("tenantType", "ORGANISATION") == "ORGANISATION"]
+    if not tenants:
+        raise ConnectionNotReady("the Xero connection has no organisation; run `sugar-xero connect`")
+    job_store().put_connection(settings().connection_id, tenant_id=tenants[0]["tenantId"],
+                               tenant_name=tenants[0].get("tenantName", ""))
+    return str(tenants[0]["tenantId"])
+
+
+@cache
+def xero_client() -> XeroClient:
+    return XeroClient(settings().xero_api_base_url, tenant_id(), xero_tokens(), session=http_session())
+
+
+def reset() -> None:
+    from shared import config
+
+    config.settings.cache_clear()
+    for factory in (_boto3, job_store, _sqs, contact_queue, http_session, xero_tokens, xero_client):
+        factory.cache_clear()

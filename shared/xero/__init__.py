@@ -1,0 +1,1 @@
+"""Xero adapters: OAuth2 token management, the Accounting API client, webhook signatures."""

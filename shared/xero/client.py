@@ -1,0 +1,144 @@
+"""The Xero Accounting API client: the only code that knows Xero's URLs and headers.
+
+Every write is a batch (up to 50 elements) with ``summarizeErrors=false`` and an
+``Idempotency-Key``; 429, 5xx, timeouts and dropped connections are retried with bounded,
+jittered exponential backoff that honours ``Retry-After``. A wait longer than the caller can
+afford raises ``RateLimited`` so the work goes back to its queue instead of blocking a Lambda.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+
+from shared.errors import RateLimited, XeroError
+from shared.observability import logger
+
+API_PREFIX = "/api.xro/2.0"
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+TokenSource = Callable[[bool], str]
+"""Returns a valid access token; called with True after a 401 to force a refresh."""
+
+
+def validation_messages(element: dict[str, Any]) -> list[str]:
+    """Xero's ValidationErrors on an element (and on its lines), as plain messages."""
+    messages = [e.get("Message", "") for e in element.get("ValidationErrors") or []]
+    for line in element.get("LineItems") or []:
+        messages += [e.get("Message", "") for e in line.get("ValidationErrors") or []]
+    return [m for m in messages if m]
+
+
+class XeroClient:
+    def __init__(self, base_url: str, tenant_id: str, token_source: TokenSource, *,
+                 session: requests.Session | None = None, max_attempts: int = 5,
+                 max_wait_seconds: float = 10.0, timeout: float = 30.0,
+                 sleep: Callable[[float], None] = time.sleep,
+                 on_response: Callable[[requests.Response], None] | None = None):
+        self.base_url = base_url.rstrip("/")
+        self.tenant_id = tenant_id
+        self._token_source = token_source
+        self._session = session or requests.Session()
+        self._max_attempts = max_attempts
+        self._max_wait = max_wait_seconds
+        self._timeout = timeout
+        self._sleep = sleep
+        self._on_response = on_response
+        self.calls = 0
+
+    # ---- public ----------------------------------------------------------------------------
+    def upsert_batch(self, resource: str, elements: list[dict[str, Any]], *,
+                     idempotency_key: str) -> list[dict[str, Any]]:
+        if not 1 <= len(elements) <= 50:
+            raise ValueError("a Xero batch holds 1 to 50 elements")
+        answer = self._request("POST", f"{API_PREFIX}/{resource}",
+                               params={"summarizeErrors": "false"},
+                               json_body={resource: elements}, idempotency_key=idempotency_key)
+        returned = answer.get(resource) or []
+        if len(returned) != len(elements):
+            raise XeroError(f"Xero answered {len(returned)} {resource} for {len(elements)} sent",
+                            retryable=True)
+        return returned
+
+    def get(self, path: str, params: dict[str, Any] | None = None, *,
+            if_modified_since: str | None = None) -> dict[str, Any]:
+        headers = {"If-Modified-Since": if_modified_since} if if_modified_since else None
+        return self._request("GET", f"{API_PREFIX}/{path.lstrip('/')}", params=params,
+                             extra_headers=headers)
+
+    # ---- transport -------------------------------------------------------------------------
+    def _request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
+                 json_body: Any = None, idempotency_key: str | None = None,
+                 extra_headers: dict[str, str] | None = None) -> dict[str, Any]:
+        refreshed = False
+        for attempt in range(1, self._max_attempts + 1):
+            headers = {"Authorization": f"Bearer {self._token_source(False)}",
+                       "xero-tenant-id": self.tenant_id, "Accept": "application/json"}
+            if idempotency_key:
+                headers["Idempotency-Key"] = idempotency_key[:128]
+            headers.update(extra_headers or {})
+            try:
+                self.calls += 1
+                response = self._session.request(method, self.base_url + path, params=params,
+                                                 json=json_body, headers=headers, timeout=self._timeout)
+            except (requests.ConnectionError, requests.Timeout) as error:
+                logger.warning("Xero call failed in transit", extra={"path": path, "attempt": attempt,
+                                                                      "error": type(error).__name__})
+                self._back_off(attempt, None, f"{type(error).__name__} calling Xero")
+                continue
+            if self._on_response:
+                self._on_response(response)
+            if response.status_code == 401 and not refreshed:
+                refreshed = True
+                self._token_source(True)
+                continue
+            if response.status_code in RETRYABLE_STATUSES:
+                retry_after = _retry_after(response)
+                problem = response.headers.get("X-Rate-Limit-Problem")
+                if response.status_code == 429 and (problem or "").lower() == "day":
+                    raise RateLimited("Xero's daily limit is used up", retry_after=retry_after or 3600,
+                                      problem="day")
+                self._back_off(attempt, retry_after, f"Xero answered {response.status_code}",
+                               problem=problem, status=response.status_code)
+                continue
+            if response.status_code == 304:
+                return {}
+            if response.status_code >= 400:
+                raise XeroError(_error_text(response), status=response.status_code)
+            return response.json() if response.content else {}
+        raise XeroError("unreachable")  # _back_off raises on the last attempt
+
+    def _back_off(self, attempt: int, retry_after: float | None, reason: str, *,
+                  problem: str | None = None, status: int | None = None) -> None:
+        wait = retry_after if retry_after is not None else min(8.0, 0.25 * 2 ** (attempt - 1))
+        wait += random.uniform(0, 0.25 * wait)  # jitter, so parallel workers do not retry in step
+        if attempt >= self._max_attempts or wait > self._max_wait:
+            if status == 429 or retry_after is not None:
+                raise RateLimited(f"{reason}; retry in {wait:.0f}s", retry_after=wait, problem=problem)
+            raise XeroError(f"{reason} after {attempt} attempts", status=status, retryable=True,
+                            retry_after=wait)
+        self._sleep(wait)
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _error_text(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return f"Xero answered {response.status_code}: {response.text[:300]}"
+    messages = []
+    for element in body.get("Elements") or []:
+        messages += validation_messages(element)
+    detail = "; ".join(messages) or body.get("Message") or body.get("Detail") or str(body)[:300]
+    return f"Xero answered {response.status_code}: {detail}"
