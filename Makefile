@@ -1,0 +1,42 @@
+# The README's two commands: `make run` and `make test`. Both set everything up themselves.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-fast lint build bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Start the whole connector on 127.0.0.1 (moto, Xero emulator, Sugar double, gateway, workers),
+## run the demo against it, and keep it running until Ctrl-C.
+run: install
+	$(VENV)/bin/sugar-xero local --demo
+
+## Every test: unit, integration, contract, template checks, end to end.
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -m "not e2e and not slow" $(PYTEST_ARGS)
+
+lint: install
+	$(PY) -m ruff check .
+
+## sam build without Docker: manylinux CPython 3.13 wheels into .aws-sam/build
+build: install
+	bash infra/build.sh
+
+## Benchmarks: ratios measured in one run, printed as a table and written to bench/results.md
+bench: install
+	$(PY) -m bench
+
+clean:
+	rm -rf .aws-sam .pytest_cache .hypothesis build dist *.egg-info

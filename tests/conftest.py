@@ -1,0 +1,70 @@
+"""Test set-up shared by every layer: fake AWS credentials before any boto3 client exists,
+moto-backed sync table and queue, and the shared fixture files."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.update({
+    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "eu-west-1", "AWS_REGION": "eu-west-1",
+    "POWERTOOLS_TRACE_DISABLED": "1", "POWERTOOLS_METRICS_NAMESPACE": "SugarXero",
+    "POWERTOOLS_SERVICE_NAME": "sugar-xero", "POWERTOOLS_DEV": "0",
+})
+for name in ("AWS_ENDPOINT_URL", "SECRETS_ARN", "XERO_TENANT_ID", "PUBLIC_BASE_URL"):
+    os.environ.pop(name, None)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_FIXTURES = Path(os.environ.get("SUGAR_XERO_FIXTURES", REPO.parent / "shared" / "fixtures"))
+
+
+def load_fixture(relative: str) -> dict:
+    path = SHARED_FIXTURES / relative
+    if not path.exists():
+        pytest.skip(f"shared fixture {path} not found (set SUGAR_XERO_FIXTURES to the fixtures folder)")
+    return json.loads(path.read_text())
+
+
+@pytest.fixture
+def fixture_body():
+    return load_fixture
+
+
+def create_sync_table(dynamodb, name: str) -> None:
+    dynamodb.create_table(
+        TableName=name, BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "PK", "KeyType": "HASH"}, {"AttributeName": "SK", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": "PK", "AttributeType": "S"},
+                              {"AttributeName": "SK", "AttributeType": "S"},
+                              {"AttributeName": "xero_id", "AttributeType": "S"}],
+        GlobalSecondaryIndexes=[{"IndexName": "by-xero-id",
+                                 "KeySchema": [{"AttributeName": "xero_id", "KeyType": "HASH"}],
+                                 "Projection": {"ProjectionType": "ALL"}}],
+    )
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    """moto for DynamoDB and SQS, with the sync table and the contact queue (and its DLQ)."""
+    from moto import mock_aws
+
+    with mock_aws():
+        import boto3
+
+        from shared import wiring
+
+        create_sync_table(boto3.client("dynamodb"), "sync-test")
+        sqs = boto3.client("sqs")
+        dlq = sqs.create_queue(QueueName="contact-dlq")["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        queue = sqs.create_queue(QueueName="contact", Attributes={
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})})["QueueUrl"]
+        monkeypatch.setenv("SYNC_TABLE", "sync-test")
+        monkeypatch.setenv("CONTACT_QUEUE_URL", queue)
+        wiring.reset()
+        yield {"sqs": sqs, "queue_url": queue, "dlq_url": dlq, "dynamodb": boto3.resource("dynamodb")}
+        wiring.reset()
