@@ -10,6 +10,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.api.http import build_resolver, common_router, handle_http, not_yet_available
 from shared.api.sqs import is_sqs_event, run_batch
+from shared.models.jobs import ErrorBody
 from shared.observability import logger, metrics, tracer
 from shared.usecases.work import BatchResult
 
@@ -17,22 +18,22 @@ router = Router()
 
 
 @router.post("/crm/products", summary="Push a CRM product (ProductTemplate) to Xero as an item")
-def post_product() -> Response:
+def post_product() -> Response[ErrorBody]:
     return not_yet_available("Product sync")
 
 
 @router.post("/crm/quotes", summary="A Sugar quote; one reaching the configured stage becomes an invoice")
-def post_quote() -> Response:
+def post_quote() -> Response[ErrorBody]:
     return not_yet_available("Quote to invoice")
 
 
 @router.post("/crm/invoices", summary="The connector's own sales invoice document")
-def post_invoice() -> Response:
+def post_invoice() -> Response[ErrorBody]:
     return not_yet_available("Sales invoices")
 
 
 @router.post("/crm/purchases", summary="The connector's own purchase document (bills)")
-def post_purchase() -> Response:
+def post_purchase() -> Response[ErrorBody]:
     return not_yet_available("Purchases")
 
 

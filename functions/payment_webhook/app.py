@@ -10,6 +10,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.api.http import build_resolver, common_router, handle_http, not_yet_available
 from shared.api.sqs import is_sqs_event, run_batch
+from shared.models.jobs import ErrorBody
 from shared.observability import logger, metrics, tracer
 from shared.usecases.work import BatchResult
 
@@ -17,17 +18,17 @@ router = Router()
 
 
 @router.post("/xero/webhooks", summary="Xero webhook deliveries and Intent-to-Receive checks")
-def post_webhook() -> Response:
+def post_webhook() -> Response[ErrorBody]:
     return not_yet_available("Xero webhooks")
 
 
 @router.get("/xero/connect", summary="Start Xero OAuth2 onboarding")
-def connect() -> Response:
+def connect() -> Response[ErrorBody]:
     return not_yet_available("Xero onboarding")
 
 
 @router.get("/xero/callback", summary="Xero OAuth2 redirect target")
-def callback() -> Response:
+def callback() -> Response[ErrorBody]:
     return not_yet_available("Xero onboarding")
 
 

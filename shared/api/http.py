@@ -16,7 +16,7 @@ from shared import wiring
 from shared.api.auth import crm_request_is_authentic
 from shared.config import settings
 from shared.errors import BadInput, NotFound
-from shared.models.jobs import Job
+from shared.models.jobs import ErrorBody, Job
 from shared.observability import logger
 from shared.secrets import get_secret
 
@@ -143,6 +143,6 @@ def get_job(job_id: str) -> Job:
     return job
 
 
-def not_yet_available(what: str) -> Response:
+def not_yet_available(what: str) -> Response[ErrorBody]:
     """Routes of the contract whose work lands in a later release answer 501, in the JSON shape."""
     return error_response(501, "not_implemented", f"{what} is not available in this release yet.")

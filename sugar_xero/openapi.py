@@ -1,0 +1,79 @@
+"""The connector's own OpenAPI document: every function's routes in one spec.
+
+Powertools generates each route from its pydantic models; this adds what Powertools cannot
+know: the contract's JSON error shape for every refusal, the three ways to authenticate, and
+the webhook's empty-bodied answers."""
+
+from __future__ import annotations
+
+import json
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from aws_lambda_powertools.event_handler.openapi.models import Server
+
+from shared.api.http import build_resolver
+from shared.models.jobs import ErrorBody
+
+API_FUNCTIONS = ("contact_sync", "invoice_push", "payment_webhook")
+TITLE = "SugarCRM ⇄ Xero connector"
+
+_ERRORS = {
+    "400": "Malformed JSON", "401": "No valid CRM credential", "413": "Body over the size limit",
+    "415": "Body is not JSON", "422": "Body does not match the schema",
+}
+
+
+def _version() -> str:
+    try:
+        return version("sugar-xero-connector")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0.0.0"
+
+
+def build_spec(server_url: str = "/") -> dict[str, Any]:
+    combined = build_resolver()
+    for name in API_FUNCTIONS:
+        module = import_module(f"functions.{name}.app")
+        combined.include_router(module.router)
+    from shared.api.http import common_router
+
+    combined.include_router(common_router)
+    spec = json.loads(combined.get_openapi_json_schema(
+        title=TITLE, version=_version(), servers=[Server(url=server_url)],
+        description="Routes, authentication and error shape of the connector (design/api-contract.md)."))
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    schemas["ErrorBody"] = ErrorBody.model_json_schema()
+    for name in ("HTTPValidationError", "ValidationError", "ResponseValidationError"):
+        schemas.pop(name, None)
+    spec["components"]["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer"},
+        "sugarSignature": {"type": "apiKey", "in": "header", "name": "X-Sugar-Signature",
+                           "description": "hex HMAC-SHA256 of the raw body with the CRM signing secret"},
+        "queryToken": {"type": "apiKey", "in": "query", "name": "token"},
+    }
+    error_ref = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            responses = operation.setdefault("responses", {})
+            if "422" in responses:  # Powertools' default shape is not what the connector answers
+                responses["422"] = {"description": _ERRORS["422"], "content": error_ref}
+            if path.startswith(("/crm/", "/jobs/")):
+                operation["security"] = [{"bearer": []}, {"sugarSignature": []}, {"queryToken": []}]
+                codes = _ERRORS if method == "post" else {"401": _ERRORS["401"]}
+                for code, description in codes.items():
+                    responses[code] = {"description": description, "content": error_ref}
+            if path == "/xero/webhooks":
+                responses.pop("422", None)
+                responses["200"] = {"description": "signature verified (empty body)"}
+                responses["401"] = {"description": "signature wrong or missing (empty body)"}
+            for code in ("404", "501"):
+                if path.startswith("/jobs/") or code == "501":
+                    responses.setdefault(code, {"description": "not found" if code == "404"
+                                                else "not available in this release", "content": error_ref})
+    return spec
+
+
+def main() -> None:  # pragma: no cover - thin CLI wrapper
+    print(json.dumps(build_spec(), indent=2))
