@@ -1,0 +1,1 @@
+"""Benchmarks: every target is a ratio measured in one run, printed beside its target."""
