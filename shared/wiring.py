@@ -13,6 +13,8 @@ from shared.errors import ConnectionNotReady
 from shared.queue import SqsQueue
 from shared.secrets import get_secret
 from shared.state.dynamo import SyncStateTable
+from shared.sugar import SugarClient
+from shared.sugar.token_cache import DynamoSugarTokenCache
 from shared.xero.auth import XeroTokens
 from shared.xero.client import XeroClient
 
@@ -83,9 +85,20 @@ def xero_client() -> XeroClient:
     return XeroClient(settings().xero_api_base_url, tenant_id(), xero_tokens(), session=http_session())
 
 
+@cache
+def sugar_client() -> SugarClient:
+    base_url = settings().sugar_base_url
+    if not base_url:
+        raise ConnectionNotReady("SUGAR_BASE_URL is not configured")
+    return SugarClient(base_url, get_secret("SUGAR_USERNAME"), get_secret("SUGAR_PASSWORD"),
+                       get_secret("SUGAR_PLATFORM"), DynamoSugarTokenCache(job_store()),
+                       session=http_session())
+
+
 def reset() -> None:
     from shared import config
 
     config.settings.cache_clear()
-    for factory in (_boto3, job_store, _sqs, contact_queue, http_session, xero_tokens, xero_client):
+    for factory in (_boto3, job_store, _sqs, contact_queue, http_session, xero_tokens, xero_client,
+                    sugar_client):
         getattr(factory, "cache_clear", lambda: None)()  # a test may have replaced the factory
