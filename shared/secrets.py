@@ -1,13 +1,21 @@
 """Secrets: one JSON secret in Secrets Manager when deployed (cached by Powertools Parameters),
-the environment with documented local defaults otherwise. Values never reach a log."""
+the environment with documented local defaults otherwise. Values never reach a log.
+
+Deployed (``SECRETS_ARN`` set), a secret the operator has not filled in is an error: falling back
+to the public local defaults would let anyone sign a callout or a webhook."""
 
 from __future__ import annotations
 
 import os
 
 from shared.config import LOCAL_SECRET_DEFAULTS, settings
+from shared.errors import ConnectorError
 
 SECRET_NAMES = tuple(LOCAL_SECRET_DEFAULTS)
+
+
+class MissingSecret(ConnectorError):
+    """A secret the deployed stack needs is empty in Secrets Manager."""
 
 
 def get_secret(name: str) -> str:
@@ -19,6 +27,7 @@ def get_secret(name: str) -> str:
 
         values = parameters.get_secret(arn, transform="json", max_age=300)
         value = values.get(name) if isinstance(values, dict) else None
-        if value:
-            return str(value)
+        if not value:
+            raise MissingSecret(f"{name} is empty in the connector's secret; set it in Secrets Manager")
+        return str(value)
     return os.environ.get(name) or LOCAL_SECRET_DEFAULTS[name]

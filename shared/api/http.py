@@ -18,7 +18,7 @@ from shared.config import settings
 from shared.errors import BadInput, NotFound
 from shared.models.jobs import ErrorBody, Job
 from shared.observability import logger
-from shared.secrets import get_secret
+from shared.secrets import MissingSecret, get_secret
 
 AUTHENTICATED_PREFIXES = ("/crm/", "/jobs/")
 
@@ -77,6 +77,16 @@ def raw_body(event: dict[str, Any]) -> bytes:
     return body.encode() if isinstance(body, str) else bytes(body)
 
 
+def _authentic(event: dict[str, Any], body: bytes) -> bool:
+    try:
+        token, secret = get_secret("CRM_TOKEN"), get_secret("CRM_SIGNING_SECRET")
+    except MissingSecret:
+        logger.error("CRM credentials are not configured: every CRM request is refused")
+        return False
+    return crm_request_is_authentic(headers=event.get("headers"), query=event.get("queryStringParameters"),
+                                    raw_body=body, crm_token=token, signing_secret=secret)
+
+
 def _check_before_routing(event: dict[str, Any]) -> Response | None:
     """Size, credentials and content type, in that order, before anything parses the body."""
     path = event.get("path") or ""
@@ -84,9 +94,7 @@ def _check_before_routing(event: dict[str, Any]) -> Response | None:
     if len(body) > settings().max_body_bytes:
         return error_response(413, "body_too_large",
                               f"The body is {len(body)} bytes; the limit is {settings().max_body_bytes}.")
-    if path.startswith(AUTHENTICATED_PREFIXES) and not crm_request_is_authentic(
-            headers=event.get("headers"), query=event.get("queryStringParameters"), raw_body=body,
-            crm_token=get_secret("CRM_TOKEN"), signing_secret=get_secret("CRM_SIGNING_SECRET")):
+    if path.startswith(AUTHENTICATED_PREFIXES) and not _authentic(event, body):
         return error_response(401, "unauthorized",
                               "Send the CRM token as a Bearer header or ?token=, or sign the body "
                               "with X-Sugar-Signature.")

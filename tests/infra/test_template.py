@@ -1,0 +1,386 @@
+"""The SAM template (infra/template.yaml) against what the code and the public contract expect:
+routes, queues, tables, secret, schedule, build wiring, and cfn-lint with the serverless rules."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cfnlint.api import lint, lint_file
+from cfnlint.config import ManualArgs
+from cfnlint.decode import decode
+from packaging.requirements import Requirement
+
+from shared.config import Settings
+from shared.secrets import SECRET_NAMES
+from shared.state.dynamo import XERO_ID_INDEX
+
+REPO = Path(__file__).resolve().parents[2]
+INFRA = REPO / "infra"
+TEMPLATE_PATH = INFRA / "template.yaml"
+API_CONTRACT = Path(REPO.parent / "shared" / "design" / "api-contract.md")
+
+# Contract name of a function (api-contract.md, functions/<name>/) -> logical id in the template.
+FUNCTIONS = {
+    "contact_sync": "ContactSyncFunction",
+    "invoice_push": "InvoicePushFunction",
+    "payment_webhook": "PaymentWebhookFunction",
+    "reconcile": "ReconcileFunction",
+}
+QUEUES = {  # function logical id -> (work queue, its dead-letter queue)
+    "ContactSyncFunction": ("ContactSyncQueue", "ContactSyncDLQ"),
+    "InvoicePushFunction": ("InvoicePushQueue", "InvoicePushDLQ"),
+    "PaymentWebhookFunction": ("PaymentWebhookQueue", "PaymentWebhookDLQ"),
+    "ReconcileFunction": ("ReconcileQueue", "ReconcileDLQ"),
+}
+# Routes the contract leaves to "any" function, and where this template puts them.
+SHARED_ROUTES = {("GET", "/jobs/{job_id}"): "ContactSyncFunction", ("GET", "/health"): "ContactSyncFunction"}
+LINT_CONFIG = ManualArgs(append_rules=["cfn_lint_serverless.rules"])
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    decoded, errors = decode(str(TEMPLATE_PATH))
+    assert not errors, errors
+    return json.loads(json.dumps(decoded))  # plain dicts and strings, without cfn-lint's node types
+
+
+@pytest.fixture(scope="module")
+def resources(template: dict[str, Any]) -> dict[str, Any]:
+    return template["Resources"]
+
+
+def function_property(template: dict[str, Any], logical_id: str, name: str) -> Any:
+    """A function's effective property: its own, else the Globals one."""
+    own = template["Resources"][logical_id]["Properties"]
+    return own[name] if name in own else template["Globals"]["Function"][name]
+
+
+def declared_routes(resources: dict[str, Any]) -> dict[tuple[str, str], list[str]]:
+    routes: dict[tuple[str, str], list[str]] = {}
+    for logical_id, resource in resources.items():
+        if resource["Type"] != "AWS::Serverless::Function":
+            continue
+        for event in resource["Properties"].get("Events", {}).values():
+            if event["Type"] == "Api":
+                assert event["Properties"]["RestApiId"] == {"Ref": "ConnectorApi"}, logical_id
+                key = (event["Properties"]["Method"].upper(), event["Properties"]["Path"])
+                routes.setdefault(key, []).append(logical_id)
+    return routes
+
+
+def contract_routes() -> dict[tuple[str, str], str]:
+    """(method, path) -> the function column of the contract's HTTP table."""
+    if not API_CONTRACT.exists():
+        pytest.skip(f"{API_CONTRACT} not found (the team's shared/ folder sits beside the repository)")
+    text = API_CONTRACT.read_text()
+    table = text.split("## HTTP API", 1)[1].split("\n### ", 1)[0]
+    routes: dict[tuple[str, str], str] = {}
+    for line in table.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) < 2 or not cells[0].startswith("`"):
+            continue
+        for method, path in re.findall(r"`(GET|POST|PUT|PATCH|DELETE) (/[^`]*)`", cells[0]):
+            routes[(method, path)] = cells[1]
+    assert len(routes) >= 10, f"could not read the HTTP table of {API_CONTRACT}: {routes}"
+    return routes
+
+
+# ------------------------------------------------------------------ lint
+
+
+@pytest.mark.slow
+def test_cfn_lint_with_serverless_rules_finds_no_error_or_warning():
+    matches = lint_file(TEMPLATE_PATH, config=LINT_CONFIG)
+    problems = [f"{m.rule.id} {m.rule.severity} line {m.linenumber}: {m.message}" for m in matches
+                if m.rule.severity in ("error", "warning")]
+    assert problems == []
+
+
+@pytest.mark.slow
+def test_the_serverless_rules_are_really_loaded():
+    # Without this, a misspelt rules module would make the lint test pass on any template.
+    bare = ("Transform: AWS::Serverless-2016-10-31\nResources:\n  F:\n    Type: AWS::Serverless::Function\n"
+            "    Properties:\n      Runtime: python3.13\n      Handler: app.h\n      CodeUri: s3://b/k\n")
+    found = {m.rule.id for m in lint(bare, config=LINT_CONFIG)}
+    assert {"WS1000", "ES1005", "ES1006", "WS1004"} <= found
+
+
+# ------------------------------------------------------------------ routes
+
+
+def test_every_contract_route_is_declared_once_on_its_function(resources):
+    declared = declared_routes(resources)
+    for (method, path), owner in contract_routes().items():
+        assert len(declared.get((method, path), [])) == 1, f"{method} {path}: {declared.get((method, path))}"
+        [function] = declared[(method, path)]
+        named = [FUNCTIONS[name] for name in FUNCTIONS if re.search(rf"\b{name}\b", owner)]
+        if owner.strip() == "any":
+            assert function == SHARED_ROUTES[(method, path)]
+        else:
+            assert named, f"no known function in the contract's column {owner!r}"
+            assert function == named[0], f"{method} {path} goes to {function}, the contract says {owner!r}"
+
+
+def test_no_route_outside_the_contract(resources):
+    assert set(declared_routes(resources)) <= set(contract_routes())
+
+
+def test_each_function_serves_the_routes_the_api_sends_it(resources):
+    """API Gateway must never forward a path to a function whose resolver answers 404."""
+    import importlib
+
+    served_by: dict[str, set[tuple[str, str]]] = {}
+    for (method, path), [function] in declared_routes(resources).items():
+        served_by.setdefault(function, set()).add((method, path))
+    for name, logical_id in FUNCTIONS.items():
+        if logical_id not in served_by:
+            continue
+        module = importlib.import_module(f"functions.{name}.app")
+        # The resolver's own route table, matched the way it matches a request at run time.
+        registered = module.app._static_routes + module.app._dynamic_routes
+        missing = {(method, path) for method, path in served_by[logical_id]
+                   if not any(route.method == method and route.rule.match(re.sub(r"\{\w+\}", "x1", path))
+                              for route in registered)}
+        assert not missing, f"{logical_id} does not serve {missing}"
+
+
+def test_api_stage_has_throttling_tracing_and_structured_access_logs(resources):
+    api = resources["ConnectorApi"]
+    assert api["Type"] == "AWS::Serverless::Api"
+    props = api["Properties"]
+    assert props["TracingEnabled"] is True
+    [default] = [s for s in props["MethodSettings"] if s["ResourcePath"] == "/*" and s["HttpMethod"] == "*"]
+    assert {"ThrottlingBurstLimit", "ThrottlingRateLimit"} <= set(default)
+    access_log = props["AccessLogSetting"]
+    assert access_log["DestinationArn"] == {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]}
+    json.loads(re.sub(r"\$context\.[A-Za-z.]+", "x", access_log["Format"]))
+
+
+# ------------------------------------------------------------------ functions and build
+
+
+@pytest.mark.parametrize("name,logical_id", sorted(FUNCTIONS.items()))
+def test_function_runs_its_own_folder_on_python_313_with_the_layer(template, resources, name, logical_id):
+    function = resources[logical_id]
+    assert function["Type"] == "AWS::Serverless::Function"
+    assert function_property(template, logical_id, "Runtime") == "python3.13"
+    assert function_property(template, logical_id, "Architectures") == ["x86_64"]
+    assert function_property(template, logical_id, "Tracing") == "Active"
+    assert function_property(template, logical_id, "Layers") == [{"Ref": "SharedLayer"}]
+    handler = function_property(template, logical_id, "Handler")
+    assert handler == "app.lambda_handler"
+    code_uri = function["Properties"]["CodeUri"]
+    assert (INFRA / code_uri).resolve() == REPO / "functions" / name
+    source = (INFRA / code_uri / "app.py").read_text()
+    assert re.search(r"^def lambda_handler\(", source, re.M)
+    assert function["Metadata"]["BuildMethod"] == "makefile"
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_handler_module_imports_nothing_from_functions(name):
+    """In Lambda only the function's own folder and the layer's shared/ are on the path."""
+    tree = ast.parse((REPO / "functions" / name / "app.py").read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"relative import in functions/{name}/app.py"
+            imported.add(node.module or "")
+    assert not {m for m in imported if m == "functions" or m.startswith("functions.")}
+
+
+def test_layer_is_one_makefile_build_of_shared(resources):
+    layer = resources["SharedLayer"]
+    assert layer["Type"] == "AWS::Serverless::LayerVersion"
+    assert (INFRA / layer["Properties"]["ContentUri"]).resolve() == REPO / "shared"
+    assert layer["Properties"]["CompatibleRuntimes"] == ["python3.13"]
+    assert layer["Metadata"]["BuildMethod"] == "makefile"
+    layers = [k for k, v in resources.items() if v["Type"] == "AWS::Serverless::LayerVersion"]
+    assert layers == ["SharedLayer"]
+
+
+def test_makefile_has_a_target_for_every_makefile_build(resources):
+    makefile = (INFRA / "Makefile").read_text()
+    targets = {t for line in re.findall(r"^([\w\- ]+):(?!=)", makefile, re.M) for t in line.split()}
+    built = [k for k, v in resources.items() if v.get("Metadata", {}).get("BuildMethod") == "makefile"]
+    assert len(built) == 5
+    for logical_id in built:
+        assert resources[logical_id]["Metadata"]["ContextPath"] == "."  # the Makefile beside the template
+        assert f"build-{logical_id}" in targets
+    layer_recipe = makefile.split("build-SharedLayer:", 1)[1]
+    for flag in ("--platform manylinux2014_x86_64", "--implementation cp", "--python-version 3.13",
+                 "--only-binary=:all:"):
+        assert flag in makefile
+    assert '--target "$(ARTIFACTS_DIR)/python"' in layer_recipe
+    assert "$(ARTIFACTS_DIR)/python/shared" in layer_recipe
+
+
+def test_lambda_requirements_pin_every_runtime_dependency_within_pyproject_ranges():
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    wanted = {Requirement(r).name.lower(): Requirement(r) for r in pyproject["project"]["dependencies"]}
+    pinned = {}
+    for line in (INFRA / "requirements-lambda.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            requirement = Requirement(line)
+            [spec] = requirement.specifier
+            assert spec.operator == "==", f"{line}: pin an exact version"
+            pinned[requirement.name.lower()] = (requirement, spec.version)
+    assert set(wanted) <= set(pinned)
+    for name, requirement in wanted.items():
+        pinned_requirement, version = pinned[name]
+        assert requirement.specifier.contains(version), f"{name}=={version} is outside {requirement}"
+        assert requirement.extras <= pinned_requirement.extras, f"{name} lacks extras {requirement.extras}"
+
+
+def test_environment_names_are_those_the_code_reads(template):
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    settings_names = {name.upper() for name in Settings.model_fields}
+    powertools = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "LOG_LEVEL"}
+    assert set(variables) - powertools <= settings_names, "a variable that Settings never reads"
+    assert {"SYNC_TABLE", "IDEMPOTENCY_TABLE", "CONTACT_QUEUE_URL", "INVOICE_QUEUE_URL", "WEBHOOK_QUEUE_URL",
+            "RECONCILE_QUEUE_URL", "SECRETS_ARN", "XERO_API_BASE_URL", "XERO_IDENTITY_URL",
+            "SUGAR_BASE_URL"} | powertools <= set(variables)
+    assert variables["POWERTOOLS_SERVICE_NAME"] == "sugar-xero"
+    assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "SugarXero"
+    assert variables["SYNC_TABLE"] == {"Ref": "SyncTable"}
+    assert variables["CONTACT_QUEUE_URL"] == {"Ref": "ContactSyncQueue"}
+    assert variables["SECRETS_ARN"] == {"Ref": "ConnectorSecret"}
+    parameters = template["Parameters"]
+    assert parameters["XeroApiBaseUrl"]["Default"] == Settings().xero_api_base_url
+    assert parameters["XeroIdentityUrl"]["Default"] == Settings().xero_identity_url
+    assert variables["SUGAR_BASE_URL"] == {"Ref": "SugarBaseUrl"}
+
+
+@pytest.mark.parametrize("logical_id", sorted(QUEUES))
+def test_function_reads_its_queue_in_batches_of_50_with_partial_failures(template, resources, logical_id):
+    queue_id, dlq_id = QUEUES[logical_id]
+    [work] = [e["Properties"] for e in resources[logical_id]["Properties"]["Events"].values()
+              if e["Type"] == "SQS"]
+    assert work["Queue"] == {"Fn::GetAtt": [queue_id, "Arn"]}
+    assert work["BatchSize"] == 50
+    assert 0 < work["MaximumBatchingWindowInSeconds"] <= 300
+    assert work["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+    queue = resources[queue_id]["Properties"]
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": [dlq_id, "Arn"]}
+    assert 1 <= queue["RedrivePolicy"]["maxReceiveCount"] <= 20
+    assert queue["VisibilityTimeout"] >= 6 * function_property(template, logical_id, "Timeout")
+    assert resources[dlq_id]["Type"] == "AWS::SQS::Queue"
+    assert resources[dlq_id]["Properties"]["MessageRetentionPeriod"] == 1209600
+
+
+@pytest.mark.parametrize("logical_id", sorted(QUEUES))
+def test_function_policies_are_scoped_to_its_resources(resources, logical_id):
+    policies = resources[logical_id]["Properties"]["Policies"]
+    assert all(isinstance(p, dict) and len(p) == 1 for p in policies), "SAM policy templates only"
+    by_template: dict[str, list[Any]] = {}
+    for policy in policies:
+        [(name, args)] = policy.items()
+        by_template.setdefault(name, []).append(args)
+    queue_id = QUEUES[logical_id][0]
+    own_queue = {"QueueName": {"Fn::GetAtt": [queue_id, "QueueName"]}}
+    assert {"TableName": {"Ref": "SyncTable"}} in by_template["DynamoDBCrudPolicy"]
+    # SQSPollerPolicy brings ChangeMessageVisibility, which deferring a rate-limited message needs;
+    # the SQS event source alone grants only receive and delete.
+    assert by_template["SQSPollerPolicy"] == [own_queue]
+    assert own_queue in by_template["SQSSendMessagePolicy"]
+    assert by_template["AWSSecretsManagerGetSecretValuePolicy"] == [{"SecretArn": {"Ref": "ConnectorSecret"}}]
+
+
+@pytest.mark.parametrize("logical_id", sorted(QUEUES))
+def test_dead_letter_queue_has_an_alarm(resources, logical_id):
+    dlq_id = QUEUES[logical_id][1]
+    alarms = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"
+              and r["Properties"].get("Dimensions") == [{"Name": "QueueName",
+                                                        "Value": {"Fn::GetAtt": [dlq_id, "QueueName"]}}]]
+    assert len(alarms) == 1
+    assert alarms[0]["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert alarms[0]["Threshold"] == 0 and alarms[0]["ComparisonOperator"] == "GreaterThanThreshold"
+
+
+@pytest.mark.parametrize("logical_id", sorted(QUEUES))
+def test_function_has_a_log_group_with_retention(resources, logical_id):
+    groups = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Logs::LogGroup"
+              and r["Properties"]["LogGroupName"] == {"Fn::Sub": f"/aws/lambda/${{{logical_id}}}"}]
+    assert len(groups) == 1
+    assert groups[0]["RetentionInDays"] >= 7
+
+
+# ------------------------------------------------------------------ state, secret, schedule
+
+
+def test_sync_table_has_the_keys_index_and_ttl_the_state_adapter_uses(resources):
+    table = resources["SyncTable"]
+    assert table["Type"] == "AWS::DynamoDB::Table"
+    props = table["Properties"]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["KeySchema"] == [{"AttributeName": "PK", "KeyType": "HASH"},
+                                  {"AttributeName": "SK", "KeyType": "RANGE"}]
+    types = {a["AttributeName"]: a["AttributeType"] for a in props["AttributeDefinitions"]}
+    assert types == {"PK": "S", "SK": "S", "xero_id": "S"}
+    [index] = props["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == XERO_ID_INDEX
+    assert index["KeySchema"] == [{"AttributeName": "xero_id", "KeyType": "HASH"}]
+    assert index["Projection"] == {"ProjectionType": "ALL"}
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    # The attribute the adapter writes for TTL.
+    assert '"expires_at"' in (REPO / "shared" / "state" / "dynamo.py").read_text()
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert props["SSESpecification"] == {"SSEEnabled": True}
+
+
+def test_idempotency_table_is_the_powertools_layout(resources):
+    props = resources["IdempotencyTable"]["Properties"]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
+    assert props["AttributeDefinitions"] == [{"AttributeName": "id", "AttributeType": "S"}]
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+
+
+def test_secret_holds_exactly_the_names_the_code_reads(resources):
+    secret = resources["ConnectorSecret"]
+    assert secret["Type"] == "AWS::SecretsManager::Secret"
+    generate = secret["Properties"]["GenerateSecretString"]
+    keys = set(json.loads(generate["SecretStringTemplate"])) | {generate["GenerateStringKey"]}
+    assert keys == set(SECRET_NAMES)
+    assert generate["GenerateStringKey"] == "CRM_TOKEN"
+    assert generate["PasswordLength"] >= 32
+
+
+def test_reconcile_schedule_every_15_minutes_with_retries_and_dlq(resources):
+    schedule = resources["ReconcileSchedule"]
+    assert schedule["Type"] == "AWS::Scheduler::Schedule"
+    props = schedule["Properties"]
+    assert props["ScheduleExpression"] == "rate(15 minutes)"
+    target = props["Target"]
+    assert target["Arn"] == {"Fn::GetAtt": ["ReconcileFunction", "Arn"]}
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] >= 1
+    assert target["DeadLetterConfig"]["Arn"] == {"Fn::GetAtt": ["ReconcileDLQ", "Arn"]}
+    json.loads(target["Input"])
+    role = resources[target["RoleArn"]["Fn::GetAtt"][0]]["Properties"]
+    statements = role["Policies"][0]["PolicyDocument"]["Statement"]
+    assert {"Effect": "Allow", "Action": "lambda:InvokeFunction",
+            "Resource": {"Fn::GetAtt": ["ReconcileFunction", "Arn"]}} in statements
+    assert {"Effect": "Allow", "Action": "sqs:SendMessage",
+            "Resource": {"Fn::GetAtt": ["ReconcileDLQ", "Arn"]}} in statements
+
+
+def test_outputs_give_the_urls_an_operator_registers(template):
+    outputs = template["Outputs"]
+    api_url = outputs["ApiUrl"]["Value"]["Fn::Sub"]
+    assert api_url.startswith("https://${ConnectorApi}.execute-api.${AWS::Region}.")
+    assert api_url.endswith("/${StageName}")
+    assert outputs["WebhookUrl"]["Value"]["Fn::Sub"] == api_url + "/xero/webhooks"
+    assert outputs["CrmContactsUrl"]["Value"]["Fn::Sub"] == api_url + "/crm/contacts"
+    for name in ("SyncTableName", "IdempotencyTableName", "ContactSyncQueueUrl", "InvoicePushQueueUrl",
+                 "PaymentWebhookQueueUrl", "ReconcileQueueUrl", "ConnectorSecretArn"):
+        assert name in outputs
