@@ -68,3 +68,23 @@ def aws(monkeypatch):
         wiring.reset()
         yield {"sqs": sqs, "queue_url": queue, "dlq_url": dlq, "dynamodb": boto3.resource("dynamodb")}
         wiring.reset()
+
+
+@pytest.fixture(autouse=True)
+def xero_bodies_match_the_official_spec(monkeypatch):
+    """Wraps the Xero client's one transport method, so whatever the test uses underneath
+    (responses, the emulator, a real socket) every body it sends is validated."""
+    from shared.xero.client import XeroClient
+    from tests.support import contract
+
+    original = XeroClient._request
+
+    def validated(self, method, path, *, params=None, json_body=None, **kwargs):
+        contract.check(method, path, json_body, params)
+        return original(self, method, path, params=params, json_body=json_body, **kwargs)
+
+    monkeypatch.setattr(XeroClient, "_request", validated)
+    contract.violations.clear()
+    yield
+    found, contract.violations[:] = list(contract.violations), []
+    assert not found, "request bodies that Xero's spec refuses:\n" + "\n".join(found)

@@ -10,6 +10,7 @@ from typing import Any
 from shared.errors import XeroError
 from shared.models.jobs import Job
 from shared.state.records import Mapping
+from tests.support import contract
 
 
 class FakeJobs:
@@ -72,6 +73,7 @@ class FakeXero:
     def upsert_batch(self, resource: str, elements: list[dict[str, Any]], *,
                      idempotency_key: str) -> list[dict[str, Any]]:
         assert 1 <= len(elements) <= 50
+        contract.check("POST", f"/api.xro/2.0/{resource}", {resource: elements}, {"summarizeErrors": "false"})
         self.calls.append((resource, copy.deepcopy(elements), idempotency_key))
         if self.fail_next:
             raise self.fail_next.pop(0)
