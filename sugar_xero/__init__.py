@@ -1,0 +1,1 @@
+"""The ``sugar-xero`` command line and its local stack (not deployed to Lambda)."""

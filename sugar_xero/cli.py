@@ -1,0 +1,124 @@
+"""The ``sugar-xero`` command (``design/api-contract.md``, "Command line")."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+NOT_YET = {
+    "status": "counts of jobs by state, failures, queue and DLQ depth",
+    "replay": "re-drives failed work",
+    "backfill": "pushes existing CRM records in batches",
+    "connect": "walks an operator through Xero OAuth2 onboarding",
+    "reconcile": "runs one reconciliation pass now",
+}
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("a port is 0 (pick a free one) to 65535")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sugar-xero", description="SugarCRM ⇄ Xero connector tools.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    local = commands.add_parser(
+        "local",
+        help="start the whole stack on 127.0.0.1 until interrupted",
+        description="Start moto (tables, queues, secret from infra/template.yaml), the "
+        "Xero emulator, the Sugar double, the API gateway, the queue pollers "
+        "and the schedule timer, all on 127.0.0.1. Ctrl-C stops everything. "
+        "Port 0 picks a free port; the printed URLs and the state file say "
+        "which.",
+    )
+    local.add_argument("--port", type=_port, default=3000, help="the API gateway's port (default 3000)")
+    local.add_argument(
+        "--xero-port", type=_port, default=5001, help="the Xero emulator's port (default 5001)"
+    )
+    local.add_argument(
+        "--sugar-port", type=_port, default=5002, help="the Sugar double's port (default 5002)"
+    )
+    local.add_argument(
+        "--template", type=Path, default=None, help="the SAM template (default infra/template.yaml)"
+    )
+    local.add_argument(
+        "--state-file",
+        type=Path,
+        default=None,
+        help="where to write the running stack's URLs (default .sugar-xero-local.json in the project folder)",
+    )
+    local.add_argument(
+        "--reconcile-every",
+        type=_positive_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="fire the scheduled functions this often (default: the template's schedule rate)",
+    )
+    local.add_argument("--verbose", action="store_true", help="log every server's requests")
+    local.add_argument("--demo", action="store_true",
+                       help="once ready, run `sugar-xero demo` against the stack (what `make run` does)")
+
+    demo = commands.add_parser(
+        "demo",
+        help="send sample Sugar callouts to a running local stack",
+        description="Post sample Account and Contact callouts, wait for their jobs, "
+        "print what landed in Xero and in the CRM.",
+    )
+    demo.add_argument(
+        "--url", default=None, help="the API's URL (default: from the running stack's state file)"
+    )
+    demo.add_argument("--state-file", type=Path, default=None, help="the running stack's state file")
+    demo.add_argument(
+        "--wait",
+        type=_positive_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to wait for the jobs (default 30)",
+    )
+
+    for name, does in NOT_YET.items():
+        commands.add_parser(name, help=f"{does} (not in this release yet)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command not in NOT_YET:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "local":
+        from sugar_xero.local.stack import StackOptions, run
+
+        return run(
+            StackOptions(
+                port=args.port,
+                xero_port=args.xero_port,
+                sugar_port=args.sugar_port,
+                template=args.template,
+                state_file=args.state_file,
+                reconcile_every=args.reconcile_every,
+                verbose=args.verbose,
+                demo=args.demo,
+            )
+        )
+    if args.command == "demo":
+        from sugar_xero.local.demo import run_demo
+
+        return run_demo(args.url, state_file=args.state_file, wait_seconds=args.wait)
+    print(f"sugar-xero {args.command}: not available in this release yet.", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

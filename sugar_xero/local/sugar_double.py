@@ -1,0 +1,576 @@
+"""A small, in-memory stand-in for Sugar's REST API v11, for the local stack and tests.
+
+It keeps what the connector relies on (``reference/sugarcrm.md``): OAuth2 password and refresh
+grants with one live token per user and platform, ``OAuth-Token`` on every call, records by
+module, filter with paging, links, bulk, ``date_modified`` set on each write. Control endpoints
+under ``/_sugar/`` seed records, show state and the request log, reset, and inject faults.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map, Rule
+from werkzeug.serving import make_server
+from werkzeug.test import EnvironBuilder
+from werkzeug.wrappers import Request, Response
+
+from shared.config import LOCAL_SECRET_DEFAULTS
+
+ACCESS_TOKEN_SECONDS = 3600
+REFRESH_TOKEN_SECONDS = 14 * 86400
+MAX_LOGGED_REQUESTS = 1000
+
+
+def sugar_now() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+@dataclass
+class SugarDoubleConfig:
+    username: str = LOCAL_SECRET_DEFAULTS["SUGAR_USERNAME"]
+    password: str = LOCAL_SECRET_DEFAULTS["SUGAR_PASSWORD"]
+    platform: str = LOCAL_SECRET_DEFAULTS["SUGAR_PLATFORM"]
+    access_token_seconds: int = ACCESS_TOKEN_SECONDS
+    refresh_token_seconds: int = REFRESH_TOKEN_SECONDS
+    clock: Callable[[], float] = time.time
+
+
+@dataclass
+class _Session:
+    username: str
+    platform: str
+    access_token: str
+    refresh_token: str
+    access_expires: float
+    refresh_expires: float
+
+
+@dataclass
+class _Fault:
+    remaining: int
+    status: int
+    path_contains: str = ""
+
+
+@dataclass
+class SugarStore:
+    records: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    links: dict[tuple[str, str, str], list[tuple[str, str]]] = field(default_factory=dict)
+
+    def put(self, module: str, record: dict[str, Any]) -> dict[str, Any]:
+        record = copy.deepcopy(record)
+        record.setdefault("id", str(uuid.uuid4()))
+        record["_module"] = module
+        record.setdefault("date_modified", sugar_now())
+        self.records.setdefault(module, {})[record["id"]] = record
+        return record
+
+    def link(self, module: str, record_id: str, link: str, related_module: str, related_id: str) -> None:
+        related = self.links.setdefault((module, record_id, link), [])
+        if (related_module, related_id) not in related:
+            related.append((related_module, related_id))
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    return Response(
+        json.dumps({"error": code, "error_message": message}), status=status, content_type="application/json"
+    )
+
+
+def _json(value: Any, status: int = 200) -> Response:
+    return Response(json.dumps(value), status=status, content_type="application/json")
+
+
+# ---- filters -------------------------------------------------------------------------------
+
+
+def _compare(value: Any, operator: str, operand: Any) -> bool:
+    text = "" if value is None else str(value)
+    if operator == "$equals":
+        return text == str(operand)
+    if operator == "$not_equals":
+        return text != str(operand)
+    if operator == "$in":
+        return text in {str(o) for o in operand}
+    if operator == "$not_in":
+        return text not in {str(o) for o in operand}
+    if operator == "$starts":
+        return text.startswith(str(operand))
+    if operator == "$contains":
+        return str(operand) in text
+    if operator == "$is_null":
+        return value in (None, "")
+    if operator == "$not_null":
+        return value not in (None, "")
+    for name, test in (
+        ("$gte", lambda a, b: a >= b),
+        ("$gt", lambda a, b: a > b),
+        ("$lte", lambda a, b: a <= b),
+        ("$lt", lambda a, b: a < b),
+    ):
+        if operator == name:
+            return value is not None and test(_ordered(value), _ordered(operand))
+    raise ValueError(f"unsupported filter operator {operator}")
+
+
+def _ordered(value: Any) -> Any:
+    """Numbers compare as numbers, dates (ISO 8601 with offset) as instants, the rest as text."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        pass
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return str(value)
+
+
+def matches(record: dict[str, Any], filters: list[dict[str, Any]]) -> bool:
+    for clause in filters:
+        for key, condition in clause.items():
+            if key == "$and":
+                if not matches(record, condition):
+                    return False
+            elif key == "$or":
+                if not any(matches(record, [c]) for c in condition):
+                    return False
+            elif isinstance(condition, dict):
+                if not all(_compare(record.get(key), op, operand) for op, operand in condition.items()):
+                    return False
+            elif not _compare(record.get(key), "$equals", condition):
+                return False
+    return True
+
+
+def _page(records: list[dict[str, Any]], args: dict[str, Any]) -> dict[str, Any]:
+    order_by = str(args.get("order_by") or "date_modified:DESC")
+    for term in reversed([t for t in order_by.split(",") if t]):
+        name, _, direction = term.partition(":")
+        records = sorted(
+            records, key=lambda r, n=name: _ordered(r.get(n) or ""), reverse=direction.upper() != "ASC"
+        )
+    max_num = int(args.get("max_num") or 20)
+    offset = int(args.get("offset") or 0)
+    page = records[offset : offset + max_num]
+    fields = args.get("fields")
+    if fields:
+        wanted = {f.strip() for f in str(fields).split(",") if f.strip()} | {"id", "date_modified", "_module"}
+        page = [{k: v for k, v in r.items() if k in wanted} for r in page]
+    next_offset = offset + len(page) if offset + len(page) < len(records) else -1
+    return {"next_offset": next_offset, "records": page}
+
+
+class SugarDouble:
+    """The WSGI application. Thread-safe: one lock around the store."""
+
+    def __init__(self, config: SugarDoubleConfig | None = None):
+        self.config = config or SugarDoubleConfig()
+        self.store = SugarStore()
+        self._sessions: dict[str, _Session] = {}  # by access token
+        self._lock = threading.RLock()
+        self._log: list[dict[str, Any]] = []
+        self._faults: list[_Fault] = []
+        self.url_map = Map(
+            [
+                Rule("/_sugar/seed", methods=["POST"], endpoint="seed"),
+                Rule("/_sugar/state", methods=["GET"], endpoint="state"),
+                Rule("/_sugar/requests", methods=["GET"], endpoint="requests"),
+                Rule("/_sugar/reset", methods=["POST"], endpoint="reset"),
+                Rule("/_sugar/faults", methods=["POST"], endpoint="faults"),
+                Rule("/_sugar/health", methods=["GET"], endpoint="health"),
+                Rule("/rest/v11/oauth2/token", methods=["POST"], endpoint="token"),
+                Rule("/rest/v11/ping", methods=["GET"], endpoint="ping"),
+                Rule("/rest/v11/bulk", methods=["POST"], endpoint="bulk"),
+                Rule("/rest/v11/<module>/filter", methods=["POST", "GET"], endpoint="filter"),
+                Rule("/rest/v11/<module>/<record_id>/link/<link>", methods=["GET"], endpoint="link"),
+                Rule("/rest/v11/<module>/<record_id>", methods=["GET", "PUT", "DELETE"], endpoint="record"),
+                Rule("/rest/v11/<module>", methods=["POST"], endpoint="create"),
+            ],
+            strict_slashes=False,
+        )
+
+    # ---- seeding ---------------------------------------------------------------------------
+    def seed(self, payload: dict[str, Any]) -> dict[str, int]:
+        """``{"records": {"Accounts": [{...}]}, "links": [{"module", "id", "link", "related_module",
+        "related_id"}]}``."""
+        with self._lock:
+            count = 0
+            for module, records in (payload.get("records") or {}).items():
+                for record in records:
+                    self.store.put(module, record)
+                    count += 1
+            for link in payload.get("links") or []:
+                self.store.link(
+                    link["module"], link["id"], link["link"], link["related_module"], link["related_id"]
+                )
+            return {"records": count, "links": len(payload.get("links") or [])}
+
+    # ---- WSGI ------------------------------------------------------------------------------
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        request = Request(environ)
+        response = self.dispatch(request)
+        return response(environ, start_response)
+
+    def dispatch(self, request: Request, *, session: _Session | None = None) -> Response:
+        adapter = self.url_map.bind_to_environ(request.environ)
+        try:
+            endpoint, values = adapter.match()
+        except HTTPException as error:
+            response = _error(error.code or 404, "not_found", f"No route {request.method} {request.path}")
+            self._record(request, response)
+            return response
+        if endpoint in {"seed", "state", "requests", "reset", "faults", "health"}:
+            return getattr(self, f"_control_{endpoint}")(request)
+        fault = self._take_fault(request.path)
+        if fault is not None:
+            response = _error(
+                fault.status,
+                "service_unavailable" if fault.status == 503 else "fatal_error",
+                "Injected fault",
+            )
+        elif endpoint == "token":
+            response = self._token(request)
+        else:
+            session = session or self._session_for(request)
+            if isinstance(session, Response):
+                response = session
+            else:
+                try:
+                    response = getattr(self, f"_rest_{endpoint}")(request, session, **values)
+                except (ValueError, TypeError, KeyError) as error:
+                    response = _error(422, "invalid_parameter", str(error))
+        self._record(request, response)
+        return response
+
+    def _record(self, request: Request, response: Response) -> None:
+        body: Any = None
+        if request.path != "/rest/v11/oauth2/token":  # never keep credentials
+            try:
+                body = json.loads(request.get_data(as_text=True)) if request.get_data() else None
+            except ValueError:
+                body = request.get_data(as_text=True)
+        with self._lock:
+            self._log.append(
+                {
+                    "method": request.method,
+                    "path": request.path,
+                    "query": request.query_string.decode(),
+                    "status": response.status_code,
+                    "body": body,
+                    "at": time.time(),
+                }
+            )
+            del self._log[:-MAX_LOGGED_REQUESTS]
+
+    def _take_fault(self, path: str) -> _Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.remaining > 0 and fault.path_contains in path:
+                    fault.remaining -= 1
+                    return fault
+            self._faults = [f for f in self._faults if f.remaining > 0]
+            return None
+
+    # ---- authentication --------------------------------------------------------------------
+    def _new_session(self, username: str, platform: str) -> _Session:
+        now = self.config.clock()
+        # One live token per user per platform: a new login ends the previous one.
+        for token, existing in list(self._sessions.items()):
+            if existing.username == username and existing.platform == platform:
+                del self._sessions[token]
+        session = _Session(
+            username,
+            platform,
+            secrets.token_hex(16),
+            secrets.token_hex(16),
+            now + self.config.access_token_seconds,
+            now + self.config.refresh_token_seconds,
+        )
+        self._sessions[session.access_token] = session
+        return session
+
+    def _token(self, request: Request) -> Response:
+        form: dict[str, Any]
+        if request.is_json:
+            form = request.get_json(silent=True) or {}
+        else:
+            form = request.form.to_dict()
+        grant = form.get("grant_type")
+        with self._lock:
+            if grant == "password":
+                if (form.get("username"), form.get("password")) != (
+                    self.config.username,
+                    self.config.password,
+                ):
+                    return _error(401, "need_login", "You must specify a valid username and password.")
+                if form.get("platform") != self.config.platform:
+                    return _error(
+                        401, "invalid_grant", f"The platform {form.get('platform')!r} is not registered."
+                    )
+                session = self._new_session(form["username"], form["platform"])
+            elif grant == "refresh_token":
+                now = self.config.clock()
+                found = next(
+                    (
+                        s
+                        for s in self._sessions.values()
+                        if secrets.compare_digest(s.refresh_token, str(form.get("refresh_token", "")))
+                    ),
+                    None,
+                )
+                if found is None or found.refresh_expires < now:
+                    return _error(401, "invalid_grant", "Invalid refresh token")
+                session = self._new_session(found.username, found.platform)
+            else:
+                return _error(400, "unsupported_grant_type", f"Grant type {grant!r} is not supported.")
+        return _json(
+            {
+                "access_token": session.access_token,
+                "expires_in": self.config.access_token_seconds,
+                "token_type": "bearer",
+                "scope": None,
+                "refresh_token": session.refresh_token,
+                "refresh_expires_in": self.config.refresh_token_seconds,
+                "download_token": uuid.uuid4().hex,
+            }
+        )
+
+    def _session_for(self, request: Request) -> _Session | Response:
+        token = request.headers.get("OAuth-Token")
+        if not token:
+            return _error(401, "need_login", "No valid authentication for user.")
+        with self._lock:
+            session = self._sessions.get(token)
+            if session is None or session.access_expires < self.config.clock():
+                return _error(401, "invalid_grant", "The access token provided is invalid.")
+            return session
+
+    # ---- REST ------------------------------------------------------------------------------
+    def _rest_ping(self, request: Request, session: _Session) -> Response:
+        return _json("pong")
+
+    def _find(self, module: str, record_id: str) -> dict[str, Any] | None:
+        return self.store.records.get(module, {}).get(record_id)
+
+    @staticmethod
+    def _missing(module: str, record_id: str) -> Response:
+        return _error(404, "not_found", f"Could not find record: {record_id} in module: {module}")
+
+    def _rest_record(self, request: Request, session: _Session, module: str, record_id: str) -> Response:
+        with self._lock:
+            record = self._find(module, record_id)
+            if record is None:
+                return self._missing(module, record_id)
+            if request.method == "GET":
+                return _json(copy.deepcopy(record))
+            if request.method == "DELETE":
+                del self.store.records[module][record_id]
+                return _json({"id": record_id})
+            changes = request.get_json(force=True, silent=True)
+            if not isinstance(changes, dict):
+                return _error(422, "invalid_parameter", "The body must be a JSON object.")
+            record.update({k: v for k, v in changes.items() if k not in {"id", "_module"}})
+            record["date_modified"] = sugar_now()
+            return _json(copy.deepcopy(record))
+
+    def _rest_create(self, request: Request, session: _Session, module: str) -> Response:
+        values = request.get_json(force=True, silent=True)
+        if not isinstance(values, dict):
+            return _error(422, "invalid_parameter", "The body must be a JSON object.")
+        with self._lock:
+            values = {**values, "date_entered": sugar_now(), "date_modified": sugar_now()}
+            return _json(copy.deepcopy(self.store.put(module, values)))
+
+    def _rest_filter(self, request: Request, session: _Session, module: str) -> Response:
+        args: dict[str, Any] = request.args.to_dict()
+        if request.method == "POST":
+            args.update(request.get_json(force=True, silent=True) or {})
+        filters = args.get("filter") or []
+        if isinstance(filters, str):
+            filters = json.loads(filters)
+        with self._lock:
+            records = [
+                copy.deepcopy(r) for r in self.store.records.get(module, {}).values() if matches(r, filters)
+            ]
+        return _json(_page(records, args))
+
+    def _rest_link(
+        self, request: Request, session: _Session, module: str, record_id: str, link: str
+    ) -> Response:
+        with self._lock:
+            if self._find(module, record_id) is None:
+                return self._missing(module, record_id)
+            related = [
+                copy.deepcopy(self._find(m, i))
+                for m, i in self.store.links.get((module, record_id, link), [])
+            ]
+        records = [r for r in related if r is not None]
+        args = {"order_by": "date_modified:ASC", **request.args.to_dict()}
+        return _json(_page(records, args))
+
+    def _rest_bulk(self, request: Request, session: _Session) -> Response:
+        body = request.get_json(force=True, silent=True) or {}
+        answers = []
+        for item in body.get("requests") or []:
+            url = str(item.get("url", ""))
+            path = "/rest" + url if url.startswith("/v11") else url
+            data = item.get("data")
+            builder = EnvironBuilder(
+                path=path,
+                method=str(item.get("method", "GET")).upper(),
+                data=data if isinstance(data, (str, bytes)) else json.dumps(data or {}),
+                content_type="application/json",
+            )
+            try:
+                inner = self.dispatch(Request(builder.get_environ()), session=session)
+            finally:
+                builder.close()
+            try:
+                contents = json.loads(inner.get_data(as_text=True))
+            except ValueError:
+                contents = inner.get_data(as_text=True)
+            answers.append(
+                {
+                    "contents": contents,
+                    "status": inner.status_code,
+                    "headers": {k: v for k, v in inner.headers.items()},
+                }
+            )
+        return _json(answers)
+
+    # ---- control ---------------------------------------------------------------------------
+    def _control_health(self, request: Request) -> Response:
+        return _json({"status": "ok", "service": "sugar-double"})
+
+    def _control_seed(self, request: Request) -> Response:
+        payload = request.get_json(force=True, silent=True)
+        if not isinstance(payload, dict):
+            return _error(400, "invalid_parameter", 'Send {"records": {module: [...]}, "links": [...]}.')
+        return _json(self.seed(payload))
+
+    def _control_state(self, request: Request) -> Response:
+        with self._lock:
+            return _json(
+                {
+                    "records": {m: list(copy.deepcopy(r).values()) for m, r in self.store.records.items()},
+                    "links": [
+                        {"module": m, "id": i, "link": ln, "related_module": rm, "related_id": ri}
+                        for (m, i, ln), related in self.store.links.items()
+                        for rm, ri in related
+                    ],
+                    "sessions": len(self._sessions),
+                }
+            )
+
+    def _control_requests(self, request: Request) -> Response:
+        with self._lock:
+            return _json({"requests": copy.deepcopy(self._log)})
+
+    def _control_reset(self, request: Request) -> Response:
+        with self._lock:
+            self.store = SugarStore()
+            self._sessions.clear()
+            self._log.clear()
+            self._faults.clear()
+        return _json({"status": "ok"})
+
+    def _control_faults(self, request: Request) -> Response:
+        spec = request.get_json(force=True, silent=True) or {}
+        status = int(spec.get("status", 503))
+        if status not in {500, 502, 503, 504, 429}:
+            return _error(400, "invalid_parameter", "status must be 429, 500, 502, 503 or 504")
+        with self._lock:
+            self._faults.append(
+                _Fault(
+                    remaining=int(spec.get("count", 1)),
+                    status=status,
+                    path_contains=str(spec.get("path_contains", "")),
+                )
+            )
+        return _json({"status": "ok"})
+
+
+def fixture_seed(fixtures_dir: Path) -> dict[str, Any]:
+    """The shared Sugar fixtures as seed data: the hook bodies' records, the quote's bundles
+    (link ``product_bundles``) and their products (link ``products``)."""
+    sugar = fixtures_dir / "sugar"
+    records: dict[str, list[dict[str, Any]]] = {}
+    links: list[dict[str, str]] = []
+    for name in (
+        "account_after_save.json",
+        "contact_after_save_v8.json",
+        "product_template_after_save.json",
+        "quote_closed_accepted.json",
+    ):
+        path = sugar / name
+        if path.exists():
+            data = json.loads(path.read_text())["data"]
+            records.setdefault(data["_module"], []).append(data)
+    bundles_path = sugar / "quote_product_bundles.json"
+    quote = (records.get("Quotes") or [None])[0]
+    if bundles_path.exists() and quote:
+        for bundle in json.loads(bundles_path.read_text()).get("records", []):
+            products = bundle.get("products") or []
+            records.setdefault("ProductBundles", []).append(
+                {k: v for k, v in bundle.items() if k != "products"}
+            )
+            links.append(
+                {
+                    "module": "Quotes",
+                    "id": quote["id"],
+                    "link": "product_bundles",
+                    "related_module": "ProductBundles",
+                    "related_id": bundle["id"],
+                }
+            )
+            for product in products:
+                records.setdefault("Products", []).append({**product, "quote_id": quote["id"]})
+                links.append(
+                    {
+                        "module": "ProductBundles",
+                        "id": bundle["id"],
+                        "link": "products",
+                        "related_module": "Products",
+                        "related_id": product["id"],
+                    }
+                )
+    return {"records": records, "links": links}
+
+
+class SugarDoubleServer:
+    def __init__(self, app: SugarDouble, *, host: str = "127.0.0.1", port: int = 0):
+        self.app = app
+        self._server = make_server(host, port, app, threaded=True)
+        self.host, self.port = self._server.server_address[:2]
+        self.url = f"http://{self.host}:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="sugar-double", daemon=True)
+        self._thread.start()
+
+    def shutdown(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    config: SugarDoubleConfig | None = None,
+    seed: dict[str, Any] | None = None,
+) -> SugarDoubleServer:
+    app = SugarDouble(config)
+    if seed:
+        app.seed(seed)
+    return SugarDoubleServer(app, host=host, port=port)
