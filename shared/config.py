@@ -50,6 +50,8 @@ class Settings(BaseModel):
     job_ttl_days: int = Field(default=30, ge=1)
     dedupe_ttl_hours: int = Field(default=24, ge=1)
     xero_batch_size: int = Field(default=50, ge=1, le=50)
+    # 5,000 a day per organisation; 1,000 on Xero's free Starter developer tier.
+    xero_day_limit: int = Field(default=5000, ge=1)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:

@@ -49,6 +49,11 @@ def contact_queue() -> SqsQueue:
 
 
 @cache
+def webhook_queue() -> SqsQueue:
+    return _queue(settings().webhook_queue_url, "WEBHOOK_QUEUE_URL")
+
+
+@cache
 def http_session() -> requests.Session:
     return requests.Session()
 
@@ -81,8 +86,17 @@ def tenant_id() -> str:
 
 
 @cache
+def rate_gate():
+    from shared.xero.limits import SharedRateGate
+
+    return SharedRateGate(_boto3().resource("dynamodb").Table(settings().sync_table),
+                          day_limit=settings().xero_day_limit)
+
+
+@cache
 def xero_client() -> XeroClient:
-    return XeroClient(settings().xero_api_base_url, tenant_id(), xero_tokens(), session=http_session())
+    return XeroClient(settings().xero_api_base_url, tenant_id(), xero_tokens(), session=http_session(),
+                      gate=rate_gate())
 
 
 @cache
@@ -99,6 +113,6 @@ def reset() -> None:
     from shared import config
 
     config.settings.cache_clear()
-    for factory in (_boto3, job_store, _sqs, contact_queue, http_session, xero_tokens, xero_client,
-                    sugar_client):
+    for factory in (_boto3, job_store, _sqs, contact_queue, webhook_queue, http_session, xero_tokens,
+                    xero_client, sugar_client):
         getattr(factory, "cache_clear", lambda: None)()  # a test may have replaced the factory

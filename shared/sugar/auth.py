@@ -85,7 +85,7 @@ class SugarTokens:
 
     def _usable(self, item: dict[str, Any] | None) -> bool:
         return bool(item and item.get("access_token")
-                    and float(item.get("expires_at", 0)) > self._clock() + EXPIRY_MARGIN_SECONDS)
+                    and float(item.get("access_expires_at", 0)) > self._clock() + EXPIRY_MARGIN_SECONDS)
 
     def _renew_under_lease(self, lease_version: int, previous: dict[str, Any] | None) -> str:
         try:
@@ -101,7 +101,7 @@ class SugarTokens:
         token = {
             "access_token": answer["access_token"],
             "refresh_token": answer.get("refresh_token"),
-            "expires_at": now + int(answer.get("expires_in") or DEFAULT_EXPIRES_IN),
+            "access_expires_at": now + int(answer.get("expires_in") or DEFAULT_EXPIRES_IN),
             "refresh_expires_at": now + int(answer.get("refresh_expires_in") or DEFAULT_REFRESH_EXPIRES_IN),
             "status": "connected",
             "renewed_at": now,

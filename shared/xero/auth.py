@@ -20,6 +20,7 @@ from shared.observability import logger
 
 EXPIRY_MARGIN_SECONDS = 60
 LEASE_SECONDS = 20
+TOKEN_CALL_TIMEOUT_SECONDS = LEASE_SECONDS - 5  # the call must end while we still hold the lease
 
 
 class TokenTable(Protocol):
@@ -50,13 +51,15 @@ class XeroTokens:
     def access_token(self, *, force_refresh: bool = False) -> str:
         if not force_refresh and self._usable(self._cached):
             return self._cached["access_token"]  # type: ignore[index]
-        stale_version = (self._cached or {}).get("version") if force_refresh else None
+        # After a 401 the token we used is stale, whatever the version counter says (taking the
+        # lease bumps the version without changing the token).
+        stale_token = (self._cached or {}).get("access_token") if force_refresh else None
         deadline = self._clock() + 2 * LEASE_SECONDS
         while self._clock() < deadline:
             item = self._table.get_token(self._connection_id)
             if item and item.get("status") == "disconnected":
                 raise ConnectionNotReady("the Xero connection is disconnected; run `sugar-xero connect`")
-            fresh_enough = item and (stale_version is None or item.get("version") != stale_version)
+            fresh_enough = item and (stale_token is None or item.get("access_token") != stale_token)
             if fresh_enough and self._usable(item):
                 self._cached = item
                 return item["access_token"]  # type: ignore[index]
@@ -71,16 +74,25 @@ class XeroTokens:
         raise XeroError("timed out waiting for another worker's token refresh", retryable=True)
 
     def _usable(self, item: dict[str, Any] | None) -> bool:
-        return bool(item and item.get("access_token")
-                    and float(item.get("expires_at", 0)) > self._clock() + EXPIRY_MARGIN_SECONDS)
+        if not item or not item.get("access_token"):
+            return False
+        # ``expires_at``: sets written before the rename (the TTL attribute; see _refresh_under_lease)
+        expiry = item.get("access_expires_at", item.get("expires_at", 0))
+        return float(expiry) > self._clock() + EXPIRY_MARGIN_SECONDS
 
     def _refresh_under_lease(self, lease_version: int, previous: dict[str, Any] | None) -> str:
         refresh_token = (previous or {}).get("refresh_token")
         form = ({"grant_type": "refresh_token", "refresh_token": refresh_token} if refresh_token
                 else {"grant_type": "client_credentials"})
         self.token_calls += 1
-        response = self._session.post(self._identity_url, data=form,
-                                      auth=(self._client_id, self._client_secret), timeout=30)
+        try:
+            response = self._session.post(self._identity_url, data=form,
+                                          auth=(self._client_id, self._client_secret),
+                                          timeout=TOKEN_CALL_TIMEOUT_SECONDS)
+        except requests.RequestException as error:
+            self._give_back_lease(previous, lease_version)
+            raise XeroError(f"Xero's token endpoint failed: {type(error).__name__}",
+                            retryable=True) from error
         if response.status_code == 400 and "invalid_grant" in response.text:
             self._table.put_token(self._connection_id, {"status": "disconnected",
                                                         "disconnected_at": int(self._clock())},
@@ -89,15 +101,15 @@ class XeroTokens:
                          extra={"connection": self._connection_id})
             raise ConnectionNotReady("Xero answered invalid_grant: reconnect with `sugar-xero connect`")
         if response.status_code >= 400:
-            # Give the lease back so the next worker can try at once.
-            self._table.put_token(self._connection_id, {**(previous or {}), "lease_until": 0},
-                                  expected_version=lease_version)
+            self._give_back_lease(previous, lease_version)
             raise XeroError(f"Xero's token endpoint answered {response.status_code}", retryable=True)
         answer = response.json()
         token = {
             "access_token": answer["access_token"],
             "refresh_token": answer.get("refresh_token") or refresh_token,
-            "expires_at": int(self._clock()) + int(answer.get("expires_in", 1800)),
+            # Not ``expires_at``: that is the sync table's TTL attribute, and DynamoDB would delete
+            # the item (refresh token included) once the 30-minute access token expired.
+            "access_expires_at": int(self._clock()) + int(answer.get("expires_in", 1800)),
             "scope": answer.get("scope", ""),
             "status": "connected",
             "lease_until": 0,
@@ -107,3 +119,8 @@ class XeroTokens:
             raise XeroError("lost the token lease while refreshing", retryable=True)
         self._cached = {**token, "version": lease_version + 1}
         return token["access_token"]
+
+    def _give_back_lease(self, previous: dict[str, Any] | None, lease_version: int) -> None:
+        """The refresh failed without a verdict on the grant: let the next worker try at once."""
+        self._table.put_token(self._connection_id, {**(previous or {}), "lease_until": 0},
+                              expected_version=lease_version)

@@ -4,6 +4,8 @@ Every write is a batch (up to 50 elements) with ``summarizeErrors=false`` and an
 ``Idempotency-Key``; 429, 5xx, timeouts and dropped connections are retried with bounded,
 jittered exponential backoff that honours ``Retry-After``. A wait longer than the caller can
 afford raises ``RateLimited`` so the work goes back to its queue instead of blocking a Lambda.
+An optional ``gate`` (``shared.xero.limits.SharedRateGate``) holds each attempt to the limits
+every Lambda instance shares, and learns from each answer's rate-limit headers.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 
@@ -23,6 +25,17 @@ RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 TokenSource = Callable[[bool], str]
 """Returns a valid access token; called with True after a 401 to force a refresh."""
+
+
+class RateGate(Protocol):
+    """Limits shared by every instance (``shared.xero.limits.SharedRateGate``)."""
+
+    def acquire(self, tenant_id: str) -> Any:
+        """A permit for one call now, or ``RateLimited``."""
+
+    def release(self, permit: Any) -> None: ...
+
+    def observe(self, tenant_id: str, headers: Any, status: int) -> None: ...
 
 
 def validation_messages(element: dict[str, Any]) -> list[str]:
@@ -38,7 +51,8 @@ class XeroClient:
                  session: requests.Session | None = None, max_attempts: int = 5,
                  max_wait_seconds: float = 10.0, timeout: float = 30.0,
                  sleep: Callable[[float], None] = time.sleep,
-                 on_response: Callable[[requests.Response], None] | None = None):
+                 on_response: Callable[[requests.Response], None] | None = None,
+                 gate: RateGate | None = None):
         self.base_url = base_url.rstrip("/")
         self.tenant_id = tenant_id
         self._token_source = token_source
@@ -48,6 +62,7 @@ class XeroClient:
         self._timeout = timeout
         self._sleep = sleep
         self._on_response = on_response
+        self._gate = gate
         self.calls = 0
 
     # ---- public ----------------------------------------------------------------------------
@@ -81,6 +96,9 @@ class XeroClient:
             if idempotency_key:
                 headers["Idempotency-Key"] = idempotency_key[:128]
             headers.update(extra_headers or {})
+            # Each attempt is a call Xero counts: it waits for the shared limits (or raises
+            # RateLimited so the work goes back to its queue) and frees its slot however it ends.
+            permit = self._gate.acquire(self.tenant_id) if self._gate else None
             try:
                 self.calls += 1
                 response = self._session.request(method, self.base_url + path, params=params,
@@ -88,8 +106,17 @@ class XeroClient:
             except (requests.ConnectionError, requests.Timeout) as error:
                 logger.warning("Xero call failed in transit", extra={"path": path, "attempt": attempt,
                                                                       "error": type(error).__name__})
-                self._back_off(attempt, None, f"{type(error).__name__} calling Xero")
+                transit_error: Exception | None = error
+            else:
+                transit_error = None
+            finally:
+                if self._gate:
+                    self._gate.release(permit)
+            if transit_error is not None:
+                self._back_off(attempt, None, f"{type(transit_error).__name__} calling Xero")
                 continue
+            if self._gate:
+                self._gate.observe(self.tenant_id, response.headers, response.status_code)
             if self._on_response:
                 self._on_response(response)
             if response.status_code == 401 and not refreshed:

@@ -194,7 +194,7 @@ def test_cached_token_is_reused_by_another_client_sharing_the_cache(rsps, cache)
 def test_expired_token_is_renewed_with_the_refresh_grant(rsps, cache):
     now = time.time()
     cache.put(KEY, {"access_token": "old-access", "refresh_token": "old-refresh",
-                    "expires_at": int(now) - 10, "refresh_expires_at": int(now) + 86400,
+                    "access_expires_at": int(now) - 10, "refresh_expires_at": int(now) + 86400,
                     "lease_until": 0}, expected_version=None)
     server = TokenServer(rsps)
     rsps.get(f"{API}/Quotes/{QUOTE_ID}", json={"id": QUOTE_ID})
@@ -209,7 +209,7 @@ def test_expired_token_is_renewed_with_the_refresh_grant(rsps, cache):
 
 def test_token_close_to_expiry_is_renewed_before_use(rsps, cache):
     now = time.time()
-    cache.put(KEY, {"access_token": "nearly-gone", "refresh_token": "r", "expires_at": int(now) + 30,
+    cache.put(KEY, {"access_token": "nearly-gone", "refresh_token": "r", "access_expires_at": int(now) + 30,
                     "refresh_expires_at": int(now) + 86400}, expected_version=None)
     server = TokenServer(rsps)
     rsps.get(f"{API}/Quotes/{QUOTE_ID}", json={"id": QUOTE_ID})
@@ -267,7 +267,7 @@ def test_401_uses_a_token_another_worker_already_renewed(rsps, cache):
 
 def test_refused_refresh_falls_back_to_the_password_grant(rsps, cache):
     now = time.time()
-    cache.put(KEY, {"access_token": "old", "refresh_token": "spent-refresh", "expires_at": int(now) - 1,
+    cache.put(KEY, {"access_token": "old", "refresh_token": "spent-refresh", "access_expires_at": int(now) - 1,
                     "refresh_expires_at": int(now) + 86400}, expected_version=None)
     server = TokenServer(rsps, refuse={"refresh_token"})
     rsps.get(f"{API}/Quotes/{QUOTE_ID}", json={"id": QUOTE_ID})
@@ -609,7 +609,7 @@ def test_no_token_or_password_reaches_the_logs(rsps, cache, sleep, caplog):
     caplog.set_level(logging.DEBUG)
     now = time.time()
     cache.put(KEY, {"access_token": "stale-access-secret", "refresh_token": "stale-refresh-secret",
-                    "expires_at": int(now) + 3600, "refresh_expires_at": int(now) + 86400},
+                    "access_expires_at": int(now) + 3600, "refresh_expires_at": int(now) + 86400},
               expected_version=None)
     server = TokenServer(rsps, refuse={"refresh_token"})
     url = f"{API}/Quotes/{QUOTE_ID}"
@@ -668,5 +668,5 @@ def test_dynamo_token_cache_does_compare_and_set_on_the_sync_table():
 
         assert server.kinds == ["password"]
         stored = table_cache.get(f"sugar:{PLATFORM}:other_user")
-        assert stored["access_token"] == "access-1-secret" and isinstance(stored["expires_at"], int)
+        assert stored["access_token"] == "access-1-secret" and isinstance(stored["access_expires_at"], int)
         assert stored["version"] == 2
