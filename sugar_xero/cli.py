@@ -10,7 +10,6 @@ NOT_YET = {
     "status": "counts of jobs by state, failures, queue and DLQ depth",
     "replay": "re-drives failed work",
     "backfill": "pushes existing CRM records in batches",
-    "connect": "walks an operator through Xero OAuth2 onboarding",
     "reconcile": "runs one reconciliation pass now",
 }
 
@@ -87,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long to wait for the jobs (default 30)",
     )
 
+    commands.add_parser("connect", add_help=False,
+                        help="walks an operator through Xero OAuth2 onboarding (`connect --help`)")
     for name, does in NOT_YET.items():
         commands.add_parser(name, help=f"{does} (not in this release yet)")
     return parser
@@ -95,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    if args.command == "connect":
+        from sugar_xero.connect import run as run_connect
+
+        return run_connect(extra)
     if extra and args.command not in NOT_YET:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "local":

@@ -48,6 +48,27 @@ def create_sync_table(dynamodb, name: str) -> None:
 
 
 @pytest.fixture
+def atomic_moto(monkeypatch):
+    """Real DynamoDB applies each conditional write atomically; moto's in-memory backend checks
+    the condition and writes in separate steps, which threads can interleave. Serialise moto's
+    request handlers so threaded tests measure the connector, not moto."""
+    import threading
+
+    from moto.dynamodb import responses as moto_dynamodb_responses
+
+    lock = threading.RLock()
+    for name in ("get_item", "put_item", "update_item", "delete_item", "batch_get_item",
+                 "batch_write_item", "transact_write_items"):
+        original = getattr(moto_dynamodb_responses.DynamoHandler, name)
+
+        def locked(self, _original=original):
+            with lock:
+                return _original(self)
+
+        monkeypatch.setattr(moto_dynamodb_responses.DynamoHandler, name, locked)
+
+
+@pytest.fixture
 def aws(monkeypatch):
     """moto for DynamoDB and SQS, with the sync table and the contact queue (and its DLQ)."""
     from moto import mock_aws

@@ -1,35 +1,173 @@
-"""payment_webhook: Xero webhook deliveries in; invoice and payment status back to the CRM."""
+"""payment_webhook: Xero webhook deliveries in (API Gateway), deduplicated into pending refreshes
+(SQS worker); and the Xero OAuth2 onboarding routes."""
 
 from __future__ import annotations
 
+import html
+import json
+import os
+from functools import lru_cache
 from typing import Any
 
-from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.router import Router
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from shared.api.http import build_resolver, common_router, handle_http, not_yet_available
+from shared import wiring
+from shared.api.auth import crm_request_is_authentic
+from shared.api.http import (
+    build_resolver,
+    common_router,
+    error_response,
+    handle_http,
+    raw_body,
+    status_base_url,
+)
 from shared.api.sqs import is_sqs_event, run_batch
-from shared.models.jobs import ErrorBody
+from shared.config import settings
+from shared.errors import XeroError
 from shared.observability import logger, metrics, tracer
-from shared.usecases.work import BatchResult
+from shared.secrets import MissingSecret, get_secret
+from shared.state.oauth_states import OAuthStateTable
+from shared.state.webhook_events import WebhookEventTable
+from shared.usecases import onboarding, webhooks
+from shared.usecases.work import BatchResult, WorkItem
+from shared.xero.oauth import XeroIdentity
+from shared.xero.webhooks import SIGNATURE_HEADER, header, signature_is_valid
 
 router = Router()
 
 
-@router.post("/xero/webhooks", summary="Xero webhook deliveries and Intent-to-Receive checks")
-def post_webhook() -> Response[ErrorBody]:
-    return not_yet_available("Xero webhooks")
+def _empty(status: int) -> Response:
+    # Xero wants an empty body (and no cookies) on both answers.
+    return Response(status_code=status, body="", content_type=None)
 
 
-@router.get("/xero/connect", summary="Start Xero OAuth2 onboarding")
-def connect() -> Response[ErrorBody]:
-    return not_yet_available("Xero onboarding")
+@router.post("/xero/webhooks", summary="Xero webhook deliveries and Intent-to-Receive checks",
+             enable_validation=False,
+             responses={200: {"description": "signature verified (empty body)"},
+                        401: {"description": "signature wrong or missing (empty body)"}})
+def post_webhook():  # answers documented in `responses`; nothing for the resolver to validate
+    """Verify ``x-xero-signature`` over the raw body exactly as received, then queue the events.
+
+    No parameter is declared, so the resolver never parses the body: the signature is checked
+    first, on the bytes Xero signed. Nothing else happens in the request (no Xero, CRM or
+    DynamoDB call): deduplication is the worker's job, so the answer stays far inside Xero's
+    5 seconds and a flood of forged requests costs one HMAC each.
+    """
+    event = router.current_event.raw_event
+    body = raw_body(event)
+    signature = header(event.get("headers"), event.get("multiValueHeaders"), SIGNATURE_HEADER)
+    try:
+        webhook_key = get_secret("XERO_WEBHOOK_KEY")
+    except MissingSecret:
+        # Nothing can be verified, so nothing is accepted; a non-200 keeps Xero retrying (for
+        # 24 hours) while the operator sets the key, instead of losing the events.
+        logger.error("XERO_WEBHOOK_KEY is not set: webhook deliveries are refused")
+        metrics.add_metric(name="WebhookKeyMissing", unit="Count", value=1)
+        return _empty(503)
+    if not signature_is_valid(body, signature, webhook_key):
+        metrics.add_metric(name="WebhookSignatureRejected", unit="Count", value=1)
+        return _empty(401)
+    try:
+        delivery = webhooks.enqueue_delivery(body, queue=wiring.webhook_queue())
+    except Exception:
+        # Not accepted: a non-200 makes Xero deliver again later, which is what we want.
+        logger.exception("webhook delivery could not be queued")
+        metrics.add_metric(name="WebhookEnqueueFailed", unit="Count", value=1)
+        return _empty(503)
+    if not delivery.readable:
+        # Correctly signed, so it is Xero's; a retry would send the same bytes and fail the same
+        # way, and repeated non-200s make Xero disable the subscription. Answer 200, and make the
+        # problem visible instead (log + metric) so that it is looked at.
+        logger.error("signed webhook body is not a Xero delivery", extra={"bytes": len(body)})
+        metrics.add_metric(name="WebhookPayloadUnreadable", unit="Count", value=1)
+    elif delivery.rejected_events:
+        logger.error("webhook events without the fields the connector needs were left out",
+                     extra={"rejected": delivery.rejected_events, "accepted": delivery.events})
+        metrics.add_metric(name="WebhookEventsRejected", unit="Count", value=delivery.rejected_events)
+    metrics.add_metric(name="WebhookEventsQueued", unit="Count", value=delivery.events)
+    return _empty(200)
 
 
-@router.get("/xero/callback", summary="Xero OAuth2 redirect target")
-def callback() -> Response[ErrorBody]:
-    return not_yet_available("Xero onboarding")
+@router.get("/xero/connect", summary="Start Xero OAuth2 onboarding (operator; takes the CRM token)",
+            enable_validation=False,
+            responses={302: {"description": "redirect to Xero's sign-in (Location header, empty body)",
+                             "content": {"text/plain": {"schema": {"type": "string", "maxLength": 0}}}},
+                       401: {"description": "no valid CRM token",
+                             "content": {"application/json": {"schema": {
+                                 "$ref": "#/components/schemas/ErrorBody"}}}}})
+def connect():  # answers documented in `responses`
+    """Redirect the operator's browser to Xero's sign-in with a fresh single-use ``state``.
+
+    This starts an administrative flow that replaces the stored Xero token set, so it takes the
+    CRM token (``Authorization: Bearer`` or, from a browser, ``?token=``) like ``/crm/*`` does.
+    """
+    event = router.current_event.raw_event
+    if not crm_request_is_authentic(headers=event.get("headers"), query=event.get("queryStringParameters"),
+                                    raw_body=raw_body(event), crm_token=get_secret("CRM_TOKEN"),
+                                    signing_secret=get_secret("CRM_SIGNING_SECRET")):
+        return error_response(401, "unauthorized",
+                              "Starting the Xero connection needs the CRM token: open "
+                              "/xero/connect?token=<CRM token>, or send it as a Bearer header.")
+    redirect_uri = f"{status_base_url(router.current_event).rstrip('/')}/xero/callback"
+    location = onboarding.start(states=_oauth_states(settings().sync_table, _endpoint()),
+                                authorize_base_url=settings().xero_authorize_url,
+                                client_id=get_secret("XERO_CLIENT_ID"), redirect_uri=redirect_uri,
+                                connection_id=settings().connection_id)
+    return Response(status_code=302, body="", content_type=None,
+                    headers={"Location": location, "Cache-Control": "no-store"})
+
+
+@router.get("/xero/callback", summary="Xero OAuth2 redirect target", enable_validation=False,
+            responses={200: {"description": "connected: the organisations (HTML when the browser asks "
+                                            "for it, else JSON)",
+                             "content": {"text/html": {"schema": {"type": "string"}},
+                                         "application/json": {"schema": {"type": "object"}}}},
+                       400: {"description": "state unknown, expired or used; code refused",
+                             "content": {"application/json": {"schema": {
+                                 "$ref": "#/components/schemas/ErrorBody"}}}},
+                       502: {"description": "Xero could not be reached",
+                             "content": {"application/json": {"schema": {
+                                 "$ref": "#/components/schemas/ErrorBody"}}}}})
+def callback():  # answers documented in `responses`
+    """Consume the state, exchange the code, store the token set, record the organisations.
+    The code and the tokens are never logged."""
+    current = router.current_event
+    try:
+        connected = onboarding.finish(
+            code=current.get_query_string_value("code"), state=current.get_query_string_value("state"),
+            xero_error=current.get_query_string_value("error"),
+            states=_oauth_states(settings().sync_table, _endpoint()), identity=_identity(),
+            store=wiring.job_store(), connection_id=settings().connection_id,
+            preferred_tenant_id=settings().xero_tenant_id)
+    except XeroError as error:
+        logger.warning("Xero onboarding call failed", extra={"error": str(error)})
+        return error_response(502, "xero_unavailable",
+                              f"Xero did not complete the connection ({error}). "
+                              "Start again at /xero/connect.")
+    metrics.add_metric(name="XeroConnected", unit="Count", value=1)
+    return _connected_page(connected, current.headers.get("accept") or current.headers.get("Accept") or "")
+
+
+def _connected_page(connected: onboarding.Connected, accept: str) -> Response:
+    tenants = [{"tenant_id": t.tenant_id, "tenant_name": t.tenant_name, "tenant_type": t.tenant_type,
+                "selected": t.selected} for t in connected.tenants]
+    status = "connected" if tenants else "no_organisation"
+    headers = {"Cache-Control": "no-store"}
+    if "text/html" in accept:
+        rows = "".join(f"<li>{html.escape(t['tenant_name'] or t['tenant_id'])} "
+                       f"<code>{html.escape(t['tenant_id'])}</code>"
+                       f"{' (used by this CRM)' if t['selected'] else ''}</li>" for t in tenants)
+        note = f"<p>{html.escape(connected.problem)}</p>" if connected.problem else ""
+        page = (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>Xero connection</title></head>"
+                f"<body><h1>{'Connected to Xero' if tenants else 'Xero connected no organisation'}</h1>"
+                f"<ul>{rows}</ul>{note}<p>You can close this window.</p></body></html>")
+        return Response(status_code=200, content_type=content_types.TEXT_HTML, body=page, headers=headers)
+    body = {"status": status, "connection_id": connected.connection_id, "tenants": tenants,
+            "message": connected.problem or ("Connected." if tenants else "")}
+    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=json.dumps(body),
+                    headers=headers)
 
 
 app = build_resolver()
@@ -37,10 +175,48 @@ app.include_router(router)
 app.include_router(common_router)
 
 
+# Adapters of this function only, built once per container; keyed on what a test may change.
+def _endpoint() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL")
+
+
+@lru_cache(maxsize=4)
+def _oauth_states(table_name: str, _endpoint_url: str | None) -> OAuthStateTable:
+    return OAuthStateTable(table_name)
+
+
+@lru_cache(maxsize=4)
+def _webhook_events(table_name: str, _endpoint_url: str | None, ttl_hours: int) -> WebhookEventTable:
+    return WebhookEventTable(table_name, event_ttl_hours=ttl_hours)
+
+
+def _identity() -> XeroIdentity:
+    return XeroIdentity(identity_url=settings().xero_identity_url,
+                        api_base_url=settings().xero_api_base_url, client_id=get_secret("XERO_CLIENT_ID"),
+                        client_secret=get_secret("XERO_CLIENT_SECRET"), session=wiring.http_session())
+
+
+def reset() -> None:
+    """Drop this function's cached adapters (tests that switch AWS mocks or tables)."""
+    _oauth_states.cache_clear()
+    _webhook_events.cache_clear()
+
+
+def work(items: list[WorkItem]) -> BatchResult:
+    store = _webhook_events(settings().sync_table, _endpoint(), settings().dedupe_ttl_hours)
+    recorded = webhooks.record_events(items, store=store)
+    metrics.add_metric(name="WebhookEventsDuplicate", unit="Count", value=recorded.duplicates)
+    metrics.add_metric(name="WebhookResourcesPending", unit="Count", value=recorded.pending_written)
+    logger.info("webhook events recorded", extra={
+        "fresh": recorded.fresh, "duplicates": recorded.duplicates, "pending": recorded.pending_written,
+        "superseded": recorded.superseded, "invalid": recorded.invalid, "retry": len(recorded.result.retry)})
+    return recorded.result
+
+
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if is_sqs_event(event):
-        return run_batch(event, context, lambda items: BatchResult(retry={i.message_id for i in items}))
+        return run_batch(event, context, work)
     return handle_http(app, event, context)

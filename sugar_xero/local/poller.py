@@ -16,8 +16,8 @@ from sugar_xero.local.template import QueueSubscription
 
 LOG = logging.getLogger("sugar_xero.local")
 
-# Locally a batch is gathered for at most this long, whatever the template's window says.
-LOCAL_BATCHING_WINDOW_SECONDS = 0.2
+# Like Lambda's event source mapping, a batch is gathered until it is full or the template's
+# MaximumBatchingWindowInSeconds has passed: that window is what lets workers fill Xero batches.
 RECEIVE_WAIT_SECONDS = 1  # short long-poll, so that stopping never waits long
 
 
@@ -109,11 +109,7 @@ class QueuePoller:
         messages = self._receive(RECEIVE_WAIT_SECONDS, limit)
         if not messages:
             return []
-        window = (
-            min(self.subscription.batching_window_seconds, LOCAL_BATCHING_WINDOW_SECONDS)
-            if self.subscription.batching_window_seconds
-            else 0.0
-        )
+        window = self.subscription.batching_window_seconds or 0.0
         deadline = time.monotonic() + window
         while len(messages) < limit and time.monotonic() < deadline and not self._stop.is_set():
             more = self._receive(0, limit - len(messages))

@@ -19,7 +19,6 @@ import boto3
 import pytest
 import requests
 from moto import mock_aws
-from moto.dynamodb import responses as moto_dynamodb_responses
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
@@ -78,19 +77,6 @@ def rotating(form: dict[str, str]) -> tuple[int, dict]:
 
 
 # ---- fixtures --------------------------------------------------------------------------------
-@pytest.fixture
-def atomic_moto(monkeypatch):
-    """Real DynamoDB applies each conditional write atomically; moto checks and writes in separate
-    steps that threads can interleave. Serialise moto's handlers so the test measures the lease."""
-    lock = threading.RLock()
-    for name in ("get_item", "put_item", "update_item", "delete_item"):
-        original = getattr(moto_dynamodb_responses.DynamoHandler, name)
-
-        def locked(self, _original=original):
-            with lock:
-                return _original(self)
-
-        monkeypatch.setattr(moto_dynamodb_responses.DynamoHandler, name, locked)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import boto3
 import pytest
 import requests
 from moto import mock_aws
-from moto.dynamodb import responses as moto_dynamodb_responses
 from requests.structures import CaseInsensitiveDict
 
 from shared.errors import RateLimited
@@ -35,21 +34,6 @@ class FakeClock:
         self.now += seconds
 
 
-@pytest.fixture
-def atomic_moto(monkeypatch):
-    """Real DynamoDB applies each conditional write atomically; moto's in-memory backend checks
-    the condition and writes in separate steps, which threads can interleave. Serialise moto's
-    request handlers so the threaded test measures the gate, not moto."""
-    lock = threading.RLock()
-    for name in ("get_item", "put_item", "update_item", "delete_item", "batch_get_item",
-                 "transact_write_items"):
-        original = getattr(moto_dynamodb_responses.DynamoHandler, name)
-
-        def locked(self, _original=original):
-            with lock:
-                return _original(self)
-
-        monkeypatch.setattr(moto_dynamodb_responses.DynamoHandler, name, locked)
 
 
 @pytest.fixture

@@ -1,0 +1,50 @@
+"""DynamoDB adapter for OAuth2 ``state`` values between ``/xero/connect`` and ``/xero/callback``.
+
+Only a SHA-256 of the state is stored (``OAUTHSTATE#<sha256>`` / ``OAUTHSTATE``): a table read
+does not yield a usable value. A state is consumed by a conditional delete that also checks
+its expiry, because DynamoDB's TTL removes expired items only eventually.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import boto3
+from boto3.dynamodb.conditions import Attr
+from botocore.exceptions import ClientError
+
+ConsumeOutcome = Literal["ok", "expired", "unknown"]
+
+
+def oauth_state_key(state_hash: str) -> dict[str, str]:
+    return {"PK": f"OAUTHSTATE#{state_hash}", "SK": "OAUTHSTATE"}
+
+
+class OAuthStateTable:
+    def __init__(self, table_name: str, *, resource: Any | None = None):
+        self._table = (resource or boto3.resource("dynamodb")).Table(table_name)
+
+    def put_state(self, state_hash: str, *, expires_at: int, **fields: Any) -> None:
+        self._table.put_item(Item={**oauth_state_key(state_hash), **fields, "expires_at": expires_at},
+                             ConditionExpression=Attr("PK").not_exists())
+
+    def consume_state(self, state_hash: str, *, now: int) -> tuple[ConsumeOutcome, dict[str, Any]]:
+        """Delete the state if it exists and has not expired; one caller at most gets "ok".
+        "unknown" covers never issued and already used (both are gone)."""
+        try:
+            answer = self._table.delete_item(
+                Key=oauth_state_key(state_hash),
+                ConditionExpression=Attr("PK").exists() & Attr("expires_at").gt(now),
+                ReturnValues="ALL_OLD")
+            if answer.get("Attributes"):
+                return "ok", answer["Attributes"]
+            return "unknown", {}  # a concurrent caller deleted it between check and delete
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+        left = self._table.get_item(Key=oauth_state_key(state_hash), ConsistentRead=True).get("Item")
+        if left is not None:
+            # Expired: remove it now so that it cannot be mistaken for anything later.
+            self._table.delete_item(Key=oauth_state_key(state_hash))
+            return "expired", left
+        return "unknown", {}

@@ -1,0 +1,106 @@
+"""DynamoDB adapter for what Xero's webhooks leave in the sync table.
+
+- ``EVT#<tenant>#<resourceId>#<eventDateUtc>`` / ``EVT``: an event already worked (TTL), so that
+  Xero's redeliveries are dropped.
+- ``T#<tenant>`` / ``PENDING#<category>#<resourceId>``: a resource Xero says has changed and that
+  the connector has yet to re-read, with the newest ``event_date_utc`` seen. An older event
+  never overwrites a newer one (conditional write), and whoever later refreshes the resource
+  marks the item ``refreshed`` (keeping the date) rather than deleting it, so that a late,
+  older event finds the newer date and asks for nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import boto3
+from boto3.dynamodb.conditions import Attr
+from botocore.exceptions import ClientError
+
+from shared.state.dynamo import now_iso
+
+BATCH_GET_LIMIT = 100
+BATCH_WRITE_LIMIT = 25
+_UNPROCESSED_ROUNDS = 8
+
+EventId = tuple[str, str, str]  # (tenant id, resource id, normalised eventDateUtc)
+
+
+def event_key(tenant_id: str, resource_id: str, event_date_utc: str) -> dict[str, str]:
+    return {"PK": f"EVT#{tenant_id}#{resource_id}#{event_date_utc}", "SK": "EVT"}
+
+
+def pending_key(tenant_id: str, category: str, resource_id: str) -> dict[str, str]:
+    return {"PK": f"T#{tenant_id}", "SK": f"PENDING#{category}#{resource_id}"}
+
+
+class WebhookEventTable:
+    def __init__(self, table_name: str, *, resource: Any | None = None, event_ttl_hours: int = 24,
+                 sleep=time.sleep):
+        self._table = (resource or boto3.resource("dynamodb")).Table(table_name)
+        self._event_ttl_seconds = event_ttl_hours * 3600
+        self._sleep = sleep
+
+    def seen_events(self, events: list[EventId]) -> set[EventId]:
+        """The events among ``events`` already recorded (consistent reads, 100 keys a call)."""
+        by_pk = {event_key(*event)["PK"]: event for event in events}
+        seen: set[EventId] = set()
+        client = self._table.meta.client
+        pks = list(by_pk)
+        for start in range(0, len(pks), BATCH_GET_LIMIT):
+            keys = [{"PK": pk, "SK": "EVT"} for pk in pks[start:start + BATCH_GET_LIMIT]]
+            request = {self._table.name: {"Keys": keys, "ConsistentRead": True, "ProjectionExpression": "PK"}}
+            for round_ in range(_UNPROCESSED_ROUNDS):
+                answer = client.batch_get_item(RequestItems=request)
+                found = answer.get("Responses", {}).get(self._table.name, [])
+                seen.update(by_pk[item["PK"]] for item in found)
+                request = answer.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                self._sleep(0.05 * 2 ** round_)
+            if request:
+                raise RuntimeError("DynamoDB left keys unprocessed after retries")
+        return seen
+
+    def mark_events(self, events: list[EventId]) -> None:
+        """Record events as worked, with a TTL covering Xero's 24 hours of redelivery."""
+        expires_at = int(time.time()) + self._event_ttl_seconds
+        unique = list({key["PK"]: key for key in (event_key(*event) for event in events)}.values())
+        client = self._table.meta.client
+        for start in range(0, len(unique), BATCH_WRITE_LIMIT):
+            writes = [{"PutRequest": {"Item": {**key, "expires_at": expires_at}}}
+                      for key in unique[start:start + BATCH_WRITE_LIMIT]]
+            request = {self._table.name: writes}
+            for round_ in range(_UNPROCESSED_ROUNDS):
+                request = client.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
+                if not request:
+                    break
+                self._sleep(0.05 * 2 ** round_)
+            if request:
+                raise RuntimeError("DynamoDB left writes unprocessed after retries")
+
+    def record_pending(self, *, tenant_id: str, category: str, resource_id: str, event_date_utc: str,
+                       event_type: str, resource_url: str) -> bool:
+        """Ask for a refresh of one resource. False when the stored item already holds this
+        event or a newer one (nothing to do)."""
+        try:
+            self._table.update_item(
+                Key=pending_key(tenant_id, category, resource_id),
+                UpdateExpression=("SET tenant_id = :t, event_category = :c, resource_id = :r, "
+                                  "event_date_utc = :d, event_type = :e, resource_url = :u, "
+                                  "#s = :pending, updated_at = :now"),
+                ConditionExpression=Attr("PK").not_exists() | Attr("event_date_utc").lt(event_date_utc),
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":t": tenant_id, ":c": category, ":r": resource_id,
+                                           ":d": event_date_utc, ":e": event_type, ":u": resource_url,
+                                           ":pending": "pending", ":now": now_iso()})
+            return True
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise
+
+    def get_pending(self, tenant_id: str, category: str, resource_id: str) -> dict[str, Any] | None:
+        return self._table.get_item(Key=pending_key(tenant_id, category, resource_id),
+                                    ConsistentRead=True).get("Item")
