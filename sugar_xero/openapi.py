@@ -18,6 +18,7 @@ from shared.models.jobs import ErrorBody
 
 API_FUNCTIONS = ("contact_sync", "invoice_push", "payment_webhook")
 TITLE = "SugarCRM ⇄ Xero connector"
+NOT_YET_AVAILABLE = frozenset({"/crm/products", "/crm/quotes", "/crm/invoices", "/crm/purchases"})
 
 _ERRORS = {
     "400": "Malformed JSON", "401": "No valid CRM credential", "413": "Body over the size limit",
@@ -68,10 +69,13 @@ def build_spec(server_url: str = "/") -> dict[str, Any]:
                 responses.pop("422", None)
                 responses["200"] = {"description": "signature verified (empty body)"}
                 responses["401"] = {"description": "signature wrong or missing (empty body)"}
-            for code in ("404", "501"):
-                if path.startswith("/jobs/") or code == "501":
-                    responses.setdefault(code, {"description": "not found" if code == "404"
-                                                else "not available in this release", "content": error_ref})
+            if path.startswith("/jobs/"):
+                responses.setdefault("404", {"description": "not found", "content": error_ref})
+            if path in NOT_YET_AVAILABLE:
+                responses.setdefault("501", {"description": "not available in this release",
+                                             "content": error_ref})
+            if path == "/xero/connect":
+                operation["security"] = [{"bearer": []}, {"queryToken": []}]
     return spec
 
 
