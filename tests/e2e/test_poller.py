@@ -62,7 +62,7 @@ def test_successes_are_deleted_and_reported_failures_end_in_the_dlq(sqs):
         return {"batchItemFailures": [{"itemIdentifier": i} for i in bad]}
 
     subscription = QueueSubscription(
-        "Fn", "WorkA", batch_size=50, batching_window_seconds=5, report_batch_item_failures=True
+        "Fn", "WorkA", batch_size=50, batching_window_seconds=0.5, report_batch_item_failures=True
     )
     poller = QueuePoller(
         subscription, sqs=sqs, queue_url=queue, queue_arn=arn, region="eu-west-1", invoke=invoke
