@@ -8,7 +8,6 @@ organisations Xero connected.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -17,8 +16,9 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote
 
-STATE_FILE_NAME = ".sugar-xero-local.json"
-LOCAL_CRM_TOKEN = "local-crm-token"  # the documented local default (shared/config.py)
+from shared.config import LOCAL_SECRET_DEFAULTS
+from sugar_xero.local.state_file import STATE_FILE_NAME, find_state_file, read_state_file
+
 POLL_SECONDS = 2.0
 
 DESCRIPTION = """\
@@ -68,32 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def find_local_state(explicit: Path | None) -> dict[str, Any] | None:
-    """The running local stack's state file, or None (absent, unreadable, or its process gone)."""
-    if explicit is not None:
-        candidates = [explicit]
-    else:
-        here = Path.cwd().resolve()
-        candidates = [folder / STATE_FILE_NAME for folder in (here, *here.parents)]
-    for path in candidates:
-        try:
-            state = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        pid = state.get("pid")
-        if isinstance(pid, int) and not _alive(pid):
-            continue
-        return state if isinstance(state, dict) else None
-    return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """The running local stack's state, or None (absent, unreadable, or its process gone)."""
+    return read_state_file(explicit or find_state_file())
 
 
 def run(argv: list[str] | None = None, *, out: TextIO | None = None,
@@ -109,7 +85,7 @@ def run(argv: list[str] | None = None, *, out: TextIO | None = None,
     if not base.startswith(("http://", "https://")):
         print(f"--url must start with https:// (or http:// for a local stack), not {base!r}", file=out)
         return 2
-    token = args.token or os.environ.get("CRM_TOKEN") or (LOCAL_CRM_TOKEN if local else None)
+    token = args.token or os.environ.get("CRM_TOKEN") or (LOCAL_SECRET_DEFAULTS["CRM_TOKEN"] if local else None)
     link = f"{base}/xero/connect?token={quote(token, safe='') if token else '<CRM token>'}"
     print(DESCRIPTION, file=out)
     print(f"API base        {base}" + ("  (local stack)" if local else ""), file=out)

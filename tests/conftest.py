@@ -68,6 +68,23 @@ def atomic_moto(monkeypatch):
         monkeypatch.setattr(moto_dynamodb_responses.DynamoHandler, name, locked)
 
 
+SYNC_TABLE_NAME = "sync-test"
+
+
+@pytest.fixture
+def moto_dynamodb(monkeypatch):
+    """A boto3 session under moto with the sync table (SYNC_TABLE_NAME) and nothing else."""
+    import boto3
+    from moto import mock_aws
+
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    with mock_aws():
+        session = boto3.session.Session()
+        create_sync_table(session.client("dynamodb"), SYNC_TABLE_NAME)
+        yield session
+
+
 @pytest.fixture
 def aws(monkeypatch):
     """moto for DynamoDB and SQS, with the sync table and the contact queue (and its DLQ)."""
@@ -78,7 +95,7 @@ def aws(monkeypatch):
 
         from shared import wiring
 
-        create_sync_table(boto3.client("dynamodb"), "sync-test")
+        create_sync_table(boto3.client("dynamodb"), SYNC_TABLE_NAME)
         sqs = boto3.client("sqs")
         dlq = sqs.create_queue(QueueName="contact-dlq")["QueueUrl"]
         dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]

@@ -10,16 +10,14 @@ Every other status goes back to the caller, which owns the 401 renewal and the e
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Callable
-from datetime import UTC, datetime
 from decimal import Decimal
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
 from urllib3.exceptions import ConnectTimeoutError
 
+from shared.backoff import backoff_seconds, retry_after_seconds
 from shared.observability import logger
 from shared.sugar.errors import SugarError, SugarUnavailable, error_fields, sugar_error
 
@@ -27,8 +25,6 @@ RETRIED_STATUSES = frozenset({429, 502, 503, 504})
 NOT_PROCESSED_STATUSES = frozenset({429, 503})
 """Answers that mean Sugar did nothing, so even a creating POST can be sent again."""
 
-BACKOFF_BASE_SECONDS = 0.5
-BACKOFF_CAP_SECONDS = 8.0
 
 
 def encode_json(body: Any) -> str:
@@ -47,24 +43,6 @@ def decode_json(response: requests.Response) -> Any:
     if not response.content:
         return {}
     return json.loads(response.content, parse_float=Decimal)
-
-
-def retry_after_seconds(response: requests.Response) -> float | None:
-    """``Retry-After`` as seconds, from either of its forms (delta-seconds or an HTTP date)."""
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _never_connected(error: requests.RequestException) -> bool:
@@ -115,11 +93,11 @@ class SugarTransport:
                 if attempt >= self._max_attempts:
                     raise SugarError(f"{where}: {kind} after {attempt} attempts", label="transport_error",
                                      retryable=True) from error
-                self._sleep(self._backoff(attempt, None))
+                self._sleep(backoff_seconds(attempt))
                 continue
             if response.status_code not in retried_statuses:
                 return response
-            retry_after = retry_after_seconds(response)
+            retry_after = retry_after_seconds(response.headers)
             label, _ = error_fields(response.content)
             logger.warning("Sugar asked to retry", extra={"sugar_call": where, "status": response.status_code,
                                                           "label": label, "attempt": attempt,
@@ -128,15 +106,8 @@ class SugarTransport:
                 # Out of attempts, or asked to wait longer than a worker should block: the job's
                 # queue will bring the work back later.
                 raise self._give_up(response, where, retry_after, attempt)
-            self._sleep(self._backoff(attempt, retry_after))
+            self._sleep(backoff_seconds(attempt, retry_after))
         raise AssertionError("unreachable: the last attempt returns or raises")
-
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            # Never sooner than asked; a little later so parallel workers do not return in step.
-            return retry_after + random.uniform(0, min(1.0, 0.1 * retry_after))
-        ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempt - 1))
-        return random.uniform(ceiling / 2, ceiling)
 
     @staticmethod
     def _give_up(response: requests.Response, where: str, retry_after: float | None,

@@ -10,13 +10,13 @@ every Lambda instance shares, and learns from each answer's rate-limit headers.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import requests
 
+from shared.backoff import backoff_seconds, retry_after_seconds
 from shared.errors import RateLimited, XeroError
 from shared.observability import logger
 
@@ -124,7 +124,7 @@ class XeroClient:
                 self._token_source(True)
                 continue
             if response.status_code in RETRYABLE_STATUSES:
-                retry_after = _retry_after(response)
+                retry_after = retry_after_seconds(response.headers)
                 problem = response.headers.get("X-Rate-Limit-Problem")
                 if response.status_code == 429 and (problem or "").lower() == "day":
                     raise RateLimited("Xero's daily limit is used up", retry_after=retry_after or 3600,
@@ -141,22 +141,13 @@ class XeroClient:
 
     def _back_off(self, attempt: int, retry_after: float | None, reason: str, *,
                   problem: str | None = None, status: int | None = None) -> None:
-        wait = retry_after if retry_after is not None else min(8.0, 0.25 * 2 ** (attempt - 1))
-        wait += random.uniform(0, 0.25 * wait)  # jitter, so parallel workers do not retry in step
+        wait = backoff_seconds(attempt, retry_after)
         if attempt >= self._max_attempts or wait > self._max_wait:
             if status == 429 or retry_after is not None:
                 raise RateLimited(f"{reason}; retry in {wait:.0f}s", retry_after=wait, problem=problem)
             raise XeroError(f"{reason} after {attempt} attempts", status=status, retryable=True,
                             retry_after=wait)
         self._sleep(wait)
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
 
 
 def _error_text(response: requests.Response) -> str:

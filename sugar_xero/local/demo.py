@@ -15,7 +15,7 @@ import requests
 from shared.config import LOCAL_SECRET_DEFAULTS
 from shared.models.jobs import TERMINAL_STATUSES
 from sugar_xero.local.samples import demo_callouts
-from sugar_xero.local.stack import find_state_file, read_state_file
+from sugar_xero.local.state_file import find_state_file, read_state_file
 
 DEFAULT_WAIT_SECONDS = 30.0
 

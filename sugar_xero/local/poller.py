@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from sugar_xero.local.background import BackgroundLoop
 from sugar_xero.local.template import QueueSubscription
 
 LOG = logging.getLogger("sugar_xero.local")
@@ -72,7 +72,7 @@ def failed_message_ids(result: Any, subscription: QueueSubscription, message_ids
     return failed
 
 
-class QueuePoller:
+class QueuePoller(BackgroundLoop):
     def __init__(
         self,
         subscription: QueueSubscription,
@@ -89,8 +89,8 @@ class QueuePoller:
         self.queue_arn = queue_arn
         self.region = region
         self._invoke = invoke
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
+        self.thread_name = f"poller-{self.subscription.queue}"
         self.batches = 0
 
     def _receive(self, wait_seconds: int, count: int) -> list[dict[str, Any]]:
@@ -158,16 +158,3 @@ class QueuePoller:
                     return
                 LOG.exception("poller for %s", self.subscription.queue)
                 self._stop.wait(1.0)
-
-    def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._run, name=f"poller-{self.subscription.queue}", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def join(self, timeout: float = 5.0) -> None:
-        if self._thread:
-            self._thread.join(timeout=timeout)

@@ -27,13 +27,13 @@ from sugar_xero.local.gateway import GatewayServer, RouteTable
 from sugar_xero.local.poller import QueuePoller
 from sugar_xero.local.runtime import LocalRuntime
 from sugar_xero.local.samples import fixtures_dir, sample_seed
+from sugar_xero.local.state_file import STATE_FILE_NAME, read_state_file
 from sugar_xero.local.template import LOCAL_ACCOUNT_ID, StackTemplate, TemplateError
 from sugar_xero.local.timer import ScheduleTimer
 
 LOG = logging.getLogger("sugar_xero.local")
 
 LOOPBACK = "127.0.0.1"
-STATE_FILE_NAME = ".sugar-xero-local.json"
 # Where the connector sends its calls: the shell's value wins (contract), else the local servers.
 USER_OVERRIDABLE = ("XERO_API_BASE_URL", "XERO_IDENTITY_URL", "SUGAR_BASE_URL")
 # Unset for the handlers: a local run takes secrets from the environment, and a profile would
@@ -351,28 +351,6 @@ class LocalStack:
                 LOG.exception("stopping %s", name)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def read_state_file(path: Path) -> dict[str, Any] | None:
-    """The state of a running stack, or None (no file, unreadable, or its process is gone)."""
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    pid = state.get("pid")
-    if not isinstance(pid, int) or not _alive(pid):
-        return None
-    return state
-
-
 def refuse_if_running(path: Path) -> None:
     state = read_state_file(path)
     if state and state.get("pid") != os.getpid():
@@ -380,16 +358,6 @@ def refuse_if_running(path: Path) -> None:
             f"a local stack is already running (pid {state['pid']}, {state['urls'].get('gateway')}); "
             f"stop it first, or pass --state-file for a second one"
         )
-
-
-def find_state_file(start: Path | None = None) -> Path:
-    """``.sugar-xero-local.json`` in the current folder or the nearest parent holding one, else
-    in this project's folder."""
-    here = (start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        if (folder / STATE_FILE_NAME).exists():
-            return folder / STATE_FILE_NAME
-    return Path(__file__).resolve().parents[2] / STATE_FILE_NAME
 
 
 def run(options: StackOptions, out: TextIO = sys.stdout) -> int:

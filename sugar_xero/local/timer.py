@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+from sugar_xero.local.background import BackgroundLoop
 from sugar_xero.local.template import LOCAL_ACCOUNT_ID
 
 LOG = logging.getLogger("sugar_xero.local")
 
 
-class ScheduleTimer:
+class ScheduleTimer(BackgroundLoop):
     """Fires a function with the schedule's event every ``every_seconds``
     (the first time one period after start, as a new schedule does)."""
 
@@ -35,8 +35,8 @@ class ScheduleTimer:
         self.region = region
         self.event_input = event_input
         self._invoke = invoke
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
+        self.thread_name = f"timer-{self.function}"
         self.fired = 0
 
     def event(self) -> dict[str, Any]:
@@ -81,14 +81,3 @@ class ScheduleTimer:
                 self.fire()
             except Exception:
                 LOG.exception("scheduled run of %s failed", self.function)
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"timer-{self.function}", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def join(self, timeout: float = 5.0) -> None:
-        if self._thread:
-            self._thread.join(timeout=timeout)

@@ -324,7 +324,7 @@ def test_connect_command_prints_the_local_stack_links(tmp_path, monkeypatch):
     (tmp_path / ".sugar-xero-local.json").write_text(json.dumps(state))
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("CRM_TOKEN", raising=False)
-    monkeypatch.setattr("sugar_xero.connect._alive", lambda pid: True)
+    monkeypatch.setattr("sugar_xero.local.state_file.process_alive", lambda pid: True)
     out = io.StringIO()
     assert run([], out=out) == 0
     text = out.getvalue()

@@ -15,18 +15,16 @@ from base64 import b64decode
 from collections.abc import Callable
 from urllib.parse import parse_qs
 
-import boto3
 import pytest
 import requests
-from moto import mock_aws
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from shared.errors import ConnectionNotReady, XeroError
 from shared.state.dynamo import SyncStateTable
 from shared.xero.auth import XeroTokens
+from tests.conftest import SYNC_TABLE_NAME
 
-TABLE = "sync-tokens-test"
 CONNECTION = "default"
 CLIENT_ID, CLIENT_SECRET = "client-id-1", "client-secret-1"
 
@@ -80,26 +78,13 @@ def rotating(form: dict[str, str]) -> tuple[int, dict]:
 
 
 @pytest.fixture
-def session(monkeypatch, atomic_moto):
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    with mock_aws():
-        aws = boto3.session.Session(region_name="us-east-1")
-        aws.resource("dynamodb").create_table(
-            TableName=TABLE, BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "PK", "KeyType": "HASH"},
-                       {"AttributeName": "SK", "KeyType": "RANGE"}],
-            AttributeDefinitions=[{"AttributeName": "PK", "AttributeType": "S"},
-                                  {"AttributeName": "SK", "AttributeType": "S"}])
-        yield aws
+def session(moto_dynamodb, atomic_moto):
+    return moto_dynamodb
 
 
 def state(aws) -> SyncStateTable:
     """A table adapter with its own DynamoDB client, as each Lambda process has."""
-    return SyncStateTable(TABLE, resource=aws.resource("dynamodb"))
+    return SyncStateTable(SYNC_TABLE_NAME, resource=aws.resource("dynamodb"))
 
 
 def tokens(aws, endpoint_url: str, **options) -> XeroTokens:

@@ -10,14 +10,13 @@ from datetime import UTC, datetime
 import boto3
 import pytest
 import requests
-from moto import mock_aws
 from requests.structures import CaseInsensitiveDict
 
 from shared.errors import RateLimited
 from shared.xero.client import XeroClient
 from shared.xero.limits import SharedRateGate
+from tests.conftest import SYNC_TABLE_NAME
 
-TABLE = "sync-test"
 START = datetime(2026, 3, 2, 9, 30, 10, tzinfo=UTC).timestamp()  # 10 s into a minute
 TENANT = "tenant-a"
 OTHER_TENANT = "tenant-b"
@@ -37,24 +36,10 @@ class FakeClock:
 
 
 @pytest.fixture
-def dynamodb(monkeypatch):
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    with mock_aws():
-        session = boto3.session.Session(region_name="us-east-1")
-        resource = session.resource("dynamodb")
-        _sessions.append(session)
-        resource.create_table(
-            TableName=TABLE, BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "PK", "KeyType": "HASH"},
-                       {"AttributeName": "SK", "KeyType": "RANGE"}],
-            AttributeDefinitions=[{"AttributeName": "PK", "AttributeType": "S"},
-                                  {"AttributeName": "SK", "AttributeType": "S"}])
-        yield resource
-        _sessions.clear()
+def dynamodb(moto_dynamodb):
+    _sessions.append(moto_dynamodb)
+    yield moto_dynamodb.resource("dynamodb")
+    _sessions.clear()
 
 
 _sessions: list[boto3.session.Session] = []
@@ -63,7 +48,7 @@ _sessions: list[boto3.session.Session] = []
 def new_table():
     """A table handle with its own DynamoDB client, as a separate Lambda process would have.
     (Made in the calling thread from one session: a fresh session per handle costs 200 ms.)"""
-    return _sessions[-1].resource("dynamodb").Table(TABLE)
+    return _sessions[-1].resource("dynamodb").Table(SYNC_TABLE_NAME)
 
 
 @pytest.fixture
