@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import boto3
+
+def _sqs_client() -> Any:
+    import boto3  # on first use: keeps boto3 out of a handler's import time
+
+    return boto3.client("sqs")
 
 
 class SqsQueue:
     def __init__(self, queue_url: str, *, client: Any | None = None):
         self.queue_url = queue_url
-        self._client = client or boto3.client("sqs")
+        self._client = client or _sqs_client()
 
     def send(self, body: dict[str, Any], *, delay_seconds: int = 0) -> None:
         self._client.send_message(QueueUrl=self.queue_url,

@@ -7,10 +7,6 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import boto3
-from boto3.dynamodb.conditions import Attr
-from botocore.exceptions import ClientError
-
 from shared.models.jobs import Job
 from shared.state.records import Mapping, connection_key, job_key, mapping_key, token_key
 
@@ -21,8 +17,20 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _conditional_failed(error: ClientError) -> bool:
-    return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+def conditional_check_failed(error: Exception) -> bool:
+    """True for botocore's ClientError saying a ConditionExpression did not hold. Checked by
+    shape, so that this module (imported by every handler) does not import botocore."""
+    response = getattr(error, "response", None)
+    return isinstance(response, dict) and \
+        response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+def dynamodb_resource() -> Any:
+    """The default DynamoDB resource, built on first use: importing boto3 costs a cold start
+    hundreds of milliseconds, so handlers pay it only when they touch state."""
+    import boto3
+
+    return boto3.resource("dynamodb")
 
 
 def _plain(item: dict[str, Any]) -> dict[str, Any]:
@@ -32,7 +40,7 @@ def _plain(item: dict[str, Any]) -> dict[str, Any]:
 
 class SyncStateTable:
     def __init__(self, table_name: str, *, resource: Any | None = None, job_ttl_days: int = 30):
-        self._table = (resource or boto3.resource("dynamodb")).Table(table_name)
+        self._table = (resource or dynamodb_resource()).Table(table_name)
         self._job_ttl_seconds = job_ttl_days * 86400
 
     # ---- jobs -------------------------------------------------------------------------------
@@ -42,10 +50,10 @@ class SyncStateTable:
                 "expires_at": int(time.time()) + self._job_ttl_seconds}
         item = {k: v for k, v in item.items() if v is not None}
         try:
-            self._table.put_item(Item=item, ConditionExpression=Attr("PK").not_exists())
+            self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(PK)")
             return job, True
-        except ClientError as error:
-            if not _conditional_failed(error):
+        except Exception as error:
+            if not conditional_check_failed(error):
                 raise
         existing = self.get_job(job.job_id)
         assert existing is not None  # the condition failed because it exists
@@ -122,13 +130,16 @@ class SyncStateTable:
         (None: only if there is no token yet). Returns False when another writer won."""
         new_version = (expected_version or 0) + 1
         item = {**token_key(connection_id), **token, "version": new_version}
-        condition = (Attr("PK").not_exists() if expected_version is None
-                     else Attr("version").eq(expected_version))
+        condition: dict[str, Any] = (
+            {"ConditionExpression": "attribute_not_exists(PK)"} if expected_version is None
+            else {"ConditionExpression": "#version = :expected",
+                  "ExpressionAttributeNames": {"#version": "version"},
+                  "ExpressionAttributeValues": {":expected": expected_version}})
         try:
-            self._table.put_item(Item=item, ConditionExpression=condition)
+            self._table.put_item(Item=item, **condition)
             return True
-        except ClientError as error:
-            if _conditional_failed(error):
+        except Exception as error:
+            if conditional_check_failed(error):
                 return False
             raise
 

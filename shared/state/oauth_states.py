@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import boto3
-from boto3.dynamodb.conditions import Attr
-from botocore.exceptions import ClientError
+from shared.state.dynamo import conditional_check_failed, dynamodb_resource
 
 ConsumeOutcome = Literal["ok", "expired", "unknown"]
 
@@ -22,11 +20,11 @@ def oauth_state_key(state_hash: str) -> dict[str, str]:
 
 class OAuthStateTable:
     def __init__(self, table_name: str, *, resource: Any | None = None):
-        self._table = (resource or boto3.resource("dynamodb")).Table(table_name)
+        self._table = (resource or dynamodb_resource()).Table(table_name)
 
     def put_state(self, state_hash: str, *, expires_at: int, **fields: Any) -> None:
         self._table.put_item(Item={**oauth_state_key(state_hash), **fields, "expires_at": expires_at},
-                             ConditionExpression=Attr("PK").not_exists())
+                             ConditionExpression="attribute_not_exists(PK)")
 
     def consume_state(self, state_hash: str, *, now: int) -> tuple[ConsumeOutcome, dict[str, Any]]:
         """Delete the state if it exists and has not expired; one caller at most gets "ok".
@@ -34,13 +32,13 @@ class OAuthStateTable:
         try:
             answer = self._table.delete_item(
                 Key=oauth_state_key(state_hash),
-                ConditionExpression=Attr("PK").exists() & Attr("expires_at").gt(now),
-                ReturnValues="ALL_OLD")
+                ConditionExpression="attribute_exists(PK) AND expires_at > :now",
+                ExpressionAttributeValues={":now": now}, ReturnValues="ALL_OLD")
             if answer.get("Attributes"):
                 return "ok", answer["Attributes"]
             return "unknown", {}  # a concurrent caller deleted it between check and delete
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+        except Exception as error:
+            if not conditional_check_failed(error):
                 raise
         left = self._table.get_item(Key=oauth_state_key(state_hash), ConsistentRead=True).get("Item")
         if left is not None:

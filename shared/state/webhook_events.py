@@ -14,11 +14,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import boto3
-from boto3.dynamodb.conditions import Attr
-from botocore.exceptions import ClientError
-
-from shared.state.dynamo import now_iso
+from shared.state.dynamo import conditional_check_failed, dynamodb_resource, now_iso
 
 BATCH_GET_LIMIT = 100
 BATCH_WRITE_LIMIT = 25
@@ -38,7 +34,7 @@ def pending_key(tenant_id: str, category: str, resource_id: str) -> dict[str, st
 class WebhookEventTable:
     def __init__(self, table_name: str, *, resource: Any | None = None, event_ttl_hours: int = 24,
                  sleep=time.sleep):
-        self._table = (resource or boto3.resource("dynamodb")).Table(table_name)
+        self._table = (resource or dynamodb_resource()).Table(table_name)
         self._event_ttl_seconds = event_ttl_hours * 3600
         self._sleep = sleep
 
@@ -90,14 +86,14 @@ class WebhookEventTable:
                 UpdateExpression=("SET tenant_id = :t, event_category = :c, resource_id = :r, "
                                   "event_date_utc = :d, event_type = :e, resource_url = :u, "
                                   "#s = :pending, updated_at = :now"),
-                ConditionExpression=Attr("PK").not_exists() | Attr("event_date_utc").lt(event_date_utc),
+                ConditionExpression="attribute_not_exists(PK) OR event_date_utc < :d",
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={":t": tenant_id, ":c": category, ":r": resource_id,
                                            ":d": event_date_utc, ":e": event_type, ":u": resource_url,
                                            ":pending": "pending", ":now": now_iso()})
             return True
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+        except Exception as error:
+            if conditional_check_failed(error):
                 return False
             raise
 

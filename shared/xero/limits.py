@@ -54,6 +54,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.errors import RateLimited
 from shared.observability import logger
+from shared.state.dynamo import conditional_check_failed
 
 APP_SCOPE = "app"
 PROBLEMS = ("minute", "day", "appminute", "concurrent")
@@ -80,9 +81,6 @@ def _number(value: float) -> Decimal:
     """boto3 refuses floats; millisecond precision is plenty for these clocks."""
     return Decimal(str(round(value, 3)))
 
-
-def _conditional_failed(error: ClientError) -> bool:
-    return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
 def _header_number(headers: Mapping[str, str], name: str) -> float | None:
@@ -158,7 +156,7 @@ class SharedRateGate:
                 ExpressionAttributeNames={"#slot": slot, "#until": f"{slot}_until"},
                 ExpressionAttributeValues={":permit": permit.permit_id})
         except ClientError as error:
-            if _conditional_failed(error):
+            if conditional_check_failed(error):
                 return  # our lease lapsed and someone took the slot: not ours to free
             logger.warning("could not release a Xero call permit; its lease will lapse",
                            extra={"tenant": permit.tenant_id, "error": str(error)})
@@ -233,7 +231,7 @@ class SharedRateGate:
                 ExpressionAttributeValues={":until": _number(until), ":problem": problem,
                                            ":ttl": int(until) + 300})
         except ClientError as error:
-            if not _conditional_failed(error):
+            if not conditional_check_failed(error):
                 raise
         logger.warning("Xero rate limit hit: calls blocked",
                        extra={"scope": scope, "problem": problem, "seconds": round(until - self._clock())})
@@ -279,7 +277,7 @@ class SharedRateGate:
                                            ":ttl": int(lease_until) + 300})
             return True
         except ClientError as error:
-            if _conditional_failed(error):
+            if conditional_check_failed(error):
                 return False
             raise
 
@@ -305,7 +303,7 @@ class SharedRateGate:
                 ExpressionAttributeValues={":one": 1, ":limit": limit, ":ttl": int(ttl)},
                 ReturnValues="UPDATED_NEW")
         except ClientError as error:
-            if not _conditional_failed(error):
+            if not conditional_check_failed(error):
                 raise
             raise RateLimited(f"Xero's {problem} limit ({limit}) is used up for this window",
                               retry_after=max(0.1, window_end - now), problem=problem) from None
@@ -330,6 +328,6 @@ class SharedRateGate:
                 ConditionExpression="attribute_not_exists(calls) OR calls < :floor",
                 ExpressionAttributeValues={":floor": floor, ":ttl": int(ttl)})
         except ClientError as error:
-            if not _conditional_failed(error):
+            if not conditional_check_failed(error):
                 raise
         self._known_counts[(scope, sk)] = floor
