@@ -109,10 +109,33 @@ def sugar_client() -> SugarClient:
                        session=http_session())
 
 
+@cache
+def oauth_states():
+    from shared.state.oauth_states import OAuthStateTable
+
+    return OAuthStateTable(settings().sync_table, resource=_boto3().resource("dynamodb"))
+
+
+@cache
+def webhook_events():
+    from shared.state.webhook_events import WebhookEventTable
+
+    return WebhookEventTable(settings().sync_table, resource=_boto3().resource("dynamodb"),
+                             event_ttl_hours=settings().dedupe_ttl_hours)
+
+
+def xero_identity():
+    from shared.xero.oauth import XeroIdentity
+
+    return XeroIdentity(identity_url=settings().xero_identity_url, api_base_url=settings().xero_api_base_url,
+                        client_id=get_secret("XERO_CLIENT_ID"), client_secret=get_secret("XERO_CLIENT_SECRET"),
+                        session=http_session())
+
+
 def reset() -> None:
     from shared import config
 
     config.settings.cache_clear()
     for factory in (_boto3, job_store, _sqs, contact_queue, webhook_queue, http_session, xero_tokens,
-                    xero_client, sugar_client):
+                    xero_client, sugar_client, rate_gate, oauth_states, webhook_events):
         getattr(factory, "cache_clear", lambda: None)()  # a test may have replaced the factory

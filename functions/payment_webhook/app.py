@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
-from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
@@ -14,7 +12,6 @@ from aws_lambda_powertools.event_handler.router import Router
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared import wiring
-from shared.api.auth import crm_request_is_authentic
 from shared.api.http import (
     build_resolver,
     common_router,
@@ -28,11 +25,8 @@ from shared.config import settings
 from shared.errors import XeroError
 from shared.observability import logger, metrics, tracer
 from shared.secrets import MissingSecret, get_secret
-from shared.state.oauth_states import OAuthStateTable
-from shared.state.webhook_events import WebhookEventTable
 from shared.usecases import onboarding, webhooks
 from shared.usecases.work import BatchResult, WorkItem
-from shared.xero.oauth import XeroIdentity
 from shared.xero.webhooks import SIGNATURE_HEADER, header, signature_is_valid
 
 router = Router()
@@ -101,17 +95,11 @@ def connect():  # answers documented in `responses`
     """Redirect the operator's browser to Xero's sign-in with a fresh single-use ``state``.
 
     This starts an administrative flow that replaces the stored Xero token set, so it takes the
-    CRM token (``Authorization: Bearer`` or, from a browser, ``?token=``) like ``/crm/*`` does.
+    CRM token (``Authorization: Bearer`` or, from a browser, ``?token=``) like ``/crm/*`` does;
+    ``shared.api.http`` checks it before routing.
     """
-    event = router.current_event.raw_event
-    if not crm_request_is_authentic(headers=event.get("headers"), query=event.get("queryStringParameters"),
-                                    raw_body=raw_body(event), crm_token=get_secret("CRM_TOKEN"),
-                                    signing_secret=get_secret("CRM_SIGNING_SECRET")):
-        return error_response(401, "unauthorized",
-                              "Starting the Xero connection needs the CRM token: open "
-                              "/xero/connect?token=<CRM token>, or send it as a Bearer header.")
     redirect_uri = f"{status_base_url(router.current_event).rstrip('/')}/xero/callback"
-    location = onboarding.start(states=_oauth_states(settings().sync_table, _endpoint()),
+    location = onboarding.start(states=wiring.oauth_states(),
                                 authorize_base_url=settings().xero_authorize_url,
                                 client_id=get_secret("XERO_CLIENT_ID"), redirect_uri=redirect_uri,
                                 connection_id=settings().connection_id)
@@ -138,7 +126,7 @@ def callback():  # answers documented in `responses`
         connected = onboarding.finish(
             code=current.get_query_string_value("code"), state=current.get_query_string_value("state"),
             xero_error=current.get_query_string_value("error"),
-            states=_oauth_states(settings().sync_table, _endpoint()), identity=_identity(),
+            states=wiring.oauth_states(), identity=wiring.xero_identity(),
             store=wiring.job_store(), connection_id=settings().connection_id,
             preferred_tenant_id=settings().xero_tenant_id)
     except XeroError as error:
@@ -175,35 +163,8 @@ app.include_router(router)
 app.include_router(common_router)
 
 
-# Adapters of this function only, built once per container; keyed on what a test may change.
-def _endpoint() -> str | None:
-    return os.environ.get("AWS_ENDPOINT_URL")
-
-
-@lru_cache(maxsize=4)
-def _oauth_states(table_name: str, _endpoint_url: str | None) -> OAuthStateTable:
-    return OAuthStateTable(table_name)
-
-
-@lru_cache(maxsize=4)
-def _webhook_events(table_name: str, _endpoint_url: str | None, ttl_hours: int) -> WebhookEventTable:
-    return WebhookEventTable(table_name, event_ttl_hours=ttl_hours)
-
-
-def _identity() -> XeroIdentity:
-    return XeroIdentity(identity_url=settings().xero_identity_url,
-                        api_base_url=settings().xero_api_base_url, client_id=get_secret("XERO_CLIENT_ID"),
-                        client_secret=get_secret("XERO_CLIENT_SECRET"), session=wiring.http_session())
-
-
-def reset() -> None:
-    """Drop this function's cached adapters (tests that switch AWS mocks or tables)."""
-    _oauth_states.cache_clear()
-    _webhook_events.cache_clear()
-
-
 def work(items: list[WorkItem]) -> BatchResult:
-    store = _webhook_events(settings().sync_table, _endpoint(), settings().dedupe_ttl_hours)
+    store = wiring.webhook_events()
     recorded = webhooks.record_events(items, store=store)
     metrics.add_metric(name="WebhookEventsDuplicate", unit="Count", value=recorded.duplicates)
     metrics.add_metric(name="WebhookResourcesPending", unit="Count", value=recorded.pending_written)

@@ -20,7 +20,8 @@ from shared.models.jobs import ErrorBody, Job
 from shared.observability import logger
 from shared.secrets import MissingSecret, get_secret
 
-AUTHENTICATED_PREFIXES = ("/crm/", "/jobs/")
+# /xero/connect starts the flow that replaces the stored Xero token set: an admin action.
+AUTHENTICATED_PREFIXES = ("/crm/", "/jobs/", "/xero/connect")
 
 
 def error_response(status: int, code: str, message: str, details: list[Any] | None = None) -> Response:

@@ -53,9 +53,8 @@ def onboarding(aws, xero_emulator, monkeypatch):
     monkeypatch.setenv("XERO_IDENTITY_URL", f"{xero_emulator}/connect/token")
     monkeypatch.setenv("XERO_API_BASE_URL", xero_emulator)
     wiring.reset()
-    app.reset()
     yield {**aws, "handler": app.lambda_handler, "xero": xero_emulator, "app": app}
-    app.reset()
+    wiring.reset()
 
 
 def call(onboarding, method, path, *, query=None, headers=None):
@@ -240,7 +239,7 @@ def test_when_xero_is_unreachable_the_operator_gets_a_502_to_act_on(onboarding, 
         def exchange_code(self, code, redirect_uri):
             raise XeroError("Xero's token endpoint could not be reached: ConnectionError", retryable=True)
 
-    monkeypatch.setattr(onboarding["app"], "_identity", lambda: Down())
+    monkeypatch.setattr(wiring, "xero_identity", lambda: Down())
     status, _, body = call(onboarding, "GET", "/xero/callback", query=start(onboarding))
     assert status == 502
     assert json.loads(body)["error"] == "xero_unavailable" and "/xero/connect" in json.loads(body)["message"]
@@ -261,7 +260,7 @@ def test_several_organisations_are_each_recorded_and_one_is_used(onboarding, mon
 
     monkeypatch.setenv("XERO_TENANT_ID", organisations[2]["tenantId"])
     wiring.reset()
-    monkeypatch.setattr(onboarding["app"], "_identity", lambda: TwoOrgs())
+    monkeypatch.setattr(wiring, "xero_identity", lambda: TwoOrgs())
     status, _, body = call(onboarding, "GET", "/xero/callback", query=start(onboarding))
     assert status == 200
     answer = json.loads(body)

@@ -58,9 +58,8 @@ def hook(aws, monkeypatch):
     queue = aws["sqs"].create_queue(QueueName="webhook")["QueueUrl"]
     monkeypatch.setenv("WEBHOOK_QUEUE_URL", queue)
     wiring.reset()
-    app.reset()
     yield {**aws, "webhook_queue": queue, "handler": app.lambda_handler}
-    app.reset()
+    wiring.reset()
 
 
 def post(hook, body: bytes, signature: str | None, *, header_name: str = "x-xero-signature",
