@@ -48,24 +48,12 @@ def create_sync_table(dynamodb, name: str) -> None:
 
 
 @pytest.fixture
-def atomic_moto(monkeypatch):
-    """Real DynamoDB applies each conditional write atomically; moto's in-memory backend checks
-    the condition and writes in separate steps, which threads can interleave. Serialise moto's
-    request handlers so threaded tests measure the connector, not moto."""
-    import threading
+def atomic_moto():
+    """moto's conditional writes made atomic, as DynamoDB's are (tests/support/moto_atomic.py)."""
+    from tests.support.moto_atomic import atomic_moto_dynamodb
 
-    from moto.dynamodb import responses as moto_dynamodb_responses
-
-    lock = threading.RLock()
-    for name in ("get_item", "put_item", "update_item", "delete_item", "batch_get_item",
-                 "batch_write_item", "transact_write_items"):
-        original = getattr(moto_dynamodb_responses.DynamoHandler, name)
-
-        def locked(self, _original=original):
-            with lock:
-                return _original(self)
-
-        monkeypatch.setattr(moto_dynamodb_responses.DynamoHandler, name, locked)
+    with atomic_moto_dynamodb():
+        yield
 
 
 SYNC_TABLE_NAME = "sync-test"

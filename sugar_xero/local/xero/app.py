@@ -192,7 +192,16 @@ class XeroEmulator:
             return self._xero_local_state()
         if path.lower().startswith(API_PREFIX.lower() + "/"):
             return self._api(request)
-        return self._forward(request, request.get_data(cache=True))
+        started = time.monotonic()
+        response = self._forward(request, request.get_data(cache=True))
+        if not path.startswith("/_xero/"):
+            # Identity calls (token, connections) count against nothing but are Xero calls all
+            # the same: benchmarks count token refreshes from this log.
+            self._finish({"method": request.method, "path": path, "query": dict(request.args.items()),
+                          "tenant": None, "idempotency_key": None, "status": response.status_code,
+                          "fault": None, "rate_limit_problem": None, "spec_violation": None,
+                          "replayed": False}, started)
+        return response
 
     def _forward(self, request: Request, body: bytes) -> Response:
         environ = dict(request.environ)
