@@ -11,7 +11,7 @@ every Lambda instance shares, and learns from each answer's rate-limit headers.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import requests
@@ -22,6 +22,7 @@ from shared.observability import logger
 
 API_PREFIX = "/api.xro/2.0"
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_IDS_PER_CALL = 50  # about what fits in one IDs= list
 
 TokenSource = Callable[[bool], str]
 """Returns a valid access token; called with True after a 401 to force a refresh."""
@@ -84,6 +85,32 @@ class XeroClient:
         headers = {"If-Modified-Since": if_modified_since} if if_modified_since else None
         return self._request("GET", f"{API_PREFIX}/{path.lstrip('/')}", params=params,
                              extra_headers=headers)
+
+    def iter_pages(self, resource: str, *, params: dict[str, Any] | None = None,
+                   if_modified_since: str | None = None, page_size: int = 1000,
+                   max_pages: int = 10_000) -> Iterator[dict[str, Any]]:
+        """Every element of a listing, page by page (``page`` is 1-based). Large pages cost
+        fewer calls; a page shorter than ``page_size`` is the last. ``max_pages`` bounds the loop."""
+        for page in range(1, max_pages + 1):
+            answer = self.get(resource, {**(params or {}), "page": page, "pageSize": page_size},
+                              if_modified_since=if_modified_since)
+            elements = answer.get(resource) or []
+            yield from elements
+            pagination = answer.get("pagination") or {}
+            last_page = pagination.get("pageCount")
+            if len(elements) < page_size or (last_page is not None and page >= int(last_page)):
+                return
+
+    def get_by_ids(self, resource: str, ids: list[str], *, params: dict[str, Any] | None = None,
+                   id_param: str = "IDs") -> list[dict[str, Any]]:
+        """Fetch resources by id, at most 50 ids a call (what fits in Xero's ``IDs=`` list)."""
+        unique = list(dict.fromkeys(ids))
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(unique), MAX_IDS_PER_CALL):
+            chunk = unique[start:start + MAX_IDS_PER_CALL]
+            answer = self.get(resource, {**(params or {}), id_param: ",".join(chunk)})
+            found += answer.get(resource) or []
+        return found
 
     # ---- transport -------------------------------------------------------------------------
     def _request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
