@@ -12,8 +12,9 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from shared.observability import logger
-from shared.usecases.work import BatchResult, WorkItem
+from shared.errors import ConnectionNotReady
+from shared.observability import logger, metrics
+from shared.usecases.work import CONNECTION_RETRY_SECONDS, BatchResult, WorkItem
 
 
 class RetryLater(Exception):
@@ -38,7 +39,15 @@ def run_batch(event: dict[str, Any], context: Any, work: Callable[[list[WorkItem
             # Never silently dropped: it fails until the queue's redrive moves it to the DLQ.
             logger.error("unreadable queue message", extra={"message_id": record.get("messageId")})
             unreadable.add(record["messageId"])
-    result = work(items) if items else BatchResult()
+    try:
+        result = work(items) if items else BatchResult()
+    except ConnectionNotReady as error:
+        # Raised while building the Xero client (no tenant, no token): nothing was sent, so the
+        # whole batch waits for the operator rather than being failed or dropped.
+        logger.error("Xero connection not ready; batch deferred", extra={"error": str(error)})
+        metrics.add_metric(name="BatchesDeferredNoConnection", unit="Count", value=1)
+        result = BatchResult()
+        result.defer([item.message_id for item in items], CONNECTION_RETRY_SECONDS)
     if defer and result.retry and result.retry_after:
         receipts = {r["messageId"]: r["receiptHandle"] for r in event["Records"]}
         for message_id in result.retry:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -148,3 +149,40 @@ class SyncStateTable:
 
     def put_connection(self, connection_id: str, **fields: Any) -> None:
         self._table.put_item(Item={**connection_key(connection_id), **fields, "updated_at": now_iso()})
+
+    # ---- read-only overview (``sugar-xero status``) -------------------------------------------
+    def scan_status_items(self, *, page_size: int = 1000) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """Every job, token and connection item, as ``(kind, id, attributes)`` with kind ``job``
+        (id: the job id), ``token`` or ``connection`` (id: the connection id).
+
+        One paginated Scan, filtered to those item types and projected to what a status report
+        shows: token and secret values are never read (``_STATUS_ATTRIBUTES``). The Scan reads
+        the whole table, which is bounded because jobs expire after ``job_ttl_days`` (TTL); a
+        deployed table holding millions of jobs would want a GSI on ``status`` instead.
+        """
+        names = {f"#a{i}": name for i, name in enumerate(_STATUS_ATTRIBUTES)}
+        request: dict[str, Any] = {
+            "FilterExpression": "#sk IN (:job, :token, :conn)",
+            "ProjectionExpression": ", ".join(names),
+            "ExpressionAttributeNames": {**names, "#sk": "SK"},
+            "ExpressionAttributeValues": {":job": "JOB", ":token": "TOKEN", ":conn": "CONN"},
+            "Limit": page_size,
+        }
+        while True:
+            answer = self._table.scan(**request)
+            for item in answer.get("Items", []):
+                kind, prefix = _STATUS_KINDS[str(item["SK"])]
+                yield kind, str(item["PK"]).removeprefix(prefix), item
+            if not answer.get("LastEvaluatedKey"):
+                return
+            request["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+
+
+_STATUS_KINDS = {"JOB": ("job", "JOB#"), "TOKEN": ("token", "TOKEN#"), "CONN": ("connection", "CONN#")}
+# What ``scan_status_items`` reads. Never access_token, refresh_token or lease holders' secrets.
+_STATUS_ATTRIBUTES = (
+    "PK", "SK", "job_id", "status", "kind", "crm", "error", "attempts", "created_at", "updated_at",
+    "expires_at", "access_expires_at", "refresh_expires_at", "disconnected_at", "renewed_at", "lease_until",
+    "login_refused_until", "login_refused_label", "version", "tenant_id", "tenant_name", "tenant_type",
+    "tenants", "tenant_count", "parent_connection",
+)

@@ -7,13 +7,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from shared.errors import XeroError
+from shared.errors import ConnectionNotReady, XeroError
 from shared.mapping.xero_contacts import to_xero_contact
 from shared.models.documents import ContactDocument
 from shared.observability import logger
 from shared.ports import JobStore, MappingStore, XeroApi
 from shared.state.records import Mapping
-from shared.usecases.work import BatchResult, WorkItem, content_hash, finish, requeue
+from shared.usecases.work import BatchResult, WorkItem, content_hash, finish, requeue, retry_after_for
 from shared.xero.client import validation_messages
 
 KIND = "contact.upsert"
@@ -74,11 +74,11 @@ def sync_contacts(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappi
         try:
             answers = xero.upsert_batch("Contacts", bodies,
                                         idempotency_key=f"contacts-{content_hash(bodies)}")
-        except XeroError as error:
-            if error.retryable:
+        except (XeroError, ConnectionNotReady) as error:
+            if isinstance(error, ConnectionNotReady) or error.retryable:
                 logger.warning("Xero batch deferred", extra={"size": len(bodies), "error": str(error)})
                 requeue(jobs, [i.job_id for i in chunk_items], error)
-                result.defer([i.message_id for i in chunk_items], error.retry_after)
+                result.defer([i.message_id for i in chunk_items], retry_after_for(error))
             else:
                 for item in chunk_items:
                     finish(jobs, item.job_id, "failed", error=str(error))

@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.errors import XeroError
+from shared.errors import ConnectionNotReady
 from shared.ports import JobStore
 from shared.usecases.accept import canonical_json
 
@@ -44,7 +44,18 @@ def finish(jobs: JobStore, job_id: str, status: str, *, xero: dict[str, Any] | N
     jobs.update_job(job_id, status=status, xero=xero or {}, error=error, warnings=warnings or [])
 
 
-def requeue(jobs: JobStore, job_ids: list[str], error: XeroError) -> None:
+# A Xero connection that is not usable (never onboarded, or refused with invalid_grant) waits for
+# an operator: its work is looked at again every few minutes instead of burning retries.
+CONNECTION_RETRY_SECONDS = 300.0
+
+
+def retry_after_for(error: Exception) -> float | None:
+    if isinstance(error, ConnectionNotReady):
+        return CONNECTION_RETRY_SECONDS
+    return getattr(error, "retry_after", None)
+
+
+def requeue(jobs: JobStore, job_ids: list[str], error: Exception) -> None:
     """A retryable failure: the job stays queued (the contract's 'waiting out a rate limit')."""
     for job_id in job_ids:
         jobs.update_job(job_id, status="queued", error=f"will retry: {error}")

@@ -192,14 +192,51 @@ class SharedRateGate:
             logger.warning("could not record Xero's rate-limit answer",
                            extra={"tenant": tenant_id, "error": str(error)})
 
+    def headroom(self, tenant_id: str) -> dict[str, Any]:
+        """What is left of ``tenant_id``'s limits now, read-only (``sugar-xero status``): calls
+        counted this minute and this UTC day, calls in flight (slots whose lease has not
+        lapsed), the app-wide minute, and the block in force if Xero answered 429.
+        ``blocked_until`` is epoch seconds (the later of the tenant's and the app's block), or
+        None when calls may go."""
+        now = self._clock()
+        minute_sk, minute_end = self._minute_window(now)
+        day_sk, day_end = self._day_window(now)
+        items = self._get_items([(tenant_id, minute_sk), (tenant_id, day_sk), (tenant_id, "INFLIGHT"),
+                                 (tenant_id, "BLOCK"), (APP_SCOPE, minute_sk), (APP_SCOPE, "BLOCK")])
+
+        def calls(scope: str, sk: str) -> int:
+            return int(items.get((scope, sk), {}).get("calls", 0))
+
+        inflight = items.get((tenant_id, "INFLIGHT"), {})
+        in_flight = sum(1 for i in range(self.concurrent_limit)
+                        if float(inflight.get(f"slot{i}_until", 0)) > now)
+        blocks = [(float(item.get("blocked_until", 0)), str(item.get("problem", "minute")))
+                  for item in (items.get((tenant_id, "BLOCK")), items.get((APP_SCOPE, "BLOCK"))) if item]
+        blocked_until, problem = max(blocks, default=(0.0, ""))
+        blocked = blocked_until > now
+        return {
+            "tenant_id": tenant_id,
+            "minute": {"used": calls(tenant_id, minute_sk), "limit": self.minute_limit,
+                       "resets_in_seconds": round(minute_end - now, 1)},
+            "day": {"used": calls(tenant_id, day_sk), "limit": self.day_limit,
+                    "resets_in_seconds": round(day_end - now, 1)},
+            "in_flight": {"used": in_flight, "limit": self.concurrent_limit},
+            "app_minute": {"used": calls(APP_SCOPE, minute_sk), "limit": self.app_minute_limit},
+            "blocked_until": round(blocked_until, 3) if blocked else None,
+            "blocked_problem": problem if blocked else None,
+        }
+
     # ---- blocks ----------------------------------------------------------------------------
     def _read_state(self, tenant_id: str) -> dict[tuple[str, str], dict[str, Any]]:
         """The app and tenant blocks and the tenant's slots, in one round trip."""
-        keys = [{"PK": limit_pk(APP_SCOPE), "SK": "BLOCK"}, {"PK": limit_pk(tenant_id), "SK": "BLOCK"},
-                {"PK": limit_pk(tenant_id), "SK": "INFLIGHT"}]
+        return self._get_items([(APP_SCOPE, "BLOCK"), (tenant_id, "BLOCK"), (tenant_id, "INFLIGHT")])
+
+    def _get_items(self, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+        """Items by (scope, SK), read consistently in one BatchGetItem (at most 100 keys)."""
+        keys = [{"PK": limit_pk(scope), "SK": sk} for scope, sk in wanted]
         request: dict[str, Any] = {self._table.name: {"Keys": keys, "ConsistentRead": True}}
         found: dict[tuple[str, str], dict[str, Any]] = {}
-        for _ in range(5):  # UnprocessedKeys is rare for three keys; bounded rather than spin
+        for _ in range(5):  # UnprocessedKeys is rare for a few keys; bounded rather than spin
             answer = self._table.meta.client.batch_get_item(RequestItems=request)
             for item in answer.get("Responses", {}).get(self._table.name, []):
                 found[(str(item["PK"]).removeprefix("LIMIT#"), str(item["SK"]))] = item

@@ -153,3 +153,20 @@ def test_xero_rate_limit_leaves_the_message_for_later(handler, aws, monkeypatch)
     _, job = call(handler, api_event("GET", f"/jobs/{body['job_id']}", resource="/jobs/{job_id}",
                                      path_parameters={"job_id": body["job_id"]}, query={"token": TOKEN}))
     assert job["status"] == "queued" and "will retry" in job["error"]
+
+
+def test_no_usable_xero_connection_defers_the_whole_batch(handler, aws, monkeypatch):
+    from shared.errors import ConnectionNotReady
+
+    call(handler, api_event("POST", "/crm/contacts", body={"crm_id": "a", "name": "A"}, query={"token": TOKEN}))
+
+    def not_connected():
+        raise ConnectionNotReady("the Xero connection has no organisation")
+
+    monkeypatch.setattr(wiring, "xero_client", not_connected)
+    deferred = []
+    monkeypatch.setattr(wiring.contact_queue(), "defer", lambda receipt, seconds: deferred.append(seconds))
+    batch = sqs_event([json.loads(m["Body"]) for m in queued_messages(aws)])
+    answer = handler(batch, FakeLambdaContext())
+    assert answer == {"batchItemFailures": [{"itemIdentifier": batch["Records"][0]["messageId"]}]}
+    assert deferred == [301]

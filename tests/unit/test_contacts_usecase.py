@@ -99,3 +99,14 @@ def test_non_retryable_xero_error_fails_the_jobs_with_xeros_message():
     result = sync_contacts(items_from(queue), xero=xero, jobs=jobs, mappings=mappings)
     assert result.retry == set()
     assert jobs.jobs[job_id].status == "failed" and "bad things" in jobs.jobs[job_id].error
+
+
+def test_a_disconnected_xero_connection_keeps_jobs_queued_for_five_minutes():
+    from shared.errors import ConnectionNotReady
+
+    jobs, queue, mappings, xero = FakeJobs(), FakeQueue(), FakeMappings(), FakeXero()
+    job_id = queued(jobs, queue, ContactDocument(crm_id="a1", name="Acme"))
+    xero.fail_next.append(ConnectionNotReady("Xero answered invalid_grant"))
+    result = sync_contacts(items_from(queue), xero=xero, jobs=jobs, mappings=mappings)
+    assert result.retry == {"m0"} and result.retry_after == 300
+    assert jobs.jobs[job_id].status == "queued" and "invalid_grant" in jobs.jobs[job_id].error
