@@ -18,7 +18,7 @@ from shared.models.jobs import ErrorBody
 
 API_FUNCTIONS = ("contact_sync", "invoice_push", "payment_webhook")
 TITLE = "SugarCRM ⇄ Xero connector"
-NOT_YET_AVAILABLE = frozenset({"/crm/products", "/crm/quotes", "/crm/invoices", "/crm/purchases"})
+NOT_YET_AVAILABLE = frozenset({"/crm/quotes", "/crm/invoices", "/crm/purchases"})
 
 _ERRORS = {
     "400": "Malformed JSON", "401": "No valid CRM credential", "413": "Body over the size limit",

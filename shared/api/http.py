@@ -154,4 +154,7 @@ def get_job(job_id: str) -> Job:
 
 def not_yet_available(what: str) -> Response[ErrorBody]:
     """Routes of the contract whose work lands in a later release answer 501, in the JSON shape."""
-    return error_response(501, "not_implemented", f"{what} is not available in this release yet.")
+    # The body is the model itself: Powertools validates a route's answer against its annotation.
+    return Response(status_code=501, content_type=content_types.APPLICATION_JSON,
+                    body=ErrorBody(error="not_implemented",
+                                   message=f"{what} is not available in this release yet."))
