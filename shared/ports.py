@@ -37,7 +37,8 @@ class XeroApi(Protocol):
     tenant_id: str
 
     def upsert_batch(self, resource: str, elements: list[dict[str, Any]], *,
-                     idempotency_key: str) -> list[dict[str, Any]]:
-        """POST up to 50 elements with summarizeErrors=false; returns Xero's elements in order."""
+                     idempotency_key: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """POST up to 50 elements with summarizeErrors=false (plus ``params``, e.g. unitdp=4);
+        returns Xero's elements in order."""
 
     def get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]: ...

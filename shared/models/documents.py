@@ -7,7 +7,8 @@ can always be sent.
 
 from __future__ import annotations
 
-from typing import Literal
+from decimal import Decimal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -72,4 +73,37 @@ class ContactDocument(BaseModel):
         default=None, max_length=50,
         description="for a Sugar Contact: the Account it belongs to")
     deleted: bool = Field(default=False, description="the CRM record was deleted: archive in Xero")
+    crm_modified: str | None = Field(default=None, description="CRM date_modified, ISO-8601")
+
+
+ItemPrice = Annotated[Decimal | None, Field(default=None, max_digits=22, decimal_places=4,
+                                            description="unit price, at most 4 decimals")]
+
+
+class ItemDocument(BaseModel):
+    """A catalogue entry as the connector pushes it to Xero (an untracked Item)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "crm_module": "ProductTemplates", "crm_id": "pt-lift-insp", "code": "SVC-LIFT-02",
+        "name": "Lift inspection", "description": "Statutory six-monthly lift inspection, per lift",
+        "sales_price": "1170.0000", "purchase_price": "640.0000", "tax_class": "Taxable",
+    }]})
+
+    crm_module: Literal["ProductTemplates"] = Field(
+        default="ProductTemplates", description="Sugar module the record lives in")
+    crm_id: str = Field(min_length=1, max_length=50, description="CRM record id")
+    code: str | None = Field(
+        default=None, min_length=1, max_length=30, pattern=r"\S",
+        description="Xero item Code (unique in Xero); left out: derived from the name and CRM id")
+    name: str = Field(min_length=1, max_length=50, description="Xero item name")
+    description: str | None = Field(default=None, max_length=4000, description="sales description")
+    sales_price: ItemPrice = None
+    purchase_price: ItemPrice = None
+    tax_class: str | None = Field(default=None, max_length=50,
+                                  description="CRM tax class, turned into Xero tax types by the "
+                                              "mapping configuration's catalogue section")
+    is_purchased: bool | None = Field(default=None,
+                                      description="left out: purchased when a purchase price is given")
+    active: bool = Field(default=True, description="false: no longer sold (IsSold false in Xero)")
+    deleted: bool = Field(default=False, description="the CRM record was deleted: no longer sold")
     crm_modified: str | None = Field(default=None, description="CRM date_modified, ISO-8601")

@@ -7,9 +7,10 @@ the fields the connector reads are declared.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from decimal import Decimal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 
 class SugarEmail(BaseModel):
@@ -96,3 +97,30 @@ class AccountHook(SugarHookBase):
 class ContactHook(SugarHookBase):
     bean: Literal["Contact"]
     data: SugarContact
+
+
+def _blank_is_none(value: Any) -> Any:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+SugarAmount = Annotated[Decimal | None, BeforeValidator(_blank_is_none)]
+"""Sugar sends amounts as 6-decimal strings ("1170.000000"), or "" when the field is empty."""
+
+
+class SugarProductTemplate(SugarRecord):
+    """A catalogue entry (module ProductTemplates)."""
+
+    name: str = Field(min_length=1, max_length=255)
+    mft_part_num: str | None = None
+    vendor_part_num: str | None = None
+    discount_price: SugarAmount = Field(default=None, description="the selling price")
+    cost_price: SugarAmount = None
+    list_price: SugarAmount = None
+    tax_class: str | None = None
+    description: str | None = None
+    status: str | None = None
+
+
+class ProductTemplateHook(SugarHookBase):
+    bean: Literal["ProductTemplate"]
+    data: SugarProductTemplate

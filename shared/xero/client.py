@@ -10,8 +10,12 @@ every Lambda instance shares, and learns from each answer's rate-limit headers.
 
 from __future__ import annotations
 
+import json
+import re
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from typing import Any, Protocol
 
 import requests
@@ -68,12 +72,15 @@ class XeroClient:
 
     # ---- public ----------------------------------------------------------------------------
     def upsert_batch(self, resource: str, elements: list[dict[str, Any]], *,
-                     idempotency_key: str) -> list[dict[str, Any]]:
+                     idempotency_key: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """``params`` adds query parameters (``unitdp=4`` for 4-decimal prices); summarizeErrors
+        stays false whatever it says."""
         if not 1 <= len(elements) <= 50:
             raise ValueError("a Xero batch holds 1 to 50 elements")
         answer = self._request("POST", f"{API_PREFIX}/{resource}",
-                               params={"summarizeErrors": "false"},
-                               json_body={resource: elements}, idempotency_key=idempotency_key)
+                               params={**(params or {}), "summarizeErrors": "false"},
+                               json_body=encode_json({resource: elements}),
+                               idempotency_key=idempotency_key)
         returned = answer.get(resource) or []
         if len(returned) != len(elements):
             raise XeroError(f"Xero answered {len(returned)} {resource} for {len(elements)} sent",
@@ -128,8 +135,13 @@ class XeroClient:
             permit = self._gate.acquire(self.tenant_id) if self._gate else None
             try:
                 self.calls += 1
+                # Bytes are sent as they are (already encoded, so what is checked is what is sent).
+                body = json_body if isinstance(json_body, bytes) or json_body is None \
+                    else encode_json(json_body)
+                if body is not None:
+                    headers["Content-Type"] = "application/json"
                 response = self._session.request(method, self.base_url + path, params=params,
-                                                 json=json_body, headers=headers, timeout=self._timeout)
+                                                 data=body, headers=headers, timeout=self._timeout)
             except (requests.ConnectionError, requests.Timeout) as error:
                 logger.warning("Xero call failed in transit", extra={"path": path, "attempt": attempt,
                                                                       "error": type(error).__name__})
@@ -175,6 +187,26 @@ class XeroClient:
             raise XeroError(f"{reason} after {attempt} attempts", status=status, retryable=True,
                             retry_after=wait)
         self._sleep(wait)
+
+
+def encode_json(body: Any) -> bytes:
+    """JSON for Xero with every Decimal written as the JSON number it is, digit for digit
+    (``requests``' own ``json=`` cannot encode Decimal, and float would round amounts).
+
+    Decimals first become marked strings, then the marks are replaced by the bare number; the
+    mark holds a fresh random nonce, so no text a user typed can be mistaken for one."""
+    nonce = uuid.uuid4().hex
+
+    def default(value: Any) -> Any:
+        if isinstance(value, Decimal):
+            if not value.is_finite():
+                raise ValueError(f"{value} is not a number Xero accepts")
+            return f"{nonce}{format(value, 'f')}"
+        raise TypeError(f"cannot send {type(value).__name__} to Xero as JSON")
+
+    text = json.dumps(body, default=default, allow_nan=False)  # as requests' json= writes it
+    text = re.sub(f'"{nonce}(-?[0-9]+(?:\\.[0-9]+)?)"', r"\1", text)
+    return text.encode("utf-8")
 
 
 def _error_text(response: requests.Response) -> str:

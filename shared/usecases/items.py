@@ -1,0 +1,167 @@
+"""CRM products (Sugar ProductTemplates) → Xero items, in batches of up to 50 per call.
+
+Code collisions: Xero matches an item sent without ItemID by its Code, so a second CRM product
+carrying a code the first already uses would silently overwrite the first one's item. The
+worker keeps a claim per code (a mapping record in module ``ProductTemplates.Code``: crm_id is
+the code, xero_id the item, xero_number the CRM product owning it) and fails the later product's
+job with an error naming the owner; nothing is sent for it. A claim whose owner has since moved
+to another code is stale and is taken over. Within one batch the first product in queue order
+keeps the code. (Two batches racing on a brand-new shared code can still both pass the check;
+Xero then updates one item with the other's values and the next push of either reports it.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pydantic import ValidationError
+
+from shared.errors import ConnectionNotReady, XeroError
+from shared.mapping.items import to_xero_item
+from shared.mapping.settings import CatalogueRules, mapping_file
+from shared.models.documents import ItemDocument
+from shared.observability import logger
+from shared.ports import JobStore, MappingStore, XeroApi
+from shared.state.records import Mapping
+from shared.usecases.work import BatchResult, WorkItem, content_hash, finish, requeue, retry_after_for
+from shared.xero.client import validation_messages
+
+KIND = "item.upsert"
+MODULE = "ProductTemplates"
+CODE_MODULE = "ProductTemplates.Code"
+UNIT_DECIMALS = {"unitdp": "4"}  # prices keep 4 decimals instead of Xero's default 2
+
+Group = list[tuple[WorkItem, ItemDocument]]
+
+
+def _chunks(values: list[Any], size: int) -> Iterable[list[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+def _newest_per_record(items: list[tuple[WorkItem, ItemDocument]]) -> dict[str, Group]:
+    """Group by CRM record (first seen first), newest save first: one Xero write per record."""
+    groups: dict[str, Group] = {}
+    for item, doc in items:
+        groups.setdefault(doc.crm_id, []).append((item, doc))
+    for group in groups.values():
+        group.sort(key=lambda pair: pair[1].crm_modified or "", reverse=True)
+    return groups
+
+
+def _catalogue_for(tenant_id: str) -> CatalogueRules:
+    return mapping_file().for_tenant(tenant_id).catalogue
+
+
+def _finish_group(jobs: JobStore, group: Group, status: str, **outcome: Any) -> None:
+    for item, _ in group:
+        finish(jobs, item.job_id, status, **outcome)
+
+
+def sync_items(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappings: MappingStore,
+               catalogue: CatalogueRules | Callable[[str], CatalogueRules] = _catalogue_for,
+               batch_size: int = 50) -> BatchResult:
+    result = BatchResult()
+    rules = catalogue(xero.tenant_id) if callable(catalogue) else catalogue
+    parsed: list[tuple[WorkItem, ItemDocument]] = []
+    for item in items:
+        jobs.start_attempt(item.job_id)
+        try:
+            parsed.append((item, ItemDocument.model_validate(item.document)))
+        except ValidationError as error:
+            finish(jobs, item.job_id, "failed", error=f"unreadable document: {error.errors()[:3]}")
+
+    groups = _newest_per_record(parsed)
+    known = mappings.get_mappings(xero.tenant_id, MODULE, list(groups))
+
+    candidates: list[tuple[str, dict[str, Any], str]] = []
+    for crm_id, group in groups.items():
+        body = to_xero_item(group[0][1], rules)
+        digest = content_hash(body)
+        mapping = known.get(crm_id)
+        if mapping and mapping.payload_hash == digest:
+            _finish_group(jobs, group, "succeeded", xero={"item_id": mapping.xero_id, "code": body["Code"]},
+                          warnings=["unchanged since the last push: nothing sent to Xero"])
+            continue
+        if mapping:
+            body["ItemID"] = mapping.xero_id
+        candidates.append((crm_id, body, digest))
+
+    to_send = _without_code_collisions(candidates, groups, xero.tenant_id, jobs, mappings)
+
+    for chunk in _chunks(to_send, batch_size):
+        bodies = [body for _, body, _ in chunk]
+        chunk_items = [item for crm_id, _, _ in chunk for item, _ in groups[crm_id]]
+        try:
+            answers = xero.upsert_batch("Items", bodies, idempotency_key=f"items-{content_hash(bodies)}",
+                                        params=UNIT_DECIMALS)
+        except (XeroError, ConnectionNotReady) as error:
+            if isinstance(error, ConnectionNotReady) or error.retryable:
+                logger.warning("Xero batch deferred", extra={"size": len(bodies), "error": str(error)})
+                requeue(jobs, [i.job_id for i in chunk_items], error)
+                result.defer([i.message_id for i in chunk_items], retry_after_for(error))
+            else:
+                for item in chunk_items:
+                    finish(jobs, item.job_id, "failed", error=str(error))
+            continue
+        for (crm_id, body, digest), answer in zip(chunk, answers, strict=True):
+            _record_answer(crm_id, groups[crm_id], body["Code"], answer, digest, xero.tenant_id,
+                           jobs, mappings)
+    return result
+
+
+def _without_code_collisions(candidates: list[tuple[str, dict[str, Any], str]], groups: dict[str, Group],
+                             tenant_id: str, jobs: JobStore, mappings: MappingStore
+                             ) -> list[tuple[str, dict[str, Any], str]]:
+    """Drop (and fail) every product whose code another CRM product already holds."""
+    codes = list(dict.fromkeys(body["Code"].upper() for _, body, _ in candidates))
+    claims = mappings.get_mappings(tenant_id, CODE_MODULE, codes) if codes else {}
+    owners = {c.xero_number for c in claims.values() if c.xero_number}
+    owner_mappings = mappings.get_mappings(tenant_id, MODULE, sorted(owners)) if owners else {}
+    taken_in_batch: dict[str, str] = {}
+    kept = []
+    for crm_id, body, digest in candidates:
+        code = body["Code"].upper()
+        claim = claims.get(code)
+        owner = claim.xero_number if claim else None
+        owner_mapping = owner_mappings.get(owner or "")
+        # A claim only counts while its owner still uses that code (a renamed code frees it).
+        still_owned = bool(owner and owner != crm_id and owner_mapping
+                           and (owner_mapping.xero_number or "").upper() == code)
+        if still_owned:
+            _finish_group(jobs, groups[crm_id], "failed", xero={"code": body["Code"]},
+                          error=f"the item code {body['Code']} is already used by CRM product {owner} "
+                                f"(Xero item {claim.xero_id}); give this product another part "
+                                f"number (mft_part_num)")
+            continue
+        if code in taken_in_batch:
+            _finish_group(jobs, groups[crm_id], "failed", xero={"code": body["Code"]},
+                          error=f"the item code {body['Code']} is also the code of CRM product "
+                                f"{taken_in_batch[code]}, pushed first in the same batch; give this "
+                                f"product another part number (mft_part_num)")
+            continue
+        taken_in_batch[code] = crm_id
+        kept.append((crm_id, body, digest))
+    return kept
+
+
+def _record_answer(crm_id: str, group: Group, code: str, answer: dict[str, Any], digest: str,
+                   tenant_id: str, jobs: JobStore, mappings: MappingStore) -> None:
+    status = (answer.get("StatusAttributeString") or "OK").upper()
+    item_id = answer.get("ItemID")
+    if status == "ERROR" or answer.get("HasValidationErrors") or not item_id:
+        message = "; ".join(validation_messages(answer)) or "Xero refused the item without a reason"
+        _finish_group(jobs, group, "failed", xero={"code": code}, error=f"Xero: {message}")
+        return
+    doc = group[0][1]
+    mappings.put_mapping(Mapping(tenant_id=tenant_id, module=MODULE, crm_id=crm_id, xero_id=item_id,
+                                 xero_number=code, payload_hash=digest, crm_modified=doc.crm_modified,
+                                 xero_updated=answer.get("UpdatedDateUTC")))
+    mappings.put_mapping(Mapping(tenant_id=tenant_id, module=CODE_MODULE, crm_id=code.upper(),
+                                 xero_id=item_id, xero_number=crm_id))
+    warnings = [w.get("Message", "") for w in answer.get("Warnings") or [] if w.get("Message")]
+    for index, (item, _) in enumerate(group):
+        note = [] if index == 0 else ["a newer save of the same record in this batch was pushed"]
+        finish(jobs, item.job_id, "succeeded", xero={"item_id": item_id, "code": code},
+               warnings=warnings + note)
