@@ -49,6 +49,11 @@ def contact_queue() -> SqsQueue:
 
 
 @cache
+def invoice_queue() -> SqsQueue:
+    return _queue(settings().invoice_queue_url, "INVOICE_QUEUE_URL")
+
+
+@cache
 def webhook_queue() -> SqsQueue:
     return _queue(settings().webhook_queue_url, "WEBHOOK_QUEUE_URL")
 
@@ -136,6 +141,6 @@ def reset() -> None:
     from shared import config
 
     config.settings.cache_clear()
-    for factory in (_boto3, job_store, _sqs, contact_queue, webhook_queue, http_session, xero_tokens,
+    for factory in (_boto3, job_store, _sqs, contact_queue, invoice_queue, webhook_queue, http_session, xero_tokens,
                     xero_client, sugar_client, rate_gate, oauth_states, webhook_events):
         getattr(factory, "cache_clear", lambda: None)()  # a test may have replaced the factory

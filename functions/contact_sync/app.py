@@ -12,12 +12,14 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from shared import wiring
 from shared.api.http import build_resolver, common_router, handle_http, status_base_url
 from shared.api.sqs import is_sqs_event, run_batch
+from shared.config import settings
+from shared.mapping.settings import mapping_file
 from shared.mapping.sugar_contacts import hook_to_document
 from shared.models.callouts import ContactCallout
 from shared.models.documents import ContactDocument
-from shared.models.jobs import Accepted, CrmRef
+from shared.models.jobs import Accepted, CrmRef, Ignored
 from shared.observability import logger, metrics, tracer
-from shared.usecases import contacts
+from shared.usecases import contacts, writeback
 from shared.usecases.accept import accept
 
 router = Router()
@@ -25,9 +27,17 @@ router = Router()
 
 @router.post("/crm/contacts", summary="Push a CRM customer to Xero",
              responses={202: {"description": "accepted", "content": {
-                 "application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}}})
-def post_contact(callout: Annotated[ContactCallout, Body()]) -> Response[Accepted]:
-    document = callout if isinstance(callout, ContactDocument) else hook_to_document(callout)
+                 "application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}},
+                        200: {"description": "nothing to do (e.g. the CRM save made by the connector's "
+                                             "own write-back)", "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Ignored"}}}}})
+def post_contact(callout: Annotated[ContactCallout, Body()]) -> Response[Accepted | Ignored]:
+    config = mapping_file().for_tenant(settings().xero_tenant_id)
+    if not isinstance(callout, ContactDocument) and (reason := writeback.own_write_back(callout, config)):
+        # The after_save that the connector's own write-back causes in Sugar: no loop.
+        return Response(status_code=200, content_type=content_types.APPLICATION_JSON,
+                        body=Ignored(reason=reason))
+    document = callout if isinstance(callout, ContactDocument) else hook_to_document(callout, config)
     accepted = accept(kind=contacts.KIND, crm=CrmRef(module=document.crm_module, id=document.crm_id),
                       document=document.model_dump(mode="json"), jobs=wiring.job_store(),
                       queue=wiring.contact_queue(), status_base_url=status_base_url(router.current_event))
@@ -41,8 +51,9 @@ app.include_router(common_router)
 
 
 def work(items):
+    crm = wiring.sugar_client() if settings().sugar_base_url else None
     return contacts.sync_contacts(items, xero=wiring.xero_client(), jobs=wiring.job_store(),
-                                  mappings=wiring.job_store())
+                                  mappings=wiring.job_store(), crm=crm)
 
 
 @logger.inject_lambda_context

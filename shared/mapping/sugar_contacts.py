@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from shared.mapping.settings import MappingConfig, mapping_file
 from shared.mapping.text import clean, split_lines
 from shared.models.documents import Address, ContactDocument
 from shared.models.sugar import AccountHook, ContactHook, SugarRecord
@@ -36,7 +37,18 @@ def _is_deleted(event: str, record: SugarRecord) -> bool:
     return event == "after_delete" or str(record.deleted).lower() in {"1", "true"}
 
 
-def account_to_document(hook: AccountHook) -> ContactDocument:
+def _configured_field(record: SugarRecord, field: str | None, limit: int) -> str | None:
+    return clean(getattr(record, field, None), limit) if field else None
+
+
+def _currency(record: SugarRecord, config: MappingConfig) -> str | None:
+    """The ISO code for Sugar's currency_id; None (the organisation's base) when unmapped."""
+    code = config.currencies.get(str(record.currency_id)) if record.currency_id else None
+    return code.upper() if code and len(code) == 3 and code.isalpha() else None
+
+
+def account_to_document(hook: AccountHook, config: MappingConfig | None = None) -> ContactDocument:
+    config = config or mapping_file().for_tenant(None)
     data = hook.data
     addresses = [a for a in (
         _address("billing", data.billing_address_street, data.billing_address_city,
@@ -55,6 +67,9 @@ def account_to_document(hook: AccountHook) -> ContactDocument:
         phone=clean(data.phone_office, 50),
         fax=clean(data.phone_fax, 50),
         addresses=addresses,
+        account_number=_configured_field(data, config.contacts.account_number_field, 50),
+        tax_number=_configured_field(data, config.contacts.tax_number_field, 50),
+        currency=_currency(data, config),
         is_supplier=True if (data.account_type or "").lower() in {"supplier", "vendor"} else None,
         deleted=_is_deleted(hook.event, data),
         crm_modified=data.date_modified,
@@ -86,7 +101,7 @@ def contact_to_document(hook: ContactHook) -> ContactDocument:
     )
 
 
-def hook_to_document(hook: AccountHook | ContactHook) -> ContactDocument:
+def hook_to_document(hook: AccountHook | ContactHook, config: MappingConfig | None = None) -> ContactDocument:
     if isinstance(hook, AccountHook):
-        return account_to_document(hook)
+        return account_to_document(hook, config)
     return contact_to_document(hook)

@@ -60,3 +60,19 @@ def to_xero_contact(doc: ContactDocument, *, xero_contact_id: str | None = None)
     if doc.deleted:
         body["ContactStatus"] = "ARCHIVED"
     return body
+
+
+def to_xero_person(doc: ContactDocument) -> dict[str, Any]:
+    """A Sugar Contact as one of its Account's Xero ContactPersons."""
+    person = {"FirstName": doc.first_name, "LastName": doc.last_name or (None if doc.first_name else doc.name),
+              "EmailAddress": doc.email, "IncludeInEmails": bool(doc.email)}
+    return {key: value for key, value in person.items() if value is not None}
+
+
+def same_person(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """The same contact person: the email decides when both have one, else first and last name."""
+    email_a, email_b = (str(p.get("EmailAddress") or "").strip().casefold() for p in (a, b))
+    if email_a and email_b:
+        return email_a == email_b
+    names = [tuple(str(p.get(k) or "").strip().casefold() for k in ("FirstName", "LastName")) for p in (a, b)]
+    return any(names[0]) and names[0] == names[1]

@@ -1,22 +1,43 @@
-"""CRM customers → Xero contacts, in batches of up to 50 per call."""
+"""CRM customers → Xero contacts, in batches of up to 50 per call.
+
+Matching, cheapest first: the stored mapping (update by ContactID), then ContactNumber = CRM id
+(Xero's POST matches it itself). Only elements Xero refuses because the name is taken are
+looked up, together: one ``GET /Contacts`` with a ``where`` OR-list per 25 records, by name,
+account number and email. The contact holding the name is linked when its account number or
+email confirms it is the same party; otherwise the configured ``name_conflict`` policy applies.
+"""
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
 from shared.errors import ConnectionNotReady, XeroError
-from shared.mapping.xero_contacts import to_xero_contact
+from shared.mapping.settings import MappingConfig, mapping_file
+from shared.mapping.xero_contacts import same_person, to_xero_contact, to_xero_person
 from shared.models.documents import ContactDocument
 from shared.observability import logger
 from shared.ports import JobStore, MappingStore, XeroApi
 from shared.state.records import Mapping
 from shared.usecases.work import BatchResult, WorkItem, content_hash, finish, requeue, retry_after_for
+from shared.usecases.writeback import CrmWriter, Outcome, write_back
 from shared.xero.client import validation_messages
 
 KIND = "contact.upsert"
+LOOKUPS_PER_CALL = 25
+WRITE_BACK_PENDING = "xero done, crm write-back pending"
+WRITE_BACK_RETRY_SECONDS = 120.0
+MAX_ROUNDS = 3
+ACCOUNT_WAIT_SECONDS = 60.0
+MAX_PERSONS = 5  # Xero keeps at most five contact persons on a contact
+
+Key = tuple[str, str]
+Group = list[tuple[WorkItem, ContactDocument]]
 
 
 def _chunks(values: list[Any], size: int) -> Iterable[list[Any]]:
@@ -24,10 +45,9 @@ def _chunks(values: list[Any], size: int) -> Iterable[list[Any]]:
         yield values[start:start + size]
 
 
-def _newest_per_record(items: list[tuple[WorkItem, ContactDocument]]
-                       ) -> dict[tuple[str, str], list[tuple[WorkItem, ContactDocument]]]:
+def _newest_per_record(items: list[tuple[WorkItem, ContactDocument]]) -> dict[Key, Group]:
     """Group by CRM record, newest save first: one Xero write per record per batch."""
-    groups: dict[tuple[str, str], list[tuple[WorkItem, ContactDocument]]] = {}
+    groups: dict[Key, Group] = {}
     for item, doc in items:
         groups.setdefault((doc.crm_module, doc.crm_id), []).append((item, doc))
     for group in groups.values():
@@ -35,9 +55,78 @@ def _newest_per_record(items: list[tuple[WorkItem, ContactDocument]]
     return groups
 
 
+# ---- name matching ---------------------------------------------------------------------------
+_LEGAL_WORDS = {"limited": "ltd", "incorporated": "inc", "corporation": "corp", "company": "co"}
+_LEGAL_SUFFIX_TOKENS = {"pte", "ltd", "pty", "inc", "corp", "co", "llc", "plc", "gmbh", "sdn", "bhd",
+                        "llp", "lp", "l.l.c", "bv", "ag", "sa", "srl", "kk"}
+
+
+def normalised_name(name: str) -> str:
+    """A conservative comparison key: "Acme Pte. Ltd." and "ACME  pte ltd" are alike; nothing
+    but case, whitespace, HTML entities, trailing punctuation and legal-suffix spelling."""
+    text = " ".join(html.unescape(name).casefold().split())
+    text = text.rstrip(" .,;:!")
+    words = text.split(" ")
+    # Walk back over the legal suffix only: dots and commas there are spelling, not identity.
+    index = len(words)
+    while index > 1:
+        bare = words[index - 1].strip(".,")
+        bare = _LEGAL_WORDS.get(bare, bare)
+        if bare.replace(".", "") not in {t.replace(".", "") for t in _LEGAL_SUFFIX_TOKENS}:
+            break
+        words[index - 1] = bare.replace(".", "")
+        index -= 1
+    if index < len(words):
+        words[index - 1] = words[index - 1].rstrip(",")
+    return " ".join(words)
+
+
+def disambiguated_name(name: str, crm_id: str) -> str:
+    """``<name> (<short CRM ref>)``, at most 255 characters, the same every time."""
+    suffix = f" ({crm_id[:8]})"
+    return name[:255 - len(suffix)].rstrip() + suffix
+
+
+def _quoted(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _is_name_taken(messages: list[str]) -> bool:
+    return any("already assigned to another contact" in m.lower() or
+               ("name" in m.lower() and "already" in m.lower()) for m in messages)
+
+
+def _same(a: Any, b: Any) -> bool:
+    return bool(a) and bool(b) and str(a).strip().casefold() == str(b).strip().casefold()
+
+
+def _iso(xero_date: Any) -> str:
+    """Xero's ``/Date(ms+0000)/`` or ISO text → ISO-8601 UTC; now when Xero gave none."""
+    text = str(xero_date or "")
+    match = re.match(r"/Date\((-?\d+)", text)
+    if match:
+        return datetime.fromtimestamp(int(match.group(1)) / 1000, UTC).isoformat(timespec="seconds")
+    return text or datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class _Pending:
+    """One record on its way to Xero: the body being sent and what happened so far."""
+
+    def __init__(self, key: Key, group: Group, body: dict[str, Any], digest: str):
+        self.key, self.group, self.body, self.digest = key, group, body, digest
+        self.warnings: list[str] = []
+        self.followed = False
+
+    @property
+    def doc(self) -> ContactDocument:
+        return self.group[0][1]
+
+
 def sync_contacts(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappings: MappingStore,
-                  batch_size: int = 50) -> BatchResult:
-    result = BatchResult()
+                  batch_size: int = 50, config: MappingConfig | None = None,
+                  crm: CrmWriter | None = None) -> BatchResult:
+    config = config or mapping_file().for_tenant(xero.tenant_id)
+    run = _Run(xero, jobs, mappings, config)
     parsed: list[tuple[WorkItem, ContactDocument]] = []
     for item in items:
         jobs.start_attempt(item.job_id)
@@ -47,66 +136,373 @@ def sync_contacts(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappi
             finish(jobs, item.job_id, "failed", error=f"unreadable document: {error.errors()[:3]}")
 
     groups = _newest_per_record(parsed)
-    known: dict[tuple[str, str], Mapping] = {}
+    known: dict[Key, Mapping] = {}
     for module in {module for module, _ in groups}:
         ids = [crm_id for (m, crm_id) in groups if m == module]
         for crm_id, mapping in mappings.get_mappings(xero.tenant_id, module, ids).items():
             known[(module, crm_id)] = mapping
 
-    to_send: list[tuple[tuple[str, str], dict[str, Any], str]] = []
+    person_groups = {key: group for key, group in groups.items()
+                     if config.contacts.sugar_contacts_as == "contact_persons"
+                     and key[0] == "Contacts" and group[0][1].parent_crm_id}
+    to_send: list[_Pending] = []
     for key, group in groups.items():
         doc = group[0][1]
+        if doc.deleted and config.contacts.on_crm_delete == "ignore":
+            person_groups.pop(key, None)
+            for item, _ in group:
+                finish(jobs, item.job_id, "ignored",
+                       warnings=["deleted in the CRM; on_crm_delete is 'ignore': Xero left as it is"])
+            continue
+        if key in person_groups:
+            continue
         body = to_xero_contact(doc)
         digest = content_hash(body)
         mapping = known.get(key)
         if mapping and mapping.payload_hash == digest:
-            for item, _ in group:
-                finish(jobs, item.job_id, "succeeded", xero={"contact_id": mapping.xero_id},
-                       warnings=["unchanged since the last push: nothing sent to Xero"])
+            _unchanged(run, key, group, mapping)
             continue
         if mapping:
             body = to_xero_contact(doc, xero_contact_id=mapping.xero_id)
-        to_send.append((key, body, digest))
+        to_send.append(_Pending(key, group, body, digest))
 
-    for chunk in _chunks(to_send, batch_size):
-        bodies = [body for _, body, _ in chunk]
-        chunk_items = [item for key, _, _ in chunk for item, _ in groups[key]]
-        try:
-            answers = xero.upsert_batch("Contacts", bodies,
-                                        idempotency_key=f"contacts-{content_hash(bodies)}")
-        except (XeroError, ConnectionNotReady) as error:
-            if isinstance(error, ConnectionNotReady) or error.retryable:
-                logger.warning("Xero batch deferred", extra={"size": len(bodies), "error": str(error)})
-                requeue(jobs, [i.job_id for i in chunk_items], error)
-                result.defer([i.message_id for i in chunk_items], retry_after_for(error))
-            else:
-                for item in chunk_items:
-                    finish(jobs, item.job_id, "failed", error=str(error))
-            continue
-        for (key, _, digest), answer in zip(chunk, answers, strict=True):
-            _record_answer(key, groups[key], answer, digest, xero.tenant_id, jobs, mappings)
+    result = BatchResult()
+    # Round one is the plain batch POST; later rounds carry only what Xero refused or what
+    # must be re-sent (restored, merged, linked, renamed). Bounded: each step happens once.
+    for _ in range(MAX_ROUNDS):
+        to_send = run.resolve(run.send(to_send, batch_size, result))
+        if not to_send:
+            break
+    for pending in to_send:
+        run.fail(pending, f"Xero: the contact could not be settled in {MAX_ROUNDS} rounds")
+    if person_groups:
+        # After the organisations: an Account pushed in this batch is mapped by now.
+        _sync_persons(run, person_groups, known, batch_size, result)
+
+    report = write_back([outcome for _, outcome in run.outcomes.values()], crm=crm, config=config)
+    for key, error in report.pending.items():
+        group, _ = run.outcomes[key]
+        for item, _doc in group:
+            job = jobs.get_job(item.job_id)
+            warnings = list(job.warnings) if job else []
+            jobs.update_job(item.job_id, warnings=[*warnings, f"{WRITE_BACK_PENDING}: {error}"])
+        result.defer([item.message_id for item, _ in group], WRITE_BACK_RETRY_SECONDS)
+    for key, error in report.failed.items():
+        group, _ = run.outcomes[key]
+        for item, _doc in group:
+            job = jobs.get_job(item.job_id)
+            warnings = list(job.warnings) if job else []
+            jobs.update_job(item.job_id, warnings=[*warnings, f"crm write-back refused: {error}"])
     return result
 
 
-def _record_answer(key: tuple[str, str], group: list[tuple[WorkItem, ContactDocument]],
-                   answer: dict[str, Any], digest: str, tenant_id: str, jobs: JobStore,
-                   mappings: MappingStore) -> None:
-    status = (answer.get("StatusAttributeString") or "OK").upper()
-    errors = validation_messages(answer)
-    contact_id = answer.get("ContactID")
-    if status == "ERROR" or answer.get("HasValidationErrors") or not contact_id:
-        message = "; ".join(errors) or "Xero refused the contact without a reason"
-        for item, _ in group:
-            finish(jobs, item.job_id, "failed", error=f"Xero: {message}")
+def _unchanged(run: _Run, key: Key, group: Group, mapping: Mapping) -> None:
+    """Nothing to send to Xero. Only a message whose write-back is still pending writes back
+    again, from the stored outcome (the same values): a fresh save that changed nothing Xero
+    sees writes nothing, so the connector's own write-back can never start a loop."""
+    pending_write_back = False
+    for item, _ in group:
+        job = run.jobs.get_job(item.job_id)
+        pending_write_back |= bool(job and any(WRITE_BACK_PENDING in w for w in job.warnings))
+    note = "xero done earlier: crm write-back retried" if pending_write_back else \
+        "unchanged since the last push: nothing sent to Xero"
+    for item, _ in group:
+        finish(run.jobs, item.job_id, "succeeded", xero={"contact_id": mapping.xero_id}, warnings=[note])
+    if pending_write_back:
+        run.outcomes[key] = (group, Outcome(module=key[0], crm_id=key[1], xero_id=mapping.xero_id,
+                                            sync_status=mapping.sync_status or "synced",
+                                            last_error=mapping.last_error,
+                                            synced_at=_iso(mapping.xero_updated)))
+
+
+class _Run:
+    def __init__(self, xero: XeroApi, jobs: JobStore, mappings: MappingStore, config: MappingConfig):
+        self.xero, self.jobs, self.mappings, self.config = xero, jobs, mappings, config
+        self.outcomes: dict[Key, tuple[Group, Outcome]] = {}
+        self.conflicts: list[tuple[_Pending, list[str]]] = []
+        self.broken_links: list[tuple[_Pending, list[str]]] = []
+
+    # ---- sending ---------------------------------------------------------------------------
+    def send(self, pendings: list[_Pending], batch_size: int, result: BatchResult) -> list[_Pending]:
+        """POST in batches; returns the records that need another round (archived, merged)."""
+        again: list[_Pending] = []
+        for chunk in _chunks(pendings, batch_size):
+            bodies = [p.body for p in chunk]
+            chunk_items = [item for p in chunk for item, _ in p.group]
+            try:
+                answers = self.xero.upsert_batch("Contacts", bodies,
+                                                 idempotency_key=f"contacts-{content_hash(bodies)}")
+            except (XeroError, ConnectionNotReady) as error:
+                if isinstance(error, ConnectionNotReady) or error.retryable:
+                    logger.warning("Xero batch deferred", extra={"size": len(bodies), "error": str(error)})
+                    requeue(self.jobs, [i.job_id for i in chunk_items], error)
+                    result.defer([i.message_id for i in chunk_items], retry_after_for(error))
+                else:
+                    for pending in chunk:
+                        self.fail(pending, str(error))
+                continue
+            for pending, answer in zip(chunk, answers, strict=True):
+                if self._answer(pending, answer):
+                    again.append(pending)
+        return again
+
+    def _answer(self, pending: _Pending, answer: dict[str, Any]) -> bool:
+        """Record Xero's answer; True when the record must be sent again."""
+        status = (answer.get("StatusAttributeString") or "OK").upper()
+        errors = validation_messages(answer)
+        contact_id = answer.get("ContactID")
+        if status == "ERROR" or answer.get("HasValidationErrors") or not contact_id:
+            message = "; ".join(errors) or "Xero refused the contact without a reason"
+            if pending.followed:  # already re-sent once for a refusal: no second guess
+                self.fail(pending, f"Xero: {message}")
+            elif "ContactID" in pending.body:
+                self.broken_links.append((pending, errors))
+            elif _is_name_taken(errors):
+                self.conflicts.append((pending, errors))
+            else:
+                self.fail(pending, f"Xero: {message}")
+            return False
+        survivor = answer.get("MergedToContactID")
+        if survivor and survivor != contact_id and survivor != pending.body.get("ContactID"):
+            return self._follow_merge(pending, survivor)
+        if answer.get("ContactStatus") == "ARCHIVED" and not pending.doc.deleted:
+            if self._archived(pending, contact_id):
+                return True
+        warnings = [w.get("Message", "") for w in answer.get("Warnings") or [] if w.get("Message")]
+        self.succeed(pending, contact_id, answer.get("UpdatedDateUTC"), warnings)
+        return False
+
+    def _follow_merge(self, pending: _Pending, survivor: str) -> bool:
+        pending.warnings.append(f"the Xero contact was merged into {survivor}: re-mapped to it")
+        pending.body = {**pending.body, "ContactID": survivor}
+        return True
+
+    def _archived(self, pending: _Pending, contact_id: str) -> bool:
+        if self.config.contacts.archived_contact == "restore" and \
+                pending.body.get("ContactStatus") != "ACTIVE":
+            pending.warnings.append(f"the Xero contact {contact_id} was archived: restored")
+            pending.body = {**pending.body, "ContactID": contact_id, "ContactStatus": "ACTIVE"}
+            return True
+        if self.config.contacts.archived_contact == "report":
+            pending.warnings.append(f"the Xero contact {contact_id} is archived in Xero; "
+                                    "archived_contact is 'report': left archived")
+        return False
+
+    # ---- resolving refusals ----------------------------------------------------------------
+    def resolve(self, again: list[_Pending]) -> list[_Pending]:
+        """Look up, in few calls, what Xero refused; returns what to send in the next round."""
+        again = list(again)
+        if self.broken_links:
+            again += self._resolve_links()
+        if self.conflicts:
+            again += self._resolve_conflicts()
+        return again
+
+    def _resolve_links(self) -> list[_Pending]:
+        broken, self.broken_links = self.broken_links, []
+        ids = [p.body["ContactID"] for p, _ in broken]
+        found = {c.get("ContactID"): c for c in self._lookup_ids(ids)}
+        again = []
+        for pending, errors in broken:
+            contact = found.get(pending.body["ContactID"]) or {}
+            survivor = contact.get("MergedToContactID")
+            if survivor and survivor != contact.get("ContactID"):
+                pending.followed = True
+                self._follow_merge(pending, survivor)
+                again.append(pending)
+            elif contact.get("ContactStatus") == "ARCHIVED" and not pending.doc.deleted and \
+                    self._archived(pending, contact["ContactID"]):
+                pending.followed = True
+                again.append(pending)
+            elif contact and _is_name_taken(errors):
+                # A mapped record renamed to a name another contact holds: never re-linked,
+                # only the policy's fail or rename applies.
+                if self._name_policy(pending, errors):
+                    again.append(pending)
+            else:
+                self.fail(pending, "Xero: " + ("; ".join(errors) or "Xero refused the contact"))
+        return again
+
+    def _lookup_ids(self, ids: list[str]) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        for chunk in _chunks(list(dict.fromkeys(ids)), 50):
+            answer = self.xero.get("Contacts", {"IDs": ",".join(chunk), "includeArchived": "true"})
+            found += answer.get("Contacts") or []
+        return found
+
+    def _lookup_candidates(self, pendings: list[_Pending]) -> list[dict[str, Any]]:
+        account_field = bool(self.config.contacts.account_number_field)
+        found: list[dict[str, Any]] = []
+        for chunk in _chunks(pendings, LOOKUPS_PER_CALL):
+            terms: list[str] = []
+            for pending in chunk:
+                doc = pending.doc
+                terms.append(f"Name=={_quoted(doc.name)}")
+                if doc.account_number and account_field:
+                    terms.append(f"AccountNumber=={_quoted(doc.account_number)}")
+                if doc.email:
+                    terms.append(f"EmailAddress=={_quoted(doc.email)}")
+            answer = self.xero.get("Contacts", {"where": " OR ".join(dict.fromkeys(terms)),
+                                                "includeArchived": "true"})
+            found += answer.get("Contacts") or []
+        return found
+
+    def _resolve_conflicts(self) -> list[_Pending]:
+        conflicts, self.conflicts = self.conflicts, []
+        try:
+            candidates = self._lookup_candidates([p for p, _ in conflicts])
+        except (XeroError, ConnectionNotReady) as error:
+            for pending, errors in conflicts:
+                self.fail(pending, "Xero: " + "; ".join(errors) + f" (and looking it up failed: {error})")
+            return []
+        again = []
+        for pending, errors in conflicts:
+            target = self._same_party(pending.doc, candidates)
+            if target is not None:
+                pending.followed = True
+                pending.warnings.append(f"linked to the existing Xero contact {target['ContactID']} "
+                                        f"({target.get('Name')!r}), confirmed by email or account number")
+                pending.body = {**pending.body, "ContactID": target["ContactID"]}
+                if target.get("ContactStatus") == "ARCHIVED" and not pending.doc.deleted:
+                    if self.config.contacts.archived_contact == "restore":
+                        pending.body["ContactStatus"] = "ACTIVE"
+                        pending.warnings.append(f"the Xero contact {target['ContactID']} was archived: restored")
+                    else:
+                        pending.warnings.append(f"the Xero contact {target['ContactID']} is archived in "
+                                                "Xero; archived_contact is 'report': left archived")
+                again.append(pending)
+            elif self._name_policy(pending, errors):
+                again.append(pending)
+        return again
+
+    def _name_policy(self, pending: _Pending, errors: list[str]) -> bool:
+        """``fail``: the job fails with Xero's message; else rename. True when it is re-sent."""
+        if self.config.contacts.name_conflict == "fail":
+            self.fail(pending, "Xero: " + "; ".join(errors))
+            return False
+        name = disambiguated_name(pending.doc.name, pending.doc.crm_id)
+        pending.followed = True
+        pending.warnings.append(f"the name {pending.doc.name!r} is used by another Xero contact: "
+                                f"pushed as {name!r}")
+        pending.body = {**pending.body, "Name": name}
+        return True
+
+    def _same_party(self, doc: ContactDocument, candidates: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The existing contact that is certainly this record's party, else None. A contact
+        that carries another CRM record's ContactNumber is never taken over."""
+        free = [c for c in candidates
+                if not c.get("MergedToContactID") and (not c.get("ContactNumber") or c["ContactNumber"] == doc.crm_id)]
+        if self.config.contacts.account_number_field and doc.account_number:
+            by_account = [c for c in free if _same(c.get("AccountNumber"), doc.account_number)]
+            if len(by_account) == 1:
+                return by_account[0]
+        wanted = normalised_name(doc.name)
+        by_name = [c for c in free if normalised_name(str(c.get("Name") or "")) == wanted]
+        for contact in by_name:
+            if _same(contact.get("EmailAddress"), doc.email):
+                return contact
+        return None
+
+    # ---- endings ---------------------------------------------------------------------------
+    def fail(self, pending: _Pending, error: str) -> None:
+        for item, _ in pending.group:
+            finish(self.jobs, item.job_id, "failed", error=error, warnings=list(pending.warnings))
+        self.outcomes[pending.key] = (pending.group, Outcome(module=pending.key[0], crm_id=pending.key[1],
+                                                             sync_status="failed", last_error=error))
+
+    def succeed(self, pending: _Pending, contact_id: str, updated: Any, xero_warnings: list[str]) -> None:
+        module, crm_id = pending.key
+        warnings = pending.warnings + xero_warnings
+        status = "warning" if warnings else "synced"
+        synced_at = _iso(updated)
+        self.mappings.put_mapping(Mapping(tenant_id=self.xero.tenant_id, module=module, crm_id=crm_id,
+                                          xero_id=contact_id, payload_hash=pending.digest,
+                                          crm_modified=pending.doc.crm_modified, xero_updated=synced_at,
+                                          sync_status=status,
+                                          last_error="; ".join(warnings)[:1000] or None))
+        for index, (item, _) in enumerate(pending.group):
+            note = [] if index == 0 else ["a newer save of the same record in this batch was pushed"]
+            finish(self.jobs, item.job_id, "succeeded", xero={"contact_id": contact_id},
+                   warnings=warnings + note)
+        self.outcomes[pending.key] = (pending.group, Outcome(
+            module=module, crm_id=crm_id, xero_id=contact_id, sync_status=status,
+            last_error="; ".join(warnings) or None, synced_at=synced_at))
+
+
+# ---- Sugar Contacts as contact persons on their Account's Xero contact -------------------------
+def _sync_persons(run: _Run, groups: dict[Key, Group], known: dict[Key, Mapping], batch_size: int,
+                  result: BatchResult) -> None:
+    xero, jobs = run.xero, run.jobs
+    parents = sorted({group[0][1].parent_crm_id or "" for group in groups.values()})
+    accounts = run.mappings.get_mappings(xero.tenant_id, "Accounts", parents)
+    waiting: dict[str, list[tuple[Key, Group, str]]] = {}
+    for key, group in sorted(groups.items(), key=lambda kv: (kv[1][0][1].crm_modified or "", kv[0][1])):
+        doc = group[0][1]
+        account = accounts.get(doc.parent_crm_id or "")
+        if account is None:
+            # The Account is not in Xero yet: wait for it rather than fail.
+            reason = f"will retry: the Account {doc.parent_crm_id} is not synced to Xero yet"
+            for item, _ in group:
+                jobs.update_job(item.job_id, status="queued", error=reason)
+            result.defer([item.message_id for item, _ in group], ACCOUNT_WAIT_SECONDS)
+            continue
+        digest = content_hash({"parent": account.xero_id, "person": to_xero_person(doc), "deleted": doc.deleted})
+        mapping = known.get(key)
+        if mapping and mapping.payload_hash == digest and mapping.xero_id == account.xero_id:
+            _unchanged(run, key, group, mapping)
+            continue
+        waiting.setdefault(account.xero_id, []).append((key, group, digest))
+    if not waiting:
         return
-    module, crm_id = key
-    doc = group[0][1]
-    mappings.put_mapping(Mapping(tenant_id=tenant_id, module=module, crm_id=crm_id,
-                                 xero_id=contact_id, payload_hash=digest,
-                                 crm_modified=doc.crm_modified,
-                                 xero_updated=answer.get("UpdatedDateUTC")))
-    warnings = [w.get("Message", "") for w in answer.get("Warnings") or [] if w.get("Message")]
-    for index, (item, _) in enumerate(group):
-        note = [] if index == 0 else ["a newer save of the same record in this batch was pushed"]
-        finish(jobs, item.job_id, "succeeded", xero={"contact_id": contact_id},
-               warnings=warnings + note)
+    try:
+        current = {c["ContactID"]: c for c in run._lookup_ids(list(waiting))}
+    except (XeroError, ConnectionNotReady) as error:
+        _persons_not_sent(run, [entry for entries in waiting.values() for entry in entries], error, result)
+        return
+    bodies: list[tuple[str, dict[str, Any], list[str]]] = []
+    for contact_id, entries in waiting.items():
+        contact = current.get(contact_id)
+        if contact is None:
+            for key, group, _ in entries:
+                run.fail(_Pending(key, group, {}, ""), f"the Account's Xero contact {contact_id} was not found")
+            continue
+        persons = [dict(p) for p in contact.get("ContactPersons") or []]
+        for _, group, _ in entries:  # oldest save first: the newest ends up first in the list
+            doc = group[0][1]
+            person = to_xero_person(doc)
+            persons = [p for p in persons if not same_person(p, person)]
+            if not doc.deleted:
+                persons.insert(0, person)
+        dropped = [" ".join(filter(None, (p.get("FirstName"), p.get("LastName")))) or str(p.get("EmailAddress"))
+                   for p in persons[MAX_PERSONS:]]
+        body = {"ContactID": contact_id, "Name": contact.get("Name"), "ContactPersons": persons[:MAX_PERSONS]}
+        bodies.append((contact_id, body, dropped))
+    for chunk in _chunks(bodies, batch_size):
+        sent = [body for _, body, _ in chunk]
+        try:
+            answers = xero.upsert_batch("Contacts", sent, idempotency_key=f"persons-{content_hash(sent)}")
+        except (XeroError, ConnectionNotReady) as error:
+            _persons_not_sent(run, [e for contact_id, _, _ in chunk for e in waiting[contact_id]], error, result)
+            continue
+        for (contact_id, _, dropped), answer in zip(chunk, answers, strict=True):
+            errors = validation_messages(answer)
+            for key, group, digest in waiting[contact_id]:
+                pending = _Pending(key, group, {}, digest)
+                if (answer.get("StatusAttributeString") or "OK").upper() == "ERROR" or errors:
+                    run.fail(pending, "Xero: " + ("; ".join(errors) or "Xero refused the contact persons"))
+                    continue
+                if dropped:
+                    pending.warnings.append(f"Xero keeps {MAX_PERSONS} contact persons: the least recently "
+                                            f"sent were dropped ({', '.join(dropped)})")
+                run.succeed(pending, contact_id, answer.get("UpdatedDateUTC"), [])
+
+
+def _persons_not_sent(run: _Run, entries: list[tuple[Key, Group, str]], error: Exception,
+                      result: BatchResult) -> None:
+    retryable = isinstance(error, ConnectionNotReady) or getattr(error, "retryable", False)
+    for key, group, digest in entries:
+        if retryable:
+            requeue(run.jobs, [item.job_id for item, _ in group], error)
+            result.defer([item.message_id for item, _ in group], retry_after_for(error))
+        else:
+            run.fail(_Pending(key, group, {}, digest), str(error))

@@ -144,6 +144,9 @@ def _print_xero(
             f"ContactNumber={contact.get('ContactNumber')}",
             file=out,
         )
+        for person in contact.get("ContactPersons") or []:  # Sugar Contacts kept as contact persons
+            name = " ".join(filter(None, [person.get("FirstName"), person.get("LastName")]))
+            print(f"    contact person {name!r} {person.get('EmailAddress') or ''}".rstrip(), file=out)
 
 
 def _print_sugar(session: requests.Session, sugar_url: str | None, crm_ids: set[str], out: TextIO) -> None:

@@ -318,7 +318,9 @@ def test_demo_prints_the_contacts_it_made(stack):
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"'{account['data']['name']}'" in result.stdout
     assert f"ContactNumber={account['data']['id']}" in result.stdout
-    assert f"ContactNumber={contact['data']['id']}" in result.stdout
+    # The Contact has an Account: by default it becomes a contact person on the Account's contact.
+    person = f"{contact['data']['first_name']} {contact['data']['last_name']}"
+    assert f"contact person '{person}'" in result.stdout
     assert "succeeded" in result.stdout and "failed" not in result.stdout
     assert "Sugar records" in result.stdout and account["data"]["id"] in result.stdout
 

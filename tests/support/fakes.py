@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import re
 import threading
 import uuid
 from typing import Any
@@ -10,6 +12,7 @@ from typing import Any
 from shared.errors import XeroError
 from shared.models.jobs import Job
 from shared.state.records import Mapping
+from shared.xero.client import encode_json
 from tests.support import contract
 
 
@@ -61,30 +64,64 @@ class FakeQueue:
 
 
 class FakeXero:
-    """Upserts contacts like Xero: match by ContactID, else ContactNumber; names unique."""
+    """Upserts contacts like Xero: match by ContactID, else ContactNumber; names unique.
+    Upserts items like Xero: match by ItemID, else Code; codes unique."""
 
     tenant_id = "tenant-1"
 
     def __init__(self) -> None:
         self.contacts: dict[str, dict[str, Any]] = {}
+        self.items: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, list[dict[str, Any]], str]] = []
+        self.params: list[dict[str, Any]] = []
+        self.gets: list[tuple[str, dict[str, Any]]] = []
         self.fail_next: list[XeroError] = []
 
     def upsert_batch(self, resource: str, elements: list[dict[str, Any]], *,
-                     idempotency_key: str) -> list[dict[str, Any]]:
+                     idempotency_key: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         assert 1 <= len(elements) <= 50
-        contract.check("POST", f"/api.xro/2.0/{resource}", {resource: elements}, {"summarizeErrors": "false"})
+        query = {**(params or {}), "summarizeErrors": "false"}
+        # Checked in the form it travels in: Decimal prices as JSON numbers.
+        contract.check("POST", f"/api.xro/2.0/{resource}", encode_json({resource: elements}), query)
         self.calls.append((resource, copy.deepcopy(elements), idempotency_key))
+        self.params.append(query)
         if self.fail_next:
             raise self.fail_next.pop(0)
+        if resource == "Items":
+            return [self._upsert_item(element) for element in elements]
         return [self._upsert(element) for element in elements]
 
+    def _upsert_item(self, element: dict[str, Any]) -> dict[str, Any]:
+        if "ItemID" in element:
+            existing = self.items.get(element["ItemID"])
+            if existing is None:
+                return {**element, "StatusAttributeString": "ERROR",
+                        "ValidationErrors": [{"Message": "The item could not be found."}]}
+        else:
+            existing = next((i for i in self.items.values()
+                             if i["Code"].lower() == element["Code"].lower()), None)
+        clash = next((i for i in self.items.values()
+                      if i["Code"].lower() == element["Code"].lower() and i is not existing), None)
+        if clash:
+            return {**element, "StatusAttributeString": "ERROR",
+                    "ValidationErrors": [{"Message": f"Item code '{element['Code']}' already exists"}]}
+        item = existing or {"ItemID": str(uuid.uuid4())}
+        item.update(copy.deepcopy(element))
+        self.items[item["ItemID"]] = item
+        return {**item, "StatusAttributeString": "OK"}
+
     def _upsert(self, element: dict[str, Any]) -> dict[str, Any]:
+        merged = self.contacts.get(element.get("ContactID", ""), {}).get("MergedToContactID")
+        if merged:
+            return {**element, "StatusAttributeString": "ERROR", "HasValidationErrors": True,
+                    "ValidationErrors": [{"Message": "This contact has been merged into another contact."}]}
         existing = self.contacts.get(element.get("ContactID", "")) or next(
             (c for c in self.contacts.values()
              if element.get("ContactNumber") and c.get("ContactNumber") == element["ContactNumber"]), None)
         clash = next((c for c in self.contacts.values()
-                      if c["Name"].lower() == element["Name"].lower() and c is not existing), None)
+                      if c["Name"].lower() == element["Name"].lower() and c is not existing
+                      and c.get("ContactStatus", "ACTIVE") == "ACTIVE" and not c.get("MergedToContactID")),
+                     None)
         if clash:
             return {**element, "StatusAttributeString": "ERROR", "HasValidationErrors": True,
                     "ValidationErrors": [{"Message": f"The contact name {element['Name']} is already "
@@ -95,4 +132,49 @@ class FakeXero:
         return {**contact, "StatusAttributeString": "OK"}
 
     def get(self, path: str, params: dict[str, Any] | None = None, **_: Any) -> dict[str, Any]:
-        raise NotImplementedError
+        """GET /Contacts (or /Items) with ``IDs=`` or a ``where`` OR-list of ``Field=="value"`` terms."""
+        params = dict(params or {})
+        self.gets.append((path, copy.deepcopy(params)))
+        resource = path.strip("/")
+        found = list((self.contacts if resource == "Contacts" else self.items).values())
+        if params.get("includeArchived") != "true":
+            found = [c for c in found if c.get("ContactStatus", "ACTIVE") != "ARCHIVED"]
+        if params.get("IDs"):
+            ids = {i.lower() for i in params["IDs"].split(",")}
+            id_field = "ContactID" if resource == "Contacts" else "ItemID"
+            found = [c for c in found if c[id_field].lower() in ids]
+        if params.get("where"):
+            terms = [(field, json.loads(value)) for field, value in
+                     re.findall(r'(\w+)==("(?:[^"\\]|\\.)*")', params["where"])]
+            assert len(terms) == params["where"].count(" OR ") + 1, params["where"]
+            found = [c for c in found if any(str(c.get(field) or "").lower() == value.lower()
+                                             for field, value in terms)]
+        return {resource: copy.deepcopy(found)}
+
+
+class FakeSugar:
+    """Sugar's ``update_records_bulk``: records each call; ``down`` makes the bulk call raise,
+    ``missing`` ids answer 404 like a record deleted in Sugar."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, dict[str, Any]]]] = []
+        self.records: dict[tuple[str, str], dict[str, Any]] = {}
+        self.down: Exception | None = None
+        self.missing: set[str] = set()
+
+    def update_records_bulk(self, module: str, updates: dict[str, dict[str, Any]],
+                            chunk_size: int = 20) -> dict[str, Any]:
+        from shared.sugar.client import BulkResult
+
+        assert len(updates) <= chunk_size
+        self.calls.append((module, copy.deepcopy(dict(updates))))
+        if self.down is not None:
+            raise self.down
+        outcome = {}
+        for record_id, fields in updates.items():
+            if record_id in self.missing:
+                outcome[record_id] = BulkResult(404, {"error": "not_found", "error_message": "Could not find record"})
+                continue
+            self.records.setdefault((module, record_id), {}).update(fields)
+            outcome[record_id] = BulkResult(200, {"id": record_id, **fields})
+        return outcome

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from shared.errors import RateLimited, XeroError
+from shared.mapping.settings import ContactRules, MappingConfig
 from shared.models.documents import ContactDocument
 from shared.models.jobs import CrmRef
 from shared.usecases.accept import accept
@@ -74,7 +75,8 @@ def test_one_bad_record_fails_alone_and_the_rest_land():
     xero.contacts["x"] = {"ContactID": "x", "Name": "Taken", "ContactNumber": "other"}
     bad = queued(jobs, queue, ContactDocument(crm_id="a1", name="Taken"))
     good = queued(jobs, queue, ContactDocument(crm_id="a2", name="Free"))
-    result = sync_contacts(items_from(queue), xero=xero, jobs=jobs, mappings=mappings)
+    result = sync_contacts(items_from(queue), xero=xero, jobs=jobs, mappings=mappings,
+                           config=MappingConfig(contacts=ContactRules(name_conflict="fail")))
     assert result.retry == set()
     assert jobs.jobs[bad].status == "failed" and "already assigned" in jobs.jobs[bad].error
     assert jobs.jobs[good].status == "succeeded"
