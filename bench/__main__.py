@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench.report import render, write
 
-BENCHMARKS = ("bench.cold_start", "bench.calls_per_record", "bench.refresh_race")
+BENCHMARKS = ("bench.cold_start", "bench.calls_per_record", "bench.refresh_race", "bench.backfill")
 
 
 def main() -> int:

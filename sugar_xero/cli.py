@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
+# Commands with options of their own: the module's run(argv) parses the rest of the line.
+PASS_THROUGH = {
+    "connect": ("sugar_xero.connect", "walks an operator through Xero OAuth2 onboarding"),
+    "status": ("sugar_xero.status", "connections, jobs by state, failures, queue and DLQ depth, "
+                                    "rate-limit headroom; exits 1 on a problem"),
+    "backfill": ("sugar_xero.backfill", "pushes existing CRM records modified since a date, in batches"),
+}
+
 NOT_YET = {
-    "status": "counts of jobs by state, failures, queue and DLQ depth",
     "replay": "re-drives failed work",
-    "backfill": "pushes existing CRM records in batches",
     "reconcile": "runs one reconciliation pass now",
 }
 
@@ -86,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long to wait for the jobs (default 30)",
     )
 
-    commands.add_parser("connect", add_help=False,
-                        help="walks an operator through Xero OAuth2 onboarding (`connect --help`)")
+    for name, (_, does) in PASS_THROUGH.items():
+        commands.add_parser(name, add_help=False, help=f"{does} (`{name} --help`)")
     for name, does in NOT_YET.items():
         commands.add_parser(name, help=f"{does} (not in this release yet)")
     return parser
@@ -96,10 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command == "connect":
-        from sugar_xero.connect import run as run_connect
-
-        return run_connect(extra)
+    if args.command in PASS_THROUGH:
+        module = importlib.import_module(PASS_THROUGH[args.command][0])
+        return module.run(extra)
     if extra and args.command not in NOT_YET:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "local":
