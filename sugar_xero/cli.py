@@ -13,6 +13,7 @@ PASS_THROUGH = {
     "status": ("sugar_xero.status", "connections, jobs by state, failures, queue and DLQ depth, "
                                     "rate-limit headroom; exits 1 on a problem"),
     "backfill": ("sugar_xero.backfill", "pushes existing CRM records modified since a date, in batches"),
+    "config-check": ("sugar_xero.config_check", "validates a mapping configuration file"),
 }
 
 NOT_YET = {

@@ -39,3 +39,21 @@ def test_mistakes_are_refused_with_where_and_what(tmp_path, text, says):
 def test_a_missing_file_is_named(tmp_path):
     with pytest.raises(MappingConfigError, match="cannot read the mapping file"):
         load_mapping_file(tmp_path / "absent.yaml")
+
+
+def test_config_check_command(tmp_path):
+    import io
+
+    from sugar_xero.cli import main
+
+    good = tmp_path / "good.yaml"
+    good.write_text("version: 1\ntenants: {t-1: {catalogue: {sales_account_code: '4000'}}}\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("defaults: {contacts: {archived_contact: delete}}\n")
+    from sugar_xero import config_check
+
+    out = io.StringIO()
+    assert config_check.run([str(good)], out=out) == 0 and "overrides for 1 organisation" in out.getvalue()
+    out = io.StringIO()
+    assert config_check.run([str(bad)], out=out) == 1 and "archived_contact" in out.getvalue()
+    assert main(["config-check", str(good)]) == 0
