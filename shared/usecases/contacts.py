@@ -181,19 +181,19 @@ def sync_contacts(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappi
 
     report = write_back([outcome for _, outcome in run.outcomes.values()], crm=crm, config=config)
     for key, error in report.pending.items():
-        group, _ = run.outcomes[key]
-        for item, _doc in group:
-            job = jobs.get_job(item.job_id)
-            warnings = list(job.warnings) if job else []
-            jobs.update_job(item.job_id, warnings=[*warnings, f"{WRITE_BACK_PENDING}: {error}"])
+        group = _warn(jobs, run.outcomes[key][0], f"{WRITE_BACK_PENDING}: {error}")
         result.defer([item.message_id for item, _ in group], WRITE_BACK_RETRY_SECONDS)
     for key, error in report.failed.items():
-        group, _ = run.outcomes[key]
-        for item, _doc in group:
-            job = jobs.get_job(item.job_id)
-            warnings = list(job.warnings) if job else []
-            jobs.update_job(item.job_id, warnings=[*warnings, f"crm write-back refused: {error}"])
+        _warn(jobs, run.outcomes[key][0], f"crm write-back refused: {error}")
     return result
+
+
+def _warn(jobs: JobStore, group: Group, warning: str) -> Group:
+    """Add a warning to every job of a record's group, keeping the ones it has."""
+    for item, _doc in group:
+        job = jobs.get_job(item.job_id)
+        jobs.update_job(item.job_id, warnings=[*(job.warnings if job else []), warning])
+    return group
 
 
 def _unchanged(run: _Run, key: Key, group: Group, mapping: Mapping) -> None:
