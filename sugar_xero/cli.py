@@ -14,12 +14,12 @@ PASS_THROUGH = {
                                     "rate-limit headroom; exits 1 on a problem"),
     "backfill": ("sugar_xero.backfill", "pushes existing CRM records modified since a date, in batches"),
     "config-check": ("sugar_xero.config_check", "validates a mapping configuration file"),
+    "replay": ("sugar_xero.replay", "re-drives dead-lettered work or one job, duplicating nothing"),
+    "reconcile": ("sugar_xero.reconcile", "runs one reconciliation pass now and prints what it repaired"),
+    "rules-check": ("sugar_xero.rules_check", "validates a billing rules file; --dry-run shows what it would do"),
 }
 
-NOT_YET = {
-    "replay": "re-drives failed work",
-    "reconcile": "runs one reconciliation pass now",
-}
+NOT_YET: dict[str, str] = {}
 
 
 def _port(text: str) -> int:

@@ -9,6 +9,7 @@ financial fields (status, amounts, payments), which only ever flow back to the C
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -50,20 +51,89 @@ class CatalogueRules(Strict):
         default_factory=lambda: {"Taxable": "INPUT", "Non-Taxable": "EXEMPTINPUT"})
 
 
+SugarQuoteStage = str
+XeroQuoteStatus = Literal["DRAFT", "SENT", "ACCEPTED", "DECLINED", "DELETED"]
+DocumentStatus = Literal["DRAFT", "SUBMITTED", "AUTHORISED"]
+
+
+class TrackingField(Strict):
+    category: str = Field(min_length=1, max_length=100, description="Xero tracking category name")
+    crm_field: str = Field(pattern=CRM_FIELD, description="CRM field on the quote whose value is the option")
+
+
+class RoundingRules(Strict):
+    policy: Literal["rounding_line", "warn"] = Field(
+        default="rounding_line",
+        description="Xero's per-line tax rounding makes its total differ from the CRM's: add a line "
+                    "that brings it to the CRM's total, or push as is with a warning on the record")
+    account_code: str = Field(default="860", min_length=1, max_length=10,
+                              description="account for rounding lines (Xero's default chart: 860 Rounding)")
+    description: str = Field(default="Rounding", min_length=1, max_length=100)
+    max_difference: Decimal = Field(
+        default=Decimal("1.00"), ge=0, decimal_places=2,
+        description="a larger difference is not rounding: the job fails and nothing is sent")
+
+
+class InvoiceRules(Strict):
+    quote_stage: SugarQuoteStage = Field(default="Closed Accepted",
+                                         description="the quote stage that makes a sales invoice")
+    sales_status: DocumentStatus = "AUTHORISED"
+    purchase_status: DocumentStatus = Field(default="SUBMITTED",
+                                            description="bills wait for approval in Xero by default")
+    purchases_as: Literal["bill", "purchase_order"] = "bill"
+    tax_rates: dict[str, str] = Field(
+        default_factory=dict,
+        description="for taxable quote lines: the quote's tax rate (Sugar taxrate_id, or the percent as "
+                    "'9') → Xero TaxType; left out: the catalogue's tax type for the line's tax class")
+    payment_terms: dict[str, int] = Field(
+        default_factory=lambda: {"Due on Receipt": 0, "Net 7": 7, "Net 15": 15, "Net 30": 30, "Net 45": 45,
+                                 "Net 60": 60},
+        description="CRM payment terms → days from the invoice date to its due date")
+    default_due_days: int = Field(default=30, ge=0, le=3650)
+    tracking: list[TrackingField] = Field(default_factory=list, max_length=2)
+    shipping_description: str = Field(default="Shipping", min_length=1, max_length=100)
+    shipping_account_code: str | None = Field(default=None, max_length=10,
+                                              description="left out: the catalogue's sales account")
+    shipping_tax_class: str = Field(default="Non-Taxable", max_length=50)
+    rounding: RoundingRules = RoundingRules()
+    cancel_with_payments: Literal["credit_note", "report"] = Field(
+        default="credit_note",
+        description="a cancelled CRM document whose Xero invoice has payments: raise a credit note for "
+                    "what was invoiced, or only report it on the record")
+    xero_quotes: bool = Field(default=False, description="also keep a Xero Quote for each CRM quote sent")
+    quote_stages: dict[SugarQuoteStage, XeroQuoteStatus | None] = Field(
+        default_factory=lambda: {"Draft": None, "Negotiation": "SENT", "Delivered": "SENT", "On Hold": "SENT",
+                                 "Confirmed": "SENT", "Closed Accepted": "ACCEPTED", "Closed Lost": "DECLINED",
+                                 "Closed Dead": "DECLINED"},
+        description="CRM quote stage → Xero Quote status (null: not in Xero yet)")
+
+
+class XeroUpdates(Strict):
+    unknown_documents: Literal["ignore", "import"] = Field(
+        default="ignore", description="invoices the connector did not create: ignore, or import into import_module")
+    import_module: str | None = Field(default=None, pattern=r"^[A-Za-z][A-Za-z0-9_]*$",
+                                      description="custom CRM module receiving imported invoices")
+    contact_fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="Xero-owned contact values written to the CRM record on CONTACT events "
+                    "(e.g. {balance_receivable: xero_balance_c}); empty: CONTACT events change nothing")
+
+
 class WriteBack(Strict):
     enabled: bool = True
     fields: dict[str, str] = Field(default_factory=lambda: {
         "xero_id": "xero_id_c", "xero_number": "xero_number_c", "status": "xero_status_c",
         "amount_due": "xero_amount_due_c", "amount_paid": "xero_amount_paid_c",
         "paid_date": "xero_paid_date_c", "url": "xero_url_c", "sync_status": "xero_sync_status_c",
-        "last_error": "xero_last_error_c", "synced_at": "xero_synced_at_c",
+        "last_error": "xero_last_error_c", "synced_at": "xero_synced_at_c", "total": "xero_total_c",
+        "amount_credited": "xero_amount_credited_c", "payments": "xero_payments_c",
     }, description="what the connector writes → the CRM field it goes into")
 
     @field_validator("fields")
     @classmethod
     def _known_and_custom(cls, fields: dict[str, str]) -> dict[str, str]:
         known = {"xero_id", "xero_number", "status", "amount_due", "amount_paid", "paid_date", "url",
-                 "sync_status", "last_error", "synced_at"}
+                 "sync_status", "last_error", "synced_at", "total", "amount_credited", "payments"}
         unknown = sorted(set(fields) - known)
         if unknown:
             raise ValueError(f"unknown write-back values {unknown}; known: {sorted(known)}")
@@ -76,6 +146,8 @@ class WriteBack(Strict):
 class MappingConfig(Strict):
     contacts: ContactRules = ContactRules()
     catalogue: CatalogueRules = CatalogueRules()
+    invoices: InvoiceRules = InvoiceRules()
+    xero_updates: XeroUpdates = XeroUpdates()
     write_back: WriteBack = WriteBack()
     currencies: dict[str, str] = Field(
         default_factory=lambda: {"-99": ""},

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel
 
 
 def job_key(job_id: str) -> dict[str, str]:
     return {"PK": f"JOB#{job_id}", "SK": "JOB"}
+
+
+def document_module(crm_module: str, target: str) -> str:
+    """The mapping module of a trade document: one CRM record may have an invoice, a Xero quote
+    and a commission bill at once, so the Xero target is part of the key (``Quotes#ACCREC``)."""
+    return f"{crm_module}#{target}"
 
 
 def mapping_key(tenant_id: str, module: str, crm_id: str) -> dict[str, str]:
@@ -35,3 +43,4 @@ class Mapping(BaseModel):
     sync_status: str = "synced"
     last_error: str | None = None
     updated_at: str | None = None
+    document: dict[str, Any] | None = None  # trade documents: XeroDocumentState in JSON form

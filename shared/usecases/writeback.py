@@ -7,7 +7,7 @@ is retried later writes exactly what the first attempt meant to write.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shared.mapping.settings import MappingConfig
@@ -36,6 +36,8 @@ class Outcome:
     xero_id: str | None = None
     last_error: str | None = None
     synced_at: str | None = None
+    # Trade documents: Xero's own values (number, status, amounts, url...), by write-back name.
+    values: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -48,7 +50,7 @@ class WriteBackReport:
 def payload(outcome: Outcome, config: MappingConfig) -> dict[str, Any]:
     """The Sugar fields for one outcome; values the configuration does not map are left out."""
     fields = config.write_back.fields
-    values: dict[str, Any] = {"sync_status": outcome.sync_status,
+    values: dict[str, Any] = {**outcome.values, "sync_status": outcome.sync_status,
                               "last_error": (outcome.last_error or "")[:255]}
     if outcome.xero_id:
         values["xero_id"] = outcome.xero_id
