@@ -124,3 +124,32 @@ class SugarProductTemplate(SugarRecord):
 class ProductTemplateHook(SugarHookBase):
     bean: Literal["ProductTemplate"]
     data: SugarProductTemplate
+
+
+class SugarQuote(SugarRecord):
+    """A quote (module Quotes). Its lines are not in the hook: the worker reads them through REST."""
+
+    name: str | None = Field(default=None, max_length=255)
+    quote_num: int | str | None = None
+    quote_stage: str = Field(min_length=1, max_length=100)
+    billing_account_id: str | None = Field(default=None, max_length=50)
+    billing_account_name: str | None = None
+    billing_contact_id: str | None = None
+    taxrate_id: str | None = None
+    taxrate_value: SugarAmount = None
+    subtotal: SugarAmount = None
+    discount: SugarAmount = None
+    new_sub: SugarAmount = None
+    tax: SugarAmount = None
+    shipping: SugarAmount = None
+    total: SugarAmount = None
+    date_quote_expected_closed: str | None = None
+    purchase_order_num: str | None = Field(default=None, max_length=100)
+    payment_terms: str | None = Field(default=None, max_length=100)
+    assigned_user_id: str | None = None
+    opportunity_id: str | None = None
+
+
+class QuoteHook(SugarHookBase):
+    bean: Literal["Quote"]
+    data: SugarQuote

@@ -10,11 +10,13 @@ every Lambda instance shares, and learns from each answer's rate-limit headers.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import date
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -86,6 +88,17 @@ class XeroClient:
             raise XeroError(f"Xero answered {len(returned)} {resource} for {len(elements)} sent",
                             retryable=True)
         return returned
+
+    def allocate_credit_note(self, credit_note_id: str, invoice_id: str, amount: Decimal, *,
+                             on: date | None = None) -> dict[str, Any]:
+        """Allocate part of a credit note to an invoice (a call of its own in Xero). The key is
+        derived from the allocation, so a retried call is not applied twice."""
+        allocation = {"Invoice": {"InvoiceID": invoice_id}, "Amount": amount,
+                      "Date": (on or date.today()).isoformat()}
+        key = hashlib.sha256(f"{credit_note_id}|{invoice_id}|{amount}".encode()).hexdigest()
+        return self._request("PUT", f"{API_PREFIX}/CreditNotes/{credit_note_id}/Allocations",
+                             json_body=encode_json({"Allocations": [allocation]}),
+                             idempotency_key=f"allocation-{key}")
 
     def get(self, path: str, params: dict[str, Any] | None = None, *,
             if_modified_since: str | None = None) -> dict[str, Any]:

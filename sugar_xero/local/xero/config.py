@@ -83,6 +83,9 @@ def default_accounts() -> list[dict[str, Any]]:
         account(
             "a1c2d3e4-5f60-4718-8293-a4b5c6d7e8f9", "300", "Purchases", "DIRECTCOSTS", "INPUT", "EXPENSE"
         ),
+        account(
+            "0b1c2d3e-4f50-4617-8293-b4c5d6e7f809", "310", "Cost of Goods Sold", "DIRECTCOSTS", "INPUT", "EXPENSE"
+        ),
         account("b2c3d4e5-6f70-4829-93a4-b5c6d7e8f90a", "400", "Advertising", "EXPENSE", "INPUT", "EXPENSE"),
         account(
             "c3d4e5f6-7081-4930-a4b5-c6d7e8f90a1b", "477", "Wages and Salaries", "EXPENSE", "NONE", "EXPENSE"
@@ -113,6 +116,15 @@ def default_accounts() -> list[dict[str, Any]]:
             "NONE",
             "LIABILITY",
             SystemAccount="GST",
+        ),
+        account(
+            "1c2d3e4f-5061-4728-93a4-c5d6e7f8091a",
+            "860",
+            "Rounding",
+            "CURRLIAB",
+            "NONE",
+            "LIABILITY",
+            SystemAccount="ROUNDING",
         ),
     ]
 

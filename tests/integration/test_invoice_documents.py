@@ -1,0 +1,361 @@
+"""Quotes, invoices and purchases pushed to the extended Xero emulator (its per-line arithmetic,
+status rules and payments), with Sugar as an in-memory double. Every body sent is validated
+against Xero's official spec by the autouse fixture in conftest."""
+
+from __future__ import annotations
+
+import copy
+import json
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from shared.mapping.settings import InvoiceRules, MappingConfig, RoundingRules
+from shared.models.invoices import ContactRef, LineDocument, PurchaseDocument, SalesInvoiceDocument
+from shared.models.jobs import CrmRef
+from shared.state.records import document_module
+from shared.usecases import invoices
+from shared.usecases.accept import accept
+from shared.usecases.work import WorkItem
+from shared.xero.client import XeroClient, encode_json
+from sugar_xero.local.xero_emulator import EmulatorConfig, serve
+from tests.support.fakes import FakeJobs, FakeMappings, FakeQueue, FakeSugar
+
+FIXTURES = __import__("pathlib").Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "sugar"
+ACCOUNT_ID = "4f1e6a7c-2b3d-11ef-9a1c-0242ac120002"
+SGD_GST = {"OUTPUT": Decimal("9"), "EXEMPTOUTPUT": Decimal("0"), "INPUT": Decimal("9"), "NONE": Decimal("0")}
+
+
+class QuoteSugar(FakeSugar):
+    """Sugar's REST reads the worker makes: records by id and a quote's bundles and products."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[str] = []
+        self.bundles: dict[str, list[dict[str, Any]]] = {}
+        self.products: dict[str, list[dict[str, Any]]] = {}
+
+    def add_quote_lines(self, quote_id: str, bundles: list[dict[str, Any]]) -> None:
+        self.bundles[quote_id] = [{k: v for k, v in b.items() if k != "products"} for b in bundles]
+        for bundle in bundles:
+            self.products[bundle["id"]] = copy.deepcopy(bundle["products"])
+
+    def related(self, module, record_id, link, fields=None, max_num=100, order_by=None):
+        self.reads.append(f"{module}/{record_id}/{link}")
+        if self.down is not None:
+            raise self.down
+        if (module, link) == ("Quotes", "product_bundles"):
+            return copy.deepcopy(self.bundles.get(record_id, []))
+        return copy.deepcopy(self.products.get(record_id, []))
+
+    def get_record(self, module, record_id, fields=None):
+        self.reads.append(f"{module}/{record_id}")
+        return copy.deepcopy(self.records[(module, record_id)])
+
+
+@pytest.fixture
+def xero():
+    config = EmulatorConfig()
+    with serve(config=config) as server:
+        yield XeroClient(server.url, config.tenant_id, lambda force: "token", sleep=lambda s: None)
+
+
+@pytest.fixture
+def sugar():
+    crm = QuoteSugar()
+    crm.records[("Accounts", ACCOUNT_ID)] = json.loads((FIXTURES / "account_after_save.json").read_text())["data"]
+    crm.add_quote_lines(quote()["id"], json.loads((FIXTURES / "quote_product_bundles.json").read_text())["records"])
+    return crm
+
+
+def quote(**changes: Any) -> dict[str, Any]:
+    data = json.loads((FIXTURES / "quote_closed_accepted.json").read_text())["data"]
+    return {**data, **changes}
+
+
+class Harness:
+    def __init__(self, xero: XeroClient, sugar: QuoteSugar, config: MappingConfig | None = None):
+        self.xero, self.sugar = xero, sugar
+        self.jobs, self.queue, self.mappings = FakeJobs(), FakeQueue(), FakeMappings()
+        self.config = config or MappingConfig()
+
+    def accept_quote(self, data: dict[str, Any], event: str = "after_save") -> str:
+        return accept(kind=invoices.KIND_QUOTE, crm=CrmRef(module="Quotes", id=data["id"]),
+                      document={"event": event, "quote": data}, jobs=self.jobs, queue=self.queue,
+                      status_base_url="https://x/prod").job_id
+
+    def accept_document(self, doc) -> str:
+        return accept(kind=invoices.KIND_DOCUMENT, crm=CrmRef(module=doc.crm_module, id=doc.crm_id),
+                      document=doc.model_dump(mode="json"), jobs=self.jobs, queue=self.queue,
+                      status_base_url="https://x/prod").job_id
+
+    def work(self, **kwargs: Any):
+        items = [WorkItem(message_id=f"m{i}", job_id=m["job_id"], kind=m["kind"], document=m["document"])
+                 for i, m in enumerate(self.queue.sent)]
+        self.queue.sent.clear()
+        return invoices.push_documents(items, xero=self.xero, jobs=self.jobs, mappings=self.mappings,
+                                       crm=self.sugar, config=self.config, tax_rates=SGD_GST, **kwargs)
+
+    def invoices(self) -> list[dict[str, Any]]:
+        return list(self.xero.iter_pages("Invoices"))
+
+
+def _catalogue(run: Harness) -> None:
+    """The fixture's three products, pushed to Xero's catalogue earlier."""
+    from shared.state.records import Mapping
+
+    products = json.loads((FIXTURES / "quote_product_bundles.json").read_text())["records"][0]["products"]
+    run.xero.upsert_batch("Items", [{"Code": p["mft_part_num"], "Name": p["name"][:50]} for p in products],
+                          idempotency_key="catalogue")
+    for p in products:
+        run.mappings.put_mapping(Mapping(tenant_id=run.xero.tenant_id, module="ProductTemplates",
+                                         crm_id=p["product_template_id"], xero_id="item", xero_number=p["mft_part_num"]))
+
+
+def test_the_accepted_quote_fixture_becomes_one_invoice_to_the_cent(xero, sugar):
+    run = Harness(xero, sugar)
+    _catalogue(run)
+    job_id = run.accept_quote(quote())
+    result = run.work()
+    assert result.retry == set()
+    job = run.jobs.jobs[job_id]
+    assert job.status == "succeeded", job.error
+    (invoice,) = run.invoices()
+    assert (invoice["Total"], invoice["TotalTax"], invoice["SubTotal"]) == (13561.08, 1081.08, 12480.0)
+    assert invoice["Type"] == "ACCREC" and invoice["Status"] == "AUTHORISED"
+    assert invoice["Reference"] == "Quote 1042 / PO-HV-7781"
+    assert [line["TaxType"] for line in invoice["LineItems"]] == ["OUTPUT", "OUTPUT", "EXEMPTOUTPUT"]
+    assert [line["ItemCode"] for line in invoice["LineItems"]] == ["SVC-CHILL-01", "SVC-LIFT-02", "FEE-CERT"]
+    # the account became a Xero contact first, in the same run, with a job of its own
+    (contact,) = list(xero.iter_pages("Contacts"))
+    assert invoice["Contact"]["ContactID"] == contact["ContactID"]
+    assert contact["ContactNumber"] == ACCOUNT_ID
+    assert any(j.kind == "contact.upsert" and j.status == "succeeded" for j in run.jobs.jobs.values())
+    # the result is on the quote in the CRM
+    written = sugar.records[("Quotes", quote()["id"])]
+    assert written["xero_total_c"] == "13561.08" and written["xero_status_c"] == "AUTHORISED"
+    assert written["xero_number_c"] == invoice["InvoiceNumber"] and written["xero_sync_status_c"] == "synced"
+    assert written["xero_amount_due_c"] == "13561.08" and written["xero_url_c"].startswith("https://")
+
+
+def test_a_quote_already_invoiced_is_not_invoiced_again(xero, sugar):
+    run = Harness(xero, sugar)
+    run.accept_quote(quote())
+    run.work()
+    calls = xero.calls
+    second = run.accept_quote(quote(date_modified="2026-11-26T11:00:00+00:00", description="re-saved"))
+    run.work()
+    assert xero.calls == calls  # nothing sent
+    assert len(run.invoices()) == 1
+    assert run.jobs.jobs[second].status == "succeeded"
+    assert "unchanged" in run.jobs.jobs[second].warnings[0]
+
+
+def test_a_changed_quote_updates_its_invoice_keeping_line_ids(xero, sugar):
+    run = Harness(xero, sugar)
+    run.accept_quote(quote())
+    run.work()
+    (before,) = run.invoices()
+    bundles = json.loads((FIXTURES / "quote_product_bundles.json").read_text())["records"]
+    bundles[0]["products"][0]["quantity"] = "13.00"
+    sugar.add_quote_lines(quote()["id"], bundles)
+    job_id = run.accept_quote(quote(total="14269.580000", tax="1139.580000",
+                                    date_modified="2026-11-27T09:00:00+00:00"))
+    run.work()
+    assert run.jobs.jobs[job_id].status == "succeeded", run.jobs.jobs[job_id].error
+    (after,) = run.invoices()
+    assert after["InvoiceID"] == before["InvoiceID"] and after["Total"] == 14269.58
+    assert [line["LineItemID"] for line in after["LineItems"]] == [line["LineItemID"] for line in before["LineItems"]]
+
+
+def _pay(xero: XeroClient, invoice: dict[str, Any], amount: str) -> None:
+    """A payment applied by hand in Xero."""
+    payment = {"Invoice": {"InvoiceID": invoice["InvoiceID"]}, "Account": {"Code": "090"},
+               "Amount": Decimal(amount), "Date": "2026-11-27"}
+    answer = xero._request("PUT", "/api.xro/2.0/Payments", json_body=encode_json({"Payments": [payment]}),
+                           idempotency_key=f"pay-{invoice['InvoiceID']}-{amount}")
+    assert answer["Payments"][0].get("StatusAttributeString", "OK") != "ERROR", answer
+
+
+def test_a_document_with_payments_is_not_overwritten_and_the_record_says_why(xero, sugar):
+    run = Harness(xero, sugar)
+    run.accept_quote(quote())
+    run.work()
+    (invoice,) = run.invoices()
+    _pay(xero, invoice, "1000.00")
+    # the connector learns of the payment (webhook or reconcile) before the CRM changes the quote
+    mapping = run.mappings.get_mappings(xero.tenant_id, "Quotes#ACCREC", [quote()["id"]])[quote()["id"]]
+    mapping.document = {**mapping.document, "amount_paid": "1000.00", "amount_due": "12561.08"}
+    bundles = json.loads((FIXTURES / "quote_product_bundles.json").read_text())["records"]
+    bundles[0]["products"][0]["quantity"] = "13.00"
+    sugar.add_quote_lines(quote()["id"], bundles)
+    job_id = run.accept_quote(quote(total="14269.580000", date_modified="2026-11-27T09:00:00+00:00"))
+    run.work()
+    job = run.jobs.jobs[job_id]
+    assert job.status == "failed" and "payments applied" in job.error
+    (unchanged,) = run.invoices()
+    assert unchanged["Total"] == 13561.08
+    written = sugar.records[("Quotes", quote()["id"])]
+    assert written["xero_sync_status_c"] == "failed" and "payments applied" in written["xero_last_error_c"]
+
+
+def test_a_payment_the_connector_has_not_heard_of_is_reported_from_xeros_answer(xero, sugar):
+    run = Harness(xero, sugar)
+    run.accept_quote(quote())
+    run.work()
+    (invoice,) = run.invoices()
+    _pay(xero, invoice, "10.00")
+    bundles = json.loads((FIXTURES / "quote_product_bundles.json").read_text())["records"]
+    bundles[0]["products"][0]["quantity"] = "13.00"
+    sugar.add_quote_lines(quote()["id"], bundles)
+    job_id = run.accept_quote(quote(total="14269.580000", date_modified="2026-11-27T09:00:00+00:00"))
+    run.work()
+    job = run.jobs.jobs[job_id]
+    assert job.status == "failed" and job.error.startswith("Xero:")
+    assert run.invoices()[0]["Total"] == 13561.08
+
+
+@pytest.mark.parametrize(("status", "ends_as"), [("DRAFT", "DELETED"), ("AUTHORISED", "VOIDED")])
+def test_a_deleted_quote_ends_its_invoice_the_way_xero_allows(xero, sugar, status, ends_as):
+    run = Harness(xero, sugar, MappingConfig(invoices=InvoiceRules(sales_status=status)))
+    run.accept_quote(quote())
+    run.work()
+    job_id = run.accept_quote(quote(deleted=True), event="after_delete")
+    run.work()
+    job = run.jobs.jobs[job_id]
+    assert job.status == "succeeded", job.error
+    (invoice,) = run.invoices()
+    assert invoice["Status"] == ends_as
+    assert sugar.records[("Quotes", quote()["id"])]["xero_status_c"] == ends_as
+
+
+def test_a_paid_invoice_cancelled_in_the_crm_is_credited_once(xero, sugar):
+    run = Harness(xero, sugar)
+    run.accept_quote(quote())
+    run.work()
+    (invoice,) = run.invoices()
+    _pay(xero, invoice, "561.08")
+    mapping = run.mappings.get_mappings(xero.tenant_id, "Quotes#ACCREC", [quote()["id"]])[quote()["id"]]
+    mapping.document = {**mapping.document, "amount_paid": "561.08", "amount_due": "13000.00"}
+    job_id = run.accept_quote(quote(deleted=True), event="after_delete")
+    run.work()
+    job = run.jobs.jobs[job_id]
+    assert job.status == "succeeded", job.error
+    assert any("credit note" in w for w in job.warnings)
+    notes = xero.get("CreditNotes")["CreditNotes"]
+    assert len(notes) == 1 and notes[0]["Total"] == 13561.08 and notes[0]["Type"] == "ACCRECCREDIT"
+    # a repeat of the cancellation raises nothing more
+    run.accept_quote(quote(deleted=True, date_modified="2026-11-28T00:00:00+00:00"), event="after_delete")
+    run.work()
+    assert len(xero.get("CreditNotes")["CreditNotes"]) == 1
+
+
+def test_cancelling_a_quote_never_pushed_is_ignored(xero, sugar):
+    run = Harness(xero, sugar)
+    job_id = run.accept_quote(quote(), event="after_delete")
+    run.work()
+    assert run.jobs.jobs[job_id].status == "ignored"
+    assert run.invoices() == []
+
+
+def test_a_quote_not_at_the_stage_is_ignored_with_the_reason(xero, sugar):
+    run = Harness(xero, sugar)
+    job_id = run.accept_quote(quote(quote_stage="Negotiation"))
+    run.work()
+    job = run.jobs.jobs[job_id]
+    assert job.status == "ignored" and "Negotiation" in job.warnings[0]
+    assert sugar.reads == []
+
+
+def test_a_purchase_becomes_a_bill_to_an_inline_supplier(xero, sugar):
+    run = Harness(xero, sugar)
+    bill = PurchaseDocument.model_validate(PurchaseDocument.model_config["json_schema_extra"]["examples"][0])
+    job_id = run.accept_document(bill)
+    run.work()
+    job = run.jobs.jobs[job_id]
+    assert job.status == "succeeded", job.error
+    (created,) = run.invoices()
+    assert created["Type"] == "ACCPAY" and created["Status"] == "SUBMITTED"
+    assert created["Total"] == 27250.0 and created["InvoiceNumber"] == "Commission 14 Harbour Road"
+    (supplier,) = list(xero.iter_pages("Contacts"))
+    assert supplier["Name"] == "Tan Realty Agency"
+    assert ("Property_Sales", "ps-1187") not in sugar.records  # write_back false
+
+
+def test_the_configured_rounding_policy_settles_a_crm_that_taxes_the_total(xero, sugar):
+    # Xero taxes each line: 7 × round(0.35 × 9%) = 7 × 0.03 = 0.21; a CRM taxing the total
+    # gets round(2.45 × 9%) = 0.22, so its total is 2.67 where Xero's would be 2.66
+    lines = [LineDocument(crm_id=f"l{n}", description=f"seat {n}", unit_amount=Decimal("0.35"), tax_type="OUTPUT")
+             for n in range(7)]
+    doc = SalesInvoiceDocument(crm_module="Bookings", crm_id="b-1", contact=ContactRef(crm_id=ACCOUNT_ID),
+                               lines=lines, expected_total=Decimal("2.67"))
+    run = Harness(xero, sugar)
+    job_id = run.accept_document(doc)
+    run.work()
+    job = run.jobs.jobs[job_id]
+    assert job.status == "succeeded" and any("Rounding line of +0.01" in w for w in job.warnings), job.warnings
+    (invoice,) = run.invoices()
+    assert invoice["Total"] == 2.67
+
+    warn = Harness(xero, sugar, MappingConfig(invoices=InvoiceRules(rounding=RoundingRules(policy="warn"))))
+    job_id = warn.accept_document(doc.model_copy(update={"crm_id": "b-2"}))
+    warn.work()
+    job = warn.jobs.jobs[job_id]
+    assert job.status == "succeeded" and any("per-line tax rounding" in w for w in job.warnings)
+    assert sugar.records[("Bookings", "b-2")]["xero_sync_status_c"] == "warning"
+
+
+def test_a_difference_beyond_rounding_fails_before_anything_is_sent(xero, sugar):
+    doc = SalesInvoiceDocument(crm_module="Bookings", crm_id="b-9", contact=ContactRef(crm_id=ACCOUNT_ID),
+                               lines=[LineDocument(unit_amount=Decimal("100"), tax_type="OUTPUT")],
+                               expected_total=Decimal("100.00"))
+    run = Harness(xero, sugar)
+    job_id = run.accept_document(doc)
+    run.work()
+    job = run.jobs.jobs[job_id]
+    assert job.status == "failed" and "more than rounding can explain" in job.error
+    assert run.invoices() == []
+
+
+def test_unknown_references_are_refused_before_anything_is_sent(xero, sugar):
+    doc = SalesInvoiceDocument(crm_module="Bookings", crm_id="b-3", contact=ContactRef(crm_id=ACCOUNT_ID),
+                               lines=[LineDocument(unit_amount=Decimal("10"), account_code="999")])
+    run = Harness(xero, sugar)
+    job_id = run.accept_document(doc)
+    run.work(check_references=lambda body: [f"account code {line['AccountCode']} is not in Xero"
+                                            for line in body["LineItems"] if line["AccountCode"] == "999"])
+    assert run.jobs.jobs[job_id].status == "failed"
+    assert "account code 999" in run.jobs.jobs[job_id].error
+    assert run.invoices() == []
+
+
+def test_many_documents_cost_one_call_per_fifty_plus_their_contacts(xero, sugar):
+    run = Harness(xero, sugar)
+    for n in range(60):
+        account = f"acc-{n % 12}"
+        sugar.records[("Accounts", account)] = {"id": account, "name": f"Customer {n % 12}"}
+        run.accept_document(SalesInvoiceDocument(
+            crm_module="Memberships", crm_id=f"m-{n}", contact=ContactRef(crm_id=account),
+            lines=[LineDocument(description="membership", unit_amount=Decimal("480"), tax_type="OUTPUT")]))
+    before = xero.calls
+    result = run.work()
+    assert xero.calls - before == 1 + 2  # one contacts call for 12 accounts, two invoice calls for 60
+    assert result.retry == set()
+    assert all(j.status == "succeeded" for j in run.jobs.jobs.values()), [j.error for j in run.jobs.jobs.values()]
+    assert len(run.invoices()) == 60
+
+
+def test_sugar_down_while_reading_lines_keeps_the_quote_queued(xero, sugar):
+    from shared.sugar.errors import SugarUnavailable
+
+    run = Harness(xero, sugar)
+    sugar.down = SugarUnavailable("maintenance", status=503, retryable=True)
+    job_id = run.accept_quote(quote())
+    result = run.work()
+    assert result.retry == {"m0"} and run.jobs.jobs[job_id].status == "queued"
+    assert run.invoices() == []
+
+
+def test_mapping_module_names_the_target():
+    assert document_module("Quotes", "ACCREC") == "Quotes#ACCREC"
