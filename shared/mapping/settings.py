@@ -69,6 +69,7 @@ class RoundingRules(Strict):
     account_code: str = Field(default="860", min_length=1, max_length=10,
                               description="account for rounding lines (Xero's default chart: 860 Rounding)")
     description: str = Field(default="Rounding", min_length=1, max_length=100)
+    tax_type: str = Field(default="NONE", min_length=1, max_length=50, description="rounding lines carry no tax")
     max_difference: Decimal = Field(
         default=Decimal("1.00"), ge=0, decimal_places=2,
         description="a larger difference is not rounding: the job fails and nothing is sent")
