@@ -19,7 +19,6 @@ PASS_THROUGH = {
     "rules-check": ("sugar_xero.rules_check", "validates a billing rules file; --dry-run shows what it would do"),
 }
 
-NOT_YET: dict[str, str] = {}
 
 
 def _port(text: str) -> int:
@@ -96,8 +95,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, (_, does) in PASS_THROUGH.items():
         commands.add_parser(name, add_help=False, help=f"{does} (`{name} --help`)")
-    for name, does in NOT_YET.items():
-        commands.add_parser(name, help=f"{does} (not in this release yet)")
     return parser
 
 
@@ -107,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in PASS_THROUGH:
         module = importlib.import_module(PASS_THROUGH[args.command][0])
         return module.run(extra)
-    if extra and args.command not in NOT_YET:
+    if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "local":
         from sugar_xero.local.stack import StackOptions, run
@@ -128,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         from sugar_xero.local.demo import run_demo
 
         return run_demo(args.url, state_file=args.state_file, wait_seconds=args.wait)
-    print(f"sugar-xero {args.command}: not available in this release yet.", file=sys.stderr)
+    parser.error(f"unknown command {args.command}")
     return 2
 
 

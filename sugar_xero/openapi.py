@@ -18,7 +18,6 @@ from shared.models.jobs import ErrorBody
 
 API_FUNCTIONS = ("contact_sync", "invoice_push", "payment_webhook")
 TITLE = "SugarCRM ⇄ Xero connector"
-NOT_YET_AVAILABLE = frozenset({"/crm/quotes", "/crm/invoices", "/crm/purchases"})
 
 _ERRORS = {
     "400": "Malformed JSON", "401": "No valid CRM credential", "413": "Body over the size limit",
@@ -31,6 +30,23 @@ def _version() -> str:
         return version("sugar-xero-connector")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree
         return "0.0.0"
+
+
+# What Xero adds to the redirect (OAuth2 authorisation-code flow).
+_CALLBACK_QUERY = {"code": "authorisation code", "state": "the state /xero/connect issued",
+                   "error": "Xero's refusal (e.g. access_denied)"}
+
+
+def _webhook_body(schemas: dict[str, Any]) -> dict[str, Any]:
+    """The delivery Xero sends, as the receiver reads it (read only after the signature holds)."""
+    from shared.xero.webhooks import WebhookEvent, WebhookPayload
+
+    schemas["WebhookEvent"] = WebhookEvent.model_json_schema(by_alias=True)
+    payload = WebhookPayload.model_json_schema(by_alias=True)
+    payload["properties"]["events"]["items"] = {"$ref": "#/components/schemas/WebhookEvent"}
+    schemas["WebhookPayload"] = payload
+    return {"required": True, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/WebhookPayload"}}}}
 
 
 def build_spec(server_url: str = "/") -> dict[str, Any]:
@@ -53,6 +69,8 @@ def build_spec(server_url: str = "/") -> dict[str, Any]:
         "sugarSignature": {"type": "apiKey", "in": "header", "name": "X-Sugar-Signature",
                            "description": "hex HMAC-SHA256 of the raw body with the CRM signing secret"},
         "queryToken": {"type": "apiKey", "in": "query", "name": "token"},
+        "xeroSignature": {"type": "apiKey", "in": "header", "name": "x-xero-signature",
+                          "description": "base64 HMAC-SHA256 of the raw body with the webhook key"},
     }
     error_ref = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
     for path, operations in spec["paths"].items():
@@ -69,11 +87,14 @@ def build_spec(server_url: str = "/") -> dict[str, Any]:
                 responses.pop("422", None)
                 responses["200"] = {"description": "signature verified (empty body)"}
                 responses["401"] = {"description": "signature wrong or missing (empty body)"}
+                operation["security"] = [{"xeroSignature": []}]
+                operation["requestBody"] = _webhook_body(schemas)
+            if path == "/xero/callback":
+                operation["parameters"] = [
+                    {"name": name, "in": "query", "required": False, "schema": {"type": "string"},
+                     "description": description} for name, description in _CALLBACK_QUERY.items()]
             if path.startswith("/jobs/"):
                 responses.setdefault("404", {"description": "not found", "content": error_ref})
-            if path in NOT_YET_AVAILABLE:
-                responses.setdefault("501", {"description": "not available in this release",
-                                             "content": error_ref})
             if path == "/xero/connect":
                 operation["security"] = [{"bearer": []}, {"queryToken": []}]
     return spec

@@ -11,15 +11,20 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Discriminator, Tag
 
 from shared import wiring
-from shared.api.http import build_resolver, common_router, handle_http, not_yet_available, status_base_url
+from shared.api.http import build_resolver, common_router, handle_http, status_base_url
 from shared.api.sqs import is_sqs_event, run_batch
+from shared.config import settings
 from shared.mapping.items import hook_to_item_document
+from shared.mapping.settings import mapping_file
+from shared.mapping.sugar_quotes import quote_intent
 from shared.models.documents import ItemDocument
-from shared.models.jobs import Accepted, CrmRef, ErrorBody
-from shared.models.sugar import ProductTemplateHook
+from shared.models.invoices import PurchaseDocument, SalesInvoiceDocument, TradeDocument
+from shared.models.jobs import Accepted, CrmRef, Ignored
+from shared.models.sugar import ProductTemplateHook, QuoteHook
 from shared.observability import logger, metrics, tracer
-from shared.usecases import items
+from shared.usecases import invoices, items, writeback
 from shared.usecases.accept import accept
+from shared.usecases.metadata import load_metadata, unknown_references
 from shared.usecases.work import BatchResult, WorkItem
 
 router = Router()
@@ -54,19 +59,54 @@ def post_product(callout: Annotated[ProductCallout, Body()]) -> Response[Accepte
     return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=accepted)
 
 
-@router.post("/crm/quotes", summary="A Sugar quote; one reaching the configured stage becomes an invoice")
-def post_quote() -> Response[ErrorBody]:
-    return not_yet_available("Quote to invoice")
+_ACCEPTED = {202: {"description": "accepted", "content": {
+    "application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}}}
+_IGNORED = {200: {"description": "nothing to do, with the reason", "content": {
+    "application/json": {"schema": {"$ref": "#/components/schemas/Ignored"}}}}}
 
 
-@router.post("/crm/invoices", summary="The connector's own sales invoice document")
-def post_invoice() -> Response[ErrorBody]:
-    return not_yet_available("Sales invoices")
+def _accepted(kind: str, crm: CrmRef, document: dict[str, Any]) -> Response[Accepted]:
+    accepted = accept(kind=kind, crm=crm, document=document, jobs=wiring.job_store(), queue=wiring.invoice_queue(),
+                      status_base_url=status_base_url(router.current_event))
+    metrics.add_metric(name="CalloutsAccepted", unit="Count", value=0 if accepted.duplicate else 1)
+    return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=accepted)
 
 
-@router.post("/crm/purchases", summary="The connector's own purchase document (bills)")
-def post_purchase() -> Response[ErrorBody]:
-    return not_yet_available("Purchases")
+def _ignored(reason: str) -> Response[Ignored]:
+    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=Ignored(reason=reason))
+
+
+@router.post("/crm/quotes", summary="A Sugar quote; one reaching the configured stage becomes a Xero sales invoice",
+             responses={**_ACCEPTED, **_IGNORED})
+def post_quote(hook: Annotated[QuoteHook, Body()]) -> Response[Accepted | Ignored]:
+    config = mapping_file().for_tenant(settings().xero_tenant_id)
+    if reason := writeback.own_write_back(hook, config):
+        return _ignored(reason)  # the save made by the connector's own write-back: no loop
+    deleted = hook.event == "after_delete" or str(hook.data.deleted).lower() in ("1", "true")
+    if hook.event not in ("after_save", "after_delete"):
+        return _ignored(f"{hook.event} on a quote changes nothing in Xero")
+    intent = quote_intent(hook.data, config, deleted=deleted)
+    if intent.nothing_to_do:
+        return _ignored(intent.reason or "nothing to do")
+    document = {"event": "after_delete" if deleted else "after_save", "quote": hook.data.model_dump(mode="json")}
+    return _accepted(invoices.KIND_QUOTE, CrmRef(module="Quotes", id=hook.data.id), document)
+
+
+def _document(doc: TradeDocument) -> Response[Accepted]:
+    return _accepted(invoices.KIND_DOCUMENT, CrmRef(module=doc.crm_module, id=doc.crm_id), doc.model_dump(mode="json"))
+
+
+@router.post("/crm/invoices", summary="The connector's own sales invoice document (custom modules, automated "
+                                      "billing): becomes a Xero sales invoice (ACCREC)", responses=_ACCEPTED)
+def post_invoice(document: Annotated[SalesInvoiceDocument, Body()]) -> Response[Accepted]:
+    return _document(document)
+
+
+@router.post("/crm/purchases", summary="The connector's own purchase document (bills, commission bills): becomes "
+                                       "a Xero bill (ACCPAY), or a purchase order when configured",
+             responses=_ACCEPTED)
+def post_purchase(document: Annotated[PurchaseDocument, Body()]) -> Response[Accepted]:
+    return _document(document)
 
 
 app = build_resolver()
@@ -74,15 +114,33 @@ app.include_router(router)
 app.include_router(common_router)
 
 
+def _organisation_checks(tenant_id: str) -> dict[str, Any]:
+    """The organisation's tax rates and a reference check from the nightly metadata cache, so
+    totals are checked with Xero's own rates and unknown account codes or tax types are refused
+    before anything is sent. Before the first refresh there is nothing to check against."""
+    metadata = load_metadata(wiring.reconcile_state(), tenant_id)
+    if metadata is None:
+        return {}
+    rates = {tax_type: rate for tax_type in metadata.tax_rates if (rate := metadata.tax_rate(tax_type)) is not None}
+    return {"tax_rates": rates, "check_references": lambda body: unknown_references(body, metadata)}
+
+
 def work(queued: list[WorkItem]) -> BatchResult:
-    """Each kind to its worker. A kind nobody here handles yet is kept (retried, and in the end
+    """Each kind to its worker. A kind nobody here handles is kept (retried, and in the end
     redriven to the DLQ), never dropped."""
     products = [item for item in queued if item.kind == items.KIND]
-    unknown = [item for item in queued if item.kind != items.KIND]
+    documents = [item for item in queued if item.kind in invoices.KINDS]
+    unknown = [item for item in queued if item.kind != items.KIND and item.kind not in invoices.KINDS]
     result = BatchResult()
-    if products:
+    if products:  # products first: a quote in the same batch then finds its item codes
         result = items.sync_items(products, xero=wiring.xero_client(), jobs=wiring.job_store(),
                                   mappings=wiring.job_store())
+    if documents:
+        pushed = invoices.push_documents(documents, xero=wiring.xero_client(), jobs=wiring.job_store(),
+                                         mappings=wiring.job_store(),
+                                         crm=wiring.sugar_client() if settings().sugar_base_url else None,
+                                         **_organisation_checks(wiring.xero_client().tenant_id))
+        result.defer(sorted(pushed.retry), pushed.retry_after)
     if unknown:
         logger.error("queue messages of a kind this function does not handle",
                      extra={"kinds": sorted({item.kind for item in unknown})})

@@ -16,7 +16,7 @@ from shared import wiring
 from shared.api.auth import crm_request_is_authentic
 from shared.config import settings
 from shared.errors import BadInput, NotFound
-from shared.models.jobs import ErrorBody, Job
+from shared.models.jobs import Job
 from shared.observability import logger
 from shared.secrets import MissingSecret, get_secret
 
@@ -150,11 +150,3 @@ def get_job(job_id: str) -> Job:
     if job is None:
         raise NotFound(f"Job {job_id}")
     return job
-
-
-def not_yet_available(what: str) -> Response[ErrorBody]:
-    """Routes of the contract whose work lands in a later release answer 501, in the JSON shape."""
-    # The body is the model itself: Powertools validates a route's answer against its annotation.
-    return Response(status_code=501, content_type=content_types.APPLICATION_JSON,
-                    body=ErrorBody(error="not_implemented",
-                                   message=f"{what} is not available in this release yet."))
