@@ -235,6 +235,7 @@ def to_xero_document(doc: TradeDocument, config: MappingConfig, *, contact_id: s
             body["InvoiceNumber"] = doc.number or doc.reference  # a bill's reference is its number
     elif target == "QUOTE":
         assert isinstance(doc, QuoteDocument)
+        body["LineAmountTypes"] = doc.line_amount_types.upper()  # Quotes spell it EXCLUSIVE, INCLUSIVE, NOTAX
         body["Status"] = doc.quote_status
         if doc.expiry_date:
             body["ExpiryDate"] = doc.expiry_date.isoformat()
