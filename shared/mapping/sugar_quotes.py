@@ -16,11 +16,8 @@ from shared.mapping.invoices import DocumentRefused
 from shared.mapping.settings import MappingConfig
 from shared.mapping.text import clean
 from shared.models.invoices import (
-    ContactRef,
-    LineDocument,
     QuoteDocument,
     SalesInvoiceDocument,
-    TrackingTag,
     TradeDocument,
 )
 from shared.models.sugar import SugarQuote
@@ -108,17 +105,19 @@ def _tax_for(tax_class: str | None, quote: SugarQuote, config: MappingConfig) ->
 
 
 def quote_lines(quote: SugarQuote, bundles: list[dict[str, Any]], config: MappingConfig,
-                item_codes: Mapping[str, str]) -> tuple[list[LineDocument], list[str]]:
-    """Every priced product of every bundle, in the quote's order, plus shipping as a line of its own.
-    Returns the lines and warnings (products not in Xero's catalogue)."""
-    tags = []
+                item_codes: Mapping[str, str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every priced product of every bundle, in the quote's order, plus shipping as a line of its
+    own, as ``LineDocument`` fields (validated with the whole document, in one pass). Returns the
+    lines and warnings (products not in Xero's catalogue)."""
     extra = quote.model_extra or {}
+    tags = []
     for field in config.invoices.tracking:
         option = clean(extra.get(field.crm_field), 100)
         if option:
-            tags.append(TrackingTag(category=field.category, option=option))
-    lines: list[LineDocument] = []
+            tags.append({"category": field.category, "option": option})
+    lines: list[dict[str, Any]] = []
     warnings: list[str] = []
+    taxes: dict[str | None, tuple[str | None, Decimal]] = {}
     for bundle in sorted(bundles, key=_position):
         for product in sorted(bundle.get("products") or [], key=_position):
             if product.get("_module") not in (None, "Products"):
@@ -127,7 +126,10 @@ def quote_lines(quote: SugarQuote, bundles: list[dict[str, Any]], config: Mappin
             if quantity <= 0:
                 raise DocumentRefused(f"the quote line {product.get('name')!r} has quantity {quantity}; Xero needs "
                                       "a positive quantity")
-            tax_type, rate = _tax_for(product.get("tax_class"), quote, config)
+            tax_class = product.get("tax_class")
+            if tax_class not in taxes:
+                taxes[tax_class] = _tax_for(tax_class, quote, config)
+            tax_type, rate = taxes[tax_class]
             discount = _amount(product.get("discount_amount"), CENT)
             percent = _truthy(product.get("discount_select"))
             template = str(product.get("product_template_id") or "")
@@ -135,19 +137,19 @@ def quote_lines(quote: SugarQuote, bundles: list[dict[str, Any]], config: Mappin
             if template and not code:
                 warnings.append(f"product {product.get('name')!r} is not in Xero's catalogue yet: pushed without "
                                 "an item code")
-            lines.append(LineDocument(
-                crm_id=str(product.get("id")) if product.get("id") else None,
-                description=clean(product.get("name"), 4000), item_code=code, quantity=quantity,
-                unit_amount=_amount(product.get("discount_price"), UNIT),
-                discount_rate=discount if percent and discount else None,
-                discount_amount=discount if not percent and discount else None,
-                tax_type=tax_type, tax_class=None, tax_rate=rate, tracking=tags))
+            lines.append({
+                "crm_id": str(product["id"]) if product.get("id") else None,
+                "description": clean(product.get("name"), 4000), "item_code": code, "quantity": quantity,
+                "unit_amount": _amount(product.get("discount_price"), UNIT),
+                "discount_rate": discount if percent and discount else None,
+                "discount_amount": discount if not percent and discount else None,
+                "tax_type": tax_type, "tax_rate": rate, "tracking": tags})
     shipping = quote.shipping or Decimal("0")
     if shipping > 0:
         tax_type, rate = _tax_for(config.invoices.shipping_tax_class, quote, config)
-        lines.append(LineDocument(crm_id="shipping", description=config.invoices.shipping_description,
-                                  unit_amount=_amount(shipping, UNIT), tax_type=tax_type, tax_rate=rate,
-                                  account_code=config.invoices.shipping_account_code, tracking=tags))
+        lines.append({"crm_id": "shipping", "description": config.invoices.shipping_description,
+                      "unit_amount": _amount(shipping, UNIT), "tax_type": tax_type, "tax_rate": rate,
+                      "account_code": config.invoices.shipping_account_code, "tracking": tags})
     return lines, warnings
 
 
@@ -164,30 +166,30 @@ def quote_documents(quote: SugarQuote, bundles: list[dict[str, Any]], config: Ma
     if not lines and not (deleted or intent.cancel_invoice):
         raise DocumentRefused("the quote has no product lines")
     if not lines:  # a cancellation needs no lines, but the document model wants one
-        lines = [LineDocument(description="cancelled", unit_amount=Decimal("0"))]
+        lines = [{"description": "cancelled", "unit_amount": Decimal("0")}]
     number = clean(quote.quote_num)
     po = clean(quote.purchase_order_num)
     reference = " / ".join(part for part in (f"Quote {number}" if number else None,
                                              po) if part) or None
     common: dict[str, Any] = {
         "crm_module": MODULE, "crm_id": quote.id,
-        "contact": ContactRef(crm_module="Accounts", crm_id=quote.billing_account_id),
+        "contact": {"crm_module": "Accounts", "crm_id": quote.billing_account_id},
         "lines": lines, "reference": reference, "currency": _currency(quote, config),
         "payment_terms": clean(quote.payment_terms, 100), "crm_modified": quote.date_modified,
     }
     documents: list[TradeDocument] = []
     try:
         if intent.invoice or intent.cancel_invoice:
-            documents.append(SalesInvoiceDocument(
-                **common, cancelled=intent.cancel_invoice,
-                expected_total=quote.total.quantize(CENT) if quote.total is not None else None,
-                expected_tax=quote.tax.quantize(CENT) if quote.tax is not None else None))
+            documents.append(SalesInvoiceDocument.model_validate({
+                **common, "cancelled": intent.cancel_invoice,
+                "expected_total": quote.total.quantize(CENT) if quote.total is not None else None,
+                "expected_tax": quote.tax.quantize(CENT) if quote.tax is not None else None}))
         if intent.xero_quote_status:
             expiry = clean(quote.date_quote_expected_closed)
-            documents.append(QuoteDocument(
-                **common, quote_status=intent.xero_quote_status, title=clean(quote.name, 100),
-                expiry_date=expiry[:10] if expiry else None, cancelled=intent.xero_quote_status == "DELETED",
-                expected_total=quote.total.quantize(CENT) if quote.total is not None else None))
+            documents.append(QuoteDocument.model_validate({
+                **common, "quote_status": intent.xero_quote_status, "title": clean(quote.name, 100),
+                "expiry_date": expiry[:10] if expiry else None, "cancelled": intent.xero_quote_status == "DELETED",
+                "expected_total": quote.total.quantize(CENT) if quote.total is not None else None}))
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()[:3])
         raise DocumentRefused(f"the quote cannot be mapped: {problems}") from error

@@ -13,8 +13,11 @@ def clean(value: object, limit: int | None = None) -> str | None:
     """
     if value is None:
         return None
-    text = html.unescape(str(value))
-    text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) != "Cc")
+    text = str(value)
+    if "&" in text:
+        text = html.unescape(text)
+    if not text.isprintable():  # the per-character check only for text that has something to drop
+        text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) != "Cc")
     text = text.strip()
     if not text:
         return None

@@ -14,13 +14,31 @@ import datetime as dt
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from shared.models.documents import ContactDocument
 
-UnitAmount = Annotated[Decimal, Field(max_digits=22, decimal_places=4, description="unit price, at most 4 decimals")]
-Quantity = Annotated[Decimal, Field(gt=0, max_digits=18, decimal_places=4, description="at most 4 decimals")]
-Money = Annotated[Decimal, Field(max_digits=20, decimal_places=2, description="an amount to the cent")]
+
+def _places(places: int, *, largest: Decimal = Decimal("1e15")) -> AfterValidator:
+    """At most ``places`` decimals (trailing zeros do not count: Sugar sends "650.000000"), finite
+    and of a size Xero keeps. Checked in Python: pydantic's max_digits/decimal_places cost several
+    times more per field, and documents carry many amounts."""
+    step = Decimal(1).scaleb(-places)
+
+    def check(value: Decimal) -> Decimal:
+        if not value.is_finite() or not -largest < value < largest:
+            raise ValueError("must be a finite number of a size Xero keeps")
+        if value.quantize(step) != value:
+            raise ValueError(f"at most {places} decimal places")
+        return value
+
+    return AfterValidator(check)
+
+
+UnitAmount = Annotated[Decimal, _places(4), Field(description="unit price, at most 4 decimals")]
+Quantity = Annotated[Decimal, Field(gt=0, description="at most 4 decimals"), _places(4)]
+Money = Annotated[Decimal, _places(2), Field(description="an amount to the cent")]
+Percent = Annotated[Decimal, Field(ge=0, le=100), _places(6)]
 CRM_MODULE = r"^[A-Za-z][A-Za-z0-9_]{0,99}$"
 DocumentKind = Literal["sales", "purchase", "quote"]
 SALES_KINDS: frozenset[str] = frozenset({"sales", "quote"})
@@ -45,8 +63,7 @@ class LineDocument(Strict):
                                   description="Xero item Code (the catalogue's code for the product)")
     quantity: Quantity = Decimal("1")
     unit_amount: UnitAmount = Field(description="unit price before discount, at most 4 decimals")
-    discount_rate: Decimal | None = Field(default=None, ge=0, le=100, max_digits=6, decimal_places=2,
-                                          description="percent off the line (sales and quotes only)")
+    discount_rate: Percent | None = Field(default=None, description="percent off the line (sales and quotes only)")
     discount_amount: Money | None = Field(default=None, ge=0,
                                           description="amount off the line total (sales and quotes only)")
     account_code: str | None = Field(default=None, min_length=1, max_length=10,
@@ -55,7 +72,7 @@ class LineDocument(Strict):
     tax_class: str | None = Field(default=None, max_length=50,
                                   description="CRM tax class (Taxable, Non-Taxable): the TaxType comes from "
                                               "the mapping configuration when tax_type is left out")
-    tax_rate: Decimal | None = Field(default=None, ge=0, le=100, max_digits=9, decimal_places=6,
+    tax_rate: Percent | None = Field(default=None,
                                      description="the CRM's tax percent for this line, for the to-the-cent check")
     tracking: list[TrackingTag] = Field(default_factory=list, max_length=2)
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import date
 from decimal import Decimal
@@ -208,7 +208,7 @@ def encode_json(body: Any) -> bytes:
 
     Decimals first become marked strings, then the marks are replaced by the bare number; the
     mark holds a fresh random nonce, so no text a user typed can be mistaken for one."""
-    nonce = uuid.uuid4().hex
+    nonce = secrets.token_hex(16)
 
     def default(value: Any) -> Any:
         if isinstance(value, Decimal):
@@ -218,8 +218,12 @@ def encode_json(body: Any) -> bytes:
         raise TypeError(f"cannot send {type(value).__name__} to Xero as JSON")
 
     text = json.dumps(body, default=default, allow_nan=False)  # as requests' json= writes it
-    text = re.sub(f'"{nonce}(-?[0-9]+(?:\\.[0-9]+)?)"', r"\1", text)
+    text = _MARKED_NUMBER.sub(lambda m: m.group(2) if m.group(1) == nonce else m.group(0), text)
     return text.encode("utf-8")
+
+
+# One compiled pattern for every call (a pattern holding the nonce would be compiled per body).
+_MARKED_NUMBER = re.compile(r'"([0-9a-f]{32})(-?[0-9]+(?:\.[0-9]+)?)"')
 
 
 def _error_text(response: requests.Response) -> str:
