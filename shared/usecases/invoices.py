@@ -365,6 +365,11 @@ def _decide(run: _Run, records: list[_Record], *, tax_rates: MappingOf[str, Deci
                 record.action = action
                 status = "DELETED" if action == "delete" else "VOIDED"
                 record.body = {ID_FIELDS[record.resource]: record.state.xero_id, "Status": status}
+                if record.resource != "Invoices":  # Xero wants the contact and date on quote and order updates
+                    if record.state.contact_id:
+                        record.body["Contact"] = {"ContactID": record.state.contact_id}
+                    if record.state.date:
+                        record.body["Date"] = record.state.date.isoformat()
                 to_send.append(record)
             continue
         assert record.contact_id is not None
