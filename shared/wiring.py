@@ -144,3 +144,68 @@ def reset() -> None:
     for factory in (_boto3, job_store, _sqs, contact_queue, invoice_queue, webhook_queue, http_session, xero_tokens,
                     xero_client, sugar_client, rate_gate, oauth_states, webhook_events):
         getattr(factory, "cache_clear", lambda: None)()  # a test may have replaced the factory
+    getattr(xero_client_for, "cache_clear", lambda: None)()
+    for name in ("reconcile_state", "reconcile_queue"):  # defined below
+        getattr(globals().get(name), "cache_clear", lambda: None)()
+
+
+@cache
+def xero_client_for(tenant_id: str) -> XeroClient:
+    """A Xero client for one organisation (webhook events name theirs): the connection's token
+    set and the shared rate gate, with that organisation's ``xero-tenant-id``."""
+    return XeroClient(settings().xero_api_base_url, tenant_id, xero_tokens(), session=http_session(),
+                      gate=rate_gate())
+
+
+# ---- reconciliation (functions/reconcile) ------------------------------------------------------
+@cache
+def reconcile_state():
+    """Watermarks, the last pass's report, the cached organisation metadata, the audit cursor."""
+    from shared.state.watermarks import ReconcileStateTable
+
+    return ReconcileStateTable(settings().sync_table, resource=_boto3().resource("dynamodb"))
+
+
+@cache
+def reconcile_queue() -> SqsQueue:
+    """Per-organisation fan-out of a scheduled pass (infra/template.yaml ReconcileQueue)."""
+    return _queue(settings().reconcile_queue_url, "RECONCILE_QUEUE_URL")
+
+
+# ---- billing rules (payment_webhook and reconcile) ----------------------------------------------
+def billing_ledger():
+    from shared.billing.ledger import BillingLedger
+
+    return BillingLedger(settings().sync_table, resource=_boto3().resource("dynamodb"))
+
+
+def billing_rules(tenant_id: str):
+    """The billing rules (``shared.usecases.billing``) for one organisation's document changes, as
+    an ``on_changes`` callable; None when it has no rules. A change whose rules failed in a way
+    worth retrying is raised back (``ChangesFailed``): its state is then not stored, and the same
+    news is applied again. The webhook worker and the reconciliation both use this one."""
+    from datetime import UTC, datetime
+
+    from shared.billing.rules import rules_file
+    from shared.observability import logger, metrics
+    from shared.usecases import billing, xero_updates
+
+    rules = rules_file()
+    if not rules.for_tenant(tenant_id):
+        return None
+    if not settings().sugar_base_url:
+        logger.warning("billing rules are configured but SUGAR_BASE_URL is not: they are not run")
+        return None
+    crm = sugar_client()
+    accept_purchase = billing.purchase_acceptor(jobs=job_store(), queue=invoice_queue(),
+                                                status_base_url=settings().public_base_url)
+    ledger = billing_ledger()
+
+    def on_changes(changes):
+        report = billing.run_billing_rules(changes, rules=rules, crm=crm, accept_purchase=accept_purchase,
+                                           ledger=ledger, today=datetime.now(UTC).date())
+        metrics.add_metric(name="BillingRulesFailed", unit="Count", value=len(report.failed))
+        if report.retry:
+            raise xero_updates.ChangesFailed(f"billing rules to retry for {len(report.retry)} documents",
+                                             report.retry)
+    return on_changes

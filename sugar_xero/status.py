@@ -35,7 +35,8 @@ DESCRIPTION = """\
 Show the connector's health: each Xero (and Sugar) connection, jobs by state with the latest
 failures and their errors, the depth of every work queue and its dead-letter queue, and each
 Xero organisation's rate-limit headroom (calls this minute / 60, today / the day limit, in
-flight / 5, and any block after a 429). Tokens and secrets are never shown.
+flight / 5, and any block after a 429), and each organisation's last reconcile: what it
+repaired and the drift it found. Tokens and secrets are never shown.
 
 Which stack: --stack NAME reads a deployed stack's outputs with the usual AWS settings;
 otherwise the running local stack (its state file); otherwise the environment variables the
@@ -45,7 +46,9 @@ RECONCILE_...).
 Exit status, for scripts that alert:
   0  healthy
   1  a problem: a connection is disconnected (fix: run `sugar-xero connect`), a Sugar login
-     is refused, a dead-letter queue holds messages, or a queue could not be read
+     is refused, a dead-letter queue holds messages, a queue could not be read, the last
+     reconcile had errors or is over 2 hours old, or the mapping names an account code, tax
+     type or tracking category the Xero organisation lacks
   2  no stack found, or its sync table could not be read
 """
 
@@ -209,6 +212,7 @@ class SqsDepthProbe:
 def report_for(target: StackTarget, *, failures: int = 10, session: Any = None,
                clock: Callable[[], float] = time.time) -> StatusReport:
     from shared.state.dynamo import SyncStateTable
+    from shared.state.watermarks import ReconcileStateTable
     from shared.xero.limits import SharedRateGate
 
     session = session or _session(target)
@@ -218,7 +222,7 @@ def report_for(target: StackTarget, *, failures: int = 10, session: Any = None,
     gate = SharedRateGate(resource.Table(target.sync_table), day_limit=target.day_limit, clock=clock)
     return gather(store=store, probe=SqsDepthProbe(session.client("sqs", **endpoint)), limits=gate,
                   queues=target.queues, configured_tenants=target.tenant_ids, recent_failures=failures,
-                  clock=clock)
+                  clock=clock, reconcile=ReconcileStateTable(target.sync_table, resource=resource))
 
 
 # ---- output --------------------------------------------------------------------------------------
@@ -301,6 +305,9 @@ def render(report: StatusReport, target: StackTarget) -> str:
     if not report.rate_limits:
         lines.append("  no organisation recorded yet")
 
+    lines += ["", "Last reconcile per organisation"]
+    lines += render_reconciles(report.reconciles)
+
     lines.append("")
     if report.healthy:
         lines.append("Healthy.")
@@ -308,6 +315,40 @@ def render(report: StatusReport, target: StackTarget) -> str:
         lines.append(f"{len(report.problems)} problem(s):")
         lines += [f"  - {p}" for p in report.problems]
     return "\n".join(lines)
+
+
+def _counts(values: dict[str, int]) -> str:
+    return ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in values.items() if n) or "none"
+
+
+def render_reconciles(rows: list[dict[str, Any]]) -> list[str]:
+    """The "last reconcile" section: one row per organisation, then its drift samples and errors."""
+    if not rows:
+        return ["  no organisation recorded yet"]
+    table, details = [], []
+    for row in rows:
+        if row.get("error"):
+            table.append([row["tenant_id"], "could not read", "-", "-", "-", "-"])
+            continue
+        if row.get("never"):
+            table.append([row["tenant_id"], "never", "-", "-", "-", "-"])
+            continue
+        table.append([row["tenant_id"], str(row.get("finished") or "-"), "yes" if row.get("complete") else "NO",
+                      str(row.get("repaired_total", 0)), str(row.get("drift_total", 0)),
+                      str(len(row.get("errors") or []))])
+        if row.get("repaired"):
+            details.append(f"  {row['tenant_id']} repaired: {_counts(row['repaired'])}")
+        if row.get("drift"):
+            details.append(f"  {row['tenant_id']} drift: {_counts(row['drift'])}")
+            for kind, samples in (row.get("drift_samples") or {}).items():
+                if samples:
+                    details.append(f"    {kind.replace('_', ' ')}: {', '.join(samples[:5])}"
+                                   + (" ..." if len(samples) > 5 else ""))
+        for error in (row.get("errors") or [])[:3]:
+            details.append(f"  {row['tenant_id']} error: {_clip(error, 150)}")
+        for problem in (row.get("config_problems") or [])[:5]:
+            details.append(f"  {row['tenant_id']} mapping: {_clip(problem, 150)}")
+    return _table(["TENANT", "FINISHED", "COMPLETE", "REPAIRED", "DRIFT", "ERRORS"], table) + details
 
 
 def run(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 JOB_STATES = ("queued", "in_progress", "succeeded", "failed", "ignored")
 RECENT_FAILURES = 10
+RECONCILE_STALE_SECONDS = 2 * 3600  # the schedule runs every 15 minutes
 SUGAR_CONNECTION_PREFIX = "sugar:"  # shared.sugar.token_cache.sugar_connection_id
 CONNECT_FIX = "run `sugar-xero connect`"
 
@@ -42,6 +43,11 @@ class HeadroomReader(Protocol):
     def headroom(self, tenant_id: str) -> dict[str, Any]: ...
 
 
+class ReconcileReader(Protocol):
+    def last_reconciles(self, tenant_ids: Iterable[str]) -> dict[str, dict[str, Any] | None]:
+        """The last reconcile pass's report per tenant (``shared.usecases.reconcile``), None if none."""
+
+
 @dataclass(frozen=True)
 class QueueSpec:
     """A work queue and its dead-letter queue; either URL may be unknown."""
@@ -58,6 +64,7 @@ class StatusReport:
     recent_failures: list[dict[str, Any]] = field(default_factory=list)
     queues: list[dict[str, Any]] = field(default_factory=list)
     rate_limits: list[dict[str, Any]] = field(default_factory=list)
+    reconciles: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -67,12 +74,13 @@ class StatusReport:
     def as_dict(self) -> dict[str, Any]:
         return {"healthy": self.healthy, "problems": list(self.problems), "connections": self.connections,
                 "jobs": self.jobs, "recent_failures": self.recent_failures, "queues": self.queues,
-                "rate_limits": self.rate_limits}
+                "rate_limits": self.rate_limits, "reconcile": self.reconciles}
 
 
 def gather(*, store: StatusStore, probe: QueueProbe | None, limits: HeadroomReader | None,
            queues: Sequence[QueueSpec] = (), configured_tenants: Iterable[str] = (),
-           recent_failures: int = RECENT_FAILURES, clock: Callable[[], float] = time.time) -> StatusReport:
+           recent_failures: int = RECENT_FAILURES, clock: Callable[[], float] = time.time,
+           reconcile: ReconcileReader | None = None) -> StatusReport:
     """The whole report. A failing scan of the sync table raises (nothing else can be said);
     a queue or a rate-limit read that fails is reported as a problem in its own row."""
     now = clock()
@@ -104,6 +112,8 @@ def gather(*, store: StatusStore, probe: QueueProbe | None, limits: HeadroomRead
     tenants = _tenants(report.connections, configured_tenants)
     for tenant_id in tenants:
         report.rate_limits.append(_headroom_row(tenant_id, limits, report.problems))
+    if reconcile is not None and tenants:
+        report.reconciles = _reconcile_rows(tenants, reconcile, now, report.problems)
     return report
 
 
@@ -226,6 +236,50 @@ def _headroom_row(tenant_id: str, limits: HeadroomReader | None, problems: list[
     until = row.get("blocked_until")
     row["blocked_until_iso"] = _iso(float(until)) if until else None
     return row
+
+
+# ---- reconciliation --------------------------------------------------------------------------
+def _reconcile_rows(tenants: list[str], reader: ReconcileReader, now: float,
+                    problems: list[str]) -> list[dict[str, Any]]:
+    """The last pass per organisation: when, what it repaired, the drift it found (with sample
+    records), its errors, and the mapping settings the organisation lacks."""
+    try:
+        found = reader.last_reconciles(tenants)
+    except Exception as error:
+        problems.append(f"could not read the last reconcile passes: {type(error).__name__}")
+        return [{"tenant_id": t, "error": f"{type(error).__name__}: {redact(str(error))[:200]}"} for t in tenants]
+    rows = []
+    for tenant_id in tenants:
+        last = found.get(tenant_id)
+        if not last:
+            rows.append({"tenant_id": tenant_id, "never": True})
+            continue
+        finished = str(last.get("finished") or last.get("started") or "")
+        try:
+            age = now - datetime.fromisoformat(finished).timestamp()
+        except ValueError:
+            age = None
+        errors = [redact(str(e)) for e in last.get("errors") or []]
+        config_problems = [str(p) for p in (last.get("metadata") or {}).get("problems") or []]
+        drift = {k: int(v) for k, v in (last.get("drift") or {}).items() if v}
+        repaired = {k: int(v) for k, v in (last.get("repaired") or {}).items() if v}
+        rows.append({"tenant_id": tenant_id, "never": False, "started": last.get("started"), "finished": finished,
+                     "age_seconds": int(age) if age is not None else None, "complete": bool(last.get("complete")),
+                     "repaired": repaired, "repaired_total": sum(repaired.values()), "drift": drift,
+                     "drift_total": sum(drift.values()), "drift_samples": last.get("drift_samples") or {},
+                     "errors": errors, "notes": list(last.get("notes") or []), "config_problems": config_problems,
+                     "xero_calls": last.get("xero_calls")})
+        if errors:
+            problems.append(f"the last reconcile of tenant {tenant_id} ({finished}) had {len(errors)} error(s), "
+                            f"first: {errors[0][:200]}")
+        if config_problems:
+            problems.append(f"the mapping names settings tenant {tenant_id}'s Xero organisation lacks (every "
+                            f"document using them will fail): {'; '.join(config_problems[:3])}"
+                            + (f"; and {len(config_problems) - 3} more" if len(config_problems) > 3 else ""))
+        if age is not None and age > RECONCILE_STALE_SECONDS:
+            problems.append(f"no reconcile of tenant {tenant_id} since {finished}: is the schedule (ReconcileSchedule) "
+                            "enabled and the ReconcileFunction healthy?")
+    return rows
 
 
 # ---- small helpers ---------------------------------------------------------------------------
