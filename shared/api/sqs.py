@@ -26,6 +26,19 @@ def is_sqs_event(event: dict[str, Any]) -> bool:
     return bool(records) and records[0].get("eventSource") == "aws:sqs"
 
 
+def _job_reference(item: WorkItem) -> dict[str, Any]:
+    """job id, kind and the CRM record a queued document is about, where it says."""
+    document = item.document
+    record = document.get("quote") if isinstance(document.get("quote"), dict) else document
+    reference = {"job_id": item.job_id, "kind": item.kind}
+    crm_id = record.get("crm_id") or (record.get("id") if record is not document else None)
+    if crm_id:
+        reference["crm_id"] = str(crm_id)
+    if record.get("crm_module"):
+        reference["crm_module"] = str(record["crm_module"])
+    return reference
+
+
 def run_batch(event: dict[str, Any], context: Any, work: Callable[[list[WorkItem]], BatchResult],
               *, defer: Callable[[str, int], None] | None = None) -> dict[str, Any]:
     items: list[WorkItem] = []
@@ -39,6 +52,9 @@ def run_batch(event: dict[str, Any], context: Any, work: Callable[[list[WorkItem
             # Never silently dropped: it fails until the queue's redrive moves it to the DLQ.
             logger.error("unreadable queue message", extra={"message_id": record.get("messageId")})
             unreadable.add(record["messageId"])
+    if items:
+        # One line per batch: which jobs, for which CRM records ("job finished" adds the Xero ids).
+        logger.info("batch received", extra={"jobs": [_job_reference(item) for item in items]})
     try:
         result = work(items) if items else BatchResult()
     except ConnectionNotReady as error:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.errors import ConnectionNotReady
+from shared.observability import logger
 from shared.ports import JobStore
 from shared.usecases.accept import canonical_json
 
@@ -42,6 +43,10 @@ def content_hash(body: Any) -> str:
 def finish(jobs: JobStore, job_id: str, status: str, *, xero: dict[str, Any] | None = None,
            error: str | None = None, warnings: list[str] | None = None) -> None:
     jobs.update_job(job_id, status=status, xero=xero or {}, error=error, warnings=warnings or [])
+    # With "batch received" (shared/api/sqs.py, job id → CRM id) this ties a job to its Xero ids.
+    # Job errors are the connector's own messages about records; they never hold credentials.
+    (logger.warning if status == "failed" else logger.info)(
+        "job finished", extra={"job_id": job_id, "status": status, "xero": xero or {}, "error": error})
 
 
 # A Xero connection that is not usable (never onboarded, or refused with invalid_grant) waits for

@@ -36,6 +36,9 @@ _NOT_QUEUE_ATTRIBUTES = {
 }
 # Variables a local run takes from the stack it starts, whatever the template or the shell say.
 _LOCAL_ONLY = {"SECRETS_ARN"}
+# Local only, for tests and the demo: every queue's RedrivePolicy maxReceiveCount becomes this, so
+# that failing work reaches its dead-letter queue in seconds instead of after the template's count.
+MAX_RECEIVE_COUNT_VARIABLE = "SUGAR_XERO_LOCAL_MAX_RECEIVE_COUNT"
 
 
 @dataclass
@@ -74,8 +77,12 @@ def _attribute_value(value: Any) -> str:
     return str(value)
 
 
-def _create_queue(sqs: Any, logical_id: str, props: dict[str, Any], aws: LocalAws) -> None:
+def _create_queue(sqs: Any, logical_id: str, props: dict[str, Any], aws: LocalAws,
+                  max_receive_count: int | None = None) -> None:
     name = props.get("QueueName") or _physical_name(logical_id)
+    policy = props.get("RedrivePolicy")
+    if max_receive_count and isinstance(policy, dict):
+        props = {**props, "RedrivePolicy": {**policy, "maxReceiveCount": max_receive_count}}
     if props.get("FifoQueue") and not name.endswith(".fifo"):
         name += ".fifo"
     attributes = {k: _attribute_value(v) for k, v in props.items() if k not in _NOT_QUEUE_ATTRIBUTES}
@@ -154,7 +161,8 @@ def create_resources(
         "secretsmanager": _client("secretsmanager", endpoint_url, region),
     }
     creators = {
-        _QUEUE_TYPE: lambda lid, props: _create_queue(clients["sqs"], lid, props, aws),
+        _QUEUE_TYPE: lambda lid, props: _create_queue(clients["sqs"], lid, props, aws,
+                                                      _max_receive_count(environ)),
         _TABLE_TYPE: lambda lid, props: _create_table(clients["dynamodb"], lid, props, aws),
         _SECRET_TYPE: lambda lid, props: _create_secret(clients["secretsmanager"], lid, props, aws, environ),
     }
@@ -178,6 +186,15 @@ def create_resources(
                 "cannot create locally: " + "; ".join(f"{k}: {v}" for k, v in problems.items())
             )
     return aws
+
+
+def _max_receive_count(environ: dict[str, str]) -> int | None:
+    text = environ.get(MAX_RECEIVE_COUNT_VARIABLE, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise TemplateError(f"{MAX_RECEIVE_COUNT_VARIABLE} must be a whole number from 1 to 1000, not {text!r}")
+    return int(text)
 
 
 def _included(resolver: Resolver, resource: dict[str, Any]) -> bool:

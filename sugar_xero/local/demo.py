@@ -1,12 +1,25 @@
 """``sugar-xero demo``: sample Sugar callouts through a running local stack, then what landed in
-Xero (the emulator) and what the CRM (the Sugar double) holds for those records."""
+Xero (the emulator) and what the CRM (the Sugar double) holds for those records.
+
+Then one failure, on purpose: through the Xero emulator's fault controls (``/_emulator/faults``)
+every attempt of one more contact job is answered 503, so its message uses up its deliveries and
+lands in the dead-letter queue. ``sugar-xero status`` shows it and ``sugar-xero replay`` clears it.
+The fault is a fixed number of forced answers (``next``), just enough for that job's deliveries,
+so it lifts itself even if the demo stops waiting; the demo also lifts it once the job is
+dead-lettered. With the template's maxReceiveCount that takes a couple of minutes: start the stack
+with ``SUGAR_XERO_LOCAL_MAX_RECEIVE_COUNT=1`` (or 2) to see it in seconds.
+"""
 
 from __future__ import annotations
 
+import copy
+import inspect
+import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -18,6 +31,9 @@ from sugar_xero.local.samples import demo_callouts
 from sugar_xero.local.state_file import find_state_file, read_state_file
 
 DEFAULT_WAIT_SECONDS = 30.0
+FAULT_PATH = "/api.xro/2.0/Contacts"
+FAULT_STATUS = "503"
+CONTACT_QUEUE = "ContactSyncQueue"  # the template's logical id of the contact work queue
 
 
 class DemoError(Exception):
@@ -29,6 +45,8 @@ class DemoTargets:
     api_url: str
     xero_url: str | None
     sugar_url: str | None
+    state: dict[str, Any] = field(default_factory=dict)  # the running stack's state file, if found
+    state_file: Path | None = None
 
 
 def targets(url: str | None, state_file: Path | None) -> DemoTargets:
@@ -36,13 +54,14 @@ def targets(url: str | None, state_file: Path | None) -> DemoTargets:
     state = read_state_file(path)
     if url:
         urls = (state or {}).get("urls", {})
-        return DemoTargets(url.rstrip("/"), urls.get("xero"), urls.get("sugar"))
+        return DemoTargets(url.rstrip("/"), urls.get("xero"), urls.get("sugar"), state or {},
+                           path if state else None)
     if not state:
         raise DemoError(
             f"no running local stack found ({path}); start one with `sugar-xero local`, or pass --url"
         )
     urls = state["urls"]
-    return DemoTargets(urls["gateway"], urls.get("xero"), urls.get("sugar"))
+    return DemoTargets(urls["gateway"], urls.get("xero"), urls.get("sugar"), state, path)
 
 
 def _wait_for_job(
@@ -119,7 +138,128 @@ def run_demo(
     xero_ids = {str(v) for job in jobs for k, v in (job.get("xero") or {}).items() if k.endswith("_id")}
     _print_xero(session, where.xero_url, crm_ids, xero_ids, out)
     _print_sugar(session, where.sugar_url, crm_ids, out)
+    if accepted and not failed:
+        # Only once the samples landed: the failing job updates a contact that exists.
+        inject_failure(session, where, accepted[0][1], token, wait_seconds, out)
     return 1 if failed else 0
+
+
+# ---- one failure, on purpose ---------------------------------------------------------------------
+def _sqs(state: dict[str, Any]) -> Any:
+    import boto3
+
+    from sugar_xero.local.aws_resources import DEFAULT_REGION, FAKE_CREDENTIALS
+
+    session = boto3.session.Session(aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                                    aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                                    aws_session_token=FAKE_CREDENTIALS["AWS_SESSION_TOKEN"],
+                                    region_name=state.get("region") or DEFAULT_REGION)
+    return session.client("sqs", endpoint_url=state["urls"]["moto"])
+
+
+def _xero_attempts_per_delivery() -> int:
+    """How many times the Xero client tries one call before the job goes back to its queue."""
+    from shared.xero.client import XeroClient
+
+    return int(inspect.signature(XeroClient.__init__).parameters["max_attempts"].default)
+
+
+def _changed_account(hook: dict[str, Any]) -> dict[str, Any]:
+    """The sample Account saved again with a new phone number: a change Xero must receive."""
+    changed = copy.deepcopy(hook)
+    data = changed["data"]
+    before = data.get("phone_office") or ""
+    data["phone_office"] = "+00 0000 0503"
+    data["date_modified"] = datetime.now(UTC).isoformat(timespec="seconds")
+    changed["dataChanges"] = {"phone_office": {"field_name": "phone_office", "data_type": "phone",
+                                               "before": before, "after": data["phone_office"]}}
+    changed.pop("isUpdate", None)
+    return changed
+
+
+def _waiting(sqs: Any, url: str) -> int:
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return sum(int(v) for v in attributes.values())
+
+
+def _command(name: str, where: DemoTargets, *extra: str) -> str:
+    words = ["sugar-xero", name, *extra]
+    if where.state_file is not None and where.state_file.resolve() != find_state_file().resolve():
+        words += ["--state-file", str(where.state_file)]
+    return " ".join(words)
+
+
+def inject_failure(session: requests.Session, where: DemoTargets, account_hook: dict[str, Any], token: str,
+                   wait_seconds: float, out: TextIO) -> str | None:
+    """Make one contact job fail every attempt until it is dead-lettered; say how to see and clear
+    it. Returns the job id (None when the stack offers no way to do it)."""
+    queues = where.state.get("queues") or {}
+    if not where.xero_url or CONTACT_QUEUE not in queues or not (where.state.get("urls") or {}).get("moto"):
+        print("\n(No injected failure: the stack's state file does not say where its queues are.)", file=out)
+        return None
+    sqs = _sqs(where.state)
+    queue = queues[CONTACT_QUEUE]
+    policy = json.loads(sqs.get_queue_attributes(QueueUrl=queue["url"], AttributeNames=["RedrivePolicy"])
+                        ["Attributes"].get("RedrivePolicy") or "{}")
+    dlq_url = next((q["url"] for q in queues.values() if q.get("arn") == policy.get("deadLetterTargetArn")), None)
+    deliveries = int(policy.get("maxReceiveCount") or 0)
+    if not dlq_url or not deliveries:
+        print("\n(No injected failure: the contact queue has no dead-letter queue.)", file=out)
+        return None
+
+    # Exactly as many forced answers as the job's attempts: the fault then lifts itself.
+    answers = deliveries * _xero_attempts_per_delivery()
+    faults = {"next": [FAULT_STATUS] * answers, "path_contains": FAULT_PATH}
+    answer = session.post(f"{where.xero_url}/_emulator/faults", json=faults, timeout=10)
+    if answer.status_code != 200:
+        print(f"\n(No injected failure: the Xero emulator refused the fault: HTTP {answer.status_code})", file=out)
+        return None
+    hook = _changed_account(account_hook)
+    crm = f"{hook['data'].get('_module', 'Accounts')}/{hook['data']['id']}"
+    print(f"\nInjecting one failure: the Xero emulator answers {FAULT_STATUS} to the next {answers} calls to "
+          f"{FAULT_PATH} ({deliveries} deliveries x {answers // deliveries} attempts), while {crm} is saved "
+          "again with a new phone number.", file=out)
+    sent = session.post(f"{where.api_url}/crm/contacts", params={"token": token}, json=hook, timeout=10)
+    if sent.status_code != 202:
+        print(f"  the callout was refused: HTTP {sent.status_code} {sent.text[:200]}", file=out)
+        _lift(session, where.xero_url)
+        return None
+    job_id = sent.json()["job_id"]
+    print(f"  job {job_id}: waiting for it to use its {deliveries} deliveries and reach the dead-letter queue",
+          file=out, flush=True)
+
+    deadline = time.monotonic() + wait_seconds
+    dead_lettered = False
+    job: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        dead_lettered = _waiting(sqs, dlq_url) > 0
+        job = session.get(f"{where.api_url}/jobs/{job_id}", params={"token": token}, timeout=10).json()
+        if dead_lettered or job.get("status") in TERMINAL_STATUSES:
+            break
+        time.sleep(0.5)
+    status_command, replay_command = _command("status", where), _command("replay", where, "--all")
+    if dead_lettered:
+        _lift(session, where.xero_url)
+        print(f"  it is in the contact dead-letter queue (job status {job.get('status')!r}, last error: "
+              f"{job.get('error')!r}); the fault is lifted now.", file=out)
+    elif job.get("status") in TERMINAL_STATUSES:
+        _lift(session, where.xero_url)
+        print(f"  the job ended {job.get('status')!r} before it was dead-lettered; nothing to replay.", file=out)
+        return job_id
+    else:
+        print(f"  still being retried after {wait_seconds:.0f} s (job status {job.get('status')!r}); it reaches the "
+              f"dead-letter queue after its {deliveries} deliveries, and the fault lifts itself with its last "
+              "attempt. SUGAR_XERO_LOCAL_MAX_RECEIVE_COUNT=1 when starting the stack makes that seconds.", file=out)
+    print(f"  See it:   {status_command}   (the contact dead-letter queue holds 1 message: a problem)", file=out)
+    print(f"  Clear it: {replay_command}   (the job runs again and updates the one Xero contact; "
+          "nothing is duplicated)", file=out)
+    return job_id
+
+
+def _lift(session: requests.Session, xero_url: str) -> None:
+    session.post(f"{xero_url}/_emulator/faults", json={}, timeout=10)
 
 
 def _print_xero(

@@ -260,13 +260,16 @@ def test_environment_names_are_those_the_code_reads(template):
 
 
 @pytest.mark.parametrize("logical_id", sorted(QUEUES))
-def test_function_reads_its_queue_in_batches_of_50_with_partial_failures(template, resources, logical_id):
+def test_function_reads_its_queue_in_batches_with_partial_failures(template, resources, logical_id):
     queue_id, dlq_id = QUEUES[logical_id]
     [work] = [e["Properties"] for e in resources[logical_id]["Properties"]["Events"].values()
               if e["Type"] == "SQS"]
     assert work["Queue"] == {"Fn::GetAtt": [queue_id, "Arn"]}
-    assert work["BatchSize"] == 50
-    assert 0 < work["MaximumBatchingWindowInSeconds"] <= 300
+    if logical_id == "ReconcileFunction":  # a message is one organisation's whole pass
+        assert work["BatchSize"] == 1 and "MaximumBatchingWindowInSeconds" not in work
+    else:
+        assert work["BatchSize"] == 50
+        assert 0 < work["MaximumBatchingWindowInSeconds"] <= 300
     assert work["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
 
     queue = resources[queue_id]["Properties"]
@@ -384,3 +387,138 @@ def test_outputs_give_the_urls_an_operator_registers(template):
     for name in ("SyncTableName", "IdempotencyTableName", "ContactSyncQueueUrl", "InvoicePushQueueUrl",
                  "PaymentWebhookQueueUrl", "ReconcileQueueUrl", "ConnectorSecretArn"):
         assert name in outputs
+
+
+# ------------------------------------------------------------------ observability
+
+
+def _alarms(resources: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {k: r["Properties"] for k, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+
+
+def _dashboard(resources: dict[str, Any]) -> dict[str, Any]:
+    """The dashboard body as CloudFormation would render it, ``${...}`` replaced by placeholders."""
+    [dashboard] = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::CloudWatch::Dashboard"]
+    body = dashboard["DashboardBody"]["Fn::Sub"]
+    assert isinstance(body, str)
+    references = set(re.findall(r"\$\{([^}]+)\}", body))
+    for reference in references:  # each names a resource, a resource attribute or a parameter
+        name = reference.split(".", 1)[0]
+        assert name in resources or name.startswith("AWS::") or name in {"StageName"}, reference
+    return json.loads(re.sub(r"\$\{([^}]+)\}", r"<\1>", body))
+
+
+def _dashboard_metrics(body: dict[str, Any]) -> list[list[Any]]:
+    return [m for w in body["widgets"] if w["type"] == "metric" for m in w["properties"]["metrics"]]
+
+
+def test_metric_namespace_is_one_everywhere(template):
+    from shared.observability import METRICS_NAMESPACE
+
+    assert template["Globals"]["Function"]["Environment"]["Variables"]["POWERTOOLS_METRICS_NAMESPACE"] \
+        == METRICS_NAMESPACE
+
+
+def test_the_dashboard_shows_every_connector_metric_queue_dlq_function_and_the_api(resources):
+    from shared.observability import METRICS_NAMESPACE, SERVICE, MetricNames
+
+    metrics = _dashboard_metrics(_dashboard(resources))
+    own = {m[1] for m in metrics if m[0] == METRICS_NAMESPACE}
+    names = {v for k, v in vars(MetricNames).items() if k.isupper()}
+    assert names <= own, f"not on the dashboard: {names - own}"
+    for m in metrics:
+        if m[0] == METRICS_NAMESPACE:  # Powertools' one default dimension, as the functions emit it
+            assert m[2:4] == ["service", SERVICE], m
+    depths = {m[3] for m in metrics if m[:2] == ["AWS/SQS", "ApproximateNumberOfMessagesVisible"]}
+    for queue_id, dlq_id in QUEUES.values():
+        assert {f"<{queue_id}.QueueName>", f"<{dlq_id}.QueueName>"} <= depths
+    for logical_id in FUNCTIONS.values():
+        for name in ("Errors", "Duration"):
+            assert ["AWS/Lambda", name, "FunctionName", f"<{logical_id}>"] in [m[:4] for m in metrics], \
+                (name, logical_id)
+    api = {m[1] for m in metrics if m[0] == "AWS/ApiGateway" and m[2:6] == ["ApiName", "<AWS::StackName>",
+                                                                          "Stage", "<StageName>"]}
+    assert {"4XXError", "5XXError"} <= api
+
+
+def test_the_metrics_the_code_emits_today_are_spelled_as_the_dashboard_reads_them():
+    from shared.observability import MetricNames
+
+    emitted = set()
+    for folder in ("shared", "functions"):
+        for path in (REPO / folder).rglob("*.py"):
+            text = path.read_text()
+            emitted |= set(re.findall(r"add_metric\(\s*name=\"(\w+)\"", text))
+            emitted |= {getattr(MetricNames, n) for n in re.findall(r"name=MetricNames\.(\w+)", text)}
+    # Emitted before the dashboard existed: a rename on either side breaks the dashboard silently.
+    assert {MetricNames.TOKEN_REFRESHES, MetricNames.CONNECTION_DISCONNECTED, MetricNames.CALLOUTS_ACCEPTED,
+            MetricNames.WEBHOOK_EVENTS_QUEUED, MetricNames.WEBHOOK_SIGNATURE_REJECTED,
+            MetricNames.BATCHES_DEFERRED_NO_CONNECTION} <= emitted
+
+
+def _notifies_the_optional_topic(alarm: dict[str, Any]) -> bool:
+    action = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+    return alarm.get("AlarmActions") == action and alarm.get("OKActions") == action
+
+
+def test_every_alarm_notifies_the_optional_sns_topic(template, resources):
+    assert template["Parameters"]["AlarmTopicArn"]["Default"] == ""
+    assert template["Conditions"]["HasAlarmTopic"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]}
+    alarms = _alarms(resources)
+    assert len(alarms) >= 11
+    assert [k for k, a in alarms.items() if not _notifies_the_optional_topic(a)] == []
+
+
+@pytest.mark.parametrize("logical_id", sorted(QUEUES))
+def test_each_function_has_an_error_rate_alarm(resources, logical_id):
+    found = []
+    for alarm in _alarms(resources).values():
+        queries = {q["Id"]: q for q in alarm.get("Metrics", [])}
+        stats = [q["MetricStat"]["Metric"] for q in queries.values() if "MetricStat" in q]
+        if {"Namespace": "AWS/Lambda", "MetricName": "Errors",
+                "Dimensions": [{"Name": "FunctionName", "Value": {"Ref": logical_id}}]} in stats and \
+                {"Namespace": "AWS/Lambda", "MetricName": "Invocations",
+                 "Dimensions": [{"Name": "FunctionName", "Value": {"Ref": logical_id}}]} in stats:
+            [expression] = [q["Expression"] for q in queries.values() if q.get("ReturnData")]
+            found.append((expression, alarm))
+    assert len(found) == 1
+    expression, alarm = found[0]
+    assert re.fullmatch(r"100 \* FILL\(errors, 0\) / MAX\(\[FILL\(invocations, 0\), 1\]\)", expression)
+    assert alarm["Threshold"] == {"Ref": "FunctionErrorRatePercent"}
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+
+
+def test_a_disconnected_organisation_raises_an_alarm(resources):
+    from shared.observability import METRICS_NAMESPACE, SERVICE, MetricNames
+
+    matching = [a for a in _alarms(resources).values()
+                if a.get("MetricName") == MetricNames.CONNECTION_DISCONNECTED]
+    assert len(matching) == 1
+    [alarm] = matching
+    assert alarm["Namespace"] == METRICS_NAMESPACE
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": SERVICE}]
+    assert alarm["Threshold"] == 1 and alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert alarm["Statistic"] == "Sum"
+
+
+def test_a_failed_reconcile_raises_an_alarm(resources):
+    from shared.observability import METRICS_NAMESPACE, SERVICE, MetricNames
+
+    matching = []
+    for alarm in _alarms(resources).values():
+        stats = [q["MetricStat"]["Metric"] for q in alarm.get("Metrics", []) if "MetricStat" in q]
+        if any(s["MetricName"] == MetricNames.RECONCILE_FAILED for s in stats):
+            matching.append((alarm, stats))
+    assert len(matching) == 1
+    alarm, stats = matching[0]
+    assert {"Namespace": METRICS_NAMESPACE, "MetricName": MetricNames.RECONCILE_FAILED,
+            "Dimensions": [{"Name": "service", "Value": SERVICE}]} in stats
+    assert {"Namespace": "AWS/Lambda", "MetricName": "Errors",
+            "Dimensions": [{"Name": "FunctionName", "Value": {"Ref": "ReconcileFunction"}}]} in stats
+    [returned] = [q for q in alarm["Metrics"] if q.get("ReturnData")]
+    assert returned["Expression"] == "FILL(reported, 0) + FILL(errors, 0)"
+    assert alarm["Threshold"] == 1 and alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+
+
+def test_the_dashboard_url_is_an_output(template):
+    assert "${ConnectorDashboard}" in template["Outputs"]["DashboardUrl"]["Value"]["Fn::Sub"]
