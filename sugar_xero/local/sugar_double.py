@@ -4,19 +4,35 @@ It keeps what the connector relies on (``reference/sugarcrm.md``): OAuth2 passwo
 grants with one live token per user and platform, ``OAuth-Token`` on every call, records by
 module, filter with paging, links, bulk, ``date_modified`` set on each write. Control endpoints
 under ``/_sugar/`` seed records, show state and the request log, reset, and inject faults.
+
+Quotes with their lines (ProductBundles linked by ``product_bundles``, Products linked by
+``products``) are seeded for any quote, in process or over HTTP::
+
+    double.seed_quotes([{"id": "q1", "name": "Q", "quote_stage": "Closed Accepted",
+                         "billing_account_id": "a1",
+                         "bundles": [{"name": "Group 1", "products": [
+                             {"name": "Visit", "quantity": "2", "discount_price": "100"}]}]}])
+    POST /_sugar/seed/quotes  {"quotes": [...the same...], "accounts": [{...}]}
+
+``benchmark_quotes(accounts=200, quotes=1000)`` builds such a payload with consistent totals.
+``GET /_sugar/requests/counts`` counts calls by route (``GET /rest/v11/Quotes/{id}/link/...``),
+uncapped, and ``POST /_sugar/requests/reset`` zeroes the counts and the log, keeping the data.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import re
 import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +51,19 @@ MAX_LOGGED_REQUESTS = 1000
 
 def sugar_now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+def touched(previous: Any) -> str:
+    """``date_modified`` for a change now: Sugar keeps whole seconds, so a record changed twice in one
+    second is stamped a second later than before; every change moves it forward."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    try:
+        before = datetime.fromisoformat(str(previous).replace("Z", "+00:00"))
+        if before.tzinfo is None:
+            before = before.replace(tzinfo=UTC)
+    except ValueError:
+        return now.isoformat()
+    return max(now, before + timedelta(seconds=1)).astimezone(UTC).isoformat()
 
 
 @dataclass
@@ -155,7 +184,7 @@ def matches(record: dict[str, Any], filters: list[dict[str, Any]]) -> bool:
 
 
 def _page(records: list[dict[str, Any]], args: dict[str, Any]) -> dict[str, Any]:
-    order_by = str(args.get("order_by") or "date_modified:DESC")
+    order_by = str(args.get("order_by") if args.get("order_by") is not None else "date_modified:DESC")
     for term in reversed([t for t in order_by.split(",") if t]):
         name, _, direction = term.partition(":")
         records = sorted(
@@ -181,10 +210,14 @@ class SugarDouble:
         self._sessions: dict[str, _Session] = {}  # by access token
         self._lock = threading.RLock()
         self._log: list[dict[str, Any]] = []
+        self._counts: Counter[str] = Counter()
         self._faults: list[_Fault] = []
         self.url_map = Map(
             [
                 Rule("/_sugar/seed", methods=["POST"], endpoint="seed"),
+                Rule("/_sugar/seed/quotes", methods=["POST"], endpoint="seed_quotes"),
+                Rule("/_sugar/requests/counts", methods=["GET"], endpoint="counts"),
+                Rule("/_sugar/requests/reset", methods=["POST"], endpoint="requests_reset"),
                 Rule("/_sugar/state", methods=["GET"], endpoint="state"),
                 Rule("/_sugar/requests", methods=["GET"], endpoint="requests"),
                 Rule("/_sugar/reset", methods=["POST"], endpoint="reset"),
@@ -217,21 +250,71 @@ class SugarDouble:
                 )
             return {"records": count, "links": len(payload.get("links") or [])}
 
+    def seed_quotes(
+        self, quotes: Iterable[dict[str, Any]], accounts: Iterable[dict[str, Any]] = ()
+    ) -> dict[str, Any]:
+        """Store quotes with their lines: each quote is a Quotes record plus ``bundles``, a list of
+        ProductBundles records each with ``products`` (Products records) and optionally ``notes``
+        (ProductBundleNotes). Ids are made when missing. Returns the counts and the quote ids."""
+        payload = quote_seed(quotes)
+        payload["records"]["Accounts"] = list(accounts)
+        counts = self.seed(payload)
+        records = payload["records"]
+        return {
+            "quotes": len(records["Quotes"]),
+            "bundles": len(records["ProductBundles"]),
+            "products": len(records["Products"]),
+            "accounts": len(records["Accounts"]),
+            "links": counts["links"],
+            "quote_ids": [q["id"] for q in records["Quotes"]],
+        }
+
+    def request_counts(self) -> dict[str, Any]:
+        """Calls received since the last reset: ``total`` HTTP calls (a bulk call is one), the
+        ``bulk_items`` run inside bulk calls, and both ``by_route`` (ids shown as ``{id}``)."""
+        with self._lock:
+            by_route = dict(sorted(self._counts.items()))
+        total = sum(n for route, n in by_route.items() if not route.startswith("bulk: "))
+        bulk_items = sum(n for route, n in by_route.items() if route.startswith("bulk: "))
+        return {"total": total, "bulk_items": bulk_items, "by_route": by_route}
+
+    def reset_requests(self) -> None:
+        with self._lock:
+            self._log.clear()
+            self._counts.clear()
+
+    def _bundles_collection(self, quote_id: str) -> dict[str, Any]:
+        """The quote's ``bundles`` collection field: bundles with ``product_bundle_items``."""
+        bundles = []
+        for module, bundle_id in self.store.links.get(("Quotes", quote_id, "product_bundles"), []):
+            bundle = self._find(module, bundle_id)
+            if bundle is None:
+                continue
+            items = [
+                copy.deepcopy(item)
+                for link in ("products", "product_bundle_notes")
+                for m, i in self.store.links.get((module, bundle_id, link), [])
+                if (item := self._find(m, i)) is not None
+            ]
+            items.sort(key=lambda item: int(item.get("position") or 0))
+            bundles.append({**copy.deepcopy(bundle), "product_bundle_items": {"records": items, "next_offset": -1}})
+        return {"records": bundles, "next_offset": {"product_bundles": -1}}
+
     # ---- WSGI ------------------------------------------------------------------------------
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         request = Request(environ)
         response = self.dispatch(request)
         return response(environ, start_response)
 
-    def dispatch(self, request: Request, *, session: _Session | None = None) -> Response:
+    def dispatch(self, request: Request, *, session: _Session | None = None, bulk_item: bool = False) -> Response:
         adapter = self.url_map.bind_to_environ(request.environ)
         try:
             endpoint, values = adapter.match()
         except HTTPException as error:
             response = _error(error.code or 404, "not_found", f"No route {request.method} {request.path}")
-            self._record(request, response)
+            self._record(request, response, bulk_item=bulk_item)
             return response
-        if endpoint in {"seed", "state", "requests", "reset", "faults", "health"}:
+        if endpoint in _CONTROL_ENDPOINTS:
             return getattr(self, f"_control_{endpoint}")(request)
         fault = self._take_fault(request.path)
         if fault is not None:
@@ -251,10 +334,10 @@ class SugarDouble:
                     response = getattr(self, f"_rest_{endpoint}")(request, session, **values)
                 except (ValueError, TypeError, KeyError) as error:
                     response = _error(422, "invalid_parameter", str(error))
-        self._record(request, response)
+        self._record(request, response, bulk_item=bulk_item)
         return response
 
-    def _record(self, request: Request, response: Response) -> None:
+    def _record(self, request: Request, response: Response, *, bulk_item: bool = False) -> None:
         body: Any = None
         if request.path != "/rest/v11/oauth2/token":  # never keep credentials
             try:
@@ -270,9 +353,11 @@ class SugarDouble:
                     "status": response.status_code,
                     "body": body,
                     "at": time.time(),
+                    "bulk_item": bulk_item,
                 }
             )
             del self._log[:-MAX_LOGGED_REQUESTS]
+            self._counts[("bulk: " if bulk_item else "") + f"{request.method} {route_of(request.path)}"] += 1
 
     def _take_fault(self, path: str) -> _Fault | None:
         with self._lock:
@@ -374,15 +459,19 @@ class SugarDouble:
             if record is None:
                 return self._missing(module, record_id)
             if request.method == "GET":
-                return _json(copy.deepcopy(record))
+                answer = copy.deepcopy(record)
+                wanted = {f.strip() for f in str(request.args.get("fields") or "").split(",")}
+                if module == "Quotes" and "bundles" in wanted:
+                    answer["bundles"] = self._bundles_collection(record_id)
+                return _json(answer)
             if request.method == "DELETE":
                 del self.store.records[module][record_id]
                 return _json({"id": record_id})
             changes = request.get_json(force=True, silent=True)
             if not isinstance(changes, dict):
                 return _error(422, "invalid_parameter", "The body must be a JSON object.")
-            record.update({k: v for k, v in changes.items() if k not in {"id", "_module"}})
-            record["date_modified"] = sugar_now()
+            record.update({k: v for k, v in changes.items() if k not in {"id", "_module", "date_modified"}})
+            record["date_modified"] = touched(record.get("date_modified"))
             return _json(copy.deepcopy(record))
 
     def _rest_create(self, request: Request, session: _Session, module: str) -> Response:
@@ -397,7 +486,7 @@ class SugarDouble:
         args: dict[str, Any] = request.args.to_dict()
         if request.method == "POST":
             args.update(request.get_json(force=True, silent=True) or {})
-        filters = args.get("filter") or []
+        filters = args.get("filter") or bracket_filter(request.args) or []
         if isinstance(filters, str):
             filters = json.loads(filters)
         with self._lock:
@@ -417,7 +506,8 @@ class SugarDouble:
                 for m, i in self.store.links.get((module, record_id, link), [])
             ]
         records = [r for r in related if r is not None]
-        args = {"order_by": "date_modified:ASC", **request.args.to_dict()}
+        # Sugar lists a bundle's lines in their position order: here, the order they were linked in
+        args = {"order_by": "", **request.args.to_dict()}
         return _json(_page(records, args))
 
     def _rest_bulk(self, request: Request, session: _Session) -> Response:
@@ -434,7 +524,7 @@ class SugarDouble:
                 content_type="application/json",
             )
             try:
-                inner = self.dispatch(Request(builder.get_environ()), session=session)
+                inner = self.dispatch(Request(builder.get_environ()), session=session, bulk_item=True)
             finally:
                 builder.close()
             try:
@@ -478,11 +568,28 @@ class SugarDouble:
         with self._lock:
             return _json({"requests": copy.deepcopy(self._log)})
 
+    def _control_counts(self, request: Request) -> Response:
+        return _json(self.request_counts())
+
+    def _control_requests_reset(self, request: Request) -> Response:
+        self.reset_requests()
+        return _json({"status": "ok"})
+
+    def _control_seed_quotes(self, request: Request) -> Response:
+        payload = request.get_json(force=True, silent=True)
+        if not isinstance(payload, dict) or not isinstance(payload.get("quotes"), list):
+            return _error(400, "invalid_parameter", 'Send {"quotes": [{..., "bundles": [...]}], "accounts": [...]}.')
+        try:
+            return _json(self.seed_quotes(payload["quotes"], payload.get("accounts") or []))
+        except (TypeError, ValueError, KeyError) as error:
+            return _error(400, "invalid_parameter", f"Bad quote seed: {error}")
+
     def _control_reset(self, request: Request) -> Response:
         with self._lock:
             self.store = SugarStore()
             self._sessions.clear()
             self._log.clear()
+            self._counts.clear()
             self._faults.clear()
         return _json({"status": "ok"})
 
@@ -500,6 +607,166 @@ class SugarDouble:
                 )
             )
         return _json({"status": "ok"})
+
+
+_CONTROL_ENDPOINTS = {
+    "seed",
+    "seed_quotes",
+    "state",
+    "requests",
+    "counts",
+    "requests_reset",
+    "reset",
+    "faults",
+    "health",
+}
+_ID_SEGMENT = re.compile(r"^(/rest/v11/[^/]+)/(?!filter$)([^/]+)(/link/[^/]+)?$")
+
+
+def route_of(path: str) -> str:
+    """A request path with its record id replaced: ``/rest/v11/Quotes/{id}/link/product_bundles``."""
+    match = _ID_SEGMENT.match(path)
+    if not match or path.startswith("/rest/v11/oauth2"):
+        return path
+    return f"{match.group(1)}/{{id}}{match.group(3) or ''}"
+
+
+def bracket_filter(args: Any) -> list[dict[str, Any]] | None:
+    """Sugar's GET form of a filter, ``filter[0][quote_stage][$equals]=...``, as the JSON form."""
+    clauses: dict[int, dict[str, Any]] = {}
+    for key, value in args.items(multi=True):
+        parts = re.findall(r"\[([^\]]*)\]", key)
+        if not key.startswith("filter[") or len(parts) < 2 or not parts[0].isdigit():
+            continue
+        clause = clauses.setdefault(int(parts[0]), {})
+        field_name, rest = parts[1], parts[2:]
+        if not rest:
+            clause[field_name] = value
+        elif rest[0] in ("$in", "$not_in"):
+            clause.setdefault(field_name, {}).setdefault(rest[0], []).append(value)
+        else:
+            clause.setdefault(field_name, {})[rest[0]] = value
+    return [clauses[i] for i in sorted(clauses)] or None
+
+
+def _sugar_amount(value: Any) -> str:
+    return str(Decimal(str(value)).quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP))
+
+
+def quote_seed(quotes: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Quotes with nested ``bundles`` (each with ``products`` and optional ``notes``) as seed
+    records and links (``product_bundles``, ``products``, ``product_bundle_notes``)."""
+    records: dict[str, list[dict[str, Any]]] = {"Quotes": [], "ProductBundles": [], "Products": [],
+                                                 "ProductBundleNotes": []}
+    links: list[dict[str, str]] = []
+    for given in quotes:
+        quote = {k: v for k, v in given.items() if k != "bundles"}
+        quote.setdefault("id", str(uuid.uuid4()))
+        records["Quotes"].append(quote)
+        for index, given_bundle in enumerate(given.get("bundles") or []):
+            bundle = {k: v for k, v in given_bundle.items() if k not in ("products", "notes")}
+            bundle.setdefault("id", str(uuid.uuid4()))
+            bundle.setdefault("position", index)
+            records["ProductBundles"].append(bundle)
+            links.append({"module": "Quotes", "id": quote["id"], "link": "product_bundles",
+                          "related_module": "ProductBundles", "related_id": bundle["id"]})
+            position = 0
+            for module, link, rows in (
+                ("Products", "products", given_bundle.get("products") or []),
+                ("ProductBundleNotes", "product_bundle_notes", given_bundle.get("notes") or []),
+            ):
+                for row in rows:
+                    item = {**row, "_module": module}
+                    item.setdefault("id", str(uuid.uuid4()))
+                    item.setdefault("position", position)
+                    if module == "Products":
+                        item.setdefault("quote_id", quote["id"])
+                    position += 1
+                    records[module].append(item)
+                    links.append({"module": "ProductBundles", "id": bundle["id"], "link": link,
+                                  "related_module": module, "related_id": item["id"]})
+    return {"records": records, "links": links}
+
+
+def benchmark_quotes(
+    accounts: int = 200, quotes: int = 1000, *, lines: int = 3, stage: str = "Closed Accepted",
+    tax_rate: str = "9", prefix: str = "bench",
+) -> dict[str, Any]:
+    """``{"accounts": [...], "quotes": [...]}`` for ``seed_quotes``: quote ``n`` belongs to account
+    ``n % accounts``; whole-dollar prices, so Sugar's tax on the taxable subtotal and Xero's
+    per-line tax agree to the cent. Deterministic ids (``<prefix>-quote-0001``)."""
+    if accounts < 1 or quotes < 0 or lines < 1:
+        raise ValueError("accounts and lines must be at least 1, quotes at least 0")
+    account_records = [
+        {
+            "id": f"{prefix}-account-{a:04d}",
+            "name": f"Benchmark Customer {a:04d}",
+            "account_type": "Customer",
+            "email1": f"billing{a:04d}@example.test",
+            "billing_address_city": "Singapore",
+            "billing_address_country": "Singapore",
+            "currency_id": "-99",
+        }
+        for a in range(accounts)
+    ]
+    rate = Decimal(tax_rate)
+    quote_records = []
+    for n in range(quotes):
+        products, subtotal, discount, taxable = [], Decimal(0), Decimal(0), Decimal(0)
+        for line_number in range(lines):
+            quantity = Decimal(1 + (n + line_number) % 4)
+            price = Decimal(10 * (5 + (n * 7 + line_number * 3) % 40))
+            percent = Decimal(10) if line_number == 1 else Decimal(0)
+            gross = quantity * price
+            line_total = gross * (100 - percent) / 100
+            taxable_line = line_number != 2
+            subtotal += gross
+            discount += gross - line_total
+            taxable += line_total if taxable_line else 0
+            products.append(
+                {
+                    "id": f"{prefix}-product-{n:04d}-{line_number}",
+                    "name": f"Service {line_number + 1} for quote {n + 1}",
+                    "quantity": _sugar_amount(quantity),
+                    "discount_price": _sugar_amount(price),
+                    "discount_amount": _sugar_amount(percent),
+                    "discount_select": bool(percent),
+                    "tax_class": "Taxable" if taxable_line else "Non-Taxable",
+                    "mft_part_num": f"SVC-{line_number + 1:02d}",
+                    "product_template_id": f"{prefix}-template-{line_number + 1}",
+                    "total_amount": _sugar_amount(line_total),
+                }
+            )
+        tax = (taxable * rate / 100).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+        new_sub = subtotal - discount
+        account = account_records[n % accounts]
+        quote_records.append(
+            {
+                "id": f"{prefix}-quote-{n + 1:04d}",
+                "name": f"Benchmark quote {n + 1}",
+                "quote_num": n + 1,
+                "quote_type": "Quotes",
+                "quote_stage": stage,
+                "billing_account_id": account["id"],
+                "billing_account_name": account["name"],
+                "currency_id": "-99",
+                "currency_name": "SGD",
+                "taxrate_value": _sugar_amount(rate),
+                "subtotal": _sugar_amount(subtotal),
+                "discount": _sugar_amount(discount),
+                "new_sub": _sugar_amount(new_sub),
+                "taxable_subtotal": _sugar_amount(taxable),
+                "tax": _sugar_amount(tax),
+                "shipping": _sugar_amount(0),
+                "total": _sugar_amount(new_sub + tax),
+                "date_quote_expected_closed": "2026-12-31",
+                "payment_terms": "Net 30",
+                "purchase_order_num": f"PO-{n + 1:05d}",
+                "bundles": [{"id": f"{prefix}-bundle-{n + 1:04d}", "name": "Group 1", "bundle_stage": "Draft",
+                             "currency_id": "-99", "products": products}],
+            }
+        )
+    return {"accounts": account_records, "quotes": quote_records}
 
 
 def fixture_seed(fixtures_dir: Path) -> dict[str, Any]:

@@ -917,3 +917,117 @@ def test_faults_from_the_config_apply_from_the_start_and_after_reset(start):
     assert [xero.call("GET", "/Contacts").status_code for _ in range(2)] == [503, 200]
     assert xero.control("POST", "reset").ok
     assert xero.call("GET", "/Contacts").status_code == 503
+
+
+# ---- invoice and quote fidelity the connector depends on --------------------------------------
+
+
+def test_authorised_invoice_update_keeps_sent_line_ids_and_replaces_the_rest(xero):
+    contact = create_contact(xero, "Authorised Lines")
+    invoice = xero.ok(
+        "PUT",
+        "/Invoices",
+        invoice_body(contact["ContactID"], [line("a", 1, 10), line("b", 1, 20)], Status="AUTHORISED"),
+    )["Invoices"][0]
+    kept, dropped = (li["LineItemID"] for li in invoice["LineItems"])
+    updated = xero.ok(
+        "POST",
+        f"/Invoices/{invoice['InvoiceID']}",
+        {"Invoices": [{"LineItems": [line("c", 1, 5), line("a", 3, 10, LineItemID=kept)]}]},
+    )["Invoices"][0]
+    ids = [li["LineItemID"] for li in updated["LineItems"]]
+    assert ids[1] == kept and ids[0] not in (kept, dropped) and len(ids) == 2
+    assert (updated["Status"], updated["Total"]) == ("AUTHORISED", Decimal("38.15"))
+    # a LineItemID the invoice never had is not adopted: the line is new
+    foreign = xero.ok(
+        "POST",
+        f"/Invoices/{invoice['InvoiceID']}",
+        {"Invoices": [{"LineItems": [line("d", 1, 1, LineItemID=dropped)]}]},
+    )["Invoices"][0]
+    assert foreign["LineItems"][0]["LineItemID"] != dropped
+
+
+def test_voided_and_deleted_invoices_are_not_of_valid_status_for_modification(xero):
+    contact = create_contact(xero, "Ended")
+    for start_status, end_status in (("AUTHORISED", "VOIDED"), ("DRAFT", "DELETED")):
+        invoice = xero.ok(
+            "PUT", "/Invoices", invoice_body(contact["ContactID"], [line("a", 1, 1)], Status=start_status)
+        )["Invoices"][0]
+        ended = xero.ok("POST", f"/Invoices/{invoice['InvoiceID']}", {"Invoices": [{"Status": end_status}]})
+        assert ended["Invoices"][0]["Status"] == end_status
+        edited = xero.call("POST", f"/Invoices/{invoice['InvoiceID']}", {"Invoices": [{"Reference": "again"}]})
+        assert edited.status_code == 400 and "Invoice not of valid status for modification" in edited.text
+
+
+def test_payments_move_the_invoice_updated_date_both_ways(xero):
+    contact = create_contact(xero, "Moving Dates")
+    invoice = xero.ok(
+        "PUT", "/Invoices", invoice_body(contact["ContactID"], [line("a", 1, 100)], Status="AUTHORISED")
+    )["Invoices"][0]
+    since = invoice["UpdatedDateUTCString"]
+    assert xero.ok("GET", "/Invoices", headers={"If-Modified-Since": since})["Invoices"] == []
+    payment = xero.ok(
+        "PUT",
+        "/Payments",
+        {"Payments": [{"Invoice": {"InvoiceID": invoice["InvoiceID"]}, "Account": {"Code": "090"},
+                       "Amount": 109, "Date": "2026-11-20"}]},
+    )["Payments"][0]
+    paid = xero.ok("GET", "/Invoices", headers={"If-Modified-Since": since}, params={"page": 1})["Invoices"]
+    assert [i["InvoiceID"] for i in paid] == [invoice["InvoiceID"]]
+    assert paid[0]["Status"] == "PAID" and paid[0]["FullyPaidOnDate"] == paid[0]["Payments"][0]["Date"]
+    assert paid[0]["Payments"][0]["PaymentID"] == payment["PaymentID"]
+    assert paid[0]["Payments"][0]["Amount"] == Decimal("109")
+    paid_since = paid[0]["UpdatedDateUTCString"]
+    xero.ok("POST", f"/Payments/{payment['PaymentID']}", {"Status": "DELETED"})
+    reopened = xero.ok("GET", "/Invoices", headers={"If-Modified-Since": paid_since})["Invoices"]
+    assert [(i["InvoiceID"], i["Status"], i["AmountDue"]) for i in reopened] == [
+        (invoice["InvoiceID"], "AUTHORISED", Decimal("109"))
+    ]
+    assert xero.ok("GET", f"/Invoices/{invoice['InvoiceID']}")["Invoices"][0]["Payments"] == []
+
+
+def test_invoice_id_and_status_lists_filter_together(xero):
+    contact = create_contact(xero, "Filters")
+    made = [
+        xero.ok("PUT", "/Invoices", invoice_body(contact["ContactID"], [line("a", 1, 1)], Status=status))[
+            "Invoices"
+        ][0]
+        for status in ("DRAFT", "AUTHORISED", "SUBMITTED", "AUTHORISED")
+    ]
+    ids = [i["InvoiceID"] for i in made]
+    by_ids = xero.ok("GET", "/Invoices", params={"IDs": ",".join(ids[:3])})["Invoices"]
+    assert [i["InvoiceID"] for i in by_ids] == ids[:3] and by_ids[0]["LineItems"]  # IDs= keeps lines
+    both = xero.ok("GET", "/Invoices", params={"IDs": ",".join(ids[:3]), "Statuses": "AUTHORISED,SUBMITTED"})
+    assert [i["InvoiceID"] for i in both["Invoices"]] == ids[1:3]
+    numbers = ",".join(i["InvoiceNumber"] for i in made[2:])
+    assert [i["InvoiceID"] for i in xero.ok("GET", "/Invoices", params={"InvoiceNumbers": numbers})["Invoices"]] == (
+        ids[2:]
+    )
+
+
+def test_quote_statuses_go_through_sent(xero):
+    contact = create_contact(xero, "Quote Path")
+
+    def make(status="DRAFT"):
+        body = {"Quotes": [{"Contact": {"ContactID": contact["ContactID"]}, "Status": status,
+                            "LineItems": [line("x", 1, 10)]}]}
+        return xero.call("PUT", "/Quotes", body)
+
+    def move(quote_id, status):
+        return xero.call("POST", f"/Quotes/{quote_id}", {"Quotes": [{"Status": status}]})
+
+    draft = make().json()["Quotes"][0]["QuoteID"]
+    assert move(draft, "ACCEPTED").status_code == 400
+    assert move(draft, "DECLINED").status_code == 400
+    assert move(draft, "SENT").status_code == 200
+    assert move(draft, "DECLINED").status_code == 200
+    assert move(draft, "SENT").status_code == 200 and move(draft, "ACCEPTED").status_code == 200
+    refused = move(draft, "DECLINED")
+    assert refused.status_code == 400 and "from ACCEPTED to DECLINED" in refused.text
+    before = xero.ok("GET", f"/Quotes/{draft}")["Quotes"][0]["UpdatedDateUTCString"]
+    assert move(draft, "INVOICED").status_code == 200
+    assert [q["QuoteID"] for q in xero.ok("GET", "/Quotes", headers={"If-Modified-Since": before})["Quotes"]] == [
+        draft
+    ]
+    assert make("INVOICED").status_code == 400 and make("DELETED").status_code == 400
+    assert make("SENT").status_code == 200

@@ -1,16 +1,19 @@
 """The emulator's WSGI layer, in front of xero-local's rolo router.
 
 Accounting API calls go through auth, injected faults, rate limits, spec validation and
-Idempotency-Key handling, then to this layer's handlers (Contacts, Items, Invoices, Quotes,
-Payments, settings) or, for anything else (CreditNotes, /connect/token, /connections, /_xero/*),
-to xero-local's own routes. xero-local's routes read one module-level ``store``; it is replaced
-once by a proxy that resolves to the store of the emulator serving the current request, so several
-emulators can run in one process without sharing data.
+Idempotency-Key handling, then to this layer's handlers (Contacts, Items, Invoices and their
+OnlineInvoice, Quotes, Payments, PurchaseOrders, CreditNotes and their Allocations, settings) or,
+for anything else (/connect/token, /connections, /_xero/*), to xero-local's own routes.
+xero-local's routes read one module-level ``store``; it is replaced once by a proxy that
+resolves to the store of the emulator serving the current request, so several emulators
+can run in one process without sharing data.
 """
 
 from __future__ import annotations
 
 import contextvars
+import hashlib
+import html
 import json
 import os
 import re
@@ -31,12 +34,23 @@ from xero_local.server import create_router
 from .config import EmulatorConfig, FaultConfig
 from .store import ID_FIELDS, RESOURCE_KEYS, EmulatorStore, Outcome, updated_ms
 from .traffic import FaultInjector, IdempotencyCache, RateLimiter, RequestLog, StoredResponse
-from .values import BadValue, WhereFilter, page_of, parse_if_modified_since, round_to, xero_to_ms
+from .values import (
+    BadValue,
+    WhereFilter,
+    date_fields,
+    page_of,
+    parse_date,
+    parse_if_modified_since,
+    round_to,
+    xero_to_ms,
+)
 
 API_PREFIX = "/api.xro/2.0"
 NOT_FOUND_TEXT = "The resource you're looking for cannot be found"
 _WRITE_METHODS = ("PUT", "POST", "PATCH", "DELETE")
-_PAGED = {"contacts", "invoices", "payments", "quotes"}
+_PAGED = {"contacts", "invoices", "payments", "quotes", "purchase_orders", "credit_notes"}
+_DOCUMENT_KINDS = ("invoices", "quotes", "purchase_orders", "credit_notes")
+ONLINE_INVOICE_PATH = "/_emulator/online-invoices/"
 _CONTACT_SUMMARY = (
     "ContactID",
     "ContactNumber",
@@ -388,10 +402,17 @@ class XeroEmulator:
         def add(path: str, methods: tuple[str, ...], handler: Callable[..., Response]) -> None:
             routes.append((re.compile(f"^{path}/?$", re.IGNORECASE), methods, handler))
 
-        for kind in ("contacts", "items", "invoices", "quotes", "payments"):
+        for kind in ("contacts", "items", "invoices", "quotes", "payments", "purchase_orders", "credit_notes"):
             name = RESOURCE_KEYS[kind]
             add(f"/{name}", ("GET", "PUT", "POST"), self._collection_handler(kind))
             add(f"/{name}/([^/]+)", ("GET", "POST"), self._single_handler(kind))
+        add("/Invoices/([^/]+)/OnlineInvoice", ("GET",), self._online_invoice)
+        add(
+            "/CreditNotes/([^/]+)/Allocations",
+            ("PUT",),
+            lambda r, t, b, note_id: self._write("allocations", r, t, b, None, parent_id=note_id),
+        )
+        add("/CreditNotes/([^/]+)/Allocations/([^/]+)", ("DELETE",), self._delete_allocation)
         add("/TaxRates", ("GET",), lambda r, t, b: self._setting_list(r, "TaxRates", self.config.tax_rates))
         add("/Accounts", ("GET",), lambda r, t, b: self._setting_list(r, "Accounts", self.config.accounts))
         add(
@@ -452,7 +473,16 @@ class XeroEmulator:
             raise BadValue("unitdp must be 2 or 4")
         return int(value)
 
-    def _write(self, kind: str, request: Request, tenant: str, body: bytes, path_id: str | None) -> Response:
+    def _write(
+        self,
+        kind: str,
+        request: Request,
+        tenant: str,
+        body: bytes,
+        path_id: str | None,
+        *,
+        parent_id: str | None = None,
+    ) -> Response:
         key = RESOURCE_KEYS[kind]
         try:
             data = json.loads(body or b"null", parse_float=Decimal)
@@ -469,9 +499,16 @@ class XeroEmulator:
         summarize = _flag(request, "summarizeErrors", True)
         unitdp = self._unitdp(request)
         outcomes, stored = self.store.write_batch(
-            kind, tenant, elements, method=request.method, path_id=path_id, summarize=summarize, unitdp=unitdp
+            kind,
+            tenant,
+            elements,
+            method=request.method,
+            path_id=path_id,
+            summarize=summarize,
+            unitdp=unitdp,
+            parent_id=parent_id,
         )
-        if path_id is not None and outcomes[0].not_found:
+        if (path_id is not None or parent_id is not None) and outcomes[0].not_found:
             return _not_found()
         if not stored:
             failed = [self._element(kind, o, tenant, unitdp, with_status=False) for o in outcomes if o.errors]
@@ -552,7 +589,7 @@ class XeroEmulator:
             if term:
                 fields = ("Name", "FirstName", "LastName", "ContactNumber", "CompanyNumber", "EmailAddress")
                 records = [r for r in records if any(term in str(r.get(f) or "").casefold() for f in fields)]
-        if kind in ("invoices", "quotes"):
+        if kind in _DOCUMENT_KINDS:
             contact_ids = values("ContactIDs") or values("ContactID")
             if contact_ids:
                 records = [
@@ -565,11 +602,13 @@ class XeroEmulator:
             records = [r for r in records if str(r.get("InvoiceNumber", "")).lower() in numbers]
         if kind == "quotes" and (number := _arg(request, "QuoteNumber")):
             records = [r for r in records if str(r.get("QuoteNumber", "")).lower() == number.lower()]
+        if kind in ("purchase_orders", "quotes"):
+            records = _within_dates(records, _arg(request, "DateFrom"), _arg(request, "DateTo"))
         return records
 
     def _present(self, kind: str, record: dict[str, Any], tenant: str, unitdp: int) -> dict[str, Any]:
         presented = self._round(kind, record, unitdp)
-        if kind in ("invoices", "quotes") and presented.get("Contact", {}).get("ContactID"):
+        if kind in _DOCUMENT_KINDS and presented.get("Contact", {}).get("ContactID"):
             contact = self.store.record("contacts", tenant, presented["Contact"]["ContactID"])
             if contact:
                 presented["Contact"] = {k: contact[k] for k in _DOCUMENT_CONTACT if k in contact}
@@ -584,6 +623,65 @@ class XeroEmulator:
                 summary["Contact"] = {k: summary.get("Contact", {}).get(k) for k in ("ContactID", "Name")}
                 presented["Invoice"] = summary
         return presented
+
+    def _online_invoice(self, request: Request, tenant: str, body: bytes, key: str) -> Response:
+        """Xero gives a customer-facing URL for a sales invoice once it is approved; the emulator's
+        URL is on its own loopback address and shows the invoice (see ``_online_invoice_page``)."""
+        invoice = self.store.record("invoices", tenant, key)
+        if invoice is None:
+            return _not_found()
+        problem = None
+        if invoice["Type"] != "ACCREC":
+            problem = "Online invoices are only available for sales invoices (ACCREC)"
+        elif invoice["Status"] in ("DRAFT", "DELETED"):
+            problem = f"An online invoice cannot be retrieved for a {invoice['Status']} invoice"
+        if problem:
+            return json_response(
+                {
+                    "ErrorNumber": 10,
+                    "Type": "ValidationException",
+                    "Message": "A validation exception occurred",
+                    "Elements": [
+                        {
+                            "InvoiceID": invoice["InvoiceID"],
+                            "Status": invoice["Status"],
+                            "ValidationErrors": [{"Message": problem}],
+                        }
+                    ],
+                },
+                400,
+            )
+        url = request.host_url.rstrip("/") + ONLINE_INVOICE_PATH + online_invoice_token(tenant, invoice["InvoiceID"])
+        return json_response(_envelope("OnlineInvoices", [{"OnlineInvoiceUrl": url}]))
+
+    def _online_invoice_page(self, token: str) -> Response:
+        for tenant in self.store.tenant_ids():
+            for invoice in self.store.records("invoices", tenant):
+                if online_invoice_token(tenant, invoice["InvoiceID"]) == token:
+                    presented = self._present("invoices", invoice, tenant, 2)
+                    rows = "".join(
+                        f"<tr><td>{html.escape(str(li.get('Description', '')))}</td>"
+                        f"<td>{li.get('Quantity', '')}</td><td>{li.get('UnitAmount', '')}</td>"
+                        f"<td>{li.get('LineAmount', '')}</td></tr>"
+                        for li in presented.get("LineItems") or []
+                    )
+                    page = (
+                        f"<html><head><title>Invoice {html.escape(presented['InvoiceNumber'])}</title></head><body>"
+                        f"<h1>Invoice {html.escape(presented['InvoiceNumber'])}</h1>"
+                        f"<p>{html.escape(str(presented.get('Contact', {}).get('Name', '')))} · "
+                        f"{presented['Status']} · {presented.get('CurrencyCode', '')} {presented['Total']} · "
+                        f"due {presented['AmountDue']}</p><table>{rows}</table></body></html>"
+                    )
+                    return Response(page, mimetype="text/html")
+        return Response("No such online invoice", status=404, mimetype="text/plain")
+
+    def _delete_allocation(
+        self, request: Request, tenant: str, body: bytes, note_id: str, allocation_id: str
+    ) -> Response:
+        answer = self.store.delete_allocation(tenant, note_id, allocation_id)
+        if answer is None:
+            return _not_found()
+        return json_response(answer)
 
     @staticmethod
     def _round(kind: str, record: dict[str, Any], unitdp: int) -> dict[str, Any]:
@@ -642,6 +740,8 @@ class XeroEmulator:
     def _control(self, request: Request) -> Response:
         action = request.path[len("/_emulator/") :].strip("/")
         method = request.method
+        if request.path.startswith(ONLINE_INVOICE_PATH) and method == "GET":
+            return self._online_invoice_page(request.path[len(ONLINE_INVOICE_PATH) :].strip("/"))
         try:
             if action == "health" and method == "GET":
                 return json_response(
@@ -706,6 +806,25 @@ class XeroEmulator:
                 },
             }
         )
+
+
+def online_invoice_token(tenant: str, invoice_id: str) -> str:
+    """The same invoice always has the same online URL, as on Xero."""
+    return hashlib.sha256(f"{tenant}:{invoice_id}".encode()).hexdigest()[:40]
+
+
+def _within_dates(records: list[dict[str, Any]], date_from: str | None, date_to: str | None) -> list[dict]:
+    if not date_from and not date_to:
+        return records
+    low = xero_to_ms(date_fields("Date", parse_date(date_from, "DateFrom"))["Date"]) if date_from else None
+    high = xero_to_ms(date_fields("Date", parse_date(date_to, "DateTo"))["Date"]) if date_to else None
+    kept = []
+    for record in records:
+        day = xero_to_ms(record.get("Date"))
+        if day is None or (low is not None and day < low) or (high is not None and day > high):
+            continue
+        kept.append(record)
+    return kept
 
 
 def _copy(value: Any) -> Any:

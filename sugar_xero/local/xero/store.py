@@ -1,9 +1,10 @@
 """The emulator's organisation data and Xero's rules for changing it.
 
 ``EmulatorStore`` extends xero-local's ``XeroStore`` (same per-tenant layout, same lock, its
-connection record and credit notes) with Items, Quotes, settings lists, Decimal arithmetic,
-uniqueness rules, status transitions and payments. Every batch runs in a ``_Txn`` that copies a
-collection before its first write, so ``summarizeErrors=true`` can drop a whole batch unchanged.
+connection record) with Items, Quotes, PurchaseOrders, CreditNotes and their allocations, settings
+lists, Decimal arithmetic, uniqueness rules, status transitions and payments. Every batch runs in
+a ``_Txn`` that copies a collection before its first write, so ``summarizeErrors=true`` can drop a
+whole batch unchanged.
 Records are replaced, never mutated in place.
 """
 
@@ -34,7 +35,7 @@ from .values import (
 )
 
 ZERO_ID = "00000000-0000-0000-0000-000000000000"
-KINDS = ("contacts", "items", "invoices", "quotes", "payments", "credit_notes")
+KINDS = ("contacts", "items", "invoices", "quotes", "payments", "credit_notes", "purchase_orders")
 RESOURCE_KEYS = {
     "contacts": "Contacts",
     "items": "Items",
@@ -42,6 +43,8 @@ RESOURCE_KEYS = {
     "quotes": "Quotes",
     "payments": "Payments",
     "credit_notes": "CreditNotes",
+    "purchase_orders": "PurchaseOrders",
+    "allocations": "Allocations",
 }
 ID_FIELDS = {
     "contacts": "ContactID",
@@ -50,6 +53,8 @@ ID_FIELDS = {
     "quotes": "QuoteID",
     "payments": "PaymentID",
     "credit_notes": "CreditNoteID",
+    "purchase_orders": "PurchaseOrderID",
+    "allocations": "AllocationID",
 }
 
 CONTACT_STATUSES = ("ACTIVE", "ARCHIVED", "GDPRREQUEST")
@@ -65,6 +70,31 @@ INVOICE_TRANSITIONS = {
     "DELETED": {"DELETED"},
 }
 QUOTE_STATUSES = ("DRAFT", "SENT", "DECLINED", "ACCEPTED", "INVOICED", "DELETED")
+# Observed on live organisations: DRAFT -> DECLINED and ACCEPTED -> DECLINED are refused, and only an
+# accepted quote becomes INVOICED. The rest is the narrowest path Xero's app offers (a quote is sent
+# before it is accepted or declined), so a connector that passes here also passes on Xero.
+QUOTE_TRANSITIONS = {
+    "DRAFT": {"DRAFT", "SENT", "DELETED"},
+    "SENT": {"SENT", "DRAFT", "ACCEPTED", "DECLINED", "DELETED"},
+    "ACCEPTED": {"ACCEPTED", "SENT", "INVOICED", "DELETED"},
+    "DECLINED": {"DECLINED", "SENT", "DRAFT", "DELETED"},
+    "INVOICED": {"INVOICED"},
+    "DELETED": {"DELETED"},
+}
+QUOTE_CREATE_STATUSES = ("DRAFT", "SENT", "ACCEPTED", "DECLINED")
+PURCHASE_ORDER_STATUSES = ("DRAFT", "SUBMITTED", "AUTHORISED", "BILLED", "DELETED")
+PURCHASE_ORDER_CREATE_STATUSES = ("DRAFT", "SUBMITTED", "AUTHORISED")
+# As Xero's app allows: approve, mark as billed (and undo it), delete anything not billed.
+PURCHASE_ORDER_TRANSITIONS = {
+    "DRAFT": {"DRAFT", "SUBMITTED", "AUTHORISED", "DELETED"},
+    "SUBMITTED": {"SUBMITTED", "DRAFT", "AUTHORISED", "DELETED"},
+    "AUTHORISED": {"AUTHORISED", "BILLED", "DELETED"},
+    "BILLED": {"BILLED", "AUTHORISED"},
+    "DELETED": {"DELETED"},
+}
+CREDIT_NOTE_TYPES = {"ACCRECCREDIT": "ACCREC", "ACCPAYCREDIT": "ACCPAY"}
+LOCKED_BY_ALLOCATION = "This document cannot be edited as it has a payment or credit note allocated to it."
+NOT_MODIFIABLE = "{kind} not of valid status for modification"
 # Fields Xero computes or owns: whatever a request says about them is not stored.
 _COMPUTED = {
     "HasValidationErrors",
@@ -97,6 +127,11 @@ _DOCUMENT_COMPUTED = _COMPUTED | {
     "ExpiryDateString",
     "LineItems",
     "Contact",
+    "RemainingCredit",
+    "Allocations",
+    "AppliedAmount",
+    "DeliveryDateString",
+    "ExpectedArrivalDateString",
 }
 
 
@@ -187,10 +222,13 @@ class EmulatorStore(XeroStore):
         path_id: str | None,
         summarize: bool,
         unitdp: int,
+        parent_id: str | None = None,
     ) -> tuple[list[Outcome], bool]:
-        """Apply a batch; returns each element's outcome and whether anything was stored."""
+        """Apply a batch; returns each element's outcome and whether anything was stored.
+        ``parent_id`` is the record a sub-collection belongs to (a credit note's allocations)."""
         with self._lock:
             txn = _Txn(self, tenant_id or self.default_tenant_id(), method.upper(), path_id, unitdp)
+            txn.parent_id = parent_id
             handler = _HANDLERS[kind]
             outcomes = []
             for element in elements:
@@ -205,7 +243,18 @@ class EmulatorStore(XeroStore):
             return outcomes, True
 
 
+    def delete_allocation(self, tenant_id: str | None, note_id: str, allocation_id: str) -> dict | None:
+        with self._lock:
+            txn = _Txn(self, tenant_id or self.default_tenant_id(), "DELETE", None, 2)
+            answer = _delete_allocation(txn, note_id, allocation_id)
+            if answer is not None:
+                txn.commit()
+            return answer
+
+
 class _Txn:
+    parent_id: str | None = None
+
     def __init__(self, store: EmulatorStore, tenant_id: str, method: str, path_id: str | None, unitdp: int):
         self.store = store
         self.config = store.config
@@ -250,6 +299,8 @@ def _find(records: dict[str, Any], kind: str, key: str | None) -> dict[str, Any]
         "items": "Code",
         "invoices": "InvoiceNumber",
         "quotes": "QuoteNumber",
+        "purchase_orders": "PurchaseOrderNumber",
+        "credit_notes": "CreditNoteNumber",
     }.get(kind)
     for record in records.values():
         if record[ID_FIELDS[kind]].lower() == lowered:
@@ -545,6 +596,11 @@ def _compute_lines(
     return lines, totals
 
 
+SALES_DOCUMENTS = ("ACCREC", "QUOTE", "ACCRECCREDIT")
+# Xero takes line discounts on sales invoices, quotes and purchase orders; bills and credit notes have none.
+DISCOUNTED_DOCUMENTS = ("ACCREC", "QUOTE", "PURCHASEORDER")
+
+
 def _fill_from_item(line: dict[str, Any], items: dict[str, Any], doc_type: str) -> None:
     code = line.get("ItemCode")
     if not code:
@@ -552,8 +608,9 @@ def _fill_from_item(line: dict[str, Any], items: dict[str, Any], doc_type: str) 
     item = next((i for i in items.values() if str(i["Code"]).casefold() == str(code).casefold()), None)
     if item is None:
         raise BadValue(f"Item code '{code}' is not valid")
-    details = item.get("SalesDetails" if doc_type in ("ACCREC", "QUOTE") else "PurchaseDetails") or {}
-    description = item.get("Description" if doc_type in ("ACCREC", "QUOTE") else "PurchaseDescription")
+    sales = doc_type in SALES_DOCUMENTS
+    details = item.get("SalesDetails" if sales else "PurchaseDetails") or {}
+    description = item.get("Description" if sales else "PurchaseDescription")
     if "Description" not in line and (description or item.get("Name")):
         line["Description"] = description or item.get("Name")
     if "UnitAmount" not in line and details.get("UnitPrice") is not None:
@@ -571,8 +628,8 @@ def _line_amounts(
 
     quantity, unit, given = number("Quantity"), number("UnitAmount"), number("LineAmount")
     rate, discount_amount = number("DiscountRate"), number("DiscountAmount")
-    if (rate is not None or discount_amount is not None) and doc_type == "ACCPAY":
-        raise BadValue("Discounts are only supported on sales invoices (ACCREC) and quotes")
+    if (rate is not None or discount_amount is not None) and doc_type not in DISCOUNTED_DOCUMENTS:
+        raise BadValue("Discounts are only supported on sales invoices (ACCREC), quotes and purchase orders")
     if rate is not None and discount_amount is not None:
         raise BadValue("Only one of DiscountRate or DiscountAmount can be given")
     if rate is not None and not 0 <= rate <= 100:
@@ -752,12 +809,10 @@ def _upsert_invoice(txn: _Txn, data: dict[str, Any]) -> Outcome:
                 )
             else:
                 errors.append(f"Invoice status cannot change from {old_status} to {status}")
-        if existing.get("Payments") and (changes or status != old_status):
-            errors.append(
-                "This document cannot be edited as it has a payment or credit note allocated to it."
-            )
+        if _has_allocations(existing) and (changes or status != old_status):
+            errors.append(LOCKED_BY_ALLOCATION)
         elif old_status in ("VOIDED", "DELETED") and (changes or status != old_status):
-            errors.append(f"This document cannot be edited as it is {old_status}.")
+            errors.append(NOT_MODIFIABLE.format(kind="Invoice"))
     contact = existing_contact = None
     if "Contact" in data or existing is None:
         contact = _resolve_contact(txn, data.get("Contact"), errors)
@@ -875,14 +930,19 @@ def _upsert_quote(txn: _Txn, data: dict[str, Any]) -> Outcome:
     status = data.get("Status") or old_status or "DRAFT"
     if status not in QUOTE_STATUSES:
         errors.append(f"Quote status must be one of {', '.join(QUOTE_STATUSES)}")
-    elif existing is None and status == "DELETED":
-        errors.append("A quote cannot be created with status DELETED")
+    elif existing is None and status not in QUOTE_CREATE_STATUSES:
+        errors.append(
+            f"A quote cannot be created with status {status}; use one of {', '.join(QUOTE_CREATE_STATUSES)}"
+            + (" (only an ACCEPTED quote can be marked INVOICED)" if status == "INVOICED" else "")
+        )
     elif old_status in ("DELETED", "INVOICED") and (
         status != old_status or set(data) - {"QuoteID", "Status"}
     ):
         errors.append(f"This quote cannot be edited as it is {old_status}.")
-    elif status == "INVOICED" and old_status not in ("ACCEPTED", "INVOICED") and existing is not None:
+    elif status == "INVOICED" and old_status != "INVOICED" and existing is not None and old_status != "ACCEPTED":
         errors.append("Only an ACCEPTED quote can be marked INVOICED")
+    elif existing is not None and status not in QUOTE_TRANSITIONS.get(old_status, set()):
+        errors.append(f"Quote status cannot change from {old_status} to {status}")
     contact = None
     if "Contact" in data or existing is None:
         contact = _resolve_contact(txn, data.get("Contact"), errors)
@@ -1071,12 +1131,397 @@ def _delete_payment(txn: _Txn, payment_id: str, data: dict[str, Any]) -> Outcome
     return Outcome(deleted, [], [])
 
 
+def _has_allocations(record: dict[str, Any]) -> bool:
+    """Whether payments or credit (notes, prepayments, overpayments) are applied: Xero then locks it."""
+    return any(record.get(key) for key in ("Payments", "CreditNotes", "Prepayments", "Overpayments", "Allocations"))
+
+
+def _existing_document(
+    txn: _Txn, kind: str, data: dict[str, Any], number_field: str, *, match_number: bool
+) -> tuple[dict[str, Any] | None, Outcome | None]:
+    """The record an element updates: by path id or ID, else (POST only) by its number."""
+    records = txn.col(kind)
+    id_field = ID_FIELDS[kind]
+    record_id = txn.path_id or data.get(id_field)
+    if record_id:
+        existing = records.get(record_id) or (_find(records, kind, record_id) if txn.path_id else None)
+        if existing is None:
+            label = {"purchase_orders": "Purchase order", "credit_notes": "Credit note"}[kind]
+            message = (
+                "An existing Credit Note with the specified CreditNoteID could not be found"
+                if kind == "credit_notes"
+                else f"{label} with {id_field} {record_id} was not found"
+            )
+            return None, Outcome(_echo(data, id_field, None), [message], [], not_found=bool(txn.path_id))
+        return existing, None
+    if match_number and data.get(number_field) and txn.method == "POST":
+        number = str(data[number_field]).casefold()
+        found = next((r for r in records.values() if str(r.get(number_field) or "").casefold() == number), None)
+        return found, None
+    return None, None
+
+
+def _copy_fields(record: dict[str, Any], data: dict[str, Any], own: tuple[str, ...]) -> None:
+    for key, value in data.items():
+        if key not in _DOCUMENT_COMPUTED and key not in own:
+            record[key] = deepcopy(value)
+
+
+# ---- purchase orders --------------------------------------------------------------------------
+
+
+def _upsert_purchase_order(txn: _Txn, data: dict[str, Any]) -> Outcome:
+    orders = txn.col("purchase_orders")
+    existing, missing = _existing_document(txn, "purchase_orders", data, "PurchaseOrderNumber", match_number=True)
+    if missing:
+        return missing
+    errors: list[str] = []
+    warnings: list[str] = []
+    old_status = (existing or {}).get("Status")
+    status = data.get("Status") or old_status or "DRAFT"
+    if status not in PURCHASE_ORDER_STATUSES:
+        errors.append(f"Purchase order status must be one of {', '.join(PURCHASE_ORDER_STATUSES)}")
+    elif existing is None and status not in PURCHASE_ORDER_CREATE_STATUSES:
+        errors.append(
+            f"A purchase order cannot be created with status {status}; use one of "
+            f"{', '.join(PURCHASE_ORDER_CREATE_STATUSES)}"
+        )
+    elif existing is not None:
+        changes = set(data) - {"PurchaseOrderID", "Status", "SentToContact"}
+        if status not in PURCHASE_ORDER_TRANSITIONS.get(old_status, set()):
+            errors.append(f"Purchase order status cannot change from {old_status} to {status}")
+        elif old_status in ("BILLED", "DELETED") and changes:
+            errors.append(NOT_MODIFIABLE.format(kind="Purchase order"))
+    if "SentToContact" in data and status not in ("AUTHORISED", "BILLED"):
+        # Xero's own example answers this as a warning, not an error, and ignores the flag
+        warnings.append("Only AUTHORISED and BILLED purchase orders may have SentToContact updated.")
+    contact = None
+    if "Contact" in data or existing is None:
+        contact = _resolve_contact(txn, data.get("Contact"), errors)
+    amount_types = data.get("LineAmountTypes") or (existing or {}).get("LineAmountTypes") or "Exclusive"
+    if amount_types not in LINE_AMOUNT_TYPES:
+        errors.append(f"LineAmountTypes must be one of {', '.join(LINE_AMOUNT_TYPES)}")
+        amount_types = "Exclusive"
+    old_lines = (existing or {}).get("LineItems") or []
+    raw_lines = data["LineItems"] if "LineItems" in data else old_lines
+    # account codes are optional on purchase orders, whatever the status: "DRAFT" skips that rule
+    lines, totals = _compute_lines(txn, raw_lines, old_lines, "PURCHASEORDER", amount_types, "DRAFT", errors)
+    if status in ("SUBMITTED", "AUTHORISED") and not lines:
+        errors.append("A purchase order must have at least one line item before it can be submitted or approved")
+    dates = _document_dates(data, existing, ("Date", "DeliveryDate", "ExpectedArrivalDate"), errors)
+    currency = _currency(txn, data, existing, errors)
+    number = data.get("PurchaseOrderNumber", (existing or {}).get("PurchaseOrderNumber"))
+    taken = {
+        str(o.get("PurchaseOrderNumber", "")).casefold()
+        for o in orders.values()
+        if existing is None or o["PurchaseOrderID"] != existing["PurchaseOrderID"]
+    }
+    if number and str(number).casefold() in taken:
+        errors.append("Order number must be unique")
+    if len(str(data.get("DeliveryInstructions") or "")) > 500:
+        errors.append("DeliveryInstructions must be 500 characters or fewer")
+    if errors:
+        echoed = _echo(data, "PurchaseOrderID", existing)
+        if lines:
+            echoed["LineItems"] = lines
+        return Outcome(echoed, errors, warnings)
+    record = (
+        deepcopy(existing)
+        if existing
+        else {
+            "PurchaseOrderID": new_id(),
+            "Type": "PURCHASEORDER",
+            "HasAttachments": False,
+            "HasErrors": False,
+            "SentToContact": False,
+        }
+    )
+    _copy_fields(
+        record,
+        data,
+        ("PurchaseOrderID", "Type", "Status", "Date", "DeliveryDate", "ExpectedArrivalDate", "CurrencyCode",
+         "CurrencyRate", "SentToContact"),
+    )
+    if "SentToContact" in data and not warnings:
+        record["SentToContact"] = bool(data["SentToContact"])
+    record.update(dates)
+    record.update(currency)
+    record["TotalDiscount"] = Decimal("0.00")
+    record.update(totals)
+    record["IsDiscounted"] = bool(record["TotalDiscount"])
+    record["PurchaseOrderNumber"] = number or _next_number(txn, "purchase_order_seq", "PO-", taken)
+    record["Status"] = status
+    record["LineAmountTypes"] = amount_types
+    record["LineItems"] = lines
+    if contact:
+        record["Contact"] = {"ContactID": contact["ContactID"]}
+    record.update(txn.store.stamp())
+    orders[record["PurchaseOrderID"]] = record
+    return Outcome(record, [], warnings)
+
+
+# ---- credit notes and their allocations -------------------------------------------------------
+
+
+def _upsert_credit_note(txn: _Txn, data: dict[str, Any]) -> Outcome:
+    notes = txn.col("credit_notes")
+    existing, missing = _existing_document(txn, "credit_notes", data, "CreditNoteNumber", match_number=False)
+    if missing:
+        return missing
+    errors: list[str] = []
+    warnings: list[str] = []
+    note_type = data.get("Type") or (existing or {}).get("Type")
+    if note_type not in CREDIT_NOTE_TYPES:
+        errors.append(
+            "Credit note Type must be ACCRECCREDIT or ACCPAYCREDIT" if note_type else "Type must be specified"
+        )
+        note_type = note_type if note_type in CREDIT_NOTE_TYPES else "ACCRECCREDIT"
+    if existing and note_type != existing["Type"]:
+        errors.append("The Type of an existing credit note cannot be changed")
+    old_status = (existing or {}).get("Status")
+    status = data.get("Status") or old_status or "DRAFT"
+    if existing is None:
+        if status not in INVOICE_CREATE_STATUSES:
+            errors.append(
+                f"A credit note cannot be created with status {status}; use one of "
+                f"{', '.join(INVOICE_CREATE_STATUSES)}"
+            )
+    else:
+        changes = {k for k in data if k not in ("CreditNoteID", "Status", "Type")}
+        if status == "PAID" and old_status != "PAID":
+            errors.append("Credit note status cannot be set to PAID; allocate it or refund it instead")
+        elif status not in INVOICE_TRANSITIONS.get(old_status, set()):
+            errors.append(f"Credit note status cannot change from {old_status} to {status}")
+        if _has_allocations(existing) and (changes or status != old_status):
+            errors.append(LOCKED_BY_ALLOCATION)
+        elif old_status in ("VOIDED", "DELETED") and (changes or status != old_status):
+            errors.append(NOT_MODIFIABLE.format(kind="Credit note"))
+    if data.get("Allocations") and existing is None:
+        warnings.append("Allocations are made with PUT /CreditNotes/{CreditNoteID}/Allocations; ignored here")
+    contact = None
+    if "Contact" in data or existing is None:
+        contact = _resolve_contact(txn, data.get("Contact"), errors)
+    amount_types = data.get("LineAmountTypes") or (existing or {}).get("LineAmountTypes") or "Exclusive"
+    if amount_types not in LINE_AMOUNT_TYPES:
+        errors.append(f"LineAmountTypes must be one of {', '.join(LINE_AMOUNT_TYPES)}")
+        amount_types = "Exclusive"
+    old_lines = (existing or {}).get("LineItems") or []
+    raw_lines = data["LineItems"] if "LineItems" in data else old_lines
+    lines, totals = _compute_lines(txn, raw_lines, old_lines, note_type, amount_types, status, errors)
+    if status in ("SUBMITTED", "AUTHORISED") and not lines:
+        errors.append("A credit note must have at least one line item before it can be submitted or approved")
+    dates = _document_dates(data, existing, ("Date", "DueDate"), errors)
+    currency = _currency(txn, data, existing, errors)
+    number = data.get("CreditNoteNumber", (existing or {}).get("CreditNoteNumber"))
+    taken = {
+        str(n.get("CreditNoteNumber", "")).casefold()
+        for n in notes.values()
+        if n.get("Type") == note_type and (existing is None or n["CreditNoteID"] != existing["CreditNoteID"])
+    }
+    if note_type == "ACCRECCREDIT" and number and str(number).casefold() in taken:
+        errors.append("Credit Note # must be unique.")
+    if errors:
+        echoed = _echo(data, "CreditNoteID", existing)
+        if lines:
+            echoed["LineItems"] = lines
+        return Outcome(echoed, errors, warnings)
+    if note_type == "ACCRECCREDIT" and not number:
+        number = _next_number(txn, "credit_note_seq", "CN-", taken)
+    record = (
+        deepcopy(existing)
+        if existing
+        else {
+            "CreditNoteID": new_id(),
+            "Type": note_type,
+            "Allocations": [],
+            "Payments": [],
+            "HasAttachments": False,
+            "HasErrors": False,
+            "SentToContact": False,
+        }
+    )
+    _copy_fields(record, data, ("CreditNoteID", "Type", "Status", "Date", "DueDate", "CurrencyCode", "CurrencyRate"))
+    record.update(dates)
+    record.update(currency)
+    record.update(totals)
+    record["CreditNoteNumber"] = number or ""
+    record["ID"] = record["CreditNoteID"]
+    record["Status"] = status
+    record["LineAmountTypes"] = amount_types
+    record["LineItems"] = lines
+    record["RemainingCredit"] = (
+        Decimal("0.00") if status in ("VOIDED", "DELETED") else money(record["Total"] - _allocated(record))
+    )
+    if contact:
+        record["Contact"] = {"ContactID": contact["ContactID"]}
+    record.update(txn.store.stamp())
+    notes[record["CreditNoteID"]] = record
+    return Outcome(record, [], warnings)
+
+
+def _allocated(note: dict[str, Any]) -> Decimal:
+    applied = sum((a["Amount"] for a in note.get("Allocations") or []), Decimal("0"))
+    paid = sum((p["Amount"] for p in note.get("Payments") or []), Decimal("0"))
+    return applied + paid
+
+
+def _allocate_credit_note(txn: _Txn, data: dict[str, Any]) -> Outcome:
+    """One allocation of the credit note ``txn.parent_id`` to an invoice of the same contact."""
+    notes = txn.col("credit_notes")
+    invoices = txn.col("invoices")
+    note = notes.get(txn.parent_id) or _find(notes, "credit_notes", txn.parent_id)
+    if note is None:
+        return Outcome(
+            _echo(data, "AllocationID", None),
+            ["An existing Credit Note with the specified CreditNoteID could not be found"],
+            [],
+            not_found=True,
+        )
+    errors: list[str] = []
+    reference = data.get("Invoice") if isinstance(data.get("Invoice"), dict) else {}
+    invoice = None
+    if reference.get("InvoiceID"):
+        invoice = invoices.get(reference["InvoiceID"])
+    elif reference.get("InvoiceNumber"):
+        invoice = _find(invoices, "invoices", str(reference["InvoiceNumber"]))
+    if note["Status"] != "AUTHORISED":
+        errors.append(f"Only AUTHORISED credit notes can be allocated; this one is {note['Status']}")
+    if invoice is None:
+        errors.append("The Invoice of an allocation must be given by an existing InvoiceID or InvoiceNumber")
+    else:
+        if invoice["Type"] != CREDIT_NOTE_TYPES[note["Type"]]:
+            wanted = CREDIT_NOTE_TYPES[note["Type"]]
+            errors.append(f"A {note['Type']} credit note can only be allocated to {wanted} invoices")
+        if invoice["Status"] != "AUTHORISED":
+            errors.append(
+                "The invoice you are trying to allocate to has already been paid off"
+                if invoice["Status"] == "PAID"
+                else f"Credit can only be allocated to AUTHORISED invoices; this one is {invoice['Status']}"
+            )
+        if invoice.get("Contact", {}).get("ContactID") != note.get("Contact", {}).get("ContactID"):
+            errors.append("The credit note and the invoice must belong to the same contact")
+        if invoice.get("CurrencyCode") != note.get("CurrencyCode"):
+            errors.append("The credit note and the invoice must be in the same currency")
+    amount = None
+    try:
+        if data.get("Amount") is None:
+            errors.append("The allocation Amount must be specified")
+        else:
+            amount = money(to_decimal(data["Amount"], "Amount"))
+    except BadValue as error:
+        errors.append(str(error))
+    if amount is not None:
+        if amount <= 0:
+            errors.append("The allocation Amount must be greater than zero")
+        elif amount > note["RemainingCredit"]:
+            errors.append("The amount allocated is greater than the remaining credit on this credit note")
+        elif invoice is not None and invoice["Status"] == "AUTHORISED" and amount > invoice["AmountDue"]:
+            errors.append("Credit note cannot be allocated as amount is greater than amount outstanding")
+    day = data.get("Date") or dt.datetime.now(dt.UTC).date().isoformat()
+    dates = _document_dates({"Date": day}, None, ("Date",), errors)
+    if errors:
+        return Outcome(_echo(data, "AllocationID", None), errors, [])
+    assert invoice is not None and amount is not None
+    stamp = txn.store.stamp()
+    allocation_id = new_id()
+    updated_note = deepcopy(note)
+    updated_note["Allocations"] = [
+        *note.get("Allocations", []),
+        {
+            "AllocationID": allocation_id,
+            "Amount": amount,
+            "Date": dates["Date"],
+            "Invoice": {"InvoiceID": invoice["InvoiceID"], "InvoiceNumber": invoice.get("InvoiceNumber", "")},
+        },
+    ]
+    updated_note["RemainingCredit"] = money(note["Total"] - _allocated(updated_note))
+    if updated_note["RemainingCredit"] == 0:
+        updated_note["Status"] = "PAID"
+        updated_note["FullyPaidOnDate"] = dates["Date"]
+    updated_note.update(stamp)
+    notes[note["CreditNoteID"]] = updated_note
+    updated_invoice = deepcopy(invoice)
+    updated_invoice["AmountCredited"] = money(invoice["AmountCredited"] + amount)
+    updated_invoice["AmountDue"] = money(
+        invoice["Total"] - invoice["AmountPaid"] - updated_invoice["AmountCredited"]
+    )
+    updated_invoice["CreditNotes"] = [
+        *invoice.get("CreditNotes", []),
+        {
+            "CreditNoteID": note["CreditNoteID"],
+            "ID": note["CreditNoteID"],
+            "CreditNoteNumber": note.get("CreditNoteNumber", ""),
+            "AllocationID": allocation_id,
+            "AppliedAmount": amount,
+            "Date": dates["Date"],
+            "Total": note["Total"],
+            "HasErrors": False,
+            "LineItems": [],
+        },
+    ]
+    if updated_invoice["AmountDue"] == 0:
+        updated_invoice["Status"] = "PAID"
+        updated_invoice["FullyPaidOnDate"] = dates["Date"]
+    updated_invoice.update(stamp)
+    invoices[invoice["InvoiceID"]] = updated_invoice
+    answer = {
+        "AllocationID": allocation_id,
+        "Amount": amount,
+        "Date": dates["Date"],
+        "Invoice": {"InvoiceID": invoice["InvoiceID"]},
+        "CreditNote": {"CreditNoteID": note["CreditNoteID"], "ID": note["CreditNoteID"]},
+    }
+    return Outcome(answer, [], [])
+
+
+def _delete_allocation(txn: _Txn, note_id: str, allocation_id: str) -> dict[str, Any] | None:
+    """Undo one allocation: the credit returns to the note and the invoice is due again."""
+    notes = txn.col("credit_notes")
+    invoices = txn.col("invoices")
+    note = notes.get(note_id) or _find(notes, "credit_notes", note_id)
+    if note is None:
+        return None
+    allocation = next((a for a in note.get("Allocations") or [] if a["AllocationID"] == allocation_id), None)
+    if allocation is None:
+        return None
+    stamp = txn.store.stamp()
+    updated_note = deepcopy(note)
+    updated_note["Allocations"] = [a for a in note["Allocations"] if a["AllocationID"] != allocation_id]
+    updated_note["RemainingCredit"] = money(note["Total"] - _allocated(updated_note))
+    if note["Status"] == "PAID":
+        updated_note["Status"] = "AUTHORISED"
+        updated_note.pop("FullyPaidOnDate", None)
+    updated_note.update(stamp)
+    notes[note["CreditNoteID"]] = updated_note
+    invoice = invoices.get(allocation["Invoice"]["InvoiceID"])
+    if invoice is not None:
+        updated = deepcopy(invoice)
+        updated["AmountCredited"] = money(invoice["AmountCredited"] - allocation["Amount"])
+        updated["AmountDue"] = money(invoice["Total"] - invoice["AmountPaid"] - updated["AmountCredited"])
+        updated["CreditNotes"] = [c for c in invoice.get("CreditNotes", []) if c.get("AllocationID") != allocation_id]
+        if invoice["Status"] == "PAID" and updated["AmountDue"] > 0:
+            updated["Status"] = "AUTHORISED"
+            updated.pop("FullyPaidOnDate", None)
+        updated.update(stamp)
+        invoices[invoice["InvoiceID"]] = updated
+    return {
+        "AllocationID": allocation_id,
+        "Amount": allocation["Amount"],
+        "Date": allocation["Date"],
+        "Invoice": {"InvoiceID": allocation["Invoice"]["InvoiceID"]},
+        "IsDeleted": True,
+    }
+
+
 _HANDLERS = {
     "contacts": _upsert_contact,
     "items": _upsert_item,
     "invoices": _upsert_invoice,
     "quotes": _upsert_quote,
     "payments": _upsert_payment,
+    "purchase_orders": _upsert_purchase_order,
+    "credit_notes": _upsert_credit_note,
+    "allocations": _allocate_credit_note,
 }
 
 
