@@ -114,3 +114,21 @@ def xero_bodies_match_the_official_spec(monkeypatch):
     yield
     found, contract.violations[:] = list(contract.violations), []
     assert not found, "request bodies that Xero's spec refuses:\n" + "\n".join(found)
+
+
+@pytest.fixture
+def invoice_queue(aws, monkeypatch):
+    """invoice_push's work queue under moto, wired into the handler's settings."""
+    from shared import wiring
+
+    url = aws["sqs"].create_queue(QueueName="invoice")["QueueUrl"]
+    monkeypatch.setenv("INVOICE_QUEUE_URL", url)
+    wiring.reset()
+    return url
+
+
+@pytest.fixture
+def invoice_push_handler(invoice_queue):
+    from functions.invoice_push import app
+
+    return app.lambda_handler

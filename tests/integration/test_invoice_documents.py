@@ -109,8 +109,8 @@ def _catalogue(run: Harness) -> None:
     run.xero.upsert_batch("Items", [{"Code": p["mft_part_num"], "Name": p["name"][:50]} for p in products],
                           idempotency_key="catalogue")
     for p in products:
-        run.mappings.put_mapping(Mapping(tenant_id=run.xero.tenant_id, module="ProductTemplates",
-                                         crm_id=p["product_template_id"], xero_id="item", xero_number=p["mft_part_num"]))
+        run.mappings.put_mapping(Mapping(tenant_id=run.xero.tenant_id, module="ProductTemplates", xero_id="item",
+                                         crm_id=p["product_template_id"], xero_number=p["mft_part_num"]))
 
 
 def test_the_accepted_quote_fixture_becomes_one_invoice_to_the_cent(xero, sugar):

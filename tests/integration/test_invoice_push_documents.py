@@ -10,10 +10,15 @@ import pytest
 
 from shared.config import LOCAL_SECRET_DEFAULTS
 from shared.models.invoices import PurchaseDocument, SalesInvoiceDocument
-from tests.integration.test_invoice_push_products import call, get_job, handler, invoice_queue, queued  # noqa: F401
+from tests.integration.test_invoice_push_products import call, get_job, queued
 from tests.support.events import FakeLambdaContext, api_event, sqs_event
 
 TOKEN = LOCAL_SECRET_DEFAULTS["CRM_TOKEN"]
+
+
+@pytest.fixture
+def handler(invoice_push_handler):
+    return invoice_push_handler
 
 
 def _jobs_in_table(aws) -> list[dict]:

@@ -16,18 +16,8 @@ TOKEN = LOCAL_SECRET_DEFAULTS["CRM_TOKEN"]
 
 
 @pytest.fixture
-def invoice_queue(aws, monkeypatch):
-    url = aws["sqs"].create_queue(QueueName="invoice")["QueueUrl"]
-    monkeypatch.setenv("INVOICE_QUEUE_URL", url)
-    wiring.reset()
-    return url
-
-
-@pytest.fixture
-def handler(invoice_queue):
-    from functions.invoice_push import app
-
-    return app.lambda_handler
+def handler(invoice_push_handler):
+    return invoice_push_handler
 
 
 def call(handler, event):

@@ -126,7 +126,8 @@ def test_an_unknown_tax_rate_is_said_not_guessed():
 
 def test_a_crm_rate_that_differs_from_xeros_is_warned_and_xeros_applies():
     doc = SalesInvoiceDocument(crm_module="B", crm_id="1", contact=ContactRef(crm_id="a"),
-                               lines=[LineDocument(unit_amount=Decimal("100"), tax_type="OUTPUT", tax_rate=Decimal("8"))])
+                               lines=[LineDocument(unit_amount=Decimal("100"), tax_type="OUTPUT",
+                                                   tax_rate=Decimal("8"))])
     mapped = to_xero_document(doc, MappingConfig(), contact_id=CONTACT, tax_rates=RATES, today=TODAY)
     assert mapped.totals.total == Decimal("109.00") and "Xero's rate applies" in mapped.warnings[0]
 
