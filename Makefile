@@ -18,7 +18,9 @@ install: $(STAMP)
 ## Start the whole connector on 127.0.0.1 (moto, Xero emulator, Sugar double, gateway, workers),
 ## run the demo against it, and keep it running until Ctrl-C.
 run: install
-	$(VENV)/bin/sugar-xero local --demo
+	# A failure reaches its dead-letter queue after 2 deliveries instead of 8, so the demo's
+	# injected failure shows in `sugar-xero status` within seconds.
+	SUGAR_XERO_LOCAL_MAX_RECEIVE_COUNT=2 $(VENV)/bin/sugar-xero local --demo
 
 ## Every test: unit, integration, contract, template checks, end to end.
 test: install
