@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.errors import ConnectionNotReady
-from shared.observability import logger
+from shared.observability import MetricNames, logger, metrics
 from shared.ports import JobStore
 from shared.usecases.accept import canonical_json
 
@@ -43,6 +43,9 @@ def content_hash(body: Any) -> str:
 def finish(jobs: JobStore, job_id: str, status: str, *, xero: dict[str, Any] | None = None,
            error: str | None = None, warnings: list[str] | None = None) -> None:
     jobs.update_job(job_id, status=status, xero=xero or {}, error=error, warnings=warnings or [])
+    if status in ("succeeded", "failed"):
+        metrics.add_metric(name=MetricNames.JOBS_PUSHED if status == "succeeded" else MetricNames.JOBS_FAILED,
+                           unit="Count", value=1)
     # With "batch received" (shared/api/sqs.py, job id → CRM id) this ties a job to its Xero ids.
     # Job errors are the connector's own messages about records; they never hold credentials.
     (logger.warning if status == "failed" else logger.info)(
@@ -64,3 +67,5 @@ def requeue(jobs: JobStore, job_ids: list[str], error: Exception) -> None:
     """A retryable failure: the job stays queued (the contract's 'waiting out a rate limit')."""
     for job_id in job_ids:
         jobs.update_job(job_id, status="queued", error=f"will retry: {error}")
+    if job_ids:
+        metrics.add_metric(name=MetricNames.JOBS_RETRIED, unit="Count", value=len(job_ids))

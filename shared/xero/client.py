@@ -24,7 +24,7 @@ import requests
 
 from shared.backoff import backoff_seconds, retry_after_seconds
 from shared.errors import RateLimited, XeroError
-from shared.observability import logger
+from shared.observability import MetricNames, logger, metrics
 
 API_PREFIX = "/api.xro/2.0"
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -176,6 +176,8 @@ class XeroClient:
                 self._token_source(True)
                 continue
             if response.status_code in RETRYABLE_STATUSES:
+                if response.status_code == 429:
+                    metrics.add_metric(name=MetricNames.XERO_429, unit="Count", value=1)
                 retry_after = retry_after_seconds(response.headers)
                 problem = response.headers.get("X-Rate-Limit-Problem")
                 if response.status_code == 429 and (problem or "").lower() == "day":
