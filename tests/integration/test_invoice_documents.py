@@ -359,3 +359,32 @@ def test_sugar_down_while_reading_lines_keeps_the_quote_queued(xero, sugar):
 
 def test_mapping_module_names_the_target():
     assert document_module("Quotes", "ACCREC") == "Quotes#ACCREC"
+
+
+def test_a_quote_sent_to_the_customer_follows_its_stage_as_a_xero_quote(xero, sugar):
+    run = Harness(xero, sugar, MappingConfig(invoices=InvoiceRules(xero_quotes=True)))
+    sent = run.accept_quote(quote(quote_stage="Delivered", date_modified="2026-11-20T00:00:00+00:00"))
+    run.work()
+    assert run.jobs.jobs[sent].status == "succeeded", run.jobs.jobs[sent].error
+    (xero_quote,) = xero.get("Quotes")["Quotes"]
+    assert xero_quote["Status"] == "SENT" and xero_quote["Total"] == 13561.08
+    assert run.invoices() == []
+    accepted = run.accept_quote(quote())
+    run.work()
+    assert run.jobs.jobs[accepted].status == "succeeded", run.jobs.jobs[accepted].error
+    (xero_quote,) = xero.get("Quotes")["Quotes"]
+    assert xero_quote["Status"] == "ACCEPTED"
+    assert len(run.invoices()) == 1
+
+
+def test_a_purchase_can_go_to_xero_as_a_purchase_order(xero, sugar):
+    run = Harness(xero, sugar, MappingConfig(invoices=InvoiceRules(purchases_as="purchase_order")))
+    order = PurchaseDocument.model_validate(PurchaseDocument.model_config["json_schema_extra"]["examples"][0])
+    job_id = run.accept_document(order)
+    run.work()
+    job = run.jobs.jobs[job_id]
+    assert job.status == "succeeded", job.error
+    (created,) = xero.get("PurchaseOrders")["PurchaseOrders"]
+    assert created["Total"] == 27250.0 and created["Reference"] == "Commission 14 Harbour Road"
+    assert job.xero["type"] == "PURCHASEORDER" and job.xero["number"] == created["PurchaseOrderNumber"]
+    assert run.invoices() == []

@@ -946,10 +946,13 @@ def _upsert_quote(txn: _Txn, data: dict[str, Any]) -> Outcome:
     contact = None
     if "Contact" in data or existing is None:
         contact = _resolve_contact(txn, data.get("Contact"), errors)
-    amount_types = data.get("LineAmountTypes") or (existing or {}).get("LineAmountTypes") or "Exclusive"
-    if amount_types not in LINE_AMOUNT_TYPES:
-        errors.append(f"LineAmountTypes must be one of {', '.join(LINE_AMOUNT_TYPES)}")
-        amount_types = "Exclusive"
+    # Quotes spell their line amount types in capitals (the spec's QuoteLineAmountTypes).
+    given = data.get("LineAmountTypes") or (existing or {}).get("LineAmountTypes") or "EXCLUSIVE"
+    quote_types = {t.upper(): t for t in LINE_AMOUNT_TYPES}
+    if given not in quote_types:
+        errors.append(f"LineAmountTypes must be one of {', '.join(quote_types)}")
+        given = "EXCLUSIVE"
+    amount_types = quote_types[given]
     old_lines = (existing or {}).get("LineItems") or []
     raw_lines = data["LineItems"] if "LineItems" in data else old_lines
     lines, totals = _compute_lines(txn, raw_lines, old_lines, "QUOTE", amount_types, "DRAFT", errors)
@@ -984,7 +987,7 @@ def _upsert_quote(txn: _Txn, data: dict[str, Any]) -> Outcome:
     record.update(totals)
     record["QuoteNumber"] = number or _next_number(txn, "quote_seq", "QU-", taken)
     record["Status"] = status
-    record["LineAmountTypes"] = amount_types
+    record["LineAmountTypes"] = given
     record["LineItems"] = lines
     if contact:
         record["Contact"] = {"ContactID": contact["ContactID"]}
