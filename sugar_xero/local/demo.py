@@ -49,6 +49,14 @@ class DemoTargets:
     state_file: Path | None = None
 
 
+ROUTES = {"Account": "/crm/contacts", "Contact": "/crm/contacts", "ProductTemplate": "/crm/products",
+          "Quote": "/crm/quotes"}
+
+
+def route_for(hook: dict[str, Any]) -> str:
+    return ROUTES.get(str(hook.get("bean")), "/crm/contacts")
+
+
 def targets(url: str | None, state_file: Path | None) -> DemoTargets:
     path = state_file or find_state_file()
     state = read_state_file(path)
@@ -93,13 +101,13 @@ def run_demo(
     token = os.environ.get("CRM_TOKEN") or LOCAL_SECRET_DEFAULTS["CRM_TOKEN"]
     session = requests.Session()
     callouts = demo_callouts()
-    print(f"Sending {len(callouts)} Sugar callouts to {where.api_url}/crm/contacts", file=out)
+    print(f"Sending {len(callouts)} Sugar callouts to {where.api_url}/crm/*", file=out)
     accepted: list[tuple[str, dict[str, Any], str]] = []
     failed = False
     for label, body in callouts:
         try:
             answer = session.post(
-                f"{where.api_url}/crm/contacts", params={"token": token}, json=body, timeout=10
+                f"{where.api_url}{route_for(body)}", params={"token": token}, json=body, timeout=10
             )
         except requests.RequestException as error:
             print(f"sugar-xero demo: cannot reach {where.api_url}: {error}", file=sys.stderr)
@@ -135,7 +143,8 @@ def run_demo(
             failed = True
 
     crm_ids = {body["data"]["id"] for _, body in callouts}
-    xero_ids = {str(v) for job in jobs for k, v in (job.get("xero") or {}).items() if k.endswith("_id")}
+    xero_ids = {str(v) for job in jobs for k, v in (job.get("xero") or {}).items()
+                if k == "id" or k.endswith("_id")}
     _print_xero(session, where.xero_url, crm_ids, xero_ids, out)
     _print_sugar(session, where.sugar_url, crm_ids, out)
     if accepted and not failed:
@@ -287,6 +296,11 @@ def _print_xero(
         for person in contact.get("ContactPersons") or []:  # Sugar Contacts kept as contact persons
             name = " ".join(filter(None, [person.get("FirstName"), person.get("LastName")]))
             print(f"    contact person {name!r} {person.get('EmailAddress') or ''}".rstrip(), file=out)
+    invoices = [i for i in state.get("invoices", []) if i.get("InvoiceID") in xero_ids]
+    for invoice in invoices:
+        print(f"  invoice {invoice.get('InvoiceNumber')} {invoice.get('Type')} {invoice.get('Status')}  "
+              f"total {invoice.get('Total')} (tax {invoice.get('TotalTax')})  reference {invoice.get('Reference')!r}",
+              file=out)
 
 
 def _print_sugar(session: requests.Session, sugar_url: str | None, crm_ids: set[str], out: TextIO) -> None:

@@ -97,10 +97,12 @@ def demo_callouts(project_dir: Path | None = None) -> list[tuple[str, dict[str, 
     sugar = fixtures_dir(project_dir) / "sugar"
     account, contact = sugar / "account_after_save.json", sugar / "contact_after_save_v8.json"
     if account.exists() and contact.exists():
-        return [
-            (account.name, json.loads(account.read_text())),
-            (contact.name, json.loads(contact.read_text())),
-        ]
+        found = [(account.name, json.loads(account.read_text())), (contact.name, json.loads(contact.read_text()))]
+        # The catalogue entry, then the accepted quote: it becomes a Xero invoice to the cent.
+        for extra in (sugar / "product_template_after_save.json", sugar / "quote_closed_accepted.json"):
+            if extra.exists():
+                found.append((extra.name, json.loads(extra.read_text())))
+        return found
     return [("sample account", sample_account_hook()), ("sample contact", sample_contact_hook())]
 
 
