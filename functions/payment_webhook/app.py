@@ -1,10 +1,12 @@
-"""payment_webhook: Xero webhook deliveries in (API Gateway), deduplicated into pending refreshes
-(SQS worker); and the Xero OAuth2 onboarding routes."""
+"""payment_webhook: Xero webhook deliveries in (API Gateway); the SQS worker deduplicates them into
+pending refreshes, then re-reads those resources from Xero and brings the mappings and CRM
+records up to date (``shared.usecases.xero_updates``); and the Xero OAuth2 onboarding routes."""
 
 from __future__ import annotations
 
 import html
 import json
+import uuid
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
@@ -26,7 +28,7 @@ from shared.errors import XeroError
 from shared.observability import logger, metrics, tracer
 from shared.secrets import MissingSecret, get_secret
 from shared.usecases import onboarding, webhooks
-from shared.usecases.work import BatchResult, WorkItem
+from shared.usecases.work import BatchResult, WorkItem, retry_after_for
 from shared.xero.webhooks import SIGNATURE_HEADER, header, signature_is_valid
 
 router = Router()
@@ -163,6 +165,15 @@ app.include_router(router)
 app.include_router(common_router)
 
 
+# A refresh that failed (Xero 429/5xx, Sugar down, rules failing) is tried again after this
+# long unless the error says when; its pending items stay, so nothing is lost meanwhile, and a
+# message failing for good ends in the DLQ, from which `sugar-xero replay` brings it back.
+REFRESH_RETRY_SECONDS = 60.0
+# Pending resources one run refreshes per organisation (5 Xero GETs of 50 invoices); more are
+# taken by a continuation message, so a run stays well inside the function's timeout.
+REFRESH_LIMIT = 250
+
+
 def work(items: list[WorkItem]) -> BatchResult:
     store = wiring.webhook_events()
     recorded = webhooks.record_events(items, store=store)
@@ -171,7 +182,56 @@ def work(items: list[WorkItem]) -> BatchResult:
     logger.info("webhook events recorded", extra={
         "fresh": recorded.fresh, "duplicates": recorded.duplicates, "pending": recorded.pending_written,
         "superseded": recorded.superseded, "invalid": recorded.invalid, "retry": len(recorded.result.retry)})
+    refresh_tenants(items, recorded.result, store=store)
     return recorded.result
+
+
+def refresh_tenants(items: list[WorkItem], result: BatchResult, *, store: Any) -> None:
+    """Refresh the pending resources of every organisation the batch's messages name, even when
+    all their events were redeliveries: a retried message is how a failed refresh is retried.
+    Imported here: the receiver's cold start (Xero's 5 seconds) never pays for it."""
+    from shared.mapping.settings import mapping_file
+    from shared.usecases import xero_updates
+
+    tenants: dict[str, list[str]] = {}
+    for item in items:
+        tenant_id = (item.document or {}).get("tenant_id")
+        if isinstance(tenant_id, str) and tenant_id:
+            tenants.setdefault(tenant_id, []).append(item.message_id)
+    for tenant_id, message_ids in tenants.items():
+        try:
+            crm = wiring.sugar_client() if settings().sugar_base_url else None
+            refreshed = xero_updates.refresh_pending(
+                tenant_id, store=store, xero=wiring.xero_client_for(tenant_id), mappings=wiring.job_store(),
+                crm=crm, config=mapping_file().for_tenant(tenant_id), on_changes=wiring.billing_rules(tenant_id),
+                limit=REFRESH_LIMIT)
+        except Exception as error:  # noqa: BLE001 - every failure waits in the queue, then the DLQ
+            wait = retry_after_for(error) or REFRESH_RETRY_SECONDS
+            logger.warning("refresh of changed Xero resources deferred",
+                           extra={"tenant_id": tenant_id, "error": str(error), "retry_in": wait})
+            metrics.add_metric(name="XeroRefreshDeferred", unit="Count", value=1)
+            result.defer(message_ids, wait)
+            continue
+        applied = [r for r in (refreshed.invoices, refreshed.credit_notes) if r is not None]
+        metrics.add_metric(name="XeroDocumentsUpdated", unit="Count", value=sum(len(r.changes) for r in applied))
+        metrics.add_metric(name="XeroDocumentsIgnored", unit="Count", value=sum(len(r.ignored) for r in applied))
+        metrics.add_metric(name="XeroDocumentsImported", unit="Count", value=sum(len(r.imported) for r in applied))
+        metrics.add_metric(name="XeroResourcesRefreshed", unit="Count", value=refreshed.cleared)
+        if refreshed.retry:
+            metrics.add_metric(name="XeroRefreshKept", unit="Count", value=len(refreshed.kept))
+            result.defer(message_ids, REFRESH_RETRY_SECONDS)
+        elif refreshed.more:
+            _continue_later(tenant_id, message_ids, result)
+
+
+def _continue_later(tenant_id: str, message_ids: list[str], result: BatchResult) -> None:
+    """More pending than one run takes: a message with no events asks the next run to go on."""
+    try:
+        wiring.webhook_queue().send({"job_id": f"xero-refresh-{tenant_id}-{uuid.uuid4().hex[:12]}",
+                                     "kind": webhooks.KIND, "document": {"tenant_id": tenant_id, "events": []}})
+    except Exception as error:  # noqa: BLE001 - the message itself then comes back instead
+        logger.warning("continuation not queued; the message is retried", extra={"error": str(error)})
+        result.defer(message_ids, REFRESH_RETRY_SECONDS)
 
 
 @logger.inject_lambda_context
@@ -179,5 +239,5 @@ def work(items: list[WorkItem]) -> BatchResult:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if is_sqs_event(event):
-        return run_batch(event, context, work)
+        return run_batch(event, context, work, defer=wiring.webhook_queue().defer)
     return handle_http(app, event, context)

@@ -122,6 +122,93 @@ class SyncStateTable:
             return None
         return Mapping.model_validate({k: v for k, v in items[0].items() if k in Mapping.model_fields})
 
+    # Added for Xero's updates (shared/usecases/xero_updates.py): batched lookup by Xero id,
+    # a conditional store of a document's Xero state, and a create-if-absent mapping.
+    def find_by_xero_ids(self, tenant_id: str, xero_ids: list[str], *,
+                         workers: int = 8) -> dict[str, list[Mapping]]:
+        """Every mapping of ``tenant_id`` whose Xero id is in ``xero_ids``, by Xero id.
+
+        A GSI cannot be batch-read, so its queries run side by side (keys only); the mappings
+        themselves are then read consistently from the table (100 a call), because a GSI can
+        lag behind a mapping written moments ago."""
+        unique = list(dict.fromkeys(i for i in xero_ids if i))
+        if not unique:
+            return {}
+        client = self._table.meta.client  # clients are thread-safe; resources are not
+
+        def keys_for(xero_id: str) -> list[dict[str, Any]]:
+            request: dict[str, Any] = {
+                "TableName": self._table.name, "IndexName": XERO_ID_INDEX,
+                "KeyConditionExpression": "xero_id = :x", "FilterExpression": "tenant_id = :t",
+                "ProjectionExpression": "PK, SK", "ExpressionAttributeValues": {":x": xero_id, ":t": tenant_id}}
+            found: list[dict[str, Any]] = []
+            while True:
+                answer = client.query(**request)
+                found += answer.get("Items", [])
+                if not answer.get("LastEvaluatedKey"):
+                    return found
+                request["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+
+        if len(unique) == 1:
+            key_lists = [keys_for(unique[0])]
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(workers, len(unique))) as pool:
+                key_lists = list(pool.map(keys_for, unique))
+        keys = list({k["PK"]: {"PK": k["PK"], "SK": k["SK"]} for ks in key_lists for k in ks
+                     if k.get("SK") == "MAP"}.values())
+        found: dict[str, list[Mapping]] = {}
+        for start in range(0, len(keys), 100):
+            request = {self._table.name: {"Keys": keys[start:start + 100], "ConsistentRead": True}}
+            while request:
+                answer = client.batch_get_item(RequestItems=request)
+                for item in answer.get("Responses", {}).get(self._table.name, []):
+                    mapping = Mapping.model_validate({k: v for k, v in item.items() if k in Mapping.model_fields})
+                    if mapping.tenant_id == tenant_id and mapping.xero_id in unique:
+                        found.setdefault(mapping.xero_id, []).append(mapping)
+                request = answer.get("UnprocessedKeys") or {}
+        return found
+
+    def put_document_state(self, mapping: Mapping, document: dict[str, Any], *,
+                           expected_updated_utc: str | None) -> bool:
+        """Store a document's Xero state on its existing mapping, only if the stored state is
+        still the one read (its ``updated_utc`` is ``expected_updated_utc``; None: no state or
+        no timestamp yet). False when another writer moved it meanwhile."""
+        values: dict[str, Any] = {":doc": document, ":now": now_iso(),
+                                  ":xu": document.get("updated_utc"), ":num": document.get("number")}
+        if expected_updated_utc is None:
+            condition = ("attribute_exists(PK) AND (attribute_not_exists(#d) OR attribute_not_exists(#d.#u) "
+                         "OR attribute_type(#d.#u, :null))")
+            values[":null"] = "NULL"
+        else:
+            condition = "attribute_exists(PK) AND #d.#u = :expected"
+            values[":expected"] = expected_updated_utc
+        try:
+            self._table.update_item(
+                Key=mapping_key(mapping.tenant_id, mapping.module, mapping.crm_id),
+                UpdateExpression="SET #d = :doc, xero_updated = :xu, xero_number = :num, updated_at = :now",
+                ConditionExpression=condition, ExpressionAttributeNames={"#d": "document", "#u": "updated_utc"},
+                ExpressionAttributeValues=values)
+            return True
+        except Exception as error:
+            if conditional_check_failed(error):
+                return False
+            raise
+
+    def create_mapping(self, mapping: Mapping) -> bool:
+        """``put_mapping`` only when the mapping does not exist yet; False when it does."""
+        mapping = mapping.model_copy(update={"updated_at": now_iso()})
+        item = {**mapping_key(mapping.tenant_id, mapping.module, mapping.crm_id),
+                **mapping.model_dump(exclude_none=True)}
+        try:
+            self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(PK)")
+            return True
+        except Exception as error:
+            if conditional_check_failed(error):
+                return False
+            raise
+
     # ---- tokens and connections --------------------------------------------------------------
     def get_token(self, connection_id: str) -> dict[str, Any] | None:
         return self._table.get_item(Key=token_key(connection_id), ConsistentRead=True).get("Item")

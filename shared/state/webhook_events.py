@@ -6,7 +6,10 @@
   the connector has yet to re-read, with the newest ``event_date_utc`` seen. An older event
   never overwrites a newer one (conditional write), and whoever later refreshes the resource
   marks the item ``refreshed`` (keeping the date) rather than deleting it, so that a late,
-  older event finds the newer date and asks for nothing.
+  older event finds the newer date and asks for nothing. That mark only lands if the date is
+  still the one the refresher read (a newer event arriving meanwhile keeps the item pending),
+  and it carries a TTL (``refreshed_ttl_hours``) so refreshed items do not pile up; a newer
+  event re-opens the item and drops the TTL.
 """
 
 from __future__ import annotations
@@ -33,9 +36,10 @@ def pending_key(tenant_id: str, category: str, resource_id: str) -> dict[str, st
 
 class WebhookEventTable:
     def __init__(self, table_name: str, *, resource: Any | None = None, event_ttl_hours: int = 24,
-                 sleep=time.sleep):
+                 refreshed_ttl_hours: int = 72, sleep=time.sleep):
         self._table = (resource or dynamodb_resource()).Table(table_name)
         self._event_ttl_seconds = event_ttl_hours * 3600
+        self._refreshed_ttl_seconds = refreshed_ttl_hours * 3600
         self._sleep = sleep
 
     def seen_events(self, events: list[EventId]) -> set[EventId]:
@@ -85,7 +89,7 @@ class WebhookEventTable:
                 Key=pending_key(tenant_id, category, resource_id),
                 UpdateExpression=("SET tenant_id = :t, event_category = :c, resource_id = :r, "
                                   "event_date_utc = :d, event_type = :e, resource_url = :u, "
-                                  "#s = :pending, updated_at = :now"),
+                                  "#s = :pending, updated_at = :now REMOVE expires_at"),
                 ConditionExpression="attribute_not_exists(PK) OR event_date_utc < :d",
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={":t": tenant_id, ":c": category, ":r": resource_id,
@@ -100,3 +104,44 @@ class WebhookEventTable:
     def get_pending(self, tenant_id: str, category: str, resource_id: str) -> dict[str, Any] | None:
         return self._table.get_item(Key=pending_key(tenant_id, category, resource_id),
                                     ConsistentRead=True).get("Item")
+
+    def pending_items(self, tenant_id: str, *, limit: int = 1000) -> list[dict[str, Any]]:
+        """Up to ``limit`` of the tenant's resources still waiting for a refresh (consistent
+        reads), each with ``event_category``, ``resource_id`` and ``event_date_utc``.
+
+        Refreshed items are skipped here rather than by a FilterExpression: a filter saves no
+        read capacity, and they expire by TTL anyway."""
+        request: dict[str, Any] = {
+            "KeyConditionExpression": "PK = :pk AND begins_with(SK, :prefix)",
+            "ProjectionExpression": "event_category, resource_id, event_date_utc, #s",
+            "ExpressionAttributeNames": {"#s": "status"},
+            "ExpressionAttributeValues": {":pk": f"T#{tenant_id}", ":prefix": "PENDING#"},
+            "ConsistentRead": True,
+        }
+        found: list[dict[str, Any]] = []
+        while len(found) < limit:
+            answer = self._table.query(**request)
+            found += [item for item in answer.get("Items", []) if item.get("status") == "pending"]
+            if not answer.get("LastEvaluatedKey"):
+                break
+            request["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+        return found[:limit]
+
+    def clear_pending(self, *, tenant_id: str, category: str, resource_id: str, event_date_utc: str) -> bool:
+        """Mark one resource refreshed, only if its newest event is still ``event_date_utc``
+        (the one read before the refresh). False when a newer event arrived meanwhile: the
+        item stays pending and is refreshed again."""
+        try:
+            self._table.update_item(
+                Key=pending_key(tenant_id, category, resource_id),
+                UpdateExpression="SET #s = :refreshed, refreshed_at = :now, expires_at = :exp",
+                ConditionExpression="event_date_utc = :d AND #s = :pending",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":d": event_date_utc, ":pending": "pending", ":refreshed": "refreshed",
+                                           ":now": now_iso(),
+                                           ":exp": int(time.time()) + self._refreshed_ttl_seconds})
+            return True
+        except Exception as error:
+            if conditional_check_failed(error):
+                return False
+            raise

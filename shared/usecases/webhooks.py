@@ -4,7 +4,8 @@ The request side only queues (Xero disables a webhook that does not answer withi
 and any Xero or CRM call could take that long): one queue message per organisation in a
 delivery, so that a 50-event delivery costs one SQS send. The worker drops the events it has
 seen already (Xero redelivers for up to 24 hours, and out of order) and leaves one "pending
-refresh" item per changed resource for the worker that re-reads resources from Xero.
+refresh" item per changed resource; the same worker then re-reads those resources from Xero
+(``shared.usecases.xero_updates.refresh_pending``) and marks each item refreshed once applied.
 """
 
 from __future__ import annotations

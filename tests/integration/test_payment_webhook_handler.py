@@ -53,10 +53,13 @@ def delivery(events: list[dict], sequence: int = 1) -> bytes:
 
 @pytest.fixture
 def hook(aws, monkeypatch):
+    """The receiver and the recording half of the worker. The refresh half (Xero and Sugar
+    calls) is switched off here: tests/integration/test_payment_worker.py covers it."""
     from functions.payment_webhook import app
 
     queue = aws["sqs"].create_queue(QueueName="webhook")["QueueUrl"]
     monkeypatch.setenv("WEBHOOK_QUEUE_URL", queue)
+    monkeypatch.setattr(app, "refresh_tenants", lambda items, result, *, store: None)
     wiring.reset()
     yield {**aws, "webhook_queue": queue, "handler": app.lambda_handler}
     wiring.reset()
