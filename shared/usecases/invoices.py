@@ -44,7 +44,7 @@ from shared.mapping.settings import MappingConfig, mapping_file
 from shared.mapping.sugar_contacts import account_to_document, contact_to_document
 from shared.mapping.sugar_quotes import MODULE as QUOTES
 from shared.mapping.sugar_quotes import quote_documents, quote_intent
-from shared.mapping.xero_documents import ID_FIELDS, document_state, write_back_values
+from shared.mapping.xero_documents import ID_FIELDS, document_state, is_newer, write_back_values
 from shared.models.invoices import AnyTradeDocument, TradeDocument, XeroDocumentState
 from shared.models.jobs import CrmRef, Job
 from shared.models.sugar import AccountHook, ContactHook, SugarQuote
@@ -481,6 +481,13 @@ def _record_answer(run: _Run, record: _Record, answer: dict[str, Any]) -> None:
         warnings.append("cancelled in the CRM: deleted in Xero")
     elif record.action == "void":
         warnings.append("cancelled in the CRM: voided in Xero")
+    if record.mapping is not None:
+        # A webhook may have stored a newer state (a payment) since this batch read the mapping:
+        # keep the newer one, so the push never moves the record backwards.
+        latest = _stored_state(run.mappings.get_mappings(run.xero.tenant_id, record.module,
+                                                         [record.doc.crm_id]).get(record.doc.crm_id))
+        if latest is not None and not is_newer(state, latest):
+            state = latest
     run.mappings.put_mapping(Mapping(
         tenant_id=run.xero.tenant_id, module=record.module, crm_id=record.doc.crm_id, xero_id=state.xero_id,
         xero_number=state.number, payload_hash=record.digest or (record.mapping.payload_hash if record.mapping

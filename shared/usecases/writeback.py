@@ -118,7 +118,7 @@ def own_write_back(hook: Any, config: MappingConfig) -> str | None:
     changed = _changed_fields(getattr(hook, "dataChanges", None))
     if not changed:
         return None
-    own = set(config.write_back.fields.values())
+    own = set(config.write_back.fields.values()) | set(config.xero_updates.contact_fields.values())
     if changed <= own | SUGAR_BOOKKEEPING_FIELDS and changed & own:
         return "only the connector's write-back fields changed: " + ", ".join(sorted(changed & own))
     return None
