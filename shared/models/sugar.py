@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 
 class SugarEmail(BaseModel):
@@ -103,7 +103,14 @@ def _blank_is_none(value: Any) -> Any:
     return None if isinstance(value, str) and not value.strip() else value
 
 
-SugarAmount = Annotated[Decimal | None, BeforeValidator(_blank_is_none)]
+def _an_amount_xero_keeps(value: Decimal | None) -> Decimal | None:
+    if value is not None and (not value.is_finite() or abs(value) >= AMOUNT_LIMIT):
+        raise ValueError(f"must be a finite amount below {AMOUNT_LIMIT:,.0f}")
+    return value
+
+
+AMOUNT_LIMIT = Decimal("1e15")  # beyond what any invoice holds, and within what Decimal arithmetic keeps exact
+SugarAmount = Annotated[Decimal | None, BeforeValidator(_blank_is_none), AfterValidator(_an_amount_xero_keeps)]
 """Sugar sends amounts as 6-decimal strings ("1170.000000"), or "" when the field is empty."""
 
 

@@ -328,16 +328,16 @@ tenants: {t-1: {disable: [a]}}""", path=__import__("pathlib").Path("r.yaml"))
     assert report.evaluated == 0 and world.crm.gets == [] and world.crm.writes == []
 
 
-def test_the_reconciliation_runs_overdue_rules_once_a_day_over_stored_invoices(aws):
+def test_the_reconciliation_runs_overdue_rules_once_a_day_over_stored_invoices(world, sync_table):
     from shared.state.dynamo import SyncStateTable
     from shared.state.watermarks import ReconcileStateTable
     from shared.usecases.billing import overdue_pass
 
-    store = SyncStateTable("sync-test", resource=aws["dynamodb"])
+    store = SyncStateTable(SYNC_TABLE_NAME, resource=sync_table)
     for n, due in ((1, dt.date(2027, 1, 10)), (2, dt.date(2027, 1, 30))):
         store.put_mapping(Mapping(tenant_id=TENANT, module="Quotes#ACCREC", crm_id=f"q-{n}", xero_id=f"inv-{n}",
                                   document=state(xero_id=f"inv-{n}", due_date=due).model_dump(mode="json")))
-    state_table = ReconcileStateTable("sync-test", resource=aws["dynamodb"])
+    state_table = ReconcileStateTable(SYNC_TABLE_NAME, resource=sync_table)
     handed: list[list[DocumentChange]] = []
     assert overdue_pass(TENANT, state=state_table, rules=RULES, on_changes=handed.append, today=TODAY) == 1
     assert [c.crm_id for c in handed[0]] == ["q-1"]

@@ -107,3 +107,13 @@ def test_unknown_kinds_are_retried_never_dropped(handler, aws, invoice_queue, mo
     assert len(fake.items) == 1
     assert get_job(handler, body["job_id"])[1]["status"] == "succeeded"
 
+
+
+@pytest.mark.parametrize("price", [1e24, "1e30", "NaN", "-Infinity"])
+def test_an_amount_no_invoice_holds_is_a_422_not_a_crash(handler, aws, invoice_queue, price):
+    """Found by fuzzing: a huge price once crashed the price rounding with a 5xx."""
+    body = {"bean": "ProductTemplate", "event": "after_save",
+            "data": {"id": "p-1", "name": "Widget", "discount_price": price}}
+    status, answer = call(handler, api_event("POST", "/crm/products", body=body, query={"token": TOKEN}))
+    assert status == 422 and "discount_price" in json.dumps(answer)
+    assert queued(aws, invoice_queue) == []
