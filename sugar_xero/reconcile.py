@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from sugar_xero.local.state_file import STATE_FILE_NAME, find_state_file, read_state_file
+from sugar_xero.status import StackNotFound
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_NO_STACK = 0, 1, 2
 FUNCTION_LOGICAL_ID = "ReconcileFunction"
@@ -39,10 +40,6 @@ functions use (SYNC_TABLE, *_QUEUE_URL, XERO_*, SUGAR_BASE_URL).
 Exit status: 0 the pass ran without errors; 1 it had errors (or no Xero connection yet);
 2 no stack found, or the pass could not be started.
 """
-
-
-class StackNotFound(Exception):
-    pass
 
 
 def build_parser() -> argparse.ArgumentParser:

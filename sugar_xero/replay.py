@@ -20,7 +20,7 @@ from typing import Any, TextIO
 from shared.usecases.redrive import QueueMessage, RedriveResult, job_id_of, redrive_dlq, redrive_job
 from shared.usecases.status import QueueSpec
 from sugar_xero.local.state_file import STATE_FILE_NAME
-from sugar_xero.status import QUEUE_NAMES, StackNotFound, StackTarget, find_target
+from sugar_xero.status import QUEUE_NAMES, StackTarget, locate
 
 EXIT_DONE, EXIT_NOT_ALL, EXIT_NO_STACK = 0, 1, 2
 RECEIVE_WAIT_SECONDS = 1  # a long poll: a short one may answer "empty" while messages wait
@@ -237,13 +237,8 @@ def run(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO
         print("sugar-xero replay: --max must be at least 1", file=err)
         return EXIT_NO_STACK
     environ = dict(os.environ if environ is None else environ)
-    try:
-        target = find_target(args, environ, cloudformation)
-    except StackNotFound as error:
-        print(str(error), file=err)
-        return EXIT_NO_STACK
-    except Exception as error:  # no credentials, no such stack, endpoint down: say so plainly
-        print(f"Cannot read the stack's outputs: {type(error).__name__}: {error}", file=err)
+    target = locate(args, environ, cloudformation, err)
+    if target is None:
         return EXIT_NO_STACK
     try:
         dead_letter = select_dead_letter_queues(target.queues, args.dlq, args.all)

@@ -184,6 +184,19 @@ def find_target(args: argparse.Namespace, environ: Mapping[str, str],
                         "deployed stack.")
 
 
+def locate(args: argparse.Namespace, environ: Mapping[str, str], cloudformation: Callable[[], Any] | None,
+           err: TextIO) -> StackTarget | None:
+    """``find_target``, or None after saying plainly on ``err`` why the stack cannot be found
+    (no local stack, no such stack, no credentials, an endpoint down)."""
+    try:
+        return find_target(args, environ, cloudformation)
+    except StackNotFound as error:
+        print(str(error), file=err)
+    except Exception as error:  # noqa: BLE001 - any reason is told to the operator, not raised
+        print(f"Cannot read the stack's outputs: {type(error).__name__}: {error}", file=err)
+    return None
+
+
 # ---- adapters ------------------------------------------------------------------------------------
 def _session(target: StackTarget | None):
     import boto3
@@ -359,16 +372,11 @@ def run(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO
     out, err = out or sys.stdout, err or sys.stderr
     args = build_parser().parse_args(argv)
     environ = dict(os.environ if environ is None else environ)
-    try:
-        target = find_target(args, environ, cloudformation)
-        if args.day_limit:
-            target = replace(target, day_limit=args.day_limit)
-    except StackNotFound as error:
-        print(str(error), file=err)
+    target = locate(args, environ, cloudformation, err)
+    if target is None:
         return EXIT_NO_STACK
-    except Exception as error:  # no credentials, no such stack, endpoint down: say so plainly
-        print(f"Cannot read the stack's outputs: {type(error).__name__}: {error}", file=err)
-        return EXIT_NO_STACK
+    if args.day_limit:
+        target = replace(target, day_limit=args.day_limit)
     try:
         report = report_for(target, failures=max(0, args.failures), session=session, clock=clock)
     except Exception as error:
