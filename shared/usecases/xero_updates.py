@@ -135,8 +135,12 @@ class _Candidate:
         return crm_module(self.mapping.module)
 
     def change(self) -> DocumentChange:
+        # Every document the connector pushed has a stored state from its push; one without is an
+        # import, whose history the connector never saw: no transition fires on first sight (an
+        # invoice imported already PAID must not raise a commission bill for last year's sale).
+        before = self.stored if self.stored is not None else self.state
         return DocumentChange(tenant_id=self.mapping.tenant_id, crm_module=self.crm_module,
-                              crm_id=self.mapping.crm_id, before=self.stored, after=self.state)
+                              crm_id=self.mapping.crm_id, before=before, after=self.state)
 
 
 def crm_module(mapping_module: str) -> str:
