@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from shared.mapping.settings import MappingConfig
 
 MAX_AGE = timedelta(hours=24)
-RESOURCES = ("Accounts", "TaxRates", "TrackingCategories", "Currencies")
+RESOURCES = ("Accounts", "TaxRates", "TrackingCategories", "Currencies", "Organisation")
 DOCUMENT_COLLECTIONS = ("Invoices", "CreditNotes", "Quotes", "PurchaseOrders", "Items", "BankTransactions")
 USABLE = "ACTIVE"
 
@@ -58,6 +58,7 @@ class OrganisationMetadata:
     tracking: dict[str, dict[str, Any]] = field(default_factory=dict)  # name → name, status, options{name: status}
     currencies: frozenset[str] = frozenset()
     problems: tuple[str, ...] = ()  # the mapping configuration checked against these lists
+    lock_date: str | None = None  # ISO date: nothing dated on or before it can be written (period locks)
 
     # ---- lookups the invoice worker uses --------------------------------------------------------
     def tax_rate(self, tax_type: str | None) -> Decimal | None:
@@ -76,13 +77,15 @@ class OrganisationMetadata:
     # ---- storage form -------------------------------------------------------------------------
     def as_json(self) -> dict[str, Any]:
         return {"refreshed_at": self.refreshed_at, "accounts": self.accounts, "tax_rates": self.tax_rates,
-                "tracking": self.tracking, "currencies": sorted(self.currencies), "problems": list(self.problems)}
+                "tracking": self.tracking, "currencies": sorted(self.currencies), "problems": list(self.problems),
+                "lock_date": self.lock_date}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> OrganisationMetadata:
         return cls(refreshed_at=str(data["refreshed_at"]), accounts=dict(data.get("accounts") or {}),
                    tax_rates=dict(data.get("tax_rates") or {}), tracking=dict(data.get("tracking") or {}),
-                   currencies=frozenset(data.get("currencies") or ()), problems=tuple(data.get("problems") or ()))
+                   currencies=frozenset(data.get("currencies") or ()), problems=tuple(data.get("problems") or ()),
+                   lock_date=data.get("lock_date") or None)
 
     @classmethod
     def from_xero(cls, lists: dict[str, list[dict[str, Any]]], refreshed_at: datetime) -> OrganisationMetadata:
@@ -104,8 +107,22 @@ class OrganisationMetadata:
             tracking[_fold(category["Name"])] = {"name": str(category["Name"]),
                                                  "status": _upper(category.get("Status") or USABLE), "options": options}
         currencies = frozenset(_upper(c.get("Code")) for c in lists.get("Currencies") or [] if c.get("Code"))
+        organisation = (lists.get("Organisations") or [{}])[0]
+        locks = [_iso_day(organisation.get(key)) for key in ("PeriodLockDate", "EndOfYearLockDate")]
         return cls(refreshed_at=refreshed_at.astimezone(UTC).isoformat(timespec="seconds"), accounts=accounts,
-                   tax_rates=tax_rates, tracking=tracking, currencies=currencies)
+                   tax_rates=tax_rates, tracking=tracking, currencies=currencies,
+                   lock_date=max((d for d in locks if d), default=None))
+
+
+def _iso_day(value: Any) -> str | None:
+    """Xero's ``/Date(ms+0000)/`` or ISO text → ``YYYY-MM-DD``; None when empty or unreadable."""
+    from shared.xero.dates import parse_xero_date
+
+    try:
+        moment = parse_xero_date(str(value)) if value else None
+    except ValueError:
+        return None
+    return moment.date().isoformat() if moment else None
 
 
 # ---- the checks ----------------------------------------------------------------------------------
@@ -157,6 +174,17 @@ def _elements(xero_body: dict[str, Any]) -> list[dict[str, Any]]:
     return [xero_body]
 
 
+def locked_period_problem(day: Any, metadata: OrganisationMetadata | None, where: str = "") -> str | None:
+    """A document dated on or before the organisation's lock date cannot be written in Xero."""
+    if not day or metadata is None or not metadata.lock_date:
+        return None
+    text = str(day)[:10]
+    if text > metadata.lock_date:
+        return None
+    return (f"the date {text}{where} is in a period Xero has locked (up to {metadata.lock_date}): date the "
+            "document after it, or ask finance to move the lock date")
+
+
 def unknown_references(xero_body: dict[str, Any], metadata: OrganisationMetadata | None) -> list[str]:
     """Every account code, tax type, tracking category or option, and currency that ``xero_body``
     names and the organisation does not have (or has archived), one clear message each. An empty
@@ -167,6 +195,7 @@ def unknown_references(xero_body: dict[str, Any], metadata: OrganisationMetadata
     elements = _elements(xero_body)
     for number, element in enumerate(elements, start=1):
         prefix = f" (document {number})" if len(elements) > 1 else ""
+        problems.append(locked_period_problem(element.get("Date"), metadata, prefix) or "")
         if element.get("CurrencyCode"):
             problems.append(currency_problem(element["CurrencyCode"], metadata, prefix) or "")
         for line_number, line in enumerate(element.get("LineItems") or [], start=1):
@@ -229,12 +258,14 @@ def refresh_due(cached: OrganisationMetadata | None, now: datetime, max_age: tim
 
 
 def fetch_metadata(xero: XeroReader, now: datetime) -> OrganisationMetadata:
-    """Four calls, one per list. Archived tracking categories are left out by Xero by default;
-    asking for them too lets a check say "archived" instead of "does not exist"."""
+    """Five calls, one per list (the organisation for its lock dates). Archived tracking
+    categories are left out by Xero by default; asking for them too lets a check say "archived"
+    instead of "does not exist"."""
     lists: dict[str, list[dict[str, Any]]] = {}
     for resource in RESOURCES:
         params = {"includeArchived": "true"} if resource == "TrackingCategories" else None
-        lists[resource] = list(xero.get(resource, params).get(resource) or [])
+        key = "Organisations" if resource == "Organisation" else resource  # Xero answers in the plural
+        lists[key] = list(xero.get(resource, params).get(key) or [])
     return OrganisationMetadata.from_xero(lists, now)
 
 

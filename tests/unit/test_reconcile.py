@@ -58,7 +58,8 @@ class FakeXeroReader:
                          "TaxRates": [{"TaxType": "OUTPUT", "Status": "ACTIVE", "EffectiveRate": "9"}],
                          "TrackingCategories": [{"Name": "Region", "Status": "ACTIVE",
                                                  "Options": [{"Name": "North", "Status": "ACTIVE"}]}],
-                         "Currencies": [{"Code": "SGD"}]}
+                         "Currencies": [{"Code": "SGD"}],
+                         "Organisation": [{"Name": "Harbour Demo", "PeriodLockDate": "/Date(1774915200000+0000)/"}]}
 
     def put(self, resource: str, document: dict[str, Any]) -> None:
         key = {"Invoices": "InvoiceID", "CreditNotes": "CreditNoteID", "Payments": "PaymentID"}[resource]
@@ -69,7 +70,8 @@ class FakeXeroReader:
         params = dict(params or {})
         self.log.append((path, params, if_modified_since))
         if path in self.settings:
-            return {path: copy.deepcopy(self.settings[path])}
+            key = "Organisations" if path == "Organisation" else path
+            return {key: copy.deepcopy(self.settings[path])}
         records = list(self.documents[path].values())
         if if_modified_since:
             threshold = datetime.fromisoformat(if_modified_since).replace(tzinfo=UTC)
@@ -540,6 +542,18 @@ def test_unknown_references_name_each_unknown_or_archived_setting():
     assert md.unknown_references(item, meta) == [
         "account code 201 in the item's sales details is not in the Xero organisation's chart of accounts"]
     assert meta.tax_rate("output") == Decimal("9") and meta.tax_rate("NOPE") is None
+
+
+def test_documents_dated_in_a_locked_period_are_refused_before_sending():
+    meta = _metadata(FakeXeroReader())
+    assert meta.lock_date == "2026-03-31"
+    assert md.OrganisationMetadata.from_json(meta.as_json()).lock_date == "2026-03-31"
+    locked = {"Date": "2026-03-31", "LineItems": [{"AccountCode": "200"}]}
+    assert md.unknown_references(locked, meta) == [
+        "the date 2026-03-31 is in a period Xero has locked (up to 2026-03-31): date the document after it, "
+        "or ask finance to move the lock date"]
+    assert md.unknown_references({**locked, "Date": "2026-04-01"}, meta) == []
+    assert md.unknown_references({"LineItems": []}, meta) == []  # an update keeping Xero's date
 
 
 def test_metadata_is_refreshed_daily_and_the_mapping_is_checked_against_it(world):
