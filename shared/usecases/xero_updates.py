@@ -25,6 +25,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from shared.mapping.settings import MappingConfig
@@ -38,7 +39,7 @@ from shared.mapping.xero_documents import (
     write_back_values,
 )
 from shared.models.invoices import DocumentChange, XeroDocumentState
-from shared.observability import logger
+from shared.observability import MetricNames, logger, metrics
 from shared.state.records import Mapping, document_module
 from shared.usecases.writeback import Outcome, write_back
 
@@ -577,12 +578,24 @@ def refresh_pending(tenant_id: str, *, store: PendingStore, xero: XeroReader, ma
         if store.clear_pending(tenant_id=tenant_id, category=category, resource_id=resource_id,
                                event_date_utc=str(item["event_date_utc"])):
             report.cleared += 1
+            latency = _milliseconds_since(item["event_date_utc"])
+            if latency is not None:  # Xero's event → the CRM written: what "within seconds" promises
+                metrics.add_metric(name=MetricNames.WEBHOOK_LATENCY, unit="Milliseconds", value=latency)
         else:
             report.superseded += 1
     logger.info("pending Xero resources refreshed", extra={
         "tenant_id": tenant_id, "read": report.read, "cleared": report.cleared, "superseded": report.superseded,
         "kept": len(report.kept), "more": report.more, "xero_gets": report.xero_gets})
     return report
+
+
+def _milliseconds_since(event_date_utc: Any) -> float | None:
+    try:
+        moment = datetime.fromisoformat(str(event_date_utc).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return max(0.0, (datetime.now(UTC) - moment).total_seconds() * 1000)
 
 
 def _fetch(xero: XeroReader, resource: str, ids: list[str], report: RefreshReport) -> list[dict[str, Any]]:

@@ -587,3 +587,15 @@ def test_a_refreshed_item_expires_unless_a_newer_event_reopens_it(table, events,
     item = raw.get_item(Key=key)["Item"]
     assert item["status"] == "pending" and "expires_at" not in item  # never expires while pending
     assert [i["resource_id"] for i in events.pending_items(TENANT)] == [resource_id]
+
+
+def test_webhook_latency_is_measured_from_the_event_time_xero_gave():
+    from datetime import UTC, datetime, timedelta
+
+    from shared.usecases.xero_updates import _milliseconds_since
+    from shared.xero.webhooks import normalise_event_date
+
+    two_seconds_ago = (datetime.now(UTC) - timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+    latency = _milliseconds_since(normalise_event_date(two_seconds_ago))
+    assert latency is not None and 1900 <= latency < 10_000
+    assert _milliseconds_since("not a date") is None
