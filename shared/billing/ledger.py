@@ -20,9 +20,8 @@ from decimal import Decimal
 from typing import Any
 
 from shared.models.invoices import XeroDocumentState
-from shared.state.dynamo import conditional_check_failed, dynamodb_resource, now_iso
+from shared.state.dynamo import batch_get, conditional_check_failed, dynamodb_resource, now_iso
 
-BATCH_GET_LIMIT = 100
 _ROUNDS = 8
 
 
@@ -65,22 +64,10 @@ class BillingLedger:
     def last_states(self, tenant_id: str, xero_ids: list[str]) -> dict[str, XeroDocumentState]:
         """The last fully evaluated state of each invoice that has one (consistent reads)."""
         found: dict[str, XeroDocumentState] = {}
-        unique = list(dict.fromkeys(xero_ids))
-        client = self._table.meta.client
-        for start in range(0, len(unique), BATCH_GET_LIMIT):
-            keys = [state_key(tenant_id, x) for x in unique[start:start + BATCH_GET_LIMIT]]
-            request = {self._table.name: {"Keys": keys, "ConsistentRead": True}}
-            for round_ in range(_ROUNDS):
-                answer = client.batch_get_item(RequestItems=request)
-                for item in answer.get("Responses", {}).get(self._table.name, []):
-                    state = XeroDocumentState.model_validate_json(item["state"])
-                    found[state.xero_id] = state
-                request = answer.get("UnprocessedKeys") or {}
-                if not request:
-                    break
-                self._sleep(0.05 * 2 ** round_)
-            if request:
-                raise RuntimeError("DynamoDB left keys unprocessed after retries")
+        keys = [state_key(tenant_id, x) for x in dict.fromkeys(xero_ids)]
+        for item in batch_get(self._table, keys, sleep=self._sleep):
+            state = XeroDocumentState.model_validate_json(item["state"])
+            found[state.xero_id] = state
         return found
 
     def save_state(self, tenant_id: str, state: XeroDocumentState) -> bool:

@@ -34,6 +34,31 @@ def dynamodb_resource() -> Any:
     return boto3.resource("dynamodb")
 
 
+BATCH_GET_LIMIT = 100  # keys one BatchGetItem takes
+UNPROCESSED_ROUNDS = 8
+
+
+def batch_get(table: Any, keys: list[dict[str, Any]], *, projection: str | None = None,
+              sleep: Any = time.sleep) -> Iterator[dict[str, Any]]:
+    """Every item of ``keys`` that exists, read consistently, 100 keys a call. Keys DynamoDB
+    leaves unprocessed are asked again with a short backoff, a bounded number of times."""
+    client = table.meta.client
+    for start in range(0, len(keys), BATCH_GET_LIMIT):
+        wanted: dict[str, Any] = {"Keys": keys[start:start + BATCH_GET_LIMIT], "ConsistentRead": True}
+        if projection:
+            wanted["ProjectionExpression"] = projection
+        request: dict[str, Any] = {table.name: wanted}
+        for round_ in range(UNPROCESSED_ROUNDS):
+            answer = client.batch_get_item(RequestItems=request)
+            yield from answer.get("Responses", {}).get(table.name, [])
+            request = answer.get("UnprocessedKeys") or {}
+            if not request:
+                break
+            sleep(0.05 * 2 ** round_)
+        if request:
+            raise RuntimeError("DynamoDB left keys unprocessed after retries")
+
+
 def _plain(item: dict[str, Any]) -> dict[str, Any]:
     """DynamoDB hands numbers back as Decimal; jobs only hold ints."""
     return {k: (int(v) if k == "attempts" else v) for k, v in item.items()}
@@ -93,18 +118,10 @@ class SyncStateTable:
     # ---- mappings ---------------------------------------------------------------------------
     def get_mappings(self, tenant_id: str, module: str, crm_ids: list[str]) -> dict[str, Mapping]:
         found: dict[str, Mapping] = {}
-        unique = list(dict.fromkeys(crm_ids))
-        client = self._table.meta.client
-        for start in range(0, len(unique), 100):  # BatchGetItem takes 100 keys
-            keys = [mapping_key(tenant_id, module, crm_id) for crm_id in unique[start:start + 100]]
-            request = {self._table.name: {"Keys": keys, "ConsistentRead": True}}
-            while request:
-                answer = client.batch_get_item(RequestItems=request)
-                for item in answer.get("Responses", {}).get(self._table.name, []):
-                    mapping = Mapping.model_validate(
-                        {k: v for k, v in item.items() if k in Mapping.model_fields})
-                    found[mapping.crm_id] = mapping
-                request = answer.get("UnprocessedKeys") or {}
+        keys = [mapping_key(tenant_id, module, crm_id) for crm_id in dict.fromkeys(crm_ids)]
+        for item in batch_get(self._table, keys):
+            mapping = Mapping.model_validate({k: v for k, v in item.items() if k in Mapping.model_fields})
+            found[mapping.crm_id] = mapping
         return found
 
     def put_mapping(self, mapping: Mapping) -> None:
@@ -159,15 +176,10 @@ class SyncStateTable:
         keys = list({k["PK"]: {"PK": k["PK"], "SK": k["SK"]} for ks in key_lists for k in ks
                      if k.get("SK") == "MAP"}.values())
         found: dict[str, list[Mapping]] = {}
-        for start in range(0, len(keys), 100):
-            request = {self._table.name: {"Keys": keys[start:start + 100], "ConsistentRead": True}}
-            while request:
-                answer = client.batch_get_item(RequestItems=request)
-                for item in answer.get("Responses", {}).get(self._table.name, []):
-                    mapping = Mapping.model_validate({k: v for k, v in item.items() if k in Mapping.model_fields})
-                    if mapping.tenant_id == tenant_id and mapping.xero_id in unique:
-                        found.setdefault(mapping.xero_id, []).append(mapping)
-                request = answer.get("UnprocessedKeys") or {}
+        for item in batch_get(self._table, keys):
+            mapping = Mapping.model_validate({k: v for k, v in item.items() if k in Mapping.model_fields})
+            if mapping.tenant_id == tenant_id and mapping.xero_id in unique:
+                found.setdefault(mapping.xero_id, []).append(mapping)
         return found
 
     def put_document_state(self, mapping: Mapping, document: dict[str, Any], *,

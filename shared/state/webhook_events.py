@@ -17,9 +17,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from shared.state.dynamo import conditional_check_failed, dynamodb_resource, now_iso
+from shared.state.dynamo import batch_get, conditional_check_failed, dynamodb_resource, now_iso
 
-BATCH_GET_LIMIT = 100
 BATCH_WRITE_LIMIT = 25
 _UNPROCESSED_ROUNDS = 8
 
@@ -45,22 +44,8 @@ class WebhookEventTable:
     def seen_events(self, events: list[EventId]) -> set[EventId]:
         """The events among ``events`` already recorded (consistent reads, 100 keys a call)."""
         by_pk = {event_key(*event)["PK"]: event for event in events}
-        seen: set[EventId] = set()
-        client = self._table.meta.client
-        pks = list(by_pk)
-        for start in range(0, len(pks), BATCH_GET_LIMIT):
-            keys = [{"PK": pk, "SK": "EVT"} for pk in pks[start:start + BATCH_GET_LIMIT]]
-            request = {self._table.name: {"Keys": keys, "ConsistentRead": True, "ProjectionExpression": "PK"}}
-            for round_ in range(_UNPROCESSED_ROUNDS):
-                answer = client.batch_get_item(RequestItems=request)
-                found = answer.get("Responses", {}).get(self._table.name, [])
-                seen.update(by_pk[item["PK"]] for item in found)
-                request = answer.get("UnprocessedKeys") or {}
-                if not request:
-                    break
-                self._sleep(0.05 * 2 ** round_)
-            if request:
-                raise RuntimeError("DynamoDB left keys unprocessed after retries")
+        keys = [{"PK": pk, "SK": "EVT"} for pk in by_pk]
+        seen = {by_pk[item["PK"]] for item in batch_get(self._table, keys, projection="PK", sleep=self._sleep)}
         return seen
 
     def mark_events(self, events: list[EventId]) -> None:
