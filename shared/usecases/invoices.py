@@ -444,8 +444,9 @@ def _send(run: _Run, records: list[_Record], batch_size: int) -> None:
             except (XeroError, ConnectionNotReady) as error:
                 _batch_failed(run, chunk, error)
                 continue
+            latest = _latest_states(run, chunk)
             for record, answer in zip(chunk, answers, strict=True):
-                _record_answer(run, record, answer)
+                _record_answer(run, record, answer, latest.get(record.key))
     credits = [r for r in records if r.action == "credit_note"]
     if credits:
         _credit(run, credits, batch_size)
@@ -460,7 +461,23 @@ def _batch_failed(run: _Run, chunk: list[_Record], error: Exception) -> None:
             run.fail(record, f"Xero: {error}")
 
 
-def _record_answer(run: _Run, record: _Record, answer: dict[str, Any]) -> None:
+def _latest_states(run: _Run, chunk: list[_Record]) -> dict[tuple[str, str], XeroDocumentState]:
+    """The stored states of a chunk's already-pushed documents as they are now, one read per
+    module: a webhook may have stored a newer state (a payment) since this batch read them."""
+    latest: dict[tuple[str, str], XeroDocumentState] = {}
+    by_module: dict[str, list[str]] = {}
+    for record in chunk:
+        if record.mapping is not None:
+            by_module.setdefault(record.module, []).append(record.doc.crm_id)
+    for module, crm_ids in by_module.items():
+        for crm_id, mapping in run.mappings.get_mappings(run.xero.tenant_id, module, crm_ids).items():
+            if (state := _stored_state(mapping)) is not None:
+                latest[(module, crm_id)] = state
+    return latest
+
+
+def _record_answer(run: _Run, record: _Record, answer: dict[str, Any],
+                   latest: XeroDocumentState | None = None) -> None:
     status = (answer.get("StatusAttributeString") or "OK").upper()
     xero_id = answer.get(ID_FIELDS[record.resource])
     if status == "ERROR" or answer.get("HasValidationErrors") or not xero_id:
@@ -481,13 +498,8 @@ def _record_answer(run: _Run, record: _Record, answer: dict[str, Any]) -> None:
         warnings.append("cancelled in the CRM: deleted in Xero")
     elif record.action == "void":
         warnings.append("cancelled in the CRM: voided in Xero")
-    if record.mapping is not None:
-        # A webhook may have stored a newer state (a payment) since this batch read the mapping:
-        # keep the newer one, so the push never moves the record backwards.
-        latest = _stored_state(run.mappings.get_mappings(run.xero.tenant_id, record.module,
-                                                         [record.doc.crm_id]).get(record.doc.crm_id))
-        if latest is not None and not is_newer(state, latest):
-            state = latest
+    if latest is not None and not is_newer(state, latest):
+        state = latest  # a newer state stored meanwhile: the push never moves the record backwards
     run.mappings.put_mapping(Mapping(
         tenant_id=run.xero.tenant_id, module=record.module, crm_id=record.doc.crm_id, xero_id=state.xero_id,
         xero_number=state.number, payload_hash=record.digest or (record.mapping.payload_hash if record.mapping

@@ -69,6 +69,13 @@ def sugar():
     return crm
 
 
+def _thirteen_chiller_visits() -> list[dict[str, Any]]:
+    """The fixture's lines with one more chiller visit: the quote changed after it was invoiced."""
+    bundles = json.loads((FIXTURES / "quote_product_bundles.json").read_text())["records"]
+    bundles[0]["products"][0]["quantity"] = "13.00"
+    return bundles
+
+
 def quote(**changes: Any) -> dict[str, Any]:
     data = json.loads((FIXTURES / "quote_closed_accepted.json").read_text())["data"]
     return {**data, **changes}
@@ -157,9 +164,7 @@ def test_a_changed_quote_updates_its_invoice_keeping_line_ids(xero, sugar):
     run.accept_quote(quote())
     run.work()
     (before,) = run.invoices()
-    bundles = json.loads((FIXTURES / "quote_product_bundles.json").read_text())["records"]
-    bundles[0]["products"][0]["quantity"] = "13.00"
-    sugar.add_quote_lines(quote()["id"], bundles)
+    sugar.add_quote_lines(quote()["id"], _thirteen_chiller_visits())
     job_id = run.accept_quote(quote(total="14269.580000", tax="1139.580000",
                                     date_modified="2026-11-27T09:00:00+00:00"))
     run.work()
@@ -187,9 +192,7 @@ def test_a_document_with_payments_is_not_overwritten_and_the_record_says_why(xer
     # the connector learns of the payment (webhook or reconcile) before the CRM changes the quote
     mapping = run.mappings.get_mappings(xero.tenant_id, "Quotes#ACCREC", [quote()["id"]])[quote()["id"]]
     mapping.document = {**mapping.document, "amount_paid": "1000.00", "amount_due": "12561.08"}
-    bundles = json.loads((FIXTURES / "quote_product_bundles.json").read_text())["records"]
-    bundles[0]["products"][0]["quantity"] = "13.00"
-    sugar.add_quote_lines(quote()["id"], bundles)
+    sugar.add_quote_lines(quote()["id"], _thirteen_chiller_visits())
     job_id = run.accept_quote(quote(total="14269.580000", date_modified="2026-11-27T09:00:00+00:00"))
     run.work()
     job = run.jobs.jobs[job_id]
@@ -206,9 +209,7 @@ def test_a_payment_the_connector_has_not_heard_of_is_reported_from_xeros_answer(
     run.work()
     (invoice,) = run.invoices()
     _pay(xero, invoice, "10.00")
-    bundles = json.loads((FIXTURES / "quote_product_bundles.json").read_text())["records"]
-    bundles[0]["products"][0]["quantity"] = "13.00"
-    sugar.add_quote_lines(quote()["id"], bundles)
+    sugar.add_quote_lines(quote()["id"], _thirteen_chiller_visits())
     job_id = run.accept_quote(quote(total="14269.580000", date_modified="2026-11-27T09:00:00+00:00"))
     run.work()
     job = run.jobs.jobs[job_id]
@@ -388,3 +389,24 @@ def test_a_purchase_can_go_to_xero_as_a_purchase_order(xero, sugar):
     assert created["Total"] == 27250.0 and created["Reference"] == "Commission 14 Harbour Road"
     assert job.xero["type"] == "PURCHASEORDER" and job.xero["number"] == created["PurchaseOrderNumber"]
     assert run.invoices() == []
+
+
+def test_a_state_a_webhook_stored_while_the_push_was_in_flight_is_never_moved_back(xero, sugar):
+    run = Harness(xero, sugar)
+    run.accept_quote(quote())
+    run.work()
+    quote_id = quote()["id"]
+    sugar.add_quote_lines(quote_id, _thirteen_chiller_visits())
+    real_upsert = xero.upsert_batch
+
+    def upsert_then_webhook(resource, bodies, **kwargs):
+        answers = real_upsert(resource, bodies, **kwargs)
+        mapping = run.mappings.get_mappings(xero.tenant_id, "Quotes#ACCREC", [quote_id])[quote_id]
+        mapping.document = {**mapping.document, "status": "PAID", "updated_utc": "2099-01-01T00:00:00.000+00:00"}
+        return answers
+
+    xero.upsert_batch = upsert_then_webhook
+    run.accept_quote(quote(total="14269.580000", date_modified="2026-11-27T09:00:00+00:00"))
+    run.work()
+    stored = run.mappings.get_mappings(xero.tenant_id, "Quotes#ACCREC", [quote_id])[quote_id].document
+    assert stored["status"] == "PAID" and stored["updated_utc"].startswith("2099")
