@@ -79,6 +79,8 @@ def marker_of(resource: str, body: dict[str, Any]) -> tuple[str, str] | None:
         return ("ContactNumber", str(value)) if value else None
     if resource == "Items":
         return ("Code", str(body["Code"])) if body.get("Code") else None
+    if resource not in NUMBER_FIELDS:  # a follow-up step (an allocation): checked by its own reader
+        return None
     number = NUMBER_FIELDS.get(resource)
     if number and body.get(number):
         return number, str(body[number])
@@ -107,7 +109,7 @@ class Entry:
 
     @property
     def creates(self) -> bool:
-        return ID_FIELDS[self.resource] not in self.body
+        return self.resource in ID_FIELDS and ID_FIELDS[self.resource] not in self.body
 
 
 class Journal:
@@ -180,7 +182,7 @@ class Journal:
                 body_hash=content_hash(entry.body), idempotency_key=idempotency_key,
                 marker_field=(marker_of(entry.resource, entry.body) or (None, None))[0],
                 marker_value=(marker_of(entry.resource, entry.body) or (None, None))[1],
-                version=entry.version, found_id=entry.body.get(ID_FIELDS[entry.resource]),
+                version=entry.version, found_id=entry.body.get(ID_FIELDS.get(entry.resource, "")),
                 job_ids=entry.job_ids))
             if intent is None:
                 refused.append(entry)
