@@ -153,6 +153,9 @@ def _auth_modes(path: str, operation: dict[str, Any]) -> list[str]:
         modes.append("sugar_signature")
     if "queryToken" in schemes:
         modes.append("query_token")
+    if "adminBearer" in schemes or "adminQueryToken" in schemes:
+        # The admin secret opens onboarding; the CRM token (a hook URL's) must never do so.
+        modes += ["admin_bearer", "admin_query_token", "bearer", "query_token"]
     return modes + ["none", "wrong"] if modes else ["none"]
 
 
@@ -163,6 +166,10 @@ def _authenticate(prepared: requests.PreparedRequest, mode: str, secrets: dict[s
         prepared.headers["Authorization"] = f"Bearer {secrets['CRM_TOKEN']}"
     elif mode == "query_token":
         prepared.prepare_url(prepared.url, {"token": secrets["CRM_TOKEN"]})
+    elif mode == "admin_bearer":
+        prepared.headers["Authorization"] = f"Bearer {secrets['ADMIN_TOKEN']}"
+    elif mode == "admin_query_token":
+        prepared.prepare_url(prepared.url, {"token": secrets["ADMIN_TOKEN"]})
     elif mode == "sugar_signature":
         prepared.headers["X-Sugar-Signature"] = hmac.new(
             secrets["CRM_SIGNING_SECRET"].encode(), raw, hashlib.sha256).hexdigest()

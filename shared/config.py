@@ -16,6 +16,8 @@ from pydantic import BaseModel, Field
 LOCAL_SECRET_DEFAULTS: dict[str, str] = {
     "CRM_TOKEN": "local-crm-token",
     "CRM_SIGNING_SECRET": "local-crm-signing-secret",
+    # Onboarding (/xero/connect) only: an administrator's secret, never the hook token.
+    "ADMIN_TOKEN": "local-admin-token",
     "XERO_WEBHOOK_KEY": "local-xero-webhook-key",
     "XERO_CLIENT_ID": "local-xero-client-id",
     "XERO_CLIENT_SECRET": "local-xero-client-secret",
