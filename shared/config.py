@@ -44,6 +44,8 @@ class Settings(BaseModel):
     webhook_queue_url: str | None = None
     reconcile_queue_url: str | None = None
     secrets_arn: str | None = None
+    # S3 bucket for job payloads over DynamoDB's item limit (the template's PayloadBucket).
+    payload_bucket: str | None = None
     aws_endpoint_url: str | None = None
     # The connection whose token set and tenant this CRM instance uses (one CRM, one Xero org).
     connection_id: str = "default"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
@@ -25,6 +26,29 @@ AUTHENTICATED_PREFIXES = ("/crm/", "/jobs/")
 # /xero/connect starts the flow that replaces the stored Xero token set: an administrator's action,
 # with its own secret (ADMIN_TOKEN), never the CRM token that Sugar's hook URLs carry.
 ADMIN_PREFIXES = ("/xero/connect",)
+
+
+# Deeper JSON than any CRM record or connector document (a quote with lines is about 6 levels);
+# Python's parser recurses per level and fails with RecursionError around 1,000.
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def json_depth_exceeds(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when brackets outside strings nest deeper than ``limit``: checked on the bytes before
+    any parser recurses, in linear time (strings are skipped first, so their brackets never count)."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    depth = 0
+    for match in _JSON_BRACKET.finditer(_JSON_STRING.sub(b'""', body)):
+        if match.group() in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth = max(0, depth - 1)
+    return False
 
 
 def error_response(status: int, code: str, message: str, details: list[Any] | None = None) -> Response:
@@ -54,6 +78,10 @@ def build_resolver() -> APIGatewayRestResolver:
         message, details = _readable(errors)
         return error_response(422, "invalid_body", f"The request body is not acceptable: {message}",
                               details)
+
+    @app.exception_handler(RecursionError)
+    def _too_deep(_: RecursionError) -> Response:  # any body the pre-routing check did not see
+        return error_response(400, "too_deeply_nested", "The JSON body nests too deeply to read.")
 
     @app.exception_handler(BadInput)
     def _bad_input(error: BadInput) -> Response:
@@ -128,6 +156,9 @@ def _check_before_routing(event: dict[str, Any]) -> Response | None:
     if refusal is not None:
         return refusal
     if path.startswith("/crm/") and (event.get("httpMethod") or "").upper() in {"POST", "PUT"}:
+        if json_depth_exceeds(body):
+            return error_response(400, "too_deeply_nested",
+                                  f"The JSON body nests deeper than {MAX_JSON_DEPTH} levels; no CRM record does.")
         headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
         content_type = headers.get("content-type", "")
         # Sugar's Enhanced Web Logic Hooks label their JSON body as a form: read it as JSON.
