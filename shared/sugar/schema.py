@@ -256,3 +256,16 @@ def required_fields(mapping: MappingFile, rules: RulesFile | None = None) -> lis
 def custom_fields(fields: Iterable[CrmField]) -> list[CrmField]:
     """The fields a package installs: custom ones with a type."""
     return [f for f in fields if f.custom and f.type is not None]
+
+
+def as_vardefs(fields: Iterable[CrmField]) -> dict[str, dict[str, dict[str, object]]]:
+    """The custom fields as Sugar's metadata reports them once installed: ``{module: {name: vardef}}``."""
+    out: dict[str, dict[str, dict[str, object]]] = {}
+    for item in custom_fields(fields):
+        vardef: dict[str, object] = {"type": item.type}
+        if item.length:
+            vardef["len"] = item.length
+        if item.options:
+            vardef["options"] = item.options
+        out.setdefault(item.module, {})[item.name] = vardef
+    return out
