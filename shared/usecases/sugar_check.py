@@ -185,3 +185,17 @@ def render_table(check: CrmCheck) -> str:
                  + ("" if check.ok else f"; {missing} to fix: build the package (`sugar-xero sugar-package`), "
                                         "install it in Admin > Module Loader, and check again"))
     return "\n".join(lines)
+
+
+def nightly_crm_check(crm: CrmReader) -> dict[str, Any]:
+    """The check the nightly metadata refresh runs: the deployed configuration and rules, and the
+    hooks calling the stack's public URL with its CRM token (hooks unchecked without the URL)."""
+    from shared.billing.rules import rules_file
+    from shared.config import settings
+    from shared.mapping.settings import mapping_file
+    from shared.secrets import get_secret
+    from shared.sugar.schema import required_fields
+
+    api_url = settings().public_base_url
+    hooks = expected_hooks(api_url, get_secret("CRM_TOKEN")) if api_url else None
+    return check_crm(crm, required_fields(mapping_file(), rules_file()), hooks=hooks).as_dict()

@@ -178,3 +178,63 @@ def test_command_without_sugar_exits_2(tmp_path, monkeypatch):
     err = io.StringIO()
     assert sugar_check.run(["--state-file", str(tmp_path / "none.json")], err=err, environ={}) == 2
     assert "SUGAR_BASE_URL" in err.getvalue()
+
+
+# ---- what `sugar-xero status` shows, and the nightly check ------------------------------------
+def test_status_shows_the_last_check_and_a_missing_field_needs_a_person(aws, tmp_path, sugar):
+    from shared.state.crm_check import CrmCheckTable
+    from tests.conftest import SYNC_TABLE_NAME
+    from tests.integration.test_status import seed, status
+
+    double, server = sugar
+    fields = install_everything(double)
+    seed(aws["dynamodb"], disconnected=False)
+    environ = {"SYNC_TABLE": SYNC_TABLE_NAME, "CONTACT_QUEUE_URL": aws["queue_url"],
+               "CONTACT_DLQ_URL": aws["dlq_url"]}
+    table = CrmCheckTable(SYNC_TABLE_NAME, resource=aws["dynamodb"])
+    table.put_crm_check(check_crm(client(server), fields, hooks=expected_hooks(API, TOKEN)).as_dict())
+    code, text = status([], environ, tmp_path)
+    assert code == 0, text
+    assert "CRM fields and hooks (last check)" in text and "everything present" in text
+
+    double.remove_field("Quotes", "xero_sync_status_c")
+    table.put_crm_check(check_crm(client(server), fields, hooks=expected_hooks(API, TOKEN)).as_dict())
+    code, text = status([], environ, tmp_path)
+    assert code == 1
+    assert "the CRM lacks what the configuration needs" in text and "xero_sync_status_c" in text
+    assert TOKEN not in text
+
+
+def test_the_nightly_metadata_refresh_runs_the_check(sugar):
+    from datetime import UTC, datetime
+
+    from shared.usecases.reconcile import TenantPorts, _TenantPass, TenantReport, Limits, _Clock
+
+    double, server = sugar
+    fields = install_everything(double)
+    double.remove_field("Accounts", "xero_id_c")
+
+    class State:
+        def __init__(self):
+            self.saved = None
+
+        def get_metadata(self, tenant_id):
+            return None
+
+        def put_metadata(self, tenant_id, metadata):
+            self.saved = metadata
+
+    class Xero:
+        def get(self, path, params=None, **_):
+            key = "Organisations" if path == "Organisation" else path
+            return {key: []}
+
+    crm = client(server)
+    ports = TenantPorts(tenant_id="t1", xero=Xero(), state=State(), mappings=None, apply_documents=None,
+                        config=MAPPING.defaults, crm=crm,
+                        crm_check=lambda: check_crm(crm, fields, hooks=expected_hooks(API, TOKEN)).as_dict())
+    now = datetime.now(UTC)
+    report = TenantReport(tenant_id="t1", started=now.isoformat())
+    _TenantPass(ports, Limits(), _Clock(now, None, lambda: 0.0, 0.0), report).metadata()
+    check = report.metadata["crm_check"]
+    assert check["ok"] is False and "Accounts.xero_id_c missing" in check["summary"]
