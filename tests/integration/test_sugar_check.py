@@ -208,7 +208,7 @@ def test_status_shows_the_last_check_and_a_missing_field_needs_a_person(aws, tmp
 def test_the_nightly_metadata_refresh_runs_the_check(sugar):
     from datetime import UTC, datetime
 
-    from shared.usecases.reconcile import TenantPorts, _TenantPass, TenantReport, Limits, _Clock
+    from shared.usecases.reconcile import Limits, TenantPorts, TenantReport, _Clock, _TenantPass
 
     double, server = sugar
     fields = install_everything(double)
