@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 from shared.models.jobs import Job
+from shared.state.payloads import S3PayloadStore, payload_attributes, read_payload
 from shared.state.records import Intent, Mapping, connection_key, intent_key, job_key, mapping_key, token_key
 
 XERO_ID_INDEX = "by-xero-id"
@@ -65,14 +65,18 @@ def _plain(item: dict[str, Any]) -> dict[str, Any]:
 
 
 class SyncStateTable:
-    def __init__(self, table_name: str, *, resource: Any | None = None, job_ttl_days: int = 30):
+    def __init__(self, table_name: str, *, resource: Any | None = None, job_ttl_days: int = 30,
+                 payloads: S3PayloadStore | None = None):
         self._table = (resource or dynamodb_resource()).Table(table_name)
         self._job_ttl_seconds = job_ttl_days * 86400
+        self._payloads = payloads
 
     # ---- jobs -------------------------------------------------------------------------------
     def create_job(self, job: Job, payload: dict[str, Any]) -> tuple[Job, bool]:
+        """Raises PayloadTooLarge (413) before writing anything when the payload fits no item and
+        there is no payload bucket; over the item limit it goes to S3 first, then the item."""
         item = {**job_key(job.job_id), **job.model_dump(mode="json"),
-                "payload": json.dumps(payload, separators=(",", ":")),
+                **payload_attributes(job.job_id, payload, self._payloads),
                 "expires_at": int(time.time()) + self._job_ttl_seconds}
         item = {k: v for k, v in item.items() if v is not None}
         try:
@@ -93,8 +97,8 @@ class SyncStateTable:
 
     def get_job_payload(self, job_id: str) -> dict[str, Any] | None:
         item = self._table.get_item(Key=job_key(job_id), ConsistentRead=True,
-                                    ProjectionExpression="payload").get("Item")
-        return json.loads(item["payload"]) if item and "payload" in item else None
+                                    ProjectionExpression="payload, payload_s3_key").get("Item")
+        return read_payload(item, self._payloads) if item else None
 
     def delete_job(self, job_id: str) -> None:
         self._table.delete_item(Key=job_key(job_id))
