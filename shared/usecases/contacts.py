@@ -293,7 +293,8 @@ class _Run:
                                   body=pending.body, version=pending.version,
                                   job_ids=[item.job_id for item, _ in pending.group])
         try:
-            problems = self.journal.recover([p.entry for p in chunk if p.entry])
+            problems = self.journal.recover([p.entry for p in chunk if p.entry],
+                                            f"contacts-{content_hash([p.body for p in chunk])}")
         except (XeroError, ConnectionNotReady) as error:
             items = [item for p in chunk for item, _ in p.group]
             if isinstance(error, ConnectionNotReady) or error.retryable:

@@ -518,8 +518,9 @@ def _journal_chunk(run: _Run, resource: str, chunk: list[_Record]) -> list[_Reco
         add_marker(resource, record.body, record.doc.crm_id)
         record.entry = Entry(module=record.module, crm_id=record.doc.crm_id, resource=resource, body=record.body,
                              version=record.version, job_ids=[i.job_id for i in record.items])
+    key = f"{resource.lower()}-{content_hash([r.body for r in chunk])}"
     try:
-        problems = run.journal.recover([r.entry for r in chunk if r.entry])
+        problems = run.journal.recover([r.entry for r in chunk if r.entry], key)
     except (XeroError, ConnectionNotReady) as error:
         _batch_failed(run, chunk, error)
         return []
@@ -633,7 +634,8 @@ def _credit(run: _Run, records: list[_Record], batch_size: int) -> None:
             record.entry = Entry(module=credit_modules[record.key], crm_id=record.doc.crm_id, resource="CreditNotes",
                                  body=record.body, version=record.version, job_ids=[i.job_id for i in record.items])
         try:
-            problems = run.journal.recover([r.entry for r in ready if r.entry])
+            problems = run.journal.recover([r.entry for r in ready if r.entry],
+                                           f"creditnotes-{content_hash([r.body for r in ready])}")
         except (XeroError, ConnectionNotReady) as error:
             _batch_failed(run, ready, error)
             continue

@@ -44,6 +44,16 @@ def xero():
         yield XeroClient(server.url, config.tenant_id, lambda force: "token", sleep=lambda s: None)
 
 
+@pytest.fixture(autouse=True)
+def redelivery_after_the_resend_window(monkeypatch):
+    """SQS redelivers a crashed batch after its visibility timeout: past the window in which
+    the connector trusts Xero to still hold the Idempotency-Key, so the marker lookup is what
+    protects (the identical resend has its own test below)."""
+    from shared.usecases import journal
+
+    monkeypatch.setattr(journal, "IDENTICAL_RESEND_SECONDS", 0.0)
+
+
 class FailingMappings(FakeMappings):
     """A mapping store whose ``fail_at``-th write raises (a DynamoDB throttle, a timeout)."""
 
@@ -418,3 +428,23 @@ def test_a_crash_after_the_allocation_answered_never_allocates_twice(xero):
     (note,) = xero.get("CreditNotes")["CreditNotes"]
     allocations = xero.get(f"CreditNotes/{note['CreditNoteID']}")["CreditNotes"][0]["Allocations"]
     assert [a["Amount"] for a in allocations] == [59.0]
+
+
+def test_a_quick_identical_redelivery_resends_the_same_request_under_its_key(monkeypatch):
+    """Inside the window, the same chunk goes again under the same Idempotency-Key: Xero (here
+    keeping keys for its usual minutes) answers what it answered the first time, no lookup."""
+    from shared.usecases import journal
+
+    monkeypatch.setattr(journal, "IDENTICAL_RESEND_SECONDS", 60.0)
+    config = EmulatorConfig()  # keys kept 360 s
+    with serve(config=config) as server:
+        client = XeroClient(server.url, config.tenant_id, lambda force: "token", sleep=lambda s: None)
+        world = World(client)
+        _contacts_first(world)
+        jobs = [world.accept(invoices.KIND_DOCUMENT, _sales(1, crm_id=f"inv-{n}")) for n in range(3)]
+        assert world.deliver(CrashAt(XERO_ANSWERED)) is False
+        calls = client.calls
+        world.drain()
+        assert client.calls == calls + 1  # the one identical POST, no GET
+        assert len(world.records("Invoices")) == 3
+        assert {world.jobs.jobs[j].status for j in jobs} == {"succeeded"}
