@@ -308,6 +308,14 @@ class _Run:
             if id(pending.entry) in problems:
                 self.fail(pending, problems[id(pending.entry)])
         chunk = [p for p in chunk if id(p.entry) not in problems]
+        adopted = [p for p in chunk if p.entry and p.entry.adopt and p.entry.found]
+        if adopted:  # made by an attempt that died before storing Xero's answer: stored now
+            self.held = []
+            for pending in adopted:
+                self._answer(pending, pending.entry.found)  # type: ignore[union-attr,arg-type]
+            self.crash.reached(STATE_WRITTEN)
+            self.release()
+            chunk = [p for p in chunk if p not in adopted]
         bodies = [p.body for p in chunk]
         refused = self.journal.record([p.entry for p in chunk if p.entry], f"contacts-{content_hash(bodies)}")
         for pending in [p for p in chunk if p.entry in refused]:

@@ -527,7 +527,15 @@ def _journal_chunk(run: _Run, resource: str, chunk: list[_Record]) -> list[_Reco
     for record in chunk:
         if id(record.entry) in problems:
             run.fail(record, problems[id(record.entry)])
-    return [r for r in chunk if id(r.entry) not in problems]
+    chunk = [r for r in chunk if id(r.entry) not in problems]
+    adopted = [r for r in chunk if r.entry and r.entry.adopt and r.entry.found]
+    if adopted:  # made by an attempt that died before storing Xero's answer: stored now, not sent again
+        run.held = []
+        for record in adopted:
+            _record_answer(run, record, record.entry.found)  # type: ignore[union-attr,arg-type]
+        run.crash.reached(STATE_WRITTEN)
+        run.release()
+    return [r for r in chunk if r not in adopted]
 
 
 def _batch_failed(run: _Run, chunk: list[_Record], error: Exception) -> None:

@@ -115,6 +115,7 @@ class Entry:
     job_ids: list[str] = field(default_factory=list)
     intent: Intent | None = None
     found: dict[str, Any] | None = None  # the Xero record the marker found, as Xero listed it
+    adopt: bool = False  # found, and made from exactly this body: Xero's record is the answer
 
     @property
     def creates(self) -> bool:
@@ -178,6 +179,8 @@ class Journal:
                 params = {"where": where}
                 if resource == "Contacts":
                     params["includeArchived"] = "true"
+                elif resource in NUMBER_FIELDS:
+                    params["page"] = "1"  # a page carries the documents' lines (their LineItemIDs)
                 self.lookups += 1
                 found = self.xero.get(resource, params).get(resource) or []
                 for entry, value in chunk:
@@ -189,6 +192,15 @@ class Journal:
                                                "record's: remove the duplicate in Xero, then replay the job")
                     elif matches:
                         entry.found = matches[0]
+                        intent = self.load(entry.module, [entry.crm_id])[entry.crm_id]
+                        # Made from this very body: nothing to send again, Xero's record is the
+                        # answer the crashed attempt never stored (a merged or archived contact
+                        # is sent again, so that the usual rules apply to it).
+                        entry.adopt = (content_hash(entry.body) == intent.body_hash
+                                       and not matches[0].get("MergedToContactID")
+                                       and matches[0].get("ContactStatus", "ACTIVE") == "ACTIVE")
+                        if entry.adopt:
+                            entry.intent = intent
                         entry.body[ID_FIELDS[resource]] = matches[0][ID_FIELDS[resource]]
         return problems
 
