@@ -120,6 +120,28 @@ class XeroUpdates(Strict):
                     "(e.g. {balance_receivable: xero_balance_c}); empty: CONTACT events change nothing")
 
 
+class XeroInvoiceRecords(Strict):
+    """Every Xero invoice, bill and credit note as a record of the package's Xero Invoices module."""
+
+    enabled: bool = Field(default=False, description="fill the Xero Invoices module (install the package first)")
+    module: str = Field(default="xero_Invoices", pattern=r"^[A-Za-z][A-Za-z0-9_]*$",
+                        description="the CRM module (the package's is xero_Invoices)")
+    related_fields: dict[Literal["opportunity_id", "case_id"], str] = Field(
+        default_factory=dict,
+        description="relate the record to an Opportunity or a Case: the field of the originating CRM record "
+                    "holding its id, e.g. {opportunity_id: opportunity_id, case_id: case_id_c}")
+
+    @field_validator("related_fields")
+    @classmethod
+    def _fields(cls, fields: dict[str, str]) -> dict[str, str]:
+        import re
+
+        for name, crm_field in fields.items():
+            if not re.match(CRM_FIELD, crm_field):
+                raise ValueError(f"{name} → {crm_field!r} is not a CRM field name (lower case, digits, _)")
+        return fields
+
+
 class WriteBack(Strict):
     enabled: bool = True
     fields: dict[str, str] = Field(default_factory=lambda: {
@@ -149,6 +171,7 @@ class MappingConfig(Strict):
     catalogue: CatalogueRules = CatalogueRules()
     invoices: InvoiceRules = InvoiceRules()
     xero_updates: XeroUpdates = XeroUpdates()
+    xero_invoices: XeroInvoiceRecords = XeroInvoiceRecords()
     write_back: WriteBack = WriteBack()
     currencies: dict[str, str] = Field(
         default_factory=lambda: {"-99": ""},

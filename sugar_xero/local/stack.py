@@ -202,11 +202,13 @@ class LocalStack:
         from shared.billing.rules import load_rules_file
         from shared.mapping.settings import load_mapping_file
         from shared.secrets import get_secret
+        from shared.sugar.invoice_module import installed_vardefs
         from shared.sugar.schema import as_vardefs, required_fields
         from shared.usecases.sugar_check import expected_hooks
 
         fields = required_fields(load_mapping_file(), load_rules_file())
         self._sugar_double.install_fields(as_vardefs(fields))
+        self._sugar_double.install_fields(installed_vardefs())  # the package's Xero Invoices module
         hooks = expected_hooks(self.urls["gateway"], get_secret("CRM_TOKEN"))
         self._sugar_double.seed({"records": {"WebLogicHooks": [
             {"id": f"xero-hook-{hook.module}-{hook.event}", "name": hook.name, "webhook_target_module": hook.module,
