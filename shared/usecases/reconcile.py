@@ -563,8 +563,11 @@ class _TenantPass:
             if queue is None:
                 self.report.error(f"CRM {module}", f"no {QUEUE_OF_KIND[kind]} queue configured")
                 return
+            # repair: a record whose identical document already had a job that failed (or was
+            # overwritten since) gets a new attempt of that job; a live one is not queued twice.
             accepted = accept(kind=kind, crm=CrmRef(module=module, id=crm_id), document=document,
-                              jobs=self.ports.jobs, queue=queue, status_base_url=self.ports.status_base_url)
+                              jobs=self.ports.jobs, queue=queue, status_base_url=self.ports.status_base_url,
+                              repair="reconcile")
             if accepted.duplicate:
                 self.report.count("checked", "crm_already_queued")
             else:
