@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_PATH = Path(__file__).with_name("mapping.yaml")
 CRM_FIELD = r"^[a-z][a-z0-9_]*$"
@@ -178,11 +178,48 @@ class MappingConfig(Strict):
         description="Sugar currency_id → ISO code; '' means the organisation's base currency")
 
 
+class Organisations(Strict):
+    """One CRM, several Xero organisations: each document goes to the organisation its CRM field
+    says (an Account's country, a team, a custom ``company_c``), else to the default."""
+
+    names: dict[str, str] = Field(min_length=1, description="organisation name → Xero tenant id (each onboarded "
+                                                            "with `sugar-xero connect`)")
+    default: str = Field(description="the organisation (a name) documents go to when no route matches")
+    route_by: str | None = Field(
+        default=None, pattern=r"^(account\.)?[a-z][a-z0-9_]*$",
+        description="the CRM field deciding: a field of the document's record (team_id, company_c) or of its "
+                    "Account (account.billing_address_country)")
+    routes: dict[str, str] = Field(default_factory=dict,
+                                   description="value of route_by → organisation name (compared without case)")
+
+    @model_validator(mode="after")
+    def _known_names(self) -> Organisations:
+        unknown = sorted({self.default, *self.routes.values()} - set(self.names))
+        if unknown:
+            raise ValueError(f"organisations {unknown} are not in names {sorted(self.names)}")
+        if len(set(self.names.values())) != len(self.names):
+            raise ValueError("two organisation names have the same Xero tenant id")
+        return self
+
+    def tenant_for(self, value: Any) -> str:
+        """The tenant id for a CRM value (None or unrouted: the default organisation's)."""
+        wanted = str(value or "").strip().casefold()
+        for key, name in self.routes.items():
+            if key.strip().casefold() == wanted and wanted:
+                return self.names[name]
+        return self.names[self.default]
+
+    def name_of(self, tenant_id: str) -> str | None:
+        return next((name for name, tid in self.names.items() if tid == tenant_id), None)
+
+
 class MappingFile(Strict):
     version: Literal[1] = 1
     defaults: MappingConfig = MappingConfig()
     tenants: dict[str, dict[str, Any]] = Field(default_factory=dict,
                                                description="per Xero tenant id: overrides of defaults")
+    organisations: Organisations | None = Field(
+        default=None, description="several Xero organisations from one CRM; left out: one organisation")
 
     def for_tenant(self, tenant_id: str | None) -> MappingConfig:
         overrides = self.tenants.get(tenant_id or "", {})
