@@ -239,6 +239,9 @@ class LocalStack:
             applied[name] = os.environ.get(name) or applied.get(name) or value
         applied.update(env.resources)
         applied["PUBLIC_BASE_URL"] = self.urls["gateway"]
+        if self.options.demo and not os.environ.get("MAPPING_CONFIG"):
+            # The demo routes one quote to each of two organisations (sugar_xero/local/demo_mapping.yaml).
+            applied["MAPPING_CONFIG"] = str(Path(__file__).with_name("demo_mapping.yaml"))
         for name in LOCAL_ONLY_UNSET:
             os.environ.pop(name, None)
         os.environ.update(applied)
