@@ -27,6 +27,7 @@ from shared.usecases import invoices, items, writeback
 from shared.usecases.accept import accept
 from shared.usecases.crash import from_environment as crash_points
 from shared.usecases.metadata import load_metadata, unknown_references
+from shared.usecases.organisation_items import push_missing_items
 from shared.usecases.routing import Router as OrganisationRouter
 from shared.usecases.work import BatchResult, WorkItem
 
@@ -158,6 +159,9 @@ def work(queued: list[WorkItem]) -> BatchResult:
         crm = wiring.sugar_client() if settings().sugar_base_url else None
         for tenant_id, group in _by_organisation(documents, crm, result).items():
             xero = wiring.xero_client() if tenant_id is None else wiring.xero_client_for(tenant_id)
+            if tenant_id is not None and tenant_id != wiring.tenant_id():
+                # Another organisation than the catalogue's: the products its quotes need go there first.
+                push_missing_items(group, xero=xero, crm=crm, jobs=wiring.job_store(), mappings=wiring.job_store())
             pushed = invoices.push_documents(group, xero=xero, jobs=wiring.job_store(),
                                              mappings=wiring.job_store(), crm=crm, crash=crash_points(),
                                              **_organisation_checks(xero.tenant_id))

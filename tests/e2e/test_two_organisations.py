@@ -60,8 +60,19 @@ def test_two_quotes_two_organisations_and_payments_from_both(tmp_path, monkeypat
                          {"id": "acc-my", "name": "Kuala Trading Sdn Bhd", "billing_address_country": "Malaysia"}],
             "quotes": [{**quote(q, a), "bundles": [{"name": "Services", "products": [
                 {"name": "Service", "quantity": "1", "discount_price": "100.000000", "tax_class": "Taxable",
-                 "total_amount": "100.000000"}]}]} for q, a in (("q-sg", "acc-sg"), ("q-my", "acc-my"))]})
+                 "total_amount": "100.000000", "product_template_id": "pt-svc"}]}]}
+                for q, a in (("q-sg", "acc-sg"), ("q-my", "acc-my"))]})
         assert seeded.status_code == 200, seeded.text
+        # The catalogue: one product, pushed by its hook to the default organisation only.
+        product = {"id": "pt-svc", "name": "Service", "mft_part_num": "SVC-1", "discount_price": "100.000000",
+                   "cost_price": "60.000000", "tax_class": "Taxable", "status": "Available",
+                   "date_modified": "2026-11-25T08:00:00+00:00"}
+        requests.post(f"{sugar}/_sugar/seed", timeout=10,
+                      json={"records": {"ProductTemplates": [product]}}).raise_for_status()
+        pushed = requests.post(f"{api}/crm/products", params={"token": TOKEN}, timeout=30,
+                               json={"bean": "ProductTemplate", "event": "after_save", "data": product})
+        assert wait_for_jobs(api, [pushed.json()["job_id"]], TOKEN, deadline_seconds=60) == {
+            pushed.json()["job_id"]: "succeeded"}
 
         jobs = []
         for quote_id, account_id in (("q-sg", "acc-sg"), ("q-my", "acc-my")):
@@ -78,6 +89,10 @@ def test_two_quotes_two_organisations_and_payments_from_both(tmp_path, monkeypat
         assert "Lion City Pte Ltd" in contacts[SG] and "Kuala Trading Sdn Bhd" not in contacts[SG]
         assert "Kuala Trading Sdn Bhd" in contacts[MY] and "Lion City Pte Ltd" not in contacts[MY]
         assert {Decimal(str(i["Total"])) for t in (SG, MY) for i in invoices[t]} == {Decimal("109.00")}
+        # the product went to the second organisation before its invoice, which carries its code
+        assert [i.get("Code") for i in tenants[MY].get("items", [])] == ["SVC-1"]
+        assert [line.get("ItemCode") for line in invoices[MY][0]["LineItems"]] == ["SVC-1"]
+        assert [line.get("ItemCode") for line in invoices[SG][0]["LineItems"]] == ["SVC-1"]
 
         # Paid in full in each organisation; Xero tells the connector, one delivery per organisation.
         for tenant in (SG, MY):
