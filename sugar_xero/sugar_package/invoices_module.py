@@ -25,7 +25,7 @@ from shared.sugar.invoice_module import (
     TYPE_LIST,
 )
 from sugar_xero.sugar_package.build import OBJECT_NAMES, Package, PackageExtra
-from sugar_xero.sugar_package.php import ENTRY_GUARD, HEADER, php_assign, php_index, php_string
+from sugar_xero.sugar_package.php import ENTRY_GUARD, HEADER, php_assign, php_index, php_string, php_value
 
 ROOT = f"SugarModules/modules/{MODULE}"
 
@@ -160,6 +160,12 @@ def _link_extension(module: str) -> str:
          "module": MODULE, "bean_name": MODULE, "side": "left", "vname": "LBL_XERO_INVOICES"})
 
 
+def _subpanel(module: str) -> str:
+    """A Xero Invoices subpanel on the related record's page (sidecar subpanels layout extension)."""
+    return HEADER + ENTRY_GUARD + f"$viewdefs[{php_string(module)}]['base']['layout']['subpanels']['components'][] = " \
+        + php_value({"layout": "subpanel", "label": "LBL_XERO_INVOICES", "context": {"link": "xero_invoices"}}) + ";\n"
+
+
 def _link_label() -> str:
     return HEADER + ENTRY_GUARD + php_assign(php_index("$mod_strings", "LBL_XERO_INVOICES"), "Xero Invoices")
 
@@ -179,7 +185,8 @@ class XeroInvoicesModule(PackageExtra):
         package.modules.append(MODULE)
         installdefs["beans"] = [{"module": MODULE, "class": MODULE, "path": f"modules/{MODULE}/{MODULE}.php",
                                  "tab": True}]
-        installdefs["copy"] = [{"from": f"<basepath>/{ROOT}", "to": f"modules/{MODULE}"}]
+        copies: list[dict[str, str]] = [{"from": f"<basepath>/{ROOT}", "to": f"modules/{MODULE}"}]
+        installdefs["copy"] = copies
         language = installdefs["language"]
         vardefs = installdefs["vardefs"]
         assert isinstance(language, list) and isinstance(vardefs, list)
@@ -192,3 +199,8 @@ class XeroInvoicesModule(PackageExtra):
             label = f"SugarModules/relationships/language/{module}/en_us.xero_invoices.php"
             package.files[label] = _link_label()
             language.append({"from": f"<basepath>/{label}", "to_module": module, "language": "en_us"})
+            # Copied into the module's extension folder; Sugar merges it into the record view's subpanels.
+            subpanel = f"SugarModules/relationships/subpanels/{module}/xero_invoices.php"
+            package.files[subpanel] = _subpanel(module)
+            copies.append({"from": f"<basepath>/{subpanel}", "to": f"custom/Extension/modules/{module}/Ext/clients/"
+                                                                     "base/layouts/subpanels/xero_invoices.php"})

@@ -238,7 +238,14 @@ def test_the_invoices_module_is_laid_out_as_module_builder_exports_it(with_modul
     defs = manifest(with_module)["installdefs"]
     assert defs["beans"] == [{"module": MODULE, "class": MODULE, "path": f"modules/{MODULE}/{MODULE}.php",
                               "tab": True}]
-    assert defs["copy"] == [{"from": f"<basepath>/SugarModules/modules/{MODULE}", "to": f"modules/{MODULE}"}]
+    assert defs["copy"][0] == {"from": f"<basepath>/SugarModules/modules/{MODULE}", "to": f"modules/{MODULE}"}
+    subpanels = {c["to"] for c in defs["copy"][1:]}
+    assert "custom/Extension/modules/Accounts/Ext/clients/base/layouts/subpanels/xero_invoices.php" in subpanels
+    layout = php_eval("$viewdefs = array();\n"
+                      "include 'SugarModules/relationships/subpanels/Accounts/xero_invoices.php';\n"
+                      "echo json_encode($viewdefs);", with_module)
+    assert layout["Accounts"]["base"]["layout"]["subpanels"]["components"] == [
+        {"layout": "subpanel", "label": "LBL_XERO_INVOICES", "context": {"link": "xero_invoices"}}]
     assert {v["to_module"] for v in defs["vardefs"]} >= {"Accounts", "Opportunities", "Cases"}
 
     # The module's vardefs as Sugar would load them (VardefManager stood in for).
