@@ -7,6 +7,9 @@ Each push is an ordinary ``item.upsert`` job, its id salted with the organisatio
 product pushed to two organisations is two jobs; the item worker (``shared.usecases.items``)
 does the rest, exactly once, keyed by the organisation. A product that cannot be pushed leaves
 the quote's line without an item code (the invoice worker's usual warning), never blocks it.
+(A job re-driven by `sugar-xero replay` runs against the default organisation, where it changes
+nothing; the next quote for the other organisation finds the product still missing there and
+pushes it again under the same job.)
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ def push_missing_items(documents: list[WorkItem], *, xero: Any, crm: Any, jobs: 
         jobs.create_job(Job(job_id=job_id, status="queued", kind=items.KIND,
                             crm=CrmRef(module=document.crm_module, id=document.crm_id),
                             created_at=stamp, updated_at=stamp),
-                        {"job_id": job_id, "kind": items.KIND, "document": payload, "tenant_id": xero.tenant_id})
+                        payload)  # as accept() stores it, so `sugar-xero replay` can send it again
         work.append(WorkItem(message_id=f"item:{xero.tenant_id}:{job_id}", job_id=job_id, kind=items.KIND,
                              document=payload))
     if work:
