@@ -126,9 +126,10 @@ class XeroRefusingASecondContactNumber(FakeXero):
         number = element.get("ContactNumber")
         if "ContactID" not in element and number and any(c.get("ContactNumber") == number
                                                           for c in self.contacts.values()):
+            message = (f"The contact number {number} is already assigned to another contact. "
+                       "The contact number must be unique across all contacts.")
             return {**element, "StatusAttributeString": "ERROR", "HasValidationErrors": True,
-                    "ValidationErrors": [{"Message": f"The contact number {number} is already assigned to another "
-                                                     "contact. The contact number must be unique across all contacts."}]}
+                    "ValidationErrors": [{"Message": message}]}
         return super()._upsert(element)
 
 
