@@ -91,9 +91,16 @@ def _quoted(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _is_number_taken(messages: list[str]) -> bool:
+    """Xero's refusal of a ContactNumber another contact holds ("The contact number … is already
+    assigned to another contact. The contact number must be unique across all contacts.")."""
+    return any("contact number" in m.lower() and "already" in m.lower() for m in messages)
+
+
 def _is_name_taken(messages: list[str]) -> bool:
-    return any("already assigned to another contact" in m.lower() or
-               ("name" in m.lower() and "already" in m.lower()) for m in messages)
+    """Xero's refusal of a name another active contact holds; a ContactNumber clash is not one."""
+    return any("name" in m.lower() and "already" in m.lower() and "contact number" not in m.lower()
+               for m in messages)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -221,6 +228,7 @@ class _Run:
         self.outcomes: dict[Key, tuple[Group, Outcome]] = {}
         self.conflicts: list[tuple[_Pending, list[str]]] = []
         self.broken_links: list[tuple[_Pending, list[str]]] = []
+        self.number_clashes: list[tuple[_Pending, list[str]]] = []
 
     # ---- sending ---------------------------------------------------------------------------
     def send(self, pendings: list[_Pending], batch_size: int, result: BatchResult) -> list[_Pending]:
@@ -257,6 +265,8 @@ class _Run:
                 self.fail(pending, f"Xero: {message}")
             elif "ContactID" in pending.body:
                 self.broken_links.append((pending, errors))
+            elif _is_number_taken(errors) and pending.body.get("ContactNumber"):
+                self.number_clashes.append((pending, errors))
             elif _is_name_taken(errors):
                 self.conflicts.append((pending, errors))
             else:
@@ -296,6 +306,43 @@ class _Run:
             again += self._resolve_links()
         if self.conflicts:
             again += self._resolve_conflicts()
+        if self.number_clashes:
+            again += self._resolve_numbers()
+        return again
+
+    def _resolve_numbers(self) -> list[_Pending]:
+        """A ContactNumber is unique across all Xero contacts and POST never updates by it: the
+        contact holding the CRM record's number is this record's contact. Find it by number
+        (archived ones too) and send again by its ContactID."""
+        clashes, self.number_clashes = self.number_clashes, []
+        numbers = [str(p.body["ContactNumber"]) for p, _ in clashes]
+        try:
+            holders: dict[str, dict[str, Any]] = {}
+            for chunk in _chunks(list(dict.fromkeys(numbers)), LOOKUPS_PER_CALL):
+                where = " OR ".join(f"ContactNumber=={_quoted(n)}" for n in chunk)
+                for contact in self.xero.get("Contacts", {"where": where, "includeArchived": "true"}).get(
+                        "Contacts") or []:
+                    holders[str(contact.get("ContactNumber"))] = contact
+        except (XeroError, ConnectionNotReady) as error:
+            for pending, errors in clashes:
+                self.fail(pending, "Xero: " + "; ".join(errors) + f" (and looking it up failed: {error})")
+            return []
+        again = []
+        for pending, errors in clashes:
+            holder = holders.get(str(pending.body["ContactNumber"]))
+            if holder is None:
+                self.fail(pending, "Xero: " + "; ".join(errors) + " (and no contact with that number was found)")
+                continue
+            pending.followed = True
+            pending.warnings.append(f"the Xero contact {holder['ContactID']} already carries this record's "
+                                    f"contact number {pending.body['ContactNumber']}: updated it")
+            pending.body = {**pending.body, "ContactID": holder["ContactID"]}
+            survivor = holder.get("MergedToContactID")
+            if survivor and survivor != holder["ContactID"]:
+                self._follow_merge(pending, survivor)
+            elif holder.get("ContactStatus") == "ARCHIVED" and not pending.doc.deleted:
+                self._archived(pending, holder["ContactID"])
+            again.append(pending)
         return again
 
     def _resolve_links(self) -> list[_Pending]:

@@ -63,6 +63,7 @@ KIND_DOCUMENT = "document.push"
 KIND_QUOTE = "quote.push"
 KINDS = frozenset({KIND_DOCUMENT, KIND_QUOTE})
 UNIT_DECIMALS = {"unitdp": "4"}  # unit prices keep 4 decimals instead of Xero's default 2
+INVOICE_LINES = {"page": "1", **UNIT_DECIMALS}  # invoices by IDs= with their lines, prices to 4 decimals
 WRITE_BACK_PENDING = contacts.WRITE_BACK_PENDING
 WRITE_BACK_RETRY_SECONDS = contacts.WRITE_BACK_RETRY_SECONDS
 SUGAR_RETRY_SECONDS = 60.0
@@ -530,8 +531,11 @@ def _credit(run: _Run, records: list[_Record], batch_size: int) -> None:
     if not fresh:
         return
     try:
+        # page=1: an IDs= list without page is a summary without LineItems (Xero's Invoices
+        # documentation); unitdp=4 keeps 4-decimal unit prices, so the credit matches to the cent.
         invoices = {i["InvoiceID"]: i for i in run.xero.get_by_ids("Invoices", [r.state.xero_id for r in fresh
-                                                                                if r.state])}
+                                                                                if r.state],
+                                                                   params=INVOICE_LINES)}
     except (XeroError, ConnectionNotReady) as error:
         _batch_failed(run, fresh, error)
         return
@@ -542,7 +546,17 @@ def _credit(run: _Run, records: list[_Record], batch_size: int) -> None:
                 run.fail(record, "the Xero invoice to credit was not found")
         if not ready:
             continue
-        bodies = [credit_note_body(r.state, invoices[r.state.xero_id]) for r in ready]  # type: ignore[union-attr]
+        built = []
+        for record in ready:
+            assert record.state is not None
+            try:
+                built.append((record, credit_note_body(record.state, invoices[record.state.xero_id])))
+            except DocumentRefused as error:
+                run.fail(record, str(error))
+        ready = [record for record, _ in built]
+        if not ready:
+            continue
+        bodies = [body for _, body in built]
         try:
             answers = run.xero.upsert_batch("CreditNotes", bodies, params=UNIT_DECIMALS,
                                             idempotency_key=f"creditnotes-{content_hash(bodies)}")
