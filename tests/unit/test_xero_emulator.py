@@ -199,9 +199,8 @@ def test_post_never_updates_a_contact_found_by_its_number(xero):
         )
     fetched = xero.ok("GET", "/Contacts/crm-7")["Contacts"][0]  # Xero finds a contact by its number
     assert (fetched["ContactID"], fetched["Name"]) == (created["ContactID"], "Acme")
-    by_id = xero.ok(
-        "POST", "/Contacts", {"Contacts": [{"ContactID": created["ContactID"], "ContactNumber": "crm-7", "Name": "Acme Ltd"}]}
-    )["Contacts"][0]
+    update = {"ContactID": created["ContactID"], "ContactNumber": "crm-7", "Name": "Acme Ltd"}
+    by_id = xero.ok("POST", "/Contacts", {"Contacts": [update]})["Contacts"][0]
     assert (by_id["ContactID"], by_id["Name"]) == (created["ContactID"], "Acme Ltd")
     archived = create_contact(xero, "Old", ContactNumber="crm-8")
     xero.ok("POST", "/Contacts", {"Contacts": [{"ContactID": archived["ContactID"], "ContactStatus": "ARCHIVED"}]})
