@@ -122,7 +122,8 @@ def _organisation_checks(tenant_id: str) -> dict[str, Any]:
     if metadata is None:
         return {}
     rates = {tax_type: rate for tax_type in metadata.tax_rates if (rate := metadata.tax_rate(tax_type)) is not None}
-    return {"tax_rates": rates, "check_references": lambda body: unknown_references(body, metadata)}
+    return {"tax_rates": rates, "check_references": lambda body: unknown_references(body, metadata),
+            "today": metadata.today()}  # the organisation's day, as Xero dates documents
 
 
 def work(queued: list[WorkItem]) -> BatchResult:

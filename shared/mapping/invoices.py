@@ -274,11 +274,13 @@ def cancellation(state: XeroDocumentState, *, credit_with_payments: bool) -> tup
         return "delete", None
     if state.status in ("DRAFT", "SUBMITTED"):
         return "delete", None
-    if state.status == "AUTHORISED" and not state.has_payments:
+    if state.status == "AUTHORISED" and not state.has_payments and not state.has_credit_allocated:
         return "void", None
     if credit_with_payments:
         return "credit_note", None
-    return "refuse", (f"Xero invoice {state.number or state.xero_id} has payments of {state.amount_paid:,.2f}; "
+    applied = (f"payments of {state.amount_paid:,.2f}" if state.has_payments
+               else f"credit of {state.amount_credited:,.2f} allocated")
+    return "refuse", (f"Xero invoice {state.number or state.xero_id} has {applied}; "
                       "it cannot be voided. Credit it in Xero, or set invoices.cancel_with_payments to credit_note")
 
 

@@ -237,9 +237,16 @@ class XeroDocumentState(BaseModel):
         return self.amount_paid > 0 or any((p.status or "AUTHORISED") != "DELETED" for p in self.payments)
 
     @property
+    def has_credit_allocated(self) -> bool:
+        """A credit note (or prepayment, overpayment) is allocated: Xero then refuses edits and
+        voiding ("has a payment or credit note allocated") just as for a payment."""
+        return self.amount_credited > 0
+
+    @property
     def locked(self) -> bool:
-        """Xero no longer takes edits: payments applied, paid, voided or deleted."""
-        return self.has_payments or self.status in {"PAID", "VOIDED", "DELETED", "INVOICED"}
+        """Xero no longer takes edits: payments or credit applied, paid, voided or deleted."""
+        return self.has_payments or self.has_credit_allocated or self.status in {"PAID", "VOIDED", "DELETED",
+                                                                                 "INVOICED"}
 
 
 class DocumentChange(BaseModel):

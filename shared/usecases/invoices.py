@@ -116,6 +116,7 @@ class _Run:
         self.xero, self.jobs, self.mappings, self.crm = xero, jobs, mappings, crm
         self.config, self.result = config, result
         self.outcomes: dict[tuple[str, str], tuple[list[WorkItem], Outcome]] = {}
+        self.today = dt.datetime.now(dt.UTC).date()
 
     # ---- endings ---------------------------------------------------------------------------
     def finish_items(self, items: Iterable[WorkItem], status: str, *, xero: dict[str, Any] | None = None,
@@ -362,6 +363,8 @@ def _decide(run: _Run, records: list[_Record], *, tax_rates: MappingOf[str, Deci
             elif action == "credit_note":
                 record.action = action
                 to_send.append(record)
+            elif (locked := _locked_period(record, check_references)) is not None:
+                run.fail(record, locked)
             else:
                 record.action = action
                 status = "DELETED" if action == "delete" else "VOIDED"
@@ -387,7 +390,11 @@ def _decide(run: _Run, records: list[_Record], *, tax_rates: MappingOf[str, Deci
         except DocumentRefused as error:
             run.fail(record, str(error))
             continue
-        problems = check_references(record.mapped.body) if check_references else []
+        body = record.mapped.body
+        if check_references and "Date" not in body and record.state is not None and record.state.date:
+            # an update keeps Xero's date, and Xero checks the lock against it all the same
+            body = {**body, "Date": record.state.date.isoformat()}
+        problems = check_references(body) if check_references else []
         if problems:
             run.fail(record, "not sent: " + "; ".join(problems))
             continue
@@ -397,10 +404,20 @@ def _decide(run: _Run, records: list[_Record], *, tax_rates: MappingOf[str, Deci
     return to_send
 
 
+def _locked_period(record: _Record, check_references: ReferenceCheck | None) -> str | None:
+    """Why a document dated in a locked period cannot be deleted or voided, else None."""
+    if check_references is None or record.state is None or record.state.date is None:
+        return None
+    problems = [p for p in check_references({"Date": record.state.date.isoformat()}) if "locked" in p]
+    return "not ended in Xero: " + "; ".join(problems) if problems else None
+
+
 def _locked_message(state: XeroDocumentState) -> str:
     what = f"Xero {state.target} {state.number or state.xero_id}"
     if state.has_payments:
         reason = f"has payments applied ({state.amount_paid:,.2f} paid)"
+    elif state.has_credit_allocated:
+        reason = f"has credit allocated ({state.amount_credited:,.2f} credited)"
     else:
         reason = f"is {state.status}"
     return f"{what} {reason}: {LOCKED_HINT}"
@@ -588,7 +605,7 @@ def _allocate(run: _Run, credit_note_id: str, invoice: XeroDocumentState, amount
     if allocate is None:
         return f"allocate {amount:,.2f} of the credit note to the invoice in Xero"
     try:
-        allocate(credit_note_id, invoice.xero_id, amount)
+        allocate(credit_note_id, invoice.xero_id, amount, on=run.today)
     except (XeroError, ConnectionNotReady) as error:
         return f"the credit note could not be allocated to the invoice ({error}); allocate {amount:,.2f} in Xero"
     return f"{amount:,.2f} of it allocated to what was still due"
@@ -608,10 +625,13 @@ def push_documents(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mapp
     config = config or mapping_file().for_tenant(xero.tenant_id)
     result = BatchResult()
     run = _Run(xero=xero, jobs=jobs, mappings=mappings, crm=crm, config=config, result=result)
+    # ``today`` is the organisation's day (``OrganisationMetadata.today``); UTC only before the
+    # first metadata refresh has read the organisation's timezone.
+    run.today = today or dt.datetime.now(dt.UTC).date()
     records = _records(run, _parse(run, items))
     records = _settle_contacts(run, records, batch_size)
     to_send = _decide(run, records, tax_rates=tax_rates or {}, check_references=check_references,
-                      today=today or dt.date.today())
+                      today=run.today)
     _send(run, to_send, batch_size)
     _write_back(run)
     return result

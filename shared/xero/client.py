@@ -96,11 +96,11 @@ class XeroClient:
         return returned
 
     def allocate_credit_note(self, credit_note_id: str, invoice_id: str, amount: Decimal, *,
-                             on: date | None = None) -> dict[str, Any]:
+                             on: date) -> dict[str, Any]:
         """Allocate part of a credit note to an invoice (a call of its own in Xero). The key is
-        derived from the allocation, so a retried call is not applied twice."""
-        allocation = {"Invoice": {"InvoiceID": invoice_id}, "Amount": amount,
-                      "Date": (on or date.today()).isoformat()}
+        derived from the allocation, so a retried call is not applied twice. ``on`` is the
+        organisation's day (``OrganisationMetadata.today``), never the server's UTC date."""
+        allocation = {"Invoice": {"InvoiceID": invoice_id}, "Amount": amount, "Date": on.isoformat()}
         key = hashlib.sha256(f"{credit_note_id}|{invoice_id}|{amount}".encode()).hexdigest()
         return self._request("PUT", f"{API_PREFIX}/CreditNotes/{credit_note_id}/Allocations",
                              json_body=encode_json({"Allocations": [allocation]}),
