@@ -28,8 +28,12 @@ def _boto3():  # boto3 is imported lazily: handlers that never touch AWS do not 
 
 @cache
 def job_store() -> SyncStateTable:
+    from shared.state.payloads import S3PayloadStore
+
+    bucket = settings().payload_bucket
     return SyncStateTable(settings().sync_table, resource=_boto3().resource("dynamodb"),
-                          job_ttl_days=settings().job_ttl_days)
+                          job_ttl_days=settings().job_ttl_days,
+                          payloads=S3PayloadStore(bucket, client=_boto3().client("s3")) if bucket else None)
 
 
 def _queue(url: str | None, name: str) -> SqsQueue:

@@ -224,6 +224,7 @@ class SqsDepthProbe:
 
 def report_for(target: StackTarget, *, failures: int = 10, session: Any = None,
                clock: Callable[[], float] = time.time) -> StatusReport:
+    from shared.state.crm_check import CrmCheckTable
     from shared.state.dynamo import SyncStateTable
     from shared.state.watermarks import ReconcileStateTable
     from shared.xero.limits import SharedRateGate
@@ -235,7 +236,8 @@ def report_for(target: StackTarget, *, failures: int = 10, session: Any = None,
     gate = SharedRateGate(resource.Table(target.sync_table), day_limit=target.day_limit, clock=clock)
     return gather(store=store, probe=SqsDepthProbe(session.client("sqs", **endpoint)), limits=gate,
                   queues=target.queues, configured_tenants=target.tenant_ids, recent_failures=failures,
-                  clock=clock, reconcile=ReconcileStateTable(target.sync_table, resource=resource))
+                  clock=clock, reconcile=ReconcileStateTable(target.sync_table, resource=resource),
+                  crm_check=CrmCheckTable(target.sync_table, resource=resource))
 
 
 # ---- output --------------------------------------------------------------------------------------
@@ -320,6 +322,7 @@ def render(report: StatusReport, target: StackTarget) -> str:
 
     lines += ["", "Last reconcile per organisation"]
     lines += render_reconciles(report.reconciles)
+    lines += ["", "CRM fields and hooks (last check)"] + render_crm_check(report.crm_check)
 
     lines.append("")
     if report.healthy:
@@ -332,6 +335,20 @@ def render(report: StatusReport, target: StackTarget) -> str:
 
 def _counts(values: dict[str, int]) -> str:
     return ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in values.items() if n) or "none"
+
+
+def render_crm_check(check: dict[str, Any] | None) -> list[str]:
+    if not check:
+        return ["  never checked: run `sugar-xero sugar-check`"]
+    lines = [f"  {check.get('checked_at')} by {check.get('source', 'sugar-xero sugar-check')}: "
+             + ("everything present" if check.get("ok") else "PROBLEMS")]
+    bad = [r for r in check.get("rows") or [] if r.get("state") != "present"]
+    if bad:
+        lines += _table(["MODULE", "FIELD / EVENT", "EXPECTED", "FOUND", "STATE"],
+                        [[r["module"], r["name"], _clip(r["expected"], 60), _clip(r.get("found") or "-", 60),
+                          r["state"].upper()] for r in bad[:20]])
+    lines += [f"  error: {_clip(e, 150)}" for e in check.get("errors") or []]
+    return lines
 
 
 def render_reconciles(rows: list[dict[str, Any]]) -> list[str]:

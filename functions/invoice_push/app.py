@@ -24,6 +24,7 @@ from shared.models.sugar import ProductTemplateHook, QuoteHook
 from shared.observability import logger, metrics, tracer
 from shared.usecases import invoices, items, writeback
 from shared.usecases.accept import accept
+from shared.usecases.crash import from_environment as crash_points
 from shared.usecases.metadata import load_metadata, unknown_references
 from shared.usecases.work import BatchResult, WorkItem
 
@@ -135,11 +136,12 @@ def work(queued: list[WorkItem]) -> BatchResult:
     result = BatchResult()
     if products:  # products first: a quote in the same batch then finds its item codes
         result = items.sync_items(products, xero=wiring.xero_client(), jobs=wiring.job_store(),
-                                  mappings=wiring.job_store())
+                                  mappings=wiring.job_store(), crash=crash_points())
     if documents:
         pushed = invoices.push_documents(documents, xero=wiring.xero_client(), jobs=wiring.job_store(),
                                          mappings=wiring.job_store(),
                                          crm=wiring.sugar_client() if settings().sugar_base_url else None,
+                                         crash=crash_points(),
                                          **_organisation_checks(wiring.xero_client().tenant_id))
         result.defer(sorted(pushed.retry), pushed.retry_after)
     if unknown:

@@ -73,7 +73,10 @@ class ContactDocument(BaseModel):
         default=None, max_length=50,
         description="for a Sugar Contact: the Account it belongs to")
     deleted: bool = Field(default=False, description="the CRM record was deleted: archive in Xero")
-    crm_modified: str | None = Field(default=None, description="CRM date_modified, ISO-8601")
+    crm_modified: str | None = Field(
+        default=None, description="when the record was saved in the CRM (date_modified), ISO-8601 with its UTC "
+                                  "offset; compared as an instant: the newest save wins and an older one than the "
+                                  "last pushed is ignored. Left out: the time the connector received the callout")
 
 
 ItemPrice = Annotated[Decimal | None, Field(default=None, max_digits=22, decimal_places=4,
@@ -106,4 +109,7 @@ class ItemDocument(BaseModel):
                                       description="left out: purchased when a purchase price is given")
     active: bool = Field(default=True, description="false: no longer sold (IsSold false in Xero)")
     deleted: bool = Field(default=False, description="the CRM record was deleted: no longer sold")
-    crm_modified: str | None = Field(default=None, description="CRM date_modified, ISO-8601")
+    crm_modified: str | None = Field(
+        default=None, description="when the record was saved in the CRM (date_modified), ISO-8601 with its UTC "
+                                  "offset; compared as an instant: the newest save wins and an older one than the "
+                                  "last pushed is ignored. Left out: the time the connector received the callout")

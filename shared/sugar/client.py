@@ -177,6 +177,12 @@ class SugarClient:
         return list(self.iter_related(module, record_id, link, fields=fields, max_num=max_num,
                                       order_by=order_by))
 
+    # ---- metadata -----------------------------------------------------------------------------
+    def metadata(self, modules: Sequence[str]) -> dict[str, Any]:
+        """The modules' metadata (their ``fields`` by name, each with its ``type``):
+        ``GET /metadata?type_filter=modules&module_filter=A,B``, as Sugar's MetadataApi reads them."""
+        return self._call("GET", "/metadata", params={"type_filter": "modules", "module_filter": ",".join(modules)})
+
     # ---- bulk --------------------------------------------------------------------------------
     def bulk(self, requests: Sequence[BulkRequest]) -> list[BulkResult]:
         """Run the calls in order in one ``POST /bulk``. Each item keeps its own status and

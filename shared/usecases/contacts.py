@@ -24,6 +24,9 @@ from shared.models.documents import ContactDocument
 from shared.observability import logger
 from shared.ports import JobStore, MappingStore, XeroApi
 from shared.state.records import Mapping
+from shared.usecases.crash import NO_CRASH, STATE_WRITTEN, XERO_ANSWERED, CrashPoints
+from shared.usecases.journal import Entry, Journal
+from shared.usecases.versions import OLDER, SUPERSEDED, newest_per_record, version_of
 from shared.usecases.work import BatchResult, WorkItem, content_hash, finish, requeue, retry_after_for
 from shared.usecases.writeback import CrmWriter, Outcome, write_back
 from shared.xero.client import validation_messages
@@ -45,14 +48,30 @@ def _chunks(values: list[Any], size: int) -> Iterable[list[Any]]:
         yield values[start:start + size]
 
 
-def _newest_per_record(items: list[tuple[WorkItem, ContactDocument]]) -> dict[Key, Group]:
-    """Group by CRM record, newest save first: one Xero write per record per batch."""
+def _newest_per_record(jobs: JobStore, items: list[tuple[WorkItem, ContactDocument]]
+                       ) -> tuple[dict[Key, Group], dict[Key, str | None]]:
+    """One Xero write per record per batch: the newest save (``shared.usecases.versions``) and
+    the jobs that carry that same save; older saves' jobs end ``ignored`` (superseded)."""
+    versions = {id(pair): version_of(pair[1].crm_modified, None if pair[1].crm_modified else
+                                     _received_at(jobs, pair[0])) for pair in items}
+    grouped = newest_per_record(items, key=lambda pair: (pair[1].crm_module, pair[1].crm_id),
+                                version=lambda pair: versions[id(pair)])
     groups: dict[Key, Group] = {}
-    for item, doc in items:
-        groups.setdefault((doc.crm_module, doc.crm_id), []).append((item, doc))
-    for group in groups.values():
-        group.sort(key=lambda pair: pair[1].crm_modified or "", reverse=True)
-    return groups
+    newest: dict[Key, str | None] = {}
+    for key, group in grouped.items():
+        doc = group[0][1]
+        groups[key] = [pair for pair in group if pair[1] == doc]
+        newest[key] = versions[id(group[0])]
+        kept = {item.message_id for item, _ in groups[key]}
+        for item, _ in group:
+            if item.message_id not in kept:
+                finish(jobs, item.job_id, "ignored", warnings=[SUPERSEDED])
+    return groups, newest
+
+
+def _received_at(jobs: JobStore, item: WorkItem) -> str | None:
+    job = jobs.get_job(item.job_id)
+    return job.created_at if job else None
 
 
 # ---- name matching ---------------------------------------------------------------------------
@@ -119,10 +138,12 @@ def _iso(xero_date: Any) -> str:
 class _Pending:
     """One record on its way to Xero: the body being sent and what happened so far."""
 
-    def __init__(self, key: Key, group: Group, body: dict[str, Any], digest: str):
+    def __init__(self, key: Key, group: Group, body: dict[str, Any], digest: str, version: str | None = None):
         self.key, self.group, self.body, self.digest = key, group, body, digest
+        self.version = version
         self.warnings: list[str] = []
         self.followed = False
+        self.entry: Entry | None = None
 
     @property
     def doc(self) -> ContactDocument:
@@ -131,9 +152,9 @@ class _Pending:
 
 def sync_contacts(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappings: MappingStore,
                   batch_size: int = 50, config: MappingConfig | None = None,
-                  crm: CrmWriter | None = None) -> BatchResult:
+                  crm: CrmWriter | None = None, crash: CrashPoints = NO_CRASH) -> BatchResult:
     config = config or mapping_file().for_tenant(xero.tenant_id)
-    run = _Run(xero, jobs, mappings, config)
+    run = _Run(xero, jobs, mappings, config, crash)
     parsed: list[tuple[WorkItem, ContactDocument]] = []
     for item in items:
         jobs.start_attempt(item.job_id)
@@ -142,12 +163,16 @@ def sync_contacts(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappi
         except ValidationError as error:
             finish(jobs, item.job_id, "failed", error=f"unreadable document: {error.errors()[:3]}")
 
-    groups = _newest_per_record(parsed)
+    groups, versions = _newest_per_record(jobs, parsed)
     known: dict[Key, Mapping] = {}
     for module in {module for module, _ in groups}:
         ids = [crm_id for (m, crm_id) in groups if m == module]
         for crm_id, mapping in mappings.get_mappings(xero.tenant_id, module, ids).items():
             known[(module, crm_id)] = mapping
+        run.journal.load(module, ids)
+    for key in [k for k in groups if run.journal.is_older(k[0], k[1], versions[k])]:
+        for item, _ in groups.pop(key):
+            finish(jobs, item.job_id, "ignored", warnings=[OLDER])
 
     person_groups = {key: group for key, group in groups.items()
                      if config.contacts.sugar_contacts_as == "contact_persons"
@@ -171,7 +196,7 @@ def sync_contacts(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappi
             continue
         if mapping:
             body = to_xero_contact(doc, xero_contact_id=mapping.xero_id)
-        to_send.append(_Pending(key, group, body, digest))
+        to_send.append(_Pending(key, group, body, digest, versions[key]))
 
     result = BatchResult()
     # Round one is the plain batch POST; later rounds carry only what Xero refused or what
@@ -223,8 +248,12 @@ def _unchanged(run: _Run, key: Key, group: Group, mapping: Mapping) -> None:
 
 
 class _Run:
-    def __init__(self, xero: XeroApi, jobs: JobStore, mappings: MappingStore, config: MappingConfig):
+    def __init__(self, xero: XeroApi, jobs: JobStore, mappings: MappingStore, config: MappingConfig,
+                 crash: CrashPoints = NO_CRASH):
         self.xero, self.jobs, self.mappings, self.config = xero, jobs, mappings, config
+        self.crash = crash
+        self.journal = Journal(mappings, xero)  # type: ignore[arg-type]
+        self.held: list[tuple[str, str, dict[str, Any]]] | None = None
         self.outcomes: dict[Key, tuple[Group, Outcome]] = {}
         self.conflicts: list[tuple[_Pending, list[str]]] = []
         self.broken_links: list[tuple[_Pending, list[str]]] = []
@@ -235,12 +264,16 @@ class _Run:
         """POST in batches; returns the records that need another round (archived, merged)."""
         again: list[_Pending] = []
         for chunk in _chunks(pendings, batch_size):
+            chunk = self._journal_chunk(chunk, result)
+            if not chunk:
+                continue
             bodies = [p.body for p in chunk]
             chunk_items = [item for p in chunk for item, _ in p.group]
             try:
                 answers = self.xero.upsert_batch("Contacts", bodies,
                                                  idempotency_key=f"contacts-{content_hash(bodies)}")
             except (XeroError, ConnectionNotReady) as error:
+                self.journal.call_failed([p.entry for p in chunk if p.entry], error)
                 if isinstance(error, ConnectionNotReady) or error.retryable:
                     logger.warning("Xero batch deferred", extra={"size": len(bodies), "error": str(error)})
                     requeue(self.jobs, [i.job_id for i in chunk_items], error)
@@ -249,10 +282,54 @@ class _Run:
                     for pending in chunk:
                         self.fail(pending, str(error))
                 continue
+            self.crash.reached(XERO_ANSWERED)
+            self.held = []
             for pending, answer in zip(chunk, answers, strict=True):
                 if self._answer(pending, answer):
                     again.append(pending)
+            self.crash.reached(STATE_WRITTEN)
+            self.release()
         return again
+
+    def _journal_chunk(self, chunk: list[_Pending], result: BatchResult) -> list[_Pending]:
+        """Record each contact's intent before the call; a contact whose earlier attempt was
+        never confirmed is first looked up by ContactNumber (``shared.usecases.journal``)."""
+        for pending in chunk:
+            pending.entry = Entry(module=pending.key[0], crm_id=pending.key[1], resource="Contacts",
+                                  body=pending.body, version=pending.version,
+                                  job_ids=[item.job_id for item, _ in pending.group])
+        try:
+            problems = self.journal.recover([p.entry for p in chunk if p.entry])
+        except (XeroError, ConnectionNotReady) as error:
+            items = [item for p in chunk for item, _ in p.group]
+            if isinstance(error, ConnectionNotReady) or error.retryable:
+                requeue(self.jobs, [i.job_id for i in items], error)
+                result.defer([i.message_id for i in items], retry_after_for(error))
+            else:
+                for pending in chunk:
+                    self.fail(pending, f"Xero: looking the contact up failed: {error}")
+            return []
+        for pending in chunk:
+            if id(pending.entry) in problems:
+                self.fail(pending, problems[id(pending.entry)])
+        chunk = [p for p in chunk if id(p.entry) not in problems]
+        bodies = [p.body for p in chunk]
+        refused = self.journal.record([p.entry for p in chunk if p.entry], f"contacts-{content_hash(bodies)}")
+        for pending in [p for p in chunk if p.entry in refused]:
+            for item, _ in pending.group:
+                self._finish(item.job_id, "ignored", {"warnings": [OLDER]})
+        return [p for p in chunk if p.entry not in refused]
+
+    def _finish(self, job_id: str, status: str, outcome: dict[str, Any]) -> None:
+        if self.held is not None:  # a chunk's jobs are marked after all its state is written
+            self.held.append((job_id, status, outcome))
+        else:
+            finish(self.jobs, job_id, status, **outcome)
+
+    def release(self) -> None:
+        held, self.held = self.held or [], None
+        for job_id, status, outcome in held:
+            finish(self.jobs, job_id, status, **outcome)
 
     def _answer(self, pending: _Pending, answer: dict[str, Any]) -> bool:
         """Record Xero's answer; True when the record must be sent again."""
@@ -261,6 +338,8 @@ class _Run:
         contact_id = answer.get("ContactID")
         if status == "ERROR" or answer.get("HasValidationErrors") or not contact_id:
             message = "; ".join(errors) or "Xero refused the contact without a reason"
+            if pending.entry:
+                self.journal.failed(pending.entry, message)
             if pending.followed:  # already re-sent once for a refusal: no second guess
                 self.fail(pending, f"Xero: {message}")
             elif "ContactID" in pending.body:
@@ -453,7 +532,7 @@ class _Run:
     # ---- endings ---------------------------------------------------------------------------
     def fail(self, pending: _Pending, error: str) -> None:
         for item, _ in pending.group:
-            finish(self.jobs, item.job_id, "failed", error=error, warnings=list(pending.warnings))
+            self._finish(item.job_id, "failed", {"error": error, "warnings": list(pending.warnings)})
         self.outcomes[pending.key] = (pending.group, Outcome(module=pending.key[0], crm_id=pending.key[1],
                                                              sync_status="failed", last_error=error))
 
@@ -465,12 +544,12 @@ class _Run:
         self.mappings.put_mapping(Mapping(tenant_id=self.xero.tenant_id, module=module, crm_id=crm_id,
                                           xero_id=contact_id, payload_hash=pending.digest,
                                           crm_modified=pending.doc.crm_modified, xero_updated=synced_at,
-                                          sync_status=status,
+                                          sync_status=status, version=pending.version,
                                           last_error="; ".join(warnings)[:1000] or None))
-        for index, (item, _) in enumerate(pending.group):
-            note = [] if index == 0 else ["a newer save of the same record in this batch was pushed"]
-            finish(self.jobs, item.job_id, "succeeded", xero={"contact_id": contact_id},
-                   warnings=warnings + note)
+        if pending.entry:
+            self.journal.confirmed(pending.entry, contact_id)
+        for item, _ in pending.group:
+            self._finish(item.job_id, "succeeded", {"xero": {"contact_id": contact_id}, "warnings": warnings})
         self.outcomes[pending.key] = (pending.group, Outcome(
             module=module, crm_id=crm_id, xero_id=contact_id, sync_status=status,
             last_error="; ".join(warnings) or None, synced_at=synced_at))

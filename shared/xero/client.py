@@ -31,8 +31,8 @@ RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_IDS_PER_CALL = 50  # about what fits in one IDs= list
 WHERE_IDS_PER_CALL = 25  # ids in one where OR-list, for collections that take no IDs=
 IDS_PARAMETER_RESOURCES = frozenset({"Invoices", "Contacts"})  # GETs with IDs= in the spec (16.1.0)
-_ID_FIELDS = {"CreditNotes": "CreditNoteID", "Quotes": "QuoteID", "PurchaseOrders": "PurchaseOrderID",
-              "Payments": "PaymentID", "Items": "ItemID"}
+_ID_FIELDS = {"CreditNotes": "CreditNoteID", "Payments": "PaymentID", "Items": "ItemID"}  # GETs with where=
+ONE_BY_ONE_RESOURCES = frozenset({"Quotes", "PurchaseOrders"})  # GETs with neither IDs= nor where=
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 XERO_DEFAULT_PAGE_SIZE = 100  # what Xero pages by where it takes no pageSize (Quotes)
 
@@ -139,11 +139,12 @@ class XeroClient:
 
         Only ``GET /Invoices`` and ``GET /Contacts`` take an ``IDs=`` list (at most 50 ids a call:
         Xero's gateway refuses a URL with more than about 52). Xero ignores ``IDs=`` elsewhere and
-        answers the whole collection, so CreditNotes, Quotes, PurchaseOrders, Payments and Items are
-        asked with a ``where`` OR-list of Guid comparisons instead.
+        answers the whole collection, so the others are
+        asked with a ``where`` OR-list of Guid comparisons instead (CreditNotes, Payments, Items).
 
         An invoice list without ``page`` is a summary without ``LineItems`` (Xero's Invoices
-        documentation); ``with_lines`` asks for page 1, which holds every one of up to 50 ids."""
+        documentation); ``with_lines`` asks for page 1, which holds every one of up to 50 ids.
+        Quotes and PurchaseOrders take neither ``IDs=`` nor ``where``: they are read one by one."""
         unique = list(dict.fromkeys(ids))
         found: list[dict[str, Any]] = []
         extra = dict(params or {})
@@ -154,6 +155,11 @@ class XeroClient:
                 chunk = unique[start:start + MAX_IDS_PER_CALL]
                 answer = self.get(resource, {**extra, id_param: ",".join(chunk)})
                 found += answer.get(resource) or []
+            return found
+        if resource in ONE_BY_ONE_RESOURCES:  # no IDs= and no where: GET /Quotes/{QuoteID} per id
+            for record_id in unique:
+                if _GUID.match(record_id):
+                    found += self.get(f"{resource}/{record_id}", extra).get(resource) or []
             return found
         id_field = _ID_FIELDS.get(resource)
         if id_field is None:

@@ -1,4 +1,4 @@
-"""The template's DynamoDB tables, SQS queues and secret, created on a moto server, and the
+"""The template's DynamoDB tables, SQS queues, S3 buckets and secret, created on a moto server, and the
 environment the handlers need to find them.
 
 Everything comes from the template's own resource Properties: a queue that refers to another
@@ -24,6 +24,7 @@ DEFAULT_REGION = "eu-west-1"
 _QUEUE_TYPE = "AWS::SQS::Queue"
 _TABLE_TYPE = "AWS::DynamoDB::Table"
 _SECRET_TYPE = "AWS::SecretsManager::Secret"
+_BUCKET_TYPE = "AWS::S3::Bucket"
 
 # Queue properties that are not queue attributes of the SQS API.
 _NOT_QUEUE_ATTRIBUTES = {
@@ -48,6 +49,7 @@ class LocalAws:
     queues: dict[str, dict[str, str]] = field(default_factory=dict)  # logical id → url, arn, name
     tables: dict[str, str] = field(default_factory=dict)  # logical id → table name
     secrets: dict[str, str] = field(default_factory=dict)  # logical id → arn
+    buckets: dict[str, str] = field(default_factory=dict)  # logical id → bucket name
     resolver: Resolver | None = None
 
     def queue_url_by_arn(self, arn: str) -> str | None:
@@ -144,6 +146,22 @@ def _create_secret(
     aws.secrets[logical_id] = arn
 
 
+def _create_bucket(s3: Any, logical_id: str, props: dict[str, Any], aws: LocalAws) -> None:
+    name = (props.get("BucketName") or _physical_name(logical_id)).lower()
+    request: dict[str, Any] = {"Bucket": name}
+    if aws.region != "us-east-1":
+        request["CreateBucketConfiguration"] = {"LocationConstraint": aws.region}
+    s3.create_bucket(**request)
+    encryption = props.get("BucketEncryption")
+    if isinstance(encryption, dict) and encryption.get("ServerSideEncryptionConfiguration"):
+        # CloudFormation's ServerSideEncryptionByDefault is the API's ApplyServerSideEncryptionByDefault.
+        rules = [{("ApplyServerSideEncryptionByDefault" if k == "ServerSideEncryptionByDefault" else k): v
+                  for k, v in rule.items() if k in {"ServerSideEncryptionByDefault", "BucketKeyEnabled"}}
+                 for rule in encryption["ServerSideEncryptionConfiguration"]]
+        s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={"Rules": rules})
+    aws.buckets[logical_id] = name
+
+
 def create_resources(
     template: StackTemplate,
     endpoint_url: str,
@@ -159,12 +177,14 @@ def create_resources(
         "sqs": _client("sqs", endpoint_url, region),
         "dynamodb": _client("dynamodb", endpoint_url, region),
         "secretsmanager": _client("secretsmanager", endpoint_url, region),
+        "s3": _client("s3", endpoint_url, region),
     }
     creators = {
         _QUEUE_TYPE: lambda lid, props: _create_queue(clients["sqs"], lid, props, aws,
                                                       _max_receive_count(environ)),
         _TABLE_TYPE: lambda lid, props: _create_table(clients["dynamodb"], lid, props, aws),
         _SECRET_TYPE: lambda lid, props: _create_secret(clients["secretsmanager"], lid, props, aws, environ),
+        _BUCKET_TYPE: lambda lid, props: _create_bucket(clients["s3"], lid, props, aws),
     }
     waiting = {lid: r for lid, r in template.of_type(*creators).items() if _included(resolver, r)}
     # Resources that name others (a queue's RedrivePolicy → its DLQ) wait until those exist.
@@ -216,6 +236,10 @@ def _publish(resolver: Resolver, aws: LocalAws, logical_id: str, resource_type: 
         )
     elif resource_type == _TABLE_TYPE:
         resolver.refs[logical_id] = aws.tables[logical_id]
+    elif resource_type == _BUCKET_TYPE:
+        name = aws.buckets[logical_id]
+        resolver.refs[logical_id] = name
+        resolver.attributes[(logical_id, "Arn")] = f"arn:aws:s3:::{name}"
     elif resource_type == _SECRET_TYPE:
         resolver.refs[logical_id] = aws.secrets[logical_id]
         resolver.attributes[(logical_id, "Id")] = aws.secrets[logical_id]
