@@ -363,7 +363,10 @@ class _Run:
 
     def _follow_merge(self, pending: _Pending, survivor: str) -> bool:
         pending.warnings.append(f"the Xero contact was merged into {survivor}: re-mapped to it")
-        pending.body = {**pending.body, "ContactID": survivor}
+        # The merged (archived) contact keeps its ContactNumber, and a number is unique across all
+        # contacts: sending it with the survivor would be refused. The number stays where it is and
+        # still leads here through the merged contact's MergedToContactID.
+        pending.body = {k: v for k, v in pending.body.items() if k != "ContactNumber"} | {"ContactID": survivor}
         return True
 
     def _archived(self, pending: _Pending, contact_id: str) -> bool:

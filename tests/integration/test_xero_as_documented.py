@@ -140,3 +140,27 @@ def test_xero_answers_are_read_as_decimal_not_float():
     invoice = client.get("Invoices/i")["Invoices"][0]
     assert invoice["Total"] == Decimal("0.1") and isinstance(invoice["Total"], Decimal)
     assert invoice["LineItems"][0]["UnitAmount"] == Decimal("1.2345")
+
+
+def test_a_contact_merged_in_xero_is_followed_to_its_survivor(xero):
+    jobs, queue, mappings = FakeJobs(), FakeQueue(), FakeMappings()
+
+    def sync(doc: ContactDocument) -> str:
+        job_id = queued(jobs, queue, doc)
+        items = [WorkItem(message_id="m0", job_id=m["job_id"], kind=m["kind"], document=m["document"])
+                 for m in queue.sent]
+        queue.sent.clear()
+        sync_contacts(items, xero=xero, jobs=jobs, mappings=mappings, config=MappingConfig())
+        return job_id
+
+    sync(ContactDocument(crm_id="acc-5", name="Merged Away Ltd", crm_modified="2026-11-01T00:00:00+00:00"))
+    merged = mappings.get_mappings(xero.tenant_id, "Accounts", ["acc-5"])["acc-5"].xero_id
+    survivor = _contact(xero, "Survivor Ltd")
+    import requests
+
+    base = xero.base_url
+    assert requests.post(f"{base}/_emulator/merge", json={"from": merged, "into": survivor}, timeout=10).ok
+    job = jobs.jobs[sync(ContactDocument(crm_id="acc-5", name="Survivor Ltd", email="a@b.test",
+                                         crm_modified="2026-11-02T00:00:00+00:00"))]
+    assert job.status == "succeeded", job.error
+    assert mappings.get_mappings(xero.tenant_id, "Accounts", ["acc-5"])["acc-5"].xero_id == survivor

@@ -90,3 +90,17 @@ def test_a_fault_after_the_work_answers_500_with_the_work_done(xero):
         xero.control("POST", "faults", {"next": ["dropped_after"]})
         xero.call("POST", "/Contacts", {"Contacts": [{"Name": "Lost Answer"}]})
     assert len(xero.ok("GET", "/Contacts")["Contacts"]) == 2
+
+
+def test_a_merged_contact_points_to_its_survivor_on_single_and_paged_reads_only(xero):
+    merged, survivor = create_contact(xero, "Twin A"), create_contact(xero, "Twin B")
+    invoice = xero.ok("PUT", "/Invoices", invoice_body(merged["ContactID"], [line("a", 1, 1)]))["Invoices"][0]
+    assert xero.control("POST", "merge", {"from": merged["ContactID"], "into": survivor["ContactID"]}).ok
+    single = xero.ok("GET", f"/Contacts/{merged['ContactID']}")["Contacts"][0]
+    assert (single["ContactStatus"], single["MergedToContactID"]) == ("ARCHIVED", survivor["ContactID"])
+    listed = xero.ok("GET", "/Contacts", params={"includeArchived": "true"})["Contacts"]
+    assert all("MergedToContactID" not in c for c in listed)
+    paged = xero.ok("GET", "/Contacts", params={"includeArchived": "true", "page": 1})["Contacts"]
+    assert any(c.get("MergedToContactID") == survivor["ContactID"] for c in paged)
+    moved = xero.ok("GET", f"/Invoices/{invoice['InvoiceID']}")["Invoices"][0]
+    assert moved["Contact"]["ContactID"] == survivor["ContactID"]

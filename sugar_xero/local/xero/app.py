@@ -577,6 +577,11 @@ class XeroEmulator:
             except ValueError:
                 raise BadValue("page and pageSize must be whole numbers") from None
             presented, extra["pagination"] = page_of(presented, page, size)
+        if kind == "contacts" and page_arg is None:
+            # spec, Contact.MergedToContactID: "Only returned when using paging or when fetching a
+            # contact by ContactId or ContactNumber"
+            for record in presented:
+                record.pop("MergedToContactID", None)
         if kind == "invoices" and page_arg is None:
             # Xero's Invoices documentation: a list (IDs= and InvoiceNumbers= included) is a summary
             # without line items unless ``page`` is given; one invoice by id or number has them.
@@ -785,6 +790,13 @@ class XeroEmulator:
                         "usage": self.limiter.usage(),
                     }
                 )
+            if action == "merge" and method == "POST":
+                # What a person does in Xero's app (Contacts → Merge); the API cannot merge.
+                data = request.get_json(force=True, silent=True) or {}
+                merged = self.store.merge_contacts(
+                    data.get("tenant_id"), str(data.get("from") or ""), str(data.get("into") or "")
+                )
+                return json_response(merged) if merged else json_response({"error": "unknown contact"}, 404)
             if action == "limits" and method == "GET":
                 return json_response(self.config.limits_json())
             if action == "limits" and method == "POST":

@@ -11,7 +11,7 @@ CONTACT_STATUSES = ("ACTIVE", "ARCHIVED", "GDPRREQUEST")
 MAX_CONTACT_PERSONS = 5  # Xero's Contacts documentation: "a maximum of 5 ContactPersons"
 # Read only in Xero's Contacts documentation (IsSupplier/IsCustomer are set by Xero when a bill or
 # invoice is raised; Website "read only"): whatever a request says is dropped, silently, as Xero does.
-READ_ONLY_CONTACT_FIELDS = frozenset({"IsSupplier", "IsCustomer", "Website", "Balances"})
+READ_ONLY_CONTACT_FIELDS = frozenset({"IsSupplier", "IsCustomer", "Website", "Balances", "MergedToContactID"})
 
 
 def _upsert_contact(txn: _Txn, data: dict[str, Any]) -> Outcome:
