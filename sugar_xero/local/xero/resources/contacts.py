@@ -37,7 +37,13 @@ def _upsert_contact(txn: _Txn, data: dict[str, Any]) -> Outcome:
         # Unique across all contacts, archived ones included; a POST never updates the holder.
         own_id = existing["ContactID"] if existing else None
         holder = next(
-            (c for c in contacts.values() if c.get("ContactNumber") == number and c["ContactID"] != own_id), None
+            (
+                c
+                for c in contacts.values()
+                # whether case matters is undocumented: the least convenient reading, it does not
+                if str(c.get("ContactNumber") or "").casefold() == str(number).casefold() and c["ContactID"] != own_id
+            ),
+            None,
         )
         if holder is not None:
             errors.append(
