@@ -20,7 +20,7 @@ from shared.mapping.sugar_quotes import quote_intent
 from shared.models.documents import ItemDocument
 from shared.models.invoices import PurchaseDocument, SalesInvoiceDocument, TradeDocument
 from shared.models.jobs import Accepted, CrmRef, Ignored
-from shared.models.sugar import ProductTemplateHook, QuoteHook
+from shared.models.sugar import ProductTemplateHook, QuoteHook, core_bean
 from shared.observability import logger, metrics, tracer
 from shared.usecases import invoices, items, writeback
 from shared.usecases.accept import accept
@@ -37,7 +37,7 @@ def _product_callout_kind(value: Any) -> str | None:
     bean = value.get("bean")
     if bean is None:
         return "document"
-    return "ProductTemplate" if bean == "ProductTemplate" else None
+    return "ProductTemplate" if core_bean(bean, mapping_file().defaults.sugar_beans) == "ProductTemplate" else None
 
 
 ProductCallout = Annotated[

@@ -122,10 +122,12 @@ def quote_lines(quote: SugarQuote, bundles: list[dict[str, Any]], config: Mappin
         for product in sorted(bundle.get("products") or [], key=_position):
             if product.get("_module") not in (None, "Products"):
                 continue  # ProductBundleNotes are comments, not priced lines
-            quantity = _amount(product.get("quantity") or "1", UNIT)
-            if quantity <= 0:
-                raise DocumentRefused(f"the quote line {product.get('name')!r} has quantity {quantity}; Xero needs "
-                                      "a positive quantity")
+            # Sugar sends quantity as a JSON float (0 is valid): kept exactly; only a missing one means 1
+            raw_quantity = product.get("quantity")
+            quantity = _amount("1" if raw_quantity is None or raw_quantity == "" else raw_quantity, UNIT)
+            if quantity < 0:
+                raise DocumentRefused(f"the quote line {product.get('name')!r} has quantity {quantity}; a negative "
+                                      "quantity is a credit: raise a credit note instead")
             tax_class = product.get("tax_class")
             if tax_class not in taxes:
                 taxes[tax_class] = _tax_for(tax_class, quote, config)

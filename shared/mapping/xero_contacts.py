@@ -56,9 +56,25 @@ def to_xero_contact(doc: ContactDocument, *, xero_contact_id: str | None = None)
             }.items() if value is not None}
             for p in doc.persons[:5]
         ]
+    if doc.erased:
+        _erase(body, doc)
     if doc.deleted:
         body["ContactStatus"] = "ARCHIVED"
     return body
+
+
+ERASABLE = ("FirstName", "LastName", "EmailAddress", "Phones")
+
+
+def _erase(body: dict[str, Any], doc: ContactDocument) -> None:
+    """Blank in Xero the personal fields a Data Privacy erasure emptied in the CRM. Xero keeps a
+    field a body leaves out, so each is sent empty; the name is kept unless it was erased itself
+    (then the neutral name the mapping gave). Invoices and payments stay (financial history)."""
+    for field in doc.erased:
+        if field == "Phones":
+            body["Phones"] = [{"PhoneType": kind, "PhoneNumber": ""} for kind in ("DEFAULT", "MOBILE", "FAX")]
+        elif field in ERASABLE:
+            body[field] = ""
 
 
 def to_xero_person(doc: ContactDocument) -> dict[str, Any]:

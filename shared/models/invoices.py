@@ -36,7 +36,8 @@ def _places(places: int, *, largest: Decimal = Decimal("1e15")) -> AfterValidato
 
 
 UnitAmount = Annotated[Decimal, _places(4), Field(description="unit price, at most 4 decimals")]
-Quantity = Annotated[Decimal, Field(gt=0, description="at most 4 decimals"), _places(4)]
+Quantity = Annotated[Decimal, Field(ge=0, description="at most 4 decimals; 0 is a line Xero keeps at 0.00"),
+                     _places(4)]
 Money = Annotated[Decimal, _places(2), Field(description="an amount to the cent")]
 Percent = Annotated[Decimal, Field(ge=0, le=100), _places(6)]
 CRM_MODULE = r"^[A-Za-z][A-Za-z0-9_]{0,99}$"

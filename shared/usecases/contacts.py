@@ -186,17 +186,38 @@ def sync_contacts(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappi
                 finish(jobs, item.job_id, "ignored",
                        warnings=["deleted in the CRM; on_crm_delete is 'ignore': Xero left as it is"])
             continue
+        mapping = known.get(key)
+        if doc.erased and (mapping is None or (key in person_groups and doc.erased_person is None)):
+            person_groups.pop(key, None)
+            for item, _ in group:
+                if mapping is None:
+                    finish(jobs, item.job_id, "ignored", warnings=[
+                        "a Data Privacy erasure in the CRM of a record never pushed: nothing in Xero to erase"])
+                else:
+                    finish(jobs, item.job_id, "failed", error=(
+                        "a Data Privacy erasure in the CRM of a contact person: the erased name and email no "
+                        f"longer identify the person on the Xero contact {mapping.xero_id}; remove the person "
+                        "there in Xero"))
+            continue
         if key in person_groups:
             continue
         body = to_xero_contact(doc)
+        if doc.erased and config.contacts.on_erasure == "archive":
+            body["ContactStatus"] = "ARCHIVED"
         digest = content_hash(body)
-        mapping = known.get(key)
         if mapping and mapping.payload_hash == digest:
             _unchanged(run, key, group, mapping)
             continue
         if mapping:
-            body = to_xero_contact(doc, xero_contact_id=mapping.xero_id)
-        to_send.append(_Pending(key, group, body, digest, versions[key]))
+            body = {**to_xero_contact(doc, xero_contact_id=mapping.xero_id),
+                    **({"ContactStatus": body["ContactStatus"]} if "ContactStatus" in body else {})}
+        pending = _Pending(key, group, body, digest, versions[key])
+        if doc.erased:
+            pending.warnings.append(
+                f"Data Privacy erasure in the CRM: {', '.join(doc.erased)} erased on the Xero contact"
+                + (" and the contact archived" if body.get("ContactStatus") == "ARCHIVED" else "")
+                + "; its invoices and payments are kept")
+        to_send.append(pending)
 
     result = BatchResult()
     # Round one is the plain batch POST; later rounds carry only what Xero refused or what
@@ -354,7 +375,8 @@ class _Run:
         survivor = answer.get("MergedToContactID")
         if survivor and survivor != contact_id and survivor != pending.body.get("ContactID"):
             return self._follow_merge(pending, survivor)
-        if answer.get("ContactStatus") == "ARCHIVED" and not pending.doc.deleted:
+        if answer.get("ContactStatus") == "ARCHIVED" and not pending.doc.deleted and \
+                pending.body.get("ContactStatus") != "ARCHIVED":  # archived on purpose (an erasure)
             if self._archived(pending, contact_id):
                 return True
         warnings = [w.get("Message", "") for w in answer.get("Warnings") or [] if w.get("Message")]
@@ -599,8 +621,12 @@ def _sync_persons(run: _Run, groups: dict[Key, Group], known: dict[Key, Mapping]
         for _, group, _ in entries:  # oldest save first: the newest ends up first in the list
             doc = group[0][1]
             person = to_xero_person(doc)
+            if doc.erased and doc.erased_person:  # erased in the CRM: find the person as it was, remove it
+                gone = doc.erased_person
+                person = {k: v for k, v in {"FirstName": gone.first_name, "LastName": gone.last_name,
+                                            "EmailAddress": gone.email}.items() if v}
             persons = [p for p in persons if not same_person(p, person)]
-            if not doc.deleted:
+            if not doc.deleted and not doc.erased:
                 persons.insert(0, person)
         dropped = [" ".join(filter(None, (p.get("FirstName"), p.get("LastName")))) or str(p.get("EmailAddress"))
                    for p in persons[MAX_PERSONS:]]
@@ -623,6 +649,9 @@ def _sync_persons(run: _Run, groups: dict[Key, Group], known: dict[Key, Mapping]
                 if dropped:
                     pending.warnings.append(f"Xero keeps {MAX_PERSONS} contact persons: the least recently "
                                             f"sent were dropped ({', '.join(dropped)})")
+                if group[0][1].erased:
+                    pending.warnings.append("Data Privacy erasure in the CRM: the contact person was removed from "
+                                            f"the Xero contact {contact_id}")
                 run.succeed(pending, contact_id, answer.get("UpdatedDateUTC"), [])
 
 
