@@ -21,6 +21,7 @@ from shared.models.invoices import (
     TradeDocument,
 )
 from shared.models.sugar import SugarQuote
+from shared.money import UnreadableAmount, to_decimal
 
 MODULE = "Quotes"
 CENT = Decimal("0.01")
@@ -58,11 +59,13 @@ def quote_intent(quote: SugarQuote, config: MappingConfig, *, deleted: bool) -> 
 
 
 def _amount(value: Any, step: Decimal) -> Decimal:
-    text = clean(value)
+    """A Sugar amount (6-decimal text, a JSON number, or "" for an empty field: 0) to ``step``
+    places, half up; anything else is refused, never read as 0 (``shared.money``)."""
     try:
-        return Decimal(text or "0").quantize(step, rounding=ROUND_HALF_UP)
-    except ArithmeticError as error:
+        number = to_decimal(clean(value) if isinstance(value, str) else value)
+    except UnreadableAmount as error:
         raise DocumentRefused(f"{value!r} is not an amount") from error
+    return (number or Decimal(0)).quantize(step, rounding=ROUND_HALF_UP)
 
 
 def _truthy(value: Any) -> bool:
