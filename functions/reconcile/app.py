@@ -43,6 +43,9 @@ def tenants() -> list[str]:
         found.append(str(connection["tenant_id"]))
     found += [str(t["tenant_id"]) for t in connection.get("tenants") or []
               if isinstance(t, dict) and t.get("tenant_id")]
+    organisations = mapping_file().organisations
+    if organisations is not None:  # every organisation documents are routed to (one CRM, several)
+        found += list(organisations.names.values())
     return list(dict.fromkeys(found)) or [wiring.tenant_id()]
 
 

@@ -250,6 +250,12 @@ def required_fields(mapping: MappingFile, rules: RulesFile | None = None) -> lis
         _config_fields(config, out, document_modules)
     for rule in all_rules:
         _rule_fields(rule, out)
+    for config in configs:
+        if config.xero_invoices.enabled:  # the package's Xero Invoices module, filled by the connector
+            from shared.sugar.invoice_module import check_types
+
+            for name, kind in check_types().items():
+                out.add(CrmField(config.xero_invoices.module, name, kind, why="xero_invoices"))  # type: ignore[arg-type]
     return sorted(out.fields.values(), key=lambda f: (f.module, f.name))
 
 

@@ -38,6 +38,7 @@ WRITE_BACK_RETRY_SECONDS = 120.0
 MAX_ROUNDS = 3
 ACCOUNT_WAIT_SECONDS = 60.0
 MAX_PERSONS = 5  # Xero keeps at most five contact persons on a contact
+PERSONS_MODULE = "Accounts.Persons"  # per Account: the emails of the persons the connector pushed
 
 Key = tuple[str, str]
 Group = list[tuple[WorkItem, ContactDocument]]
@@ -144,6 +145,7 @@ class _Pending:
         self.warnings: list[str] = []
         self.followed = False
         self.entry: Entry | None = None
+        self.number: str | None = None  # what the mapping keeps as xero_number (a person's email)
 
     @property
     def doc(self) -> ContactDocument:
@@ -187,17 +189,11 @@ def sync_contacts(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappi
                        warnings=["deleted in the CRM; on_crm_delete is 'ignore': Xero left as it is"])
             continue
         mapping = known.get(key)
-        if doc.erased and (mapping is None or (key in person_groups and doc.erased_person is None)):
+        if doc.erased and mapping is None:
             person_groups.pop(key, None)
             for item, _ in group:
-                if mapping is None:
-                    finish(jobs, item.job_id, "ignored", warnings=[
-                        "a Data Privacy erasure in the CRM of a record never pushed: nothing in Xero to erase"])
-                else:
-                    finish(jobs, item.job_id, "failed", error=(
-                        "a Data Privacy erasure in the CRM of a contact person: the erased name and email no "
-                        f"longer identify the person on the Xero contact {mapping.xero_id}; remove the person "
-                        "there in Xero"))
+                finish(jobs, item.job_id, "ignored", warnings=[
+                    "a Data Privacy erasure in the CRM of a record never pushed: nothing in Xero to erase"])
             continue
         if key in person_groups:
             continue
@@ -320,7 +316,8 @@ class _Run:
                                   body=pending.body, version=pending.version,
                                   job_ids=[item.job_id for item, _ in pending.group])
         try:
-            problems = self.journal.recover([p.entry for p in chunk if p.entry])
+            problems = self.journal.recover([p.entry for p in chunk if p.entry],
+                                            f"contacts-{content_hash([p.body for p in chunk])}")
         except (XeroError, ConnectionNotReady) as error:
             items = [item for p in chunk for item, _ in p.group]
             if isinstance(error, ConnectionNotReady) or error.retryable:
@@ -568,6 +565,7 @@ class _Run:
         synced_at = _iso(updated)
         self.mappings.put_mapping(Mapping(tenant_id=self.xero.tenant_id, module=module, crm_id=crm_id,
                                           xero_id=contact_id, payload_hash=pending.digest,
+                                          xero_number=pending.number,
                                           crm_modified=pending.doc.crm_modified, xero_updated=synced_at,
                                           sync_status=status, version=pending.version,
                                           last_error="; ".join(warnings)[:1000] or None))
@@ -581,6 +579,13 @@ class _Run:
 
 
 # ---- Sugar Contacts as contact persons on their Account's Xero contact -------------------------
+def _erased_person(gone: Any) -> dict[str, Any]:
+    """The contact person as the CRM had it before a Data Privacy erasure (from dataChanges)."""
+    return {k: v for k, v in {"FirstName": gone.first_name, "LastName": gone.last_name,
+                              "EmailAddress": gone.email}.items() if v}
+
+
+
 def _sync_persons(run: _Run, groups: dict[Key, Group], known: dict[Key, Mapping], batch_size: int,
                   result: BatchResult) -> None:
     xero, jobs = run.xero, run.jobs
@@ -610,28 +615,48 @@ def _sync_persons(run: _Run, groups: dict[Key, Group], known: dict[Key, Mapping]
     except (XeroError, ConnectionNotReady) as error:
         _persons_not_sent(run, [entry for entries in waiting.values() for entry in entries], error, result)
         return
+    # Which persons on each Xero contact the connector owns: those it pushed, by email (a record
+    # per Account, plus each pushed person's last email on its own mapping). The others were
+    # entered in Xero and are never touched.
+    account_of = {account.xero_id: crm_id for crm_id, account in accounts.items()}
+    owned_records = run.mappings.get_mappings(xero.tenant_id, PERSONS_MODULE, sorted(set(account_of.values())))
     bodies: list[tuple[str, dict[str, Any], list[str]]] = []
+    owned_after: dict[str, list[str]] = {}
     for contact_id, entries in waiting.items():
         contact = current.get(contact_id)
         if contact is None:
             for key, group, _ in entries:
                 run.fail(_Pending(key, group, {}, ""), f"the Account's Xero contact {contact_id} was not found")
             continue
+        record = owned_records.get(account_of.get(contact_id, ""))
+        owned = {_email(e) for e in ((record.document or {}).get("owned") or [] if record else [])}
+        for key, group, _ in entries:
+            previous = known.get(key)
+            owned |= {_email(group[0][1].email), _email(previous.xero_number if previous else None)}
+        owned.discard("")
+        batch_persons = [_erased_person(group[0][1].erased_person) if group[0][1].erased_person
+                         else to_xero_person(group[0][1]) for _, group, _ in entries]
         persons = [dict(p) for p in contact.get("ContactPersons") or []]
-        for _, group, _ in entries:  # oldest save first: the newest ends up first in the list
+        ours = [p for p in persons if _email(p.get("EmailAddress")) in owned
+                or any(same_person(p, mine) for mine in batch_persons)]
+        theirs = [p for p in persons if p not in ours]
+        for key, group, _ in entries:  # oldest save first: the newest ends up first in the list
             doc = group[0][1]
             person = to_xero_person(doc)
             if doc.erased and doc.erased_person:  # erased in the CRM: find the person as it was, remove it
-                gone = doc.erased_person
-                person = {k: v for k, v in {"FirstName": gone.first_name, "LastName": gone.last_name,
-                                            "EmailAddress": gone.email}.items() if v}
-            persons = [p for p in persons if not same_person(p, person)]
+                person = _erased_person(doc.erased_person)
+            previous = known.get(key)
+            old_email = _email(previous.xero_number if previous else None)
+            ours = [p for p in ours if not same_person(p, person)
+                    and not (old_email and _email(p.get("EmailAddress")) == old_email)]
             if not doc.deleted and not doc.erased:
-                persons.insert(0, person)
-        dropped = [" ".join(filter(None, (p.get("FirstName"), p.get("LastName")))) or str(p.get("EmailAddress"))
-                   for p in persons[MAX_PERSONS:]]
-        body = {"ContactID": contact_id, "Name": contact.get("Name"), "ContactPersons": persons[:MAX_PERSONS]}
-        bodies.append((contact_id, body, dropped))
+                ours.insert(0, person)
+        room = max(0, MAX_PERSONS - len(theirs))
+        left_out = [" ".join(filter(None, (p.get("FirstName"), p.get("LastName")))) or str(p.get("EmailAddress"))
+                    for p in ours[room:]]
+        body = {"ContactID": contact_id, "Name": contact.get("Name"), "ContactPersons": ours[:room] + theirs}
+        owned_after[contact_id] = [e for p in ours[:room] if (e := _email(p.get("EmailAddress")))]
+        bodies.append((contact_id, body, left_out))
     for chunk in _chunks(bodies, batch_size):
         sent = [body for _, body, _ in chunk]
         try:
@@ -647,12 +672,22 @@ def _sync_persons(run: _Run, groups: dict[Key, Group], known: dict[Key, Mapping]
                     run.fail(pending, "Xero: " + ("; ".join(errors) or "Xero refused the contact persons"))
                     continue
                 if dropped:
-                    pending.warnings.append(f"Xero keeps {MAX_PERSONS} contact persons: the least recently "
-                                            f"sent were dropped ({', '.join(dropped)})")
+                    pending.warnings.append(f"Xero keeps {MAX_PERSONS} contact persons, and the persons entered "
+                                            "in Xero are kept: the least recently sent CRM contacts were left out "
+                                            f"({', '.join(dropped)})")
                 if group[0][1].erased:
                     pending.warnings.append("Data Privacy erasure in the CRM: the contact person was removed from "
                                             f"the Xero contact {contact_id}")
+                pending.number = _email(group[0][1].email) or None
                 run.succeed(pending, contact_id, answer.get("UpdatedDateUTC"), [])
+            if not errors and account_of.get(contact_id):
+                run.mappings.put_mapping(Mapping(tenant_id=xero.tenant_id, module=PERSONS_MODULE,
+                                                 crm_id=account_of[contact_id], xero_id=contact_id,
+                                                 document={"owned": owned_after.get(contact_id, [])}))
+
+
+def _email(value: Any) -> str:
+    return str(value or "").strip().casefold()
 
 
 def _persons_not_sent(run: _Run, entries: list[tuple[Key, Group, str]], error: Exception,

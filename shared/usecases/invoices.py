@@ -536,8 +536,9 @@ def _journal_chunk(run: _Run, resource: str, chunk: list[_Record]) -> list[_Reco
         add_marker(resource, record.body, record.doc.crm_id)
         record.entry = Entry(module=record.module, crm_id=record.doc.crm_id, resource=resource, body=record.body,
                              version=record.version, job_ids=[i.job_id for i in record.items])
+    key = f"{resource.lower()}-{content_hash([r.body for r in chunk])}"
     try:
-        problems = run.journal.recover([r.entry for r in chunk if r.entry])
+        problems = run.journal.recover([r.entry for r in chunk if r.entry], key)
     except (XeroError, ConnectionNotReady) as error:
         _batch_failed(run, chunk, error)
         return []
@@ -623,7 +624,11 @@ def _credit(run: _Run, records: list[_Record], batch_size: int) -> None:
         earlier = raised.get((credit_modules[record.key], record.doc.crm_id))
         if earlier is not None:
             assert record.state is not None
-            run.succeed(record, record.state, [f"credited earlier by Xero credit note {earlier.xero_number}"])
+            warnings = [f"credited earlier by Xero credit note {earlier.xero_number}"]
+            # The allocation is a step of its own: one that did not land is retried now.
+            if _settle_allocation(run, record, credit_modules[record.key], earlier.xero_id, earlier.xero_number,
+                                  None, warnings):
+                run.succeed(record, record.state, warnings)
         else:
             fresh.append(record)
     if not fresh:
@@ -659,7 +664,8 @@ def _credit(run: _Run, records: list[_Record], batch_size: int) -> None:
         if not ready:
             continue
         try:
-            problems = run.journal.recover([r.entry for r in ready if r.entry])
+            problems = run.journal.recover([r.entry for r in ready if r.entry],
+                                           f"creditnotes-{content_hash([r.body for r in ready])}")
         except (XeroError, ConnectionNotReady) as error:
             _batch_failed(run, ready, error)
             continue
@@ -708,23 +714,82 @@ def _credit(run: _Run, records: list[_Record], batch_size: int) -> None:
                 run.journal.confirmed(record.entry, note.xero_id)
             warnings = [f"cancelled in the CRM after payment: credited by Xero credit note {note.number or note_id} "
                         f"for {note.total:,.2f}"]
-            due = record.state.amount_due
-            if due > 0:
-                warnings.append(_allocate(run, note_id, record.state, min(due, note.total)))
-            run.succeed(record, record.state, warnings)
+            if _settle_allocation(run, record, credit_modules[record.key], note_id, note.number, note.total,
+                                  warnings):
+                run.succeed(record, record.state, warnings)
         run.crash.reached(STATE_WRITTEN)
         run.release()
 
 
-def _allocate(run: _Run, credit_note_id: str, invoice: XeroDocumentState, amount: Decimal) -> str:
+ALLOCATION = "ALLOCATION"  # the journal module suffix of a credit note's allocation step
+
+
+def _settle_allocation(run: _Run, record: _Record, note_module: str, note_id: str, note_number: str | None,
+                       note_total: Decimal | None, warnings: list[str]) -> bool:
+    """The credit note's allocation to what is still due on the invoice, as a journal step of
+    its own (``{note module}#ALLOCATION``): recorded before the call, confirmed after. True when
+    the job can succeed (allocated now or before, or nothing due); otherwise the job was ended
+    here: deferred (Xero busy: the message comes back and this step is retried, the credit note
+    is not raised again) or failed visibly on the job and the CRM record.
+
+    An attempt left unconfirmed (the worker died after Xero's answer) is checked against the
+    credit note's Allocations in Xero before anything is sent again: never allocated twice."""
+    assert record.state is not None
+    module = f"{note_module}#{ALLOCATION}"
+    crm_id = record.doc.crm_id
+    invoice_id = record.state.xero_id
+    step = run.journal.load(module, [crm_id]).get(crm_id)
+    if step is not None and step.state == "confirmed":
+        return True
     allocate = getattr(run.xero, "allocate_credit_note", None)
+    due = record.state.amount_due
+    amount = min(due, note_total) if note_total is not None else due
+    if amount <= 0:
+        return True
     if allocate is None:
-        return f"allocate {amount:,.2f} of the credit note to the invoice in Xero"
+        warnings.append(f"allocate {amount:,.2f} of the credit note to the invoice in Xero")
+        return True
     try:
-        allocate(credit_note_id, invoice.xero_id, amount, on=run.today)
+        if step is not None or note_total is None:  # an earlier attempt, or a note raised before
+            (note,) = run.xero.get(f"CreditNotes/{note_id}").get("CreditNotes") or [{}]
+            applied = [a for a in note.get("Allocations") or []
+                       if str((a.get("Invoice") or {}).get("InvoiceID", "")).lower() == invoice_id.lower()]
+            if applied:
+                if step is not None:
+                    entry = Entry(module=module, crm_id=crm_id, resource="Allocations", body={}, intent=step)
+                    run.journal.confirmed(entry, note_id)
+                warnings.append(f"{amount:,.2f} of it allocated to what was still due")
+                return True
+            remaining = Decimal(str(note.get("RemainingCredit", amount)))
+            amount = min(amount, remaining)
+            if amount <= 0:
+                return True
     except (XeroError, ConnectionNotReady) as error:
-        return f"the credit note could not be allocated to the invoice ({error}); allocate {amount:,.2f} in Xero"
-    return f"{amount:,.2f} of it allocated to what was still due"
+        return _allocation_not_done(run, record, note_number or note_id, amount, error)
+    entry = Entry(module=module, crm_id=crm_id, resource="Allocations",
+                  body={"CreditNoteID": note_id, "InvoiceID": invoice_id, "Amount": str(amount)},
+                  version=record.version, job_ids=[i.job_id for i in record.items])
+    if run.journal.record([entry], f"allocation-{note_id}-{invoice_id}"):
+        run.finish_items(record.items, "ignored", warnings=[OLDER])
+        return False
+    try:
+        allocate(note_id, invoice_id, amount, on=run.today)
+    except (XeroError, ConnectionNotReady) as error:
+        run.journal.call_failed([entry], error)
+        return _allocation_not_done(run, record, note_number or note_id, amount, error)
+    run.crash.reached(XERO_ANSWERED)
+    run.journal.confirmed(entry, note_id)
+    warnings.append(f"{amount:,.2f} of it allocated to what was still due")
+    return True
+
+
+def _allocation_not_done(run: _Run, record: _Record, note: str, amount: Decimal, error: Exception) -> bool:
+    if isinstance(error, ConnectionNotReady) or getattr(error, "retryable", False):
+        run.defer(record.items, error)
+    else:
+        run.fail(record, f"Xero credit note {note} was raised but could not be allocated to the invoice "
+                         f"({error}); allocate {amount:,.2f} in Xero, then replay the job")
+    return False
 
 
 # ---- the use case --------------------------------------------------------------------------------

@@ -114,7 +114,8 @@ def sync_items(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappings
         chunk_items = [item for crm_id, _, _ in chunk for item, _ in groups[crm_id]]
         try:
             # An item whose earlier attempt was never confirmed is found by its Code first.
-            problems = journal.recover(list(entries.values()))
+            problems = journal.recover(list(entries.values()),
+                                       f"items-{content_hash([body for _, body, _ in chunk])}")
             bodies = [body for _, body, _ in chunk]
             refused = journal.record(list(entries.values()), f"items-{content_hash(bodies)}")
             for crm_id in [c for c, e in entries.items() if id(e) in problems or e in refused]:

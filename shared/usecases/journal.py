@@ -32,18 +32,24 @@ Markers, from Xero's API reference (``xero_accounting.yaml`` 16.1.0 field descri
 A marker that matches more than one live Xero record is never guessed at: the document fails
 visibly, naming them.
 
-The identical-request resend (same body, same key) is not used: a redelivered batch rarely has
-the same composition, and the key may have expired; the marker lookup works at any age.
+Resending the identical request with its identical key is the cheaper path (one call, Xero
+answers what it answered the first time), taken only when it is certainly safe: every document
+that would need a lookup was last sent in exactly this request (same Idempotency-Key, so same
+chunk composition and bodies) less than ``IDENTICAL_RESEND_SECONDS`` ago, well inside the
+minutes Xero keeps a key. Otherwise (another composition, or later: SQS redelivers a crashed
+batch only after its visibility timeout) the marker lookup runs, which works at any age.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from shared.errors import ConnectionNotReady, XeroError
 from shared.ports import JournalStore, XeroApi
+from shared.state.dynamo import now_iso
 from shared.state.records import Intent
 from shared.usecases.work import content_hash
 
@@ -54,6 +60,9 @@ NUMBER_FIELDS = {"Invoices": "InvoiceNumber", "CreditNotes": "CreditNoteNumber",
 UNCONFIRMED = ("intent", "sent")
 GONE = {"DELETED", "VOIDED"}
 LOOKUPS_PER_CALL = 25  # OR-terms per where clause: keeps the URL well inside Xero's limit
+# Xero keeps an Idempotency-Key "about 6 minutes" (../shared/reference/xero-api.md, unconfirmed):
+# an identical request is resent under its key only well inside that.
+IDENTICAL_RESEND_SECONDS = 60.0
 
 
 def connector_marker(crm_id: str) -> str:
@@ -79,6 +88,8 @@ def marker_of(resource: str, body: dict[str, Any]) -> tuple[str, str] | None:
         return ("ContactNumber", str(value)) if value else None
     if resource == "Items":
         return ("Code", str(body["Code"])) if body.get("Code") else None
+    if resource not in NUMBER_FIELDS:  # a follow-up step (an allocation): checked by its own reader
+        return None
     number = NUMBER_FIELDS.get(resource)
     if number and body.get(number):
         return number, str(body[number])
@@ -107,7 +118,7 @@ class Entry:
 
     @property
     def creates(self) -> bool:
-        return ID_FIELDS[self.resource] not in self.body
+        return self.resource in ID_FIELDS and ID_FIELDS[self.resource] not in self.body
 
 
 class Journal:
@@ -116,7 +127,7 @@ class Journal:
     def __init__(self, store: JournalStore, xero: XeroApi):
         self.store, self.xero = store, xero
         self._known: dict[tuple[str, str], Intent | None] = {}
-        self.lookups = 0
+        self.lookups = self.resends = 0
 
     def load(self, module: str, crm_ids: Iterable[str]) -> dict[str, Intent]:
         wanted = [i for i in dict.fromkeys(crm_ids) if (module, i) not in self._known]
@@ -132,12 +143,16 @@ class Journal:
         return bool(version and intent and intent.version and intent.version > version)
 
     # ---- before the call ---------------------------------------------------------------------
-    def recover(self, entries: list[Entry]) -> dict[int, str]:
+    def recover(self, entries: list[Entry], request_key: str | None = None) -> dict[int, str]:
         """For every entry that would create a document whose last intent is unconfirmed, find
-        the document in Xero by its marker and turn the create into an update of it. Returns
-        problems by ``id(entry)`` (ambiguous markers); raises XeroError when the lookup fails."""
+        the document in Xero by its marker and turn the create into an update of it; unless all
+        of them were sent moments ago in this very request (``request_key``, the key the chunk
+        would be sent under now): then the identical resend is safe and costs no lookup.
+        Returns problems by ``id(entry)`` (ambiguous markers); raises XeroError when the lookup
+        fails."""
         problems: dict[int, str] = {}
         by_field: dict[tuple[str, str], list[tuple[Entry, str]]] = {}
+        unconfirmed: list[tuple[Entry, Intent]] = []
         for entry in entries:
             intent = self.load(entry.module, [entry.crm_id]).get(entry.crm_id)
             if not entry.creates or intent is None or intent.state not in UNCONFIRMED:
@@ -145,6 +160,13 @@ class Journal:
             if intent.found_id:
                 entry.body[ID_FIELDS[entry.resource]] = intent.found_id
                 continue
+            unconfirmed.append((entry, intent))
+        if unconfirmed and request_key and all(
+                intent.idempotency_key == request_key and _age_seconds(intent.updated_at) < IDENTICAL_RESEND_SECONDS
+                for _, intent in unconfirmed):
+            self.resends += 1
+            return problems
+        for entry, _intent in unconfirmed:
             marker = marker_of(entry.resource, entry.body)
             if marker is None:
                 continue
@@ -180,8 +202,8 @@ class Journal:
                 body_hash=content_hash(entry.body), idempotency_key=idempotency_key,
                 marker_field=(marker_of(entry.resource, entry.body) or (None, None))[0],
                 marker_value=(marker_of(entry.resource, entry.body) or (None, None))[1],
-                version=entry.version, found_id=entry.body.get(ID_FIELDS[entry.resource]),
-                job_ids=entry.job_ids))
+                version=entry.version, found_id=entry.body.get(ID_FIELDS.get(entry.resource, "")),
+                job_ids=entry.job_ids, updated_at=now_iso()))
             if intent is None:
                 refused.append(entry)
                 self._known.pop((entry.module, entry.crm_id), None)  # read again when asked
@@ -214,6 +236,16 @@ class Journal:
             isinstance(error, XeroError) and status is not None and 400 <= int(status) < 500)
         for entry in entries:
             self._settle(entry, "failed" if before_acting else "sent", error=str(error))
+
+
+def _age_seconds(stamp: str | None) -> float:
+    if not stamp:
+        return float("inf")
+    try:
+        then = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return float("inf")
+    return (datetime.now(UTC) - then).total_seconds()
 
 
 def _same_document(entry: Entry, name: str, value: str, candidate: dict[str, Any]) -> bool:

@@ -202,11 +202,13 @@ class LocalStack:
         from shared.billing.rules import load_rules_file
         from shared.mapping.settings import load_mapping_file
         from shared.secrets import get_secret
+        from shared.sugar.invoice_module import installed_vardefs
         from shared.sugar.schema import as_vardefs, required_fields
         from shared.usecases.sugar_check import expected_hooks
 
         fields = required_fields(load_mapping_file(), load_rules_file())
         self._sugar_double.install_fields(as_vardefs(fields))
+        self._sugar_double.install_fields(installed_vardefs())  # the package's Xero Invoices module
         hooks = expected_hooks(self.urls["gateway"], get_secret("CRM_TOKEN"))
         self._sugar_double.seed({"records": {"WebLogicHooks": [
             {"id": f"xero-hook-{hook.module}-{hook.event}", "name": hook.name, "webhook_target_module": hook.module,
@@ -237,6 +239,9 @@ class LocalStack:
             applied[name] = os.environ.get(name) or applied.get(name) or value
         applied.update(env.resources)
         applied["PUBLIC_BASE_URL"] = self.urls["gateway"]
+        if self.options.demo and not os.environ.get("MAPPING_CONFIG"):
+            # The demo routes one quote to each of two organisations (sugar_xero/local/demo_mapping.yaml).
+            applied["MAPPING_CONFIG"] = str(Path(__file__).with_name("demo_mapping.yaml"))
         for name in LOCAL_ONLY_UNSET:
             os.environ.pop(name, None)
         os.environ.update(applied)

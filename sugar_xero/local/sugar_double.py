@@ -267,6 +267,7 @@ class SugarDouble:
                 Rule("/rest/v11/ping", methods=["GET"], endpoint="ping"),
                 Rule("/rest/v11/metadata", methods=["GET"], endpoint="metadata"),
                 Rule("/rest/v11/bulk", methods=["POST"], endpoint="bulk"),
+                Rule("/rest/v11_10/<module>/sync_key/<sync_key>", methods=["PATCH"], endpoint="upsert"),
                 Rule("/rest/v11/<module>/filter", methods=["POST", "GET"], endpoint="filter"),
                 Rule("/rest/v11/<module>/<record_id>/link/<link>", methods=["GET"], endpoint="link"),
                 Rule("/rest/v11/<module>/<record_id>", methods=["GET", "PUT", "DELETE"], endpoint="record"),
@@ -555,6 +556,23 @@ class SugarDouble:
             values = {**values, "date_entered": sugar_now(), "date_modified": sugar_now()}
             return _json(copy.deepcopy(self.store.put(module, values)))
 
+    def _rest_upsert(self, request: Request, session: _Session, module: str, sync_key: str) -> Response:
+        """``PATCH /v11_10/<Module>/sync_key/<key>`` (Sugar 10.2+): the record with that
+        ``sync_key`` updated, or created with it when there is none."""
+        values = request.get_json(force=True, silent=True)
+        if not isinstance(values, dict):
+            return _error(422, "invalid_parameter", "The body must be a JSON object.")
+        with self._lock:
+            found = next((r for r in self.store.records.get(module, {}).values()
+                          if r.get("sync_key") == sync_key), None)
+            changes = {k: v for k, v in values.items() if k not in {"id", "_module", "date_modified", "sync_key"}}
+            if found is None:
+                created = {**changes, "sync_key": sync_key, "date_entered": sugar_now(), "date_modified": sugar_now()}
+                return _json(copy.deepcopy(self.store.put(module, created)))
+            found.update(changes)
+            found["date_modified"] = touched(found.get("date_modified"))
+            return _json(copy.deepcopy(found))
+
     def _rest_filter(self, request: Request, session: _Session, module: str) -> Response:
         args: dict[str, Any] = request.args.to_dict()
         if request.method == "POST":
@@ -710,6 +728,9 @@ _ID_SEGMENT = re.compile(r"^(/rest/v11/[^/]+)/(?!filter$)([^/]+)(/link/[^/]+)?$"
 
 def route_of(path: str) -> str:
     """A request path with its record id replaced: ``/rest/v11/Quotes/{id}/link/product_bundles``."""
+    upsert = re.match(r"^(/rest/v11_10/[^/]+/sync_key)/[^/]+$", path)
+    if upsert:
+        return upsert.group(1) + "/{key}"
     match = _ID_SEGMENT.match(path)
     if not match or path.startswith("/rest/v11/oauth2"):
         return path

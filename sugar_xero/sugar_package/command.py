@@ -14,6 +14,7 @@ from shared.billing.rules import BillingRulesError, load_rules_file
 from shared.mapping.settings import MappingConfigError, load_mapping_file
 from shared.sugar.schema import HOOKS, mask_token, required_fields
 from sugar_xero.sugar_package.build import build_package
+from sugar_xero.sugar_package.invoices_module import XeroInvoicesModule
 
 
 def parser() -> argparse.ArgumentParser:
@@ -33,6 +34,9 @@ def parser() -> argparse.ArgumentParser:
                         help="the CRM token the hooks send as ?token= (default $CRM_TOKEN); the package "
                              "then holds it: keep the file as you keep the secret")
     parser.add_argument("--version", default="1.0.0", help="the package version Module Loader shows")
+    parser.add_argument("--no-invoices-module", action="store_true",
+                        help="leave the Xero Invoices module (every Xero invoice, bill and credit note as a "
+                             "CRM record) out of the package")
     return parser
 
 
@@ -56,7 +60,8 @@ def run(argv: list[str] | None = None, *, out: TextIO | None = None) -> int:
             print("not built: the hooks need the CRM token: give --token or set CRM_TOKEN", file=out)
             return 1
         hooks = [(hook, hook.url(args.api_url, token)) for hook in HOOKS]
-    package = build_package(required_fields(mapping, rules), hooks=hooks, version=args.version)
+    extra = None if args.no_invoices_module else XeroInvoicesModule()
+    package = build_package(required_fields(mapping, rules), hooks=hooks, version=args.version, extra=extra)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(package.zip_bytes())
     print(f"wrote {args.out}: {len(package.fields)} custom fields on "

@@ -44,6 +44,16 @@ def xero():
         yield XeroClient(server.url, config.tenant_id, lambda force: "token", sleep=lambda s: None)
 
 
+@pytest.fixture(autouse=True)
+def redelivery_after_the_resend_window(monkeypatch):
+    """SQS redelivers a crashed batch after its visibility timeout: past the window in which
+    the connector trusts Xero to still hold the Idempotency-Key, so the marker lookup is what
+    protects (the identical resend has its own test below)."""
+    from shared.usecases import journal
+
+    monkeypatch.setattr(journal, "IDENTICAL_RESEND_SECONDS", 0.0)
+
+
 class FailingMappings(FakeMappings):
     """A mapping store whose ``fail_at``-th write raises (a DynamoDB throttle, a timeout)."""
 
@@ -354,3 +364,87 @@ def test_a_marker_matching_two_xero_records_fails_visibly_instead_of_guessing(xe
     world.drain()
     assert len(world.records("Invoices")) == 2  # the connector's and the hand-made one: no third
     assert world.jobs.jobs[job].status == "failed" and "will not guess" in world.jobs.jobs[job].error
+
+
+# ---- follow-up writes as journal steps -------------------------------------------------------------
+def _faults(xero: XeroClient, **config: Any) -> None:
+    import requests
+
+    answer = requests.post(f"{xero.base_url}/_emulator/faults", json=config, timeout=5)
+    assert answer.status_code == 200, answer.text
+
+
+def test_a_failed_allocation_is_retried_and_lands(xero):
+    config = MappingConfig(invoices=InvoiceRules(cancel_with_payments="credit_note"))
+    world = World(xero, config=config)
+    _contacts_first(world)
+    invoice_id = _paid_invoice(world)
+    # Xero answers 503 to every try of the allocation call (the client's own retries included)
+    _faults(xero, next=["503"] * 5, path_contains="/Allocations")
+    job = world.accept(invoices.KIND_DOCUMENT, _sales(2, cancelled=True, status="AUTHORISED"))
+    world.deliver()
+    assert world.jobs.jobs[job].status == "queued" and "will retry" in world.jobs.jobs[job].error
+    (note,) = xero.get("CreditNotes")["CreditNotes"]
+    assert not xero.get(f"CreditNotes/{note['CreditNoteID']}")["CreditNotes"][0].get("Allocations")
+    _faults(xero)  # Xero is back: the redelivered job allocates, and raises no second credit note
+    world.drain()
+    assert world.jobs.jobs[job].status == "succeeded", world.jobs.jobs[job].error
+    assert any("allocated to what was still due" in w for w in world.jobs.jobs[job].warnings)
+    (note,) = xero.get("CreditNotes")["CreditNotes"]
+    (allocation,) = xero.get(f"CreditNotes/{note['CreditNoteID']}")["CreditNotes"][0]["Allocations"]
+    assert allocation["Invoice"]["InvoiceID"] == invoice_id and allocation["Amount"] == 59.0
+
+
+def test_an_allocation_xero_refuses_fails_visibly_on_the_job(xero):
+    config = MappingConfig(invoices=InvoiceRules(cancel_with_payments="credit_note"))
+    world = World(xero, config=config)
+    _contacts_first(world)
+    _paid_invoice(world)
+    real = xero.allocate_credit_note
+
+    def refused(*args, **kwargs):
+        from shared.errors import XeroError
+
+        raise XeroError("The amount exceeds the remaining credit", status=400)
+
+    xero.allocate_credit_note = refused
+    job = world.accept(invoices.KIND_DOCUMENT, _sales(2, cancelled=True, status="AUTHORISED"))
+    world.drain()
+    xero.allocate_credit_note = real
+    outcome = world.jobs.jobs[job]
+    assert outcome.status == "failed" and "could not be allocated" in outcome.error and "59.00" in outcome.error
+
+
+def test_a_crash_after_the_allocation_answered_never_allocates_twice(xero):
+    config = MappingConfig(invoices=InvoiceRules(cancel_with_payments="credit_note"))
+    world = World(xero, config=config)
+    _contacts_first(world)
+    _paid_invoice(world)
+    job = world.accept(invoices.KIND_DOCUMENT, _sales(2, cancelled=True, status="AUTHORISED"))
+    # the first Xero answer is the credit note's, the second the allocation's: die after that one
+    assert world.deliver(CrashAt(XERO_ANSWERED, skip=1)) is False
+    world.drain()
+    assert world.jobs.jobs[job].status == "succeeded", world.jobs.jobs[job].error
+    (note,) = xero.get("CreditNotes")["CreditNotes"]
+    allocations = xero.get(f"CreditNotes/{note['CreditNoteID']}")["CreditNotes"][0]["Allocations"]
+    assert [a["Amount"] for a in allocations] == [59.0]
+
+
+def test_a_quick_identical_redelivery_resends_the_same_request_under_its_key(monkeypatch):
+    """Inside the window, the same chunk goes again under the same Idempotency-Key: Xero (here
+    keeping keys for its usual minutes) answers what it answered the first time, no lookup."""
+    from shared.usecases import journal
+
+    monkeypatch.setattr(journal, "IDENTICAL_RESEND_SECONDS", 60.0)
+    config = EmulatorConfig()  # keys kept 360 s
+    with serve(config=config) as server:
+        client = XeroClient(server.url, config.tenant_id, lambda force: "token", sleep=lambda s: None)
+        world = World(client)
+        _contacts_first(world)
+        jobs = [world.accept(invoices.KIND_DOCUMENT, _sales(1, crm_id=f"inv-{n}")) for n in range(3)]
+        assert world.deliver(CrashAt(XERO_ANSWERED)) is False
+        calls = client.calls
+        world.drain()
+        assert client.calls == calls + 1  # the one identical POST, no GET
+        assert len(world.records("Invoices")) == 3
+        assert {world.jobs.jobs[j].status for j in jobs} == {"succeeded"}

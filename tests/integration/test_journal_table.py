@@ -11,7 +11,14 @@ from shared.state.records import Intent, Mapping
 from shared.usecases import contacts, invoices
 from shared.usecases.crash import POINTS, CrashAt
 from tests.conftest import SYNC_TABLE_NAME
-from tests.integration.test_exactly_once import World, _contact, _contacts_first, _sales, xero  # noqa: F401
+from tests.integration.test_exactly_once import (  # noqa: F401
+    World,
+    _contact,
+    _contacts_first,
+    _sales,
+    redelivery_after_the_resend_window,
+    xero,
+)
 
 
 @pytest.fixture

@@ -238,3 +238,31 @@ def test_the_nightly_metadata_refresh_runs_the_check(sugar):
     _TenantPass(ports, Limits(), _Clock(now, None, lambda: 0.0, 0.0), report).metadata()
     check = report.metadata["crm_check"]
     assert check["ok"] is False and "Accounts.xero_id_c missing" in check["summary"]
+
+
+def test_the_nightly_check_uses_the_deployed_configuration_and_the_stacks_url(sugar, monkeypatch):
+    from shared import wiring
+    from shared.billing.rules import rules_file
+    from shared.mapping.settings import mapping_file
+    from shared.usecases.sugar_check import nightly_crm_check
+
+    double, server = sugar
+    for name in ("MAPPING_CONFIG", "BILLING_RULES", "SECRETS_ARN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PUBLIC_BASE_URL", API)
+    monkeypatch.setenv("CRM_TOKEN", TOKEN)
+    wiring.reset()
+    mapping_file.cache_clear()
+    rules_file.cache_clear()
+    fields = required_fields(MappingFile(), None)
+    double.install_fields(as_vardefs(fields))
+    double.seed({"records": {"WebLogicHooks": [
+        {"name": hook.name, "webhook_target_module": hook.module, "trigger_event": hook.event,
+         "request_method": "POST", "url": url} for hook, url in expected_hooks(API, TOKEN)]}})
+    check = nightly_crm_check(client(server))
+    assert check["ok"] is True and len([r for r in check["rows"] if r["kind"] == "hook"]) == 8
+    monkeypatch.setenv("PUBLIC_BASE_URL", "https://moved.example.test/prod")
+    wiring.reset()
+    moved = nightly_crm_check(client(server))
+    assert {r["state"] for r in moved["rows"] if r["kind"] == "hook"} == {"wrong URL"}
+    wiring.reset()

@@ -212,3 +212,81 @@ def test_without_api_url_no_hooks(tmp_path):
     assert command.run(["--out", str(tmp_path / "p.zip")]) == 0
     with zipfile.ZipFile(tmp_path / "p.zip") as archive:
         assert "scripts/post_install.php" not in archive.namelist()
+
+
+# ---- the Xero Invoices module -----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def with_module(tmp_path_factory, fields):
+    from sugar_xero.sugar_package.invoices_module import XeroInvoicesModule
+
+    package = build_package(fields, extra=XeroInvoicesModule())
+    folder = tmp_path_factory.mktemp("package-module")
+    with zipfile.ZipFile(io.BytesIO(package.zip_bytes())) as archive:
+        archive.extractall(folder)
+    return folder
+
+
+def test_the_invoices_module_is_laid_out_as_module_builder_exports_it(with_module):
+    from shared.sugar.invoice_module import FIELDS, MODULE, RELATIONS, TABLE
+
+    files = sorted(with_module.rglob("*.php"))
+    assert {name: text for name, text in ((str(f), php_lint(f)) for f in files) if text} == {}
+    root = with_module / "SugarModules" / "modules" / MODULE
+    for name in (f"{MODULE}.php", f"{MODULE}_sugar.php", "vardefs.php", "language/en_us.lang.php",
+                 "clients/base/views/record/record.php", "clients/base/views/list/list.php"):
+        assert (root / name).is_file(), name
+    defs = manifest(with_module)["installdefs"]
+    assert defs["beans"] == [{"module": MODULE, "class": MODULE, "path": f"modules/{MODULE}/{MODULE}.php",
+                              "tab": True}]
+    assert defs["copy"][0] == {"from": f"<basepath>/SugarModules/modules/{MODULE}", "to": f"modules/{MODULE}"}
+    subpanels = {c["to"] for c in defs["copy"][1:]}
+    assert "custom/Extension/modules/Accounts/Ext/clients/base/layouts/subpanels/xero_invoices.php" in subpanels
+    layout = php_eval("$viewdefs = array();\n"
+                      "include 'SugarModules/relationships/subpanels/Accounts/xero_invoices.php';\n"
+                      "echo json_encode($viewdefs);", with_module)
+    assert layout["Accounts"]["base"]["layout"]["subpanels"]["components"] == [
+        {"layout": "subpanel", "label": "LBL_XERO_INVOICES", "context": {"link": "xero_invoices"}}]
+    assert {v["to_module"] for v in defs["vardefs"]} >= {"Accounts", "Opportunities", "Cases"}
+
+    # The module's vardefs as Sugar would load them (VardefManager stood in for).
+    loaded = php_eval("class VardefManager { public static function createVardef($m, $o, $t) "
+                      "{ $GLOBALS['templates'] = $t; } }\n$dictionary = array();\n"
+                      f"include 'SugarModules/modules/{MODULE}/vardefs.php';\n"
+                      "echo json_encode(array('dictionary' => $dictionary, 'templates' => $GLOBALS['templates']));",
+                      with_module)
+    module = loaded["dictionary"][MODULE]
+    assert module["table"] == TABLE and loaded["templates"] == ["basic", "assignable", "team_security"]
+    for item in FIELDS:
+        assert module["fields"][item.name]["type"] == item.type, item.name
+    assert module["fields"]["lines_json"]["type"] == "text"
+    assert module["fields"]["total"]["type"] == "decimal" and module["fields"]["status"]["type"] == "enum"
+    for id_field, name_field, link, related, relationship, _ in RELATIONS:
+        assert module["fields"][id_field]["type"] == "id"
+        assert module["fields"][name_field]["id_name"] == id_field and module["fields"][link]["type"] == "link"
+        assert module["relationships"][relationship]["lhs_module"] == related
+        assert module["relationships"][relationship]["rhs_key"] == id_field
+    assert module["fields"]["parent_name"]["type"] == "parent"
+
+    # Both bean classes parse and the class pair is as Module Builder makes it.
+    classes = php_eval("class Basic {}\n"
+                       f"include 'SugarModules/modules/{MODULE}/{MODULE}_sugar.php';\n"
+                       f"$bean = new {MODULE}_sugar();\n"
+                       "echo json_encode(array($bean->table_name, $bean->module_dir, $bean->object_name));",
+                       with_module)
+    assert classes == [TABLE, MODULE, MODULE]
+    lists = php_eval("$app_list_strings = array();\ninclude 'SugarModules/language/application/en_us.lang.php';\n"
+                     "echo json_encode($app_list_strings);", with_module)
+    assert lists["moduleList"][MODULE] == "Xero Invoices"
+    assert set(lists["xero_invoice_type_list"]) >= {"ACCREC", "ACCPAY", "ACCRECCREDIT", "ACCPAYCREDIT"}
+    accounts = php_eval("$dictionary = array();\n"
+                        "include 'SugarModules/relationships/vardefs/Accounts_xero_invoices.php';\n"
+                        "echo json_encode($dictionary);", with_module)
+    assert accounts["Account"]["fields"]["xero_invoices"]["relationship"] == "accounts_xero_invoices"
+
+
+def test_the_command_includes_the_module_unless_told_not_to(tmp_path):
+    assert command.run(["--out", str(tmp_path / "a.zip")]) == 0
+    assert command.run(["--out", str(tmp_path / "b.zip"), "--no-invoices-module"]) == 0
+    with zipfile.ZipFile(tmp_path / "a.zip") as a, zipfile.ZipFile(tmp_path / "b.zip") as b:
+        assert any(n.startswith("SugarModules/modules/xero_Invoices/") for n in a.namelist())
+        assert not any(n.startswith("SugarModules/") for n in b.namelist())
