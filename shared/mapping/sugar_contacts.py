@@ -61,7 +61,7 @@ def account_to_document(hook: AccountHook, config: MappingConfig | None = None) 
     return ContactDocument(
         crm_module="Accounts",
         crm_id=data.id,
-        name=clean(data.name, 255) or data.id,
+        name=clean(data.name) or data.id,  # ContactDocument cuts it to Xero's 255, with a note
         email=_primary_email(data),
         website=clean(data.website, 2000),
         phone=clean(data.phone_office, 50),

@@ -160,7 +160,7 @@ def _record_answer(crm_id: str, group: Group, code: str, answer: dict[str, Any],
                                  xero_updated=answer.get("UpdatedDateUTC")))
     mappings.put_mapping(Mapping(tenant_id=tenant_id, module=CODE_MODULE, crm_id=code.upper(),
                                  xero_id=item_id, xero_number=crm_id))
-    warnings = [w.get("Message", "") for w in answer.get("Warnings") or [] if w.get("Message")]
+    warnings = doc.truncated + [w.get("Message", "") for w in answer.get("Warnings") or [] if w.get("Message")]
     for index, (item, _) in enumerate(group):
         note = [] if index == 0 else ["a newer save of the same record in this batch was pushed"]
         finish(jobs, item.job_id, "succeeded", xero={"item_id": item_id, "code": code},
