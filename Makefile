@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast lint build bench clean
+.PHONY: install php run test test-fast lint build bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+## php-cli checks the Sugar package's PHP files (`php -l`); installed from Debian where missing.
+php:
+	@command -v php >/dev/null 2>&1 || { apt-get update && apt-get install -y php-cli; }
+
 ## Start the whole connector on 127.0.0.1 (moto, Xero emulator, Sugar double, gateway, workers),
 ## run the demo against it, and keep it running until Ctrl-C.
 run: install
@@ -23,10 +27,10 @@ run: install
 	SUGAR_XERO_LOCAL_MAX_RECEIVE_COUNT=2 $(VENV)/bin/sugar-xero local --demo
 
 ## Every test: unit, integration, contract, template checks, end to end.
-test: install
+test: install php
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: install
+test-fast: install php
 	$(PY) -m pytest -m "not e2e and not slow" $(PYTEST_ARGS)
 
 lint: install

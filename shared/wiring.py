@@ -89,6 +89,11 @@ def tenant_id() -> str:
     configured = settings().xero_tenant_id
     if configured:
         return configured
+    from shared.mapping.settings import mapping_file
+
+    organisations = mapping_file().organisations
+    if organisations is not None:  # several organisations: the default one gets what is not routed
+        return organisations.names[organisations.default]
     connection = job_store().get_connection(settings().connection_id) or {}
     if connection.get("tenant_id"):
         return str(connection["tenant_id"])

@@ -62,18 +62,6 @@ def spec_path() -> Path:
     return (repository_root().parent / "shared" / "xero-openapi" / "xero_accounting.yaml").resolve()
 
 
-def missing_spec_reason() -> str | None:
-    """None when the spec file exists, else the reason a test that needs it should give for skipping."""
-    path = spec_path()
-    if path.is_file():
-        return None
-    return f"Xero OpenAPI spec not found at {path}; set {SPEC_ENV_VAR}"
-
-
-def spec_available() -> bool:
-    return missing_spec_reason() is None
-
-
 def load_spec(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """The parsed spec (cached per file and modification time)."""
     resolved = Path(path) if path is not None else spec_path()
@@ -351,17 +339,12 @@ def _describe(error: Any) -> str:
     return f"{message} ({keyword})"
 
 
-def assert_calls_match_spec(
-    calls: Iterable[Any], *, missing_ok: bool = False, spec: str | os.PathLike[str] | None = None
-) -> int:
+def assert_calls_match_spec(calls: Iterable[Any], *, spec: str | os.PathLike[str] | None = None) -> int:
     """Validate every Xero Accounting API request among ``responses.calls``; return how many were checked.
 
     Each call needs ``.request`` with ``method``, ``url`` and ``body`` (a ``requests.PreparedRequest``).
-    All violations are reported together in one ContractViolation. With ``missing_ok`` a missing spec
-    file checks nothing instead of raising SpecNotFound.
+    All violations are reported together in one ContractViolation; a missing spec raises SpecNotFound.
     """
-    if missing_ok and spec is None and not spec_available():
-        return 0
     checked = 0
     problems: list[ContractViolation] = []
     for call in calls:

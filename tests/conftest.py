@@ -19,14 +19,45 @@ for name in ("AWS_ENDPOINT_URL", "SECRETS_ARN", "XERO_TENANT_ID", "PUBLIC_BASE_U
     os.environ.pop(name, None)
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_FIXTURES = Path(os.environ.get("SUGAR_XERO_FIXTURES", REPO.parent / "shared" / "fixtures"))
+FIXTURES_ENV_VAR = "SUGAR_XERO_FIXTURES"
+SHARED_FIXTURES = Path(os.environ.get(FIXTURES_ENV_VAR) or REPO.parent / "shared" / "fixtures")
+# Hook bodies written by us in the shapes Sugar 8 and 13 send (tests/fixtures/README.md).
+OUR_FIXTURES = REPO / "tests" / "fixtures"
+
+
+def missing_requirements() -> list[str]:
+    """What the suite cannot run without, each with where it was looked for and how to point at it.
+    Nothing skips or weakens itself when these are absent: the session refuses to start."""
+    from sugar_xero import xero_spec
+
+    missing = []
+    spec = xero_spec.spec_path()
+    if not spec.is_file():
+        missing.append(f"Xero's OpenAPI spec is not at {spec}: set {xero_spec.SPEC_ENV_VAR} to "
+                       "xero_accounting.yaml (default ../shared/xero-openapi/xero_accounting.yaml)")
+    if not (SHARED_FIXTURES / "sugar").is_dir() or not (SHARED_FIXTURES / "xero").is_dir():
+        missing.append(f"the team's fixtures are not at {SHARED_FIXTURES} (sugar/ and xero/): set "
+                       f"{FIXTURES_ENV_VAR} to the fixtures folder (default ../shared/fixtures)")
+    contract = REPO.parent / "shared" / "design" / "api-contract.md"
+    if not contract.is_file():
+        missing.append(f"the team's API contract is not at {contract} (the shared/ folder beside the repository)")
+    return missing
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    missing = missing_requirements()
+    if missing:
+        raise pytest.UsageError("the test suite needs files it cannot find:\n  - " + "\n  - ".join(missing))
 
 
 def load_fixture(relative: str) -> dict:
-    path = SHARED_FIXTURES / relative
-    if not path.exists():
-        pytest.skip(f"shared fixture {path} not found (set SUGAR_XERO_FIXTURES to the fixtures folder)")
-    return json.loads(path.read_text())
+    """One of our own sample bodies (tests/fixtures/), e.g. ``sugar/account_after_save.json``."""
+    return json.loads((OUR_FIXTURES / relative).read_text())
+
+
+def load_shared_fixture(relative: str) -> dict:
+    """One of the team's sample bodies ($SUGAR_XERO_FIXTURES), checked present at session start."""
+    return json.loads((SHARED_FIXTURES / relative).read_text())
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from shared.models.jobs import Accepted, CrmRef, Ignored
 from shared.observability import logger, metrics, tracer
 from shared.usecases import contacts, writeback
 from shared.usecases.accept import accept
+from shared.usecases.crash import from_environment as crash_points
 
 router = Router()
 
@@ -53,7 +54,7 @@ app.include_router(common_router)
 def work(items):
     crm = wiring.sugar_client() if settings().sugar_base_url else None
     return contacts.sync_contacts(items, xero=wiring.xero_client(), jobs=wiring.job_store(),
-                                  mappings=wiring.job_store(), crm=crm)
+                                  mappings=wiring.job_store(), crm=crm, crash=crash_points())
 
 
 @logger.inject_lambda_context

@@ -23,9 +23,13 @@ from shared.models.invoices import PurchaseDocument, SalesInvoiceDocument, Trade
 from shared.models.jobs import Accepted, CrmRef, Ignored
 from shared.models.sugar import ProductTemplateHook, QuoteHook
 from shared.observability import logger, metrics, tracer
+from shared.sugar.errors import SugarError
 from shared.usecases import invoices, items, writeback
 from shared.usecases.accept import accept
+from shared.usecases.crash import from_environment as crash_points
 from shared.usecases.metadata import load_metadata, unknown_references
+from shared.usecases.organisation_items import push_missing_items
+from shared.usecases.routing import Router as OrganisationRouter
 from shared.usecases.work import BatchResult, WorkItem
 
 router = Router()
@@ -134,6 +138,22 @@ def _organisation_checks(tenant_id: str) -> dict[str, Any]:
     return {"tax_rates": rates, "check_references": lambda body: unknown_references(body, metadata)}
 
 
+def _by_organisation(documents: list[WorkItem], crm: Any, result: BatchResult) -> dict[str | None, list[WorkItem]]:
+    """Documents by the Xero organisation they go to (``organisations`` in the mapping
+    configuration); one organisation (None: the connection's) when it is not configured. A CRM
+    that cannot say now defers the batch."""
+    organisations = mapping_file().organisations
+    if organisations is None:
+        return {None: documents}
+    try:
+        return dict(OrganisationRouter(organisations, crm).split(documents))
+    except SugarError as error:
+        logger.warning("routing documents to organisations deferred: the CRM cannot answer now",
+                       extra={"error": str(error)})
+        result.defer([item.message_id for item in documents], error.retry_after or 30.0)
+        return {}
+
+
 def work(queued: list[WorkItem]) -> BatchResult:
     """Each kind to its worker. A kind nobody here handles is kept (retried, and in the end
     redriven to the DLQ), never dropped."""
@@ -143,13 +163,18 @@ def work(queued: list[WorkItem]) -> BatchResult:
     result = BatchResult()
     if products:  # products first: a quote in the same batch then finds its item codes
         result = items.sync_items(products, xero=wiring.xero_client(), jobs=wiring.job_store(),
-                                  mappings=wiring.job_store())
+                                  mappings=wiring.job_store(), crash=crash_points())
     if documents:
-        pushed = invoices.push_documents(documents, xero=wiring.xero_client(), jobs=wiring.job_store(),
-                                         mappings=wiring.job_store(),
-                                         crm=wiring.sugar_client() if settings().sugar_base_url else None,
-                                         **_organisation_checks(wiring.xero_client().tenant_id))
-        result.defer(sorted(pushed.retry), pushed.retry_after)
+        crm = wiring.sugar_client() if settings().sugar_base_url else None
+        for tenant_id, group in _by_organisation(documents, crm, result).items():
+            xero = wiring.xero_client() if tenant_id is None else wiring.xero_client_for(tenant_id)
+            if tenant_id is not None and tenant_id != wiring.tenant_id():
+                # Another organisation than the catalogue's: the products its quotes need go there first.
+                push_missing_items(group, xero=xero, crm=crm, jobs=wiring.job_store(), mappings=wiring.job_store())
+            pushed = invoices.push_documents(group, xero=xero, jobs=wiring.job_store(),
+                                             mappings=wiring.job_store(), crm=crm, crash=crash_points(),
+                                             **_organisation_checks(xero.tenant_id))
+            result.defer(sorted(pushed.retry), pushed.retry_after)
     if unknown:
         logger.error("queue messages of a kind this function does not handle",
                      extra={"kinds": sorted({item.kind for item in unknown})})

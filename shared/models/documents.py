@@ -81,7 +81,10 @@ class ContactDocument(BaseModel):
         default=None, max_length=50, pattern=SUGAR_ID_OR_EMPTY_PATTERN,
         description="for a Sugar Contact: the Account it belongs to")
     deleted: bool = Field(default=False, description="the CRM record was deleted: archive in Xero")
-    crm_modified: str | None = Field(default=None, description="CRM date_modified, ISO-8601")
+    crm_modified: str | None = Field(
+        default=None, description="when the record was saved in the CRM (date_modified), ISO-8601 with its UTC "
+                                  "offset; compared as an instant: the newest save wins and an older one than the "
+                                  "last pushed is ignored. Left out: the time the connector received the callout")
     truncated: list[str] = Field(default_factory=list, description=(
         "filled in by the connector: what it cut to fit Xero's limits (becomes the job's warnings)"))
 
@@ -127,7 +130,10 @@ class ItemDocument(BaseModel):
                                       description="left out: purchased when a purchase price is given")
     active: bool = Field(default=True, description="false: no longer sold (IsSold false in Xero)")
     deleted: bool = Field(default=False, description="the CRM record was deleted: no longer sold")
-    crm_modified: str | None = Field(default=None, description="CRM date_modified, ISO-8601")
+    crm_modified: str | None = Field(
+        default=None, description="when the record was saved in the CRM (date_modified), ISO-8601 with its UTC "
+                                  "offset; compared as an instant: the newest save wins and an older one than the "
+                                  "last pushed is ignored. Left out: the time the connector received the callout")
     truncated: list[str] = Field(default_factory=list, description=(
         "filled in by the connector: what it cut to fit Xero's limits (becomes the job's warnings)"))
 

@@ -138,7 +138,10 @@ class TradeDocument(Strict):
     expected_tax: Money | None = Field(default=None, description="the CRM's tax total: checked to the cent")
     cancelled: bool = Field(default=False, description="cancelled or deleted in the CRM: end it in Xero")
     write_back: bool = Field(default=True, description="write the Xero result onto the CRM record")
-    crm_modified: str | None = Field(default=None, description="CRM date_modified, ISO-8601")
+    crm_modified: str | None = Field(
+        default=None, description="when the record was saved in the CRM (date_modified), ISO-8601 with its UTC "
+                                  "offset; compared as an instant: the newest save wins and an older one than the "
+                                  "last pushed is ignored. Left out: the time the connector received the callout")
     truncated: list[str] = Field(default_factory=list, description=(
         "filled in by the connector: what it cut to fit Xero's limits (becomes the job's warnings)"))
 

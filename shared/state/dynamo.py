@@ -9,7 +9,7 @@ from typing import Any
 
 from shared.models.jobs import Job
 from shared.state.payloads import S3PayloadStore, payload_attributes, read_payload
-from shared.state.records import Mapping, connection_key, job_key, mapping_key, token_key
+from shared.state.records import Intent, Mapping, connection_key, intent_key, job_key, mapping_key, token_key
 from shared.state.sealing import SEALED_ATTRIBUTE, SEALED_FIELDS, KmsTokenSealer
 
 XERO_ID_INDEX = "by-xero-id"
@@ -222,6 +222,75 @@ class SyncStateTable:
                 **mapping.model_dump(exclude_none=True)}
         try:
             self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(PK)")
+            return True
+        except Exception as error:
+            if conditional_check_failed(error):
+                return False
+            raise
+
+    # ---- the write-ahead journal (shared/usecases/journal.py) ---------------------------------
+    def get_intents(self, tenant_id: str, module: str, crm_ids: list[str]) -> dict[str, Intent]:
+        found: dict[str, Intent] = {}
+        keys = [intent_key(tenant_id, module, crm_id) for crm_id in dict.fromkeys(crm_ids)]
+        for item in batch_get(self._table, keys):
+            intent = Intent.model_validate({k: (int(v) if k == "attempt" else v) for k, v in item.items()
+                                            if k in Intent.model_fields})
+            found[intent.crm_id] = intent
+        return found
+
+    def record_intent(self, intent: Intent) -> Intent | None:
+        """Record a new attempt (attempt + 1, state ``intent``) before its Xero call. Refused
+        (None) when a newer CRM save was already intended for the record: the condition is
+        the one place that decides newest-wins between concurrent workers."""
+        fields = {"tenant_id": intent.tenant_id, "module": intent.module, "crm_id": intent.crm_id,
+                  "resource": intent.resource, "state": "intent", "body_hash": intent.body_hash,
+                  "idempotency_key": intent.idempotency_key, "marker_field": intent.marker_field,
+                  "marker_value": intent.marker_value, "job_ids": intent.job_ids, "updated_at": now_iso()}
+        if intent.version is not None:
+            fields["version"] = intent.version
+        if intent.found_id is not None:
+            fields["found_id"] = intent.found_id
+        names = {f"#{k}": k for k in fields}
+        values: dict[str, Any] = {f":{k}": v for k, v in fields.items()}
+        values[":one"] = 1
+        request: dict[str, Any] = {}
+        if intent.version is not None:
+            request["ConditionExpression"] = "attribute_not_exists(#version) OR #version <= :version"
+        names["#attempt"], names["#error"] = "attempt", "error"
+        try:
+            answer = self._table.update_item(
+                Key=intent_key(intent.tenant_id, intent.module, intent.crm_id),
+                UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in fields) + " REMOVE #error"
+                                 " ADD #attempt :one",
+                ExpressionAttributeNames=names, ExpressionAttributeValues=values, ReturnValues="ALL_NEW",
+                **request)
+        except Exception as error:
+            if conditional_check_failed(error):
+                return None
+            raise
+        item = answer["Attributes"]
+        return Intent.model_validate({k: (int(v) if k == "attempt" else v) for k, v in item.items()
+                                      if k in Intent.model_fields})
+
+    def settle_intent(self, intent: Intent, state: str, *, found_id: str | None = None,
+                      error: str | None = None) -> bool:
+        """Move ``intent``'s attempt to ``state``; False (nothing written) when a later attempt
+        was recorded meanwhile: that attempt's outcome is not this one's to settle."""
+        fields: dict[str, Any] = {"state": state, "updated_at": now_iso()}
+        if found_id is not None:
+            fields["found_id"] = found_id
+        if error is not None:
+            fields["error"] = error[:1000]
+        names = {f"#{k}": k for k in fields}
+        names["#attempt"] = "attempt"
+        values = {f":{k}": v for k, v in fields.items()}
+        values[":attempt"] = intent.attempt
+        try:
+            self._table.update_item(
+                Key=intent_key(intent.tenant_id, intent.module, intent.crm_id),
+                UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in fields),
+                ConditionExpression="#attempt = :attempt",
+                ExpressionAttributeNames=names, ExpressionAttributeValues=values)
             return True
         except Exception as error:
             if conditional_check_failed(error):

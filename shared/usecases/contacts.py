@@ -24,6 +24,9 @@ from shared.models.documents import ContactDocument
 from shared.observability import logger
 from shared.ports import JobStore, MappingStore, XeroApi
 from shared.state.records import Mapping
+from shared.usecases.crash import NO_CRASH, STATE_WRITTEN, XERO_ANSWERED, CrashPoints
+from shared.usecases.journal import Entry, Journal
+from shared.usecases.versions import OLDER, SUPERSEDED, newest_per_record, version_of
 from shared.usecases.work import BatchResult, WorkItem, content_hash, finish, requeue, retry_after_for
 from shared.usecases.writeback import CrmWriter, Outcome, write_back
 from shared.xero.client import validation_messages
@@ -35,6 +38,7 @@ WRITE_BACK_RETRY_SECONDS = 120.0
 MAX_ROUNDS = 3
 ACCOUNT_WAIT_SECONDS = 60.0
 MAX_PERSONS = 5  # Xero keeps at most five contact persons on a contact
+PERSONS_MODULE = "Accounts.Persons"  # per Account: the emails of the persons the connector pushed
 
 Key = tuple[str, str]
 Group = list[tuple[WorkItem, ContactDocument]]
@@ -45,14 +49,30 @@ def _chunks(values: list[Any], size: int) -> Iterable[list[Any]]:
         yield values[start:start + size]
 
 
-def _newest_per_record(items: list[tuple[WorkItem, ContactDocument]]) -> dict[Key, Group]:
-    """Group by CRM record, newest save first: one Xero write per record per batch."""
+def _newest_per_record(jobs: JobStore, items: list[tuple[WorkItem, ContactDocument]]
+                       ) -> tuple[dict[Key, Group], dict[Key, str | None]]:
+    """One Xero write per record per batch: the newest save (``shared.usecases.versions``) and
+    the jobs that carry that same save; older saves' jobs end ``ignored`` (superseded)."""
+    versions = {id(pair): version_of(pair[1].crm_modified, None if pair[1].crm_modified else
+                                     _received_at(jobs, pair[0])) for pair in items}
+    grouped = newest_per_record(items, key=lambda pair: (pair[1].crm_module, pair[1].crm_id),
+                                version=lambda pair: versions[id(pair)])
     groups: dict[Key, Group] = {}
-    for item, doc in items:
-        groups.setdefault((doc.crm_module, doc.crm_id), []).append((item, doc))
-    for group in groups.values():
-        group.sort(key=lambda pair: pair[1].crm_modified or "", reverse=True)
-    return groups
+    newest: dict[Key, str | None] = {}
+    for key, group in grouped.items():
+        doc = group[0][1]
+        groups[key] = [pair for pair in group if pair[1] == doc]
+        newest[key] = versions[id(group[0])]
+        kept = {item.message_id for item, _ in groups[key]}
+        for item, _ in group:
+            if item.message_id not in kept:
+                finish(jobs, item.job_id, "ignored", warnings=[SUPERSEDED])
+    return groups, newest
+
+
+def _received_at(jobs: JobStore, item: WorkItem) -> str | None:
+    job = jobs.get_job(item.job_id)
+    return job.created_at if job else None
 
 
 # ---- name matching ---------------------------------------------------------------------------
@@ -112,10 +132,13 @@ def _iso(xero_date: Any) -> str:
 class _Pending:
     """One record on its way to Xero: the body being sent and what happened so far."""
 
-    def __init__(self, key: Key, group: Group, body: dict[str, Any], digest: str):
+    def __init__(self, key: Key, group: Group, body: dict[str, Any], digest: str, version: str | None = None):
         self.key, self.group, self.body, self.digest = key, group, body, digest
+        self.version = version
         self.warnings: list[str] = []
         self.followed = False
+        self.entry: Entry | None = None
+        self.number: str | None = None  # what the mapping keeps as xero_number (a person's email)
 
     @property
     def doc(self) -> ContactDocument:
@@ -124,9 +147,9 @@ class _Pending:
 
 def sync_contacts(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappings: MappingStore,
                   batch_size: int = 50, config: MappingConfig | None = None,
-                  crm: CrmWriter | None = None) -> BatchResult:
+                  crm: CrmWriter | None = None, crash: CrashPoints = NO_CRASH) -> BatchResult:
     config = config or mapping_file().for_tenant(xero.tenant_id)
-    run = _Run(xero, jobs, mappings, config)
+    run = _Run(xero, jobs, mappings, config, crash)
     parsed: list[tuple[WorkItem, ContactDocument]] = []
     for item in items:
         jobs.start_attempt(item.job_id)
@@ -135,12 +158,16 @@ def sync_contacts(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappi
         except ValidationError as error:
             finish(jobs, item.job_id, "failed", error=f"unreadable document: {error.errors()[:3]}")
 
-    groups = _newest_per_record(parsed)
+    groups, versions = _newest_per_record(jobs, parsed)
     known: dict[Key, Mapping] = {}
     for module in {module for module, _ in groups}:
         ids = [crm_id for (m, crm_id) in groups if m == module]
         for crm_id, mapping in mappings.get_mappings(xero.tenant_id, module, ids).items():
             known[(module, crm_id)] = mapping
+        run.journal.load(module, ids)
+    for key in [k for k in groups if run.journal.is_older(k[0], k[1], versions[k])]:
+        for item, _ in groups.pop(key):
+            finish(jobs, item.job_id, "ignored", warnings=[OLDER])
 
     person_groups = {key: group for key, group in groups.items()
                      if config.contacts.sugar_contacts_as == "contact_persons"
@@ -164,7 +191,7 @@ def sync_contacts(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappi
             continue
         if mapping:
             body = to_xero_contact(doc, xero_contact_id=mapping.xero_id)
-        to_send.append(_Pending(key, group, body, digest))
+        to_send.append(_Pending(key, group, body, digest, versions[key]))
 
     result = BatchResult()
     # Round one is the plain batch POST; later rounds carry only what Xero refused or what
@@ -216,8 +243,12 @@ def _unchanged(run: _Run, key: Key, group: Group, mapping: Mapping) -> None:
 
 
 class _Run:
-    def __init__(self, xero: XeroApi, jobs: JobStore, mappings: MappingStore, config: MappingConfig):
+    def __init__(self, xero: XeroApi, jobs: JobStore, mappings: MappingStore, config: MappingConfig,
+                 crash: CrashPoints = NO_CRASH):
         self.xero, self.jobs, self.mappings, self.config = xero, jobs, mappings, config
+        self.crash = crash
+        self.journal = Journal(mappings, xero)  # type: ignore[arg-type]
+        self.held: list[tuple[str, str, dict[str, Any]]] | None = None
         self.outcomes: dict[Key, tuple[Group, Outcome]] = {}
         self.conflicts: list[tuple[_Pending, list[str]]] = []
         self.broken_links: list[tuple[_Pending, list[str]]] = []
@@ -227,12 +258,16 @@ class _Run:
         """POST in batches; returns the records that need another round (archived, merged)."""
         again: list[_Pending] = []
         for chunk in _chunks(pendings, batch_size):
+            chunk = self._journal_chunk(chunk, result)
+            if not chunk:
+                continue
             bodies = [p.body for p in chunk]
             chunk_items = [item for p in chunk for item, _ in p.group]
             try:
                 answers = self.xero.upsert_batch("Contacts", bodies,
                                                  idempotency_key=f"contacts-{content_hash(bodies)}")
             except (XeroError, ConnectionNotReady) as error:
+                self.journal.call_failed([p.entry for p in chunk if p.entry], error)
                 if isinstance(error, ConnectionNotReady) or error.retryable:
                     logger.warning("Xero batch deferred", extra={"size": len(bodies), "error": str(error)})
                     requeue(self.jobs, [i.job_id for i in chunk_items], error)
@@ -241,10 +276,55 @@ class _Run:
                     for pending in chunk:
                         self.fail(pending, str(error))
                 continue
+            self.crash.reached(XERO_ANSWERED)
+            self.held = []
             for pending, answer in zip(chunk, answers, strict=True):
                 if self._answer(pending, answer):
                     again.append(pending)
+            self.crash.reached(STATE_WRITTEN)
+            self.release()
         return again
+
+    def _journal_chunk(self, chunk: list[_Pending], result: BatchResult) -> list[_Pending]:
+        """Record each contact's intent before the call; a contact whose earlier attempt was
+        never confirmed is first looked up by ContactNumber (``shared.usecases.journal``)."""
+        for pending in chunk:
+            pending.entry = Entry(module=pending.key[0], crm_id=pending.key[1], resource="Contacts",
+                                  body=pending.body, version=pending.version,
+                                  job_ids=[item.job_id for item, _ in pending.group])
+        try:
+            problems = self.journal.recover([p.entry for p in chunk if p.entry],
+                                            f"contacts-{content_hash([p.body for p in chunk])}")
+        except (XeroError, ConnectionNotReady) as error:
+            items = [item for p in chunk for item, _ in p.group]
+            if isinstance(error, ConnectionNotReady) or error.retryable:
+                requeue(self.jobs, [i.job_id for i in items], error)
+                result.defer([i.message_id for i in items], retry_after_for(error))
+            else:
+                for pending in chunk:
+                    self.fail(pending, f"Xero: looking the contact up failed: {error}")
+            return []
+        for pending in chunk:
+            if id(pending.entry) in problems:
+                self.fail(pending, problems[id(pending.entry)])
+        chunk = [p for p in chunk if id(p.entry) not in problems]
+        bodies = [p.body for p in chunk]
+        refused = self.journal.record([p.entry for p in chunk if p.entry], f"contacts-{content_hash(bodies)}")
+        for pending in [p for p in chunk if p.entry in refused]:
+            for item, _ in pending.group:
+                self._finish(item.job_id, "ignored", {"warnings": [OLDER]})
+        return [p for p in chunk if p.entry not in refused]
+
+    def _finish(self, job_id: str, status: str, outcome: dict[str, Any]) -> None:
+        if self.held is not None:  # a chunk's jobs are marked after all its state is written
+            self.held.append((job_id, status, outcome))
+        else:
+            finish(self.jobs, job_id, status, **outcome)
+
+    def release(self) -> None:
+        held, self.held = self.held or [], None
+        for job_id, status, outcome in held:
+            finish(self.jobs, job_id, status, **outcome)
 
     def _answer(self, pending: _Pending, answer: dict[str, Any]) -> bool:
         """Record Xero's answer; True when the record must be sent again."""
@@ -253,6 +333,8 @@ class _Run:
         contact_id = answer.get("ContactID")
         if status == "ERROR" or answer.get("HasValidationErrors") or not contact_id:
             message = "; ".join(errors) or "Xero refused the contact without a reason"
+            if pending.entry:
+                self.journal.failed(pending.entry, message)
             if pending.followed:  # already re-sent once for a refusal: no second guess
                 self.fail(pending, f"Xero: {message}")
             elif "ContactID" in pending.body:
@@ -406,7 +488,7 @@ class _Run:
     # ---- endings ---------------------------------------------------------------------------
     def fail(self, pending: _Pending, error: str) -> None:
         for item, _ in pending.group:
-            finish(self.jobs, item.job_id, "failed", error=error, warnings=list(pending.warnings))
+            self._finish(item.job_id, "failed", {"error": error, "warnings": list(pending.warnings)})
         self.outcomes[pending.key] = (pending.group, Outcome(module=pending.key[0], crm_id=pending.key[1],
                                                              sync_status="failed", last_error=error))
 
@@ -417,13 +499,14 @@ class _Run:
         synced_at = _iso(updated)
         self.mappings.put_mapping(Mapping(tenant_id=self.xero.tenant_id, module=module, crm_id=crm_id,
                                           xero_id=contact_id, payload_hash=pending.digest,
+                                          xero_number=pending.number,
                                           crm_modified=pending.doc.crm_modified, xero_updated=synced_at,
-                                          sync_status=status,
+                                          sync_status=status, version=pending.version,
                                           last_error="; ".join(warnings)[:1000] or None))
-        for index, (item, _) in enumerate(pending.group):
-            note = [] if index == 0 else ["a newer save of the same record in this batch was pushed"]
-            finish(self.jobs, item.job_id, "succeeded", xero={"contact_id": contact_id},
-                   warnings=warnings + note)
+        if pending.entry:
+            self.journal.confirmed(pending.entry, contact_id)
+        for item, _ in pending.group:
+            self._finish(item.job_id, "succeeded", {"xero": {"contact_id": contact_id}, "warnings": warnings})
         self.outcomes[pending.key] = (pending.group, Outcome(
             module=module, crm_id=crm_id, xero_id=contact_id, sync_status=status,
             last_error="; ".join(warnings) or None, synced_at=synced_at))
@@ -459,24 +542,45 @@ def _sync_persons(run: _Run, groups: dict[Key, Group], known: dict[Key, Mapping]
     except (XeroError, ConnectionNotReady) as error:
         _persons_not_sent(run, [entry for entries in waiting.values() for entry in entries], error, result)
         return
+    # Which persons on each Xero contact the connector owns: those it pushed, by email (a record
+    # per Account, plus each pushed person's last email on its own mapping). The others were
+    # entered in Xero and are never touched.
+    account_of = {account.xero_id: crm_id for crm_id, account in accounts.items()}
+    owned_records = run.mappings.get_mappings(xero.tenant_id, PERSONS_MODULE, sorted(set(account_of.values())))
     bodies: list[tuple[str, dict[str, Any], list[str]]] = []
+    owned_after: dict[str, list[str]] = {}
     for contact_id, entries in waiting.items():
         contact = current.get(contact_id)
         if contact is None:
             for key, group, _ in entries:
                 run.fail(_Pending(key, group, {}, ""), f"the Account's Xero contact {contact_id} was not found")
             continue
+        record = owned_records.get(account_of.get(contact_id, ""))
+        owned = {_email(e) for e in ((record.document or {}).get("owned") or [] if record else [])}
+        for key, group, _ in entries:
+            previous = known.get(key)
+            owned |= {_email(group[0][1].email), _email(previous.xero_number if previous else None)}
+        owned.discard("")
+        batch_persons = [to_xero_person(group[0][1]) for _, group, _ in entries]
         persons = [dict(p) for p in contact.get("ContactPersons") or []]
-        for _, group, _ in entries:  # oldest save first: the newest ends up first in the list
+        ours = [p for p in persons if _email(p.get("EmailAddress")) in owned
+                or any(same_person(p, mine) for mine in batch_persons)]
+        theirs = [p for p in persons if p not in ours]
+        for key, group, _ in entries:  # oldest save first: the newest ends up first in the list
             doc = group[0][1]
             person = to_xero_person(doc)
-            persons = [p for p in persons if not same_person(p, person)]
+            previous = known.get(key)
+            old_email = _email(previous.xero_number if previous else None)
+            ours = [p for p in ours if not same_person(p, person)
+                    and not (old_email and _email(p.get("EmailAddress")) == old_email)]
             if not doc.deleted:
-                persons.insert(0, person)
-        dropped = [" ".join(filter(None, (p.get("FirstName"), p.get("LastName")))) or str(p.get("EmailAddress"))
-                   for p in persons[MAX_PERSONS:]]
-        body = {"ContactID": contact_id, "Name": contact.get("Name"), "ContactPersons": persons[:MAX_PERSONS]}
-        bodies.append((contact_id, body, dropped))
+                ours.insert(0, person)
+        room = max(0, MAX_PERSONS - len(theirs))
+        left_out = [" ".join(filter(None, (p.get("FirstName"), p.get("LastName")))) or str(p.get("EmailAddress"))
+                    for p in ours[room:]]
+        body = {"ContactID": contact_id, "Name": contact.get("Name"), "ContactPersons": ours[:room] + theirs}
+        owned_after[contact_id] = [e for p in ours[:room] if (e := _email(p.get("EmailAddress")))]
+        bodies.append((contact_id, body, left_out))
     for chunk in _chunks(bodies, batch_size):
         sent = [body for _, body, _ in chunk]
         try:
@@ -492,9 +596,19 @@ def _sync_persons(run: _Run, groups: dict[Key, Group], known: dict[Key, Mapping]
                     run.fail(pending, "Xero: " + ("; ".join(errors) or "Xero refused the contact persons"))
                     continue
                 if dropped:
-                    pending.warnings.append(f"Xero keeps {MAX_PERSONS} contact persons: the least recently "
-                                            f"sent were dropped ({', '.join(dropped)})")
+                    pending.warnings.append(f"Xero keeps {MAX_PERSONS} contact persons, and the persons entered "
+                                            "in Xero are kept: the least recently sent CRM contacts were left out "
+                                            f"({', '.join(dropped)})")
+                pending.number = _email(group[0][1].email) or None
                 run.succeed(pending, contact_id, answer.get("UpdatedDateUTC"), [])
+            if not errors and account_of.get(contact_id):
+                run.mappings.put_mapping(Mapping(tenant_id=xero.tenant_id, module=PERSONS_MODULE,
+                                                 crm_id=account_of[contact_id], xero_id=contact_id,
+                                                 document={"owned": owned_after.get(contact_id, [])}))
+
+
+def _email(value: Any) -> str:
+    return str(value or "").strip().casefold()
 
 
 def _persons_not_sent(run: _Run, entries: list[tuple[Key, Group, str]], error: Exception,

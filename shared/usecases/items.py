@@ -24,6 +24,9 @@ from shared.models.documents import ItemDocument
 from shared.observability import logger
 from shared.ports import JobStore, MappingStore, XeroApi
 from shared.state.records import Mapping
+from shared.usecases.crash import NO_CRASH, STATE_WRITTEN, XERO_ANSWERED, CrashPoints
+from shared.usecases.journal import Entry, Journal
+from shared.usecases.versions import OLDER, SUPERSEDED, newest_per_record, version_of
 from shared.usecases.work import BatchResult, WorkItem, content_hash, finish, requeue, retry_after_for
 from shared.xero.client import validation_messages
 
@@ -40,14 +43,25 @@ def _chunks(values: list[Any], size: int) -> Iterable[list[Any]]:
         yield values[start:start + size]
 
 
-def _newest_per_record(items: list[tuple[WorkItem, ItemDocument]]) -> dict[str, Group]:
-    """Group by CRM record (first seen first), newest save first: one Xero write per record."""
+def _newest_per_record(jobs: JobStore, items: list[tuple[WorkItem, ItemDocument]]
+                       ) -> tuple[dict[str, Group], dict[str, str | None]]:
+    """Group by CRM record (first seen first): the newest save (``shared.usecases.versions``)
+    and the jobs carrying that same save; older saves' jobs end ``ignored`` (superseded)."""
+    versions: dict[int, str | None] = {}
+    for pair in items:
+        job = None if pair[1].crm_modified else jobs.get_job(pair[0].job_id)
+        versions[id(pair)] = version_of(pair[1].crm_modified, job.created_at if job else None)
+    grouped = newest_per_record(items, key=lambda pair: pair[1].crm_id, version=lambda pair: versions[id(pair)])
     groups: dict[str, Group] = {}
-    for item, doc in items:
-        groups.setdefault(doc.crm_id, []).append((item, doc))
-    for group in groups.values():
-        group.sort(key=lambda pair: pair[1].crm_modified or "", reverse=True)
-    return groups
+    newest: dict[str, str | None] = {}
+    for crm_id, group in grouped.items():
+        groups[crm_id] = [pair for pair in group if pair[1] == group[0][1]]
+        newest[crm_id] = versions[id(group[0])]
+        kept = {item.message_id for item, _ in groups[crm_id]}
+        for item, _ in group:
+            if item.message_id not in kept:
+                finish(jobs, item.job_id, "ignored", warnings=[SUPERSEDED])
+    return groups, newest
 
 
 def _catalogue_for(tenant_id: str) -> CatalogueRules:
@@ -61,7 +75,7 @@ def _finish_group(jobs: JobStore, group: Group, status: str, **outcome: Any) -> 
 
 def sync_items(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappings: MappingStore,
                catalogue: CatalogueRules | Callable[[str], CatalogueRules] = _catalogue_for,
-               batch_size: int = 50) -> BatchResult:
+               batch_size: int = 50, crash: CrashPoints = NO_CRASH) -> BatchResult:
     result = BatchResult()
     rules = catalogue(xero.tenant_id) if callable(catalogue) else catalogue
     parsed: list[tuple[WorkItem, ItemDocument]] = []
@@ -72,8 +86,12 @@ def sync_items(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappings
         except ValidationError as error:
             finish(jobs, item.job_id, "failed", error=f"unreadable document: {error.errors()[:3]}")
 
-    groups = _newest_per_record(parsed)
+    groups, versions = _newest_per_record(jobs, parsed)
     known = mappings.get_mappings(xero.tenant_id, MODULE, list(groups))
+    journal = Journal(mappings, xero)  # type: ignore[arg-type]
+    journal.load(MODULE, list(groups))
+    for crm_id in [c for c in groups if journal.is_older(MODULE, c, versions[c])]:
+        _finish_group(jobs, groups.pop(crm_id), "ignored", warnings=[OLDER])
 
     candidates: list[tuple[str, dict[str, Any], str]] = []
     for crm_id, group in groups.items():
@@ -91,12 +109,28 @@ def sync_items(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappings
     to_send = _without_code_collisions(candidates, groups, xero.tenant_id, jobs, mappings)
 
     for chunk in _chunks(to_send, batch_size):
-        bodies = [body for _, body, _ in chunk]
+        entries = {crm_id: Entry(module=MODULE, crm_id=crm_id, resource="Items", body=body, version=versions[crm_id],
+                                 job_ids=[item.job_id for item, _ in groups[crm_id]]) for crm_id, body, _ in chunk}
         chunk_items = [item for crm_id, _, _ in chunk for item, _ in groups[crm_id]]
         try:
+            # An item whose earlier attempt was never confirmed is found by its Code first.
+            problems = journal.recover(list(entries.values()),
+                                       f"items-{content_hash([body for _, body, _ in chunk])}")
+            bodies = [body for _, body, _ in chunk]
+            refused = journal.record(list(entries.values()), f"items-{content_hash(bodies)}")
+            for crm_id in [c for c, e in entries.items() if id(e) in problems or e in refused]:
+                reason = problems.get(id(entries[crm_id]))
+                _finish_group(jobs, groups[crm_id], "failed" if reason else "ignored", error=reason,
+                              warnings=[] if reason else [OLDER])
+            chunk = [c for c in chunk if id(entries[c[0]]) not in problems and entries[c[0]] not in refused]
+            if not chunk:
+                continue
+            bodies = [body for _, body, _ in chunk]
+            chunk_items = [item for crm_id, _, _ in chunk for item, _ in groups[crm_id]]
             answers = xero.upsert_batch("Items", bodies, idempotency_key=f"items-{content_hash(bodies)}",
                                         params=UNIT_DECIMALS)
         except (XeroError, ConnectionNotReady) as error:
+            journal.call_failed([entries[c[0]] for c in chunk if entries[c[0]].intent], error)
             if isinstance(error, ConnectionNotReady) or error.retryable:
                 logger.warning("Xero batch deferred", extra={"size": len(bodies), "error": str(error)})
                 requeue(jobs, [i.job_id for i in chunk_items], error)
@@ -105,9 +139,14 @@ def sync_items(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappings
                 for item in chunk_items:
                     finish(jobs, item.job_id, "failed", error=str(error))
             continue
+        crash.reached(XERO_ANSWERED)
+        endings: list[tuple[Group, str, dict[str, Any]]] = []
         for (crm_id, body, digest), answer in zip(chunk, answers, strict=True):
-            _record_answer(crm_id, groups[crm_id], body["Code"], answer, digest, xero.tenant_id,
-                           jobs, mappings)
+            endings.append(_record_answer(crm_id, groups[crm_id], body["Code"], answer, digest, xero.tenant_id,
+                                          mappings, journal, entries[crm_id]))
+        crash.reached(STATE_WRITTEN)  # every mapping of the chunk is written; no job is marked yet
+        for group, status, outcome in endings:
+            _finish_group(jobs, group, status, **outcome)
     return result
 
 
@@ -147,21 +186,22 @@ def _without_code_collisions(candidates: list[tuple[str, dict[str, Any], str]], 
 
 
 def _record_answer(crm_id: str, group: Group, code: str, answer: dict[str, Any], digest: str,
-                   tenant_id: str, jobs: JobStore, mappings: MappingStore) -> None:
+                   tenant_id: str, mappings: MappingStore, journal: Journal, entry: Entry
+                   ) -> tuple[Group, str, dict[str, Any]]:
+    """Store Xero's answer; returns how the group's jobs end (marked once the chunk is stored)."""
     status = (answer.get("StatusAttributeString") or "OK").upper()
     item_id = answer.get("ItemID")
     if status == "ERROR" or answer.get("HasValidationErrors") or not item_id:
         message = "; ".join(validation_messages(answer)) or "Xero refused the item without a reason"
-        _finish_group(jobs, group, "failed", xero={"code": code}, error=f"Xero: {message}")
-        return
+        journal.failed(entry, message)
+        return group, "failed", {"xero": {"code": code}, "error": f"Xero: {message}"}
     doc = group[0][1]
     mappings.put_mapping(Mapping(tenant_id=tenant_id, module=MODULE, crm_id=crm_id, xero_id=item_id,
                                  xero_number=code, payload_hash=digest, crm_modified=doc.crm_modified,
-                                 xero_updated=answer.get("UpdatedDateUTC")))
+                                 xero_updated=answer.get("UpdatedDateUTC"), version=entry.version))
     mappings.put_mapping(Mapping(tenant_id=tenant_id, module=CODE_MODULE, crm_id=code.upper(),
                                  xero_id=item_id, xero_number=crm_id))
+    journal.confirmed(entry, item_id)
+    # Text cut to fit Xero first, then Xero's own warnings.
     warnings = doc.truncated + [w.get("Message", "") for w in answer.get("Warnings") or [] if w.get("Message")]
-    for index, (item, _) in enumerate(group):
-        note = [] if index == 0 else ["a newer save of the same record in this batch was pushed"]
-        finish(jobs, item.job_id, "succeeded", xero={"item_id": item_id, "code": code},
-               warnings=warnings + note)
+    return group, "succeeded", {"xero": {"item_id": item_id, "code": code}, "warnings": warnings}

@@ -44,13 +44,11 @@ def _pypi_reachable(scratch: Path) -> bool:
 @pytest.fixture(scope="module")
 def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sam = _sam()
-    if sam is None:
-        pytest.skip("the `sam` command (aws-sam-cli) is not installed")
-    if shutil.which("make") is None:
-        pytest.skip("`make` is not installed; SAM's makefile build method needs it")
+    # Required, not optional: a missing tool or registry fails the test, never skips it.
+    assert sam is not None, "the `sam` command (aws-sam-cli, a dev dependency) is not installed"
+    assert shutil.which("make") is not None, "`make` is not installed; SAM's makefile build method needs it"
     scratch = tmp_path_factory.mktemp("sam")
-    if not _pypi_reachable(scratch / "probe"):
-        pytest.skip("PyPI is unreachable: cannot fetch the CPython 3.13 wheels for the layer")
+    assert _pypi_reachable(scratch / "probe"), "PyPI is unreachable: cannot fetch the CPython 3.13 wheels"
     target = scratch / "build"
     env = {**os.environ, "SAM": sam, "PYTHON": sys.executable, "SAM_CLI_TELEMETRY": "0"}
     started = time.monotonic()

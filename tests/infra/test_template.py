@@ -76,8 +76,6 @@ def declared_routes(resources: dict[str, Any]) -> dict[tuple[str, str], list[str
 
 def contract_routes() -> dict[tuple[str, str], str]:
     """(method, path) -> the function column of the contract's HTTP table."""
-    if not API_CONTRACT.exists():
-        pytest.skip(f"{API_CONTRACT} not found (the team's shared/ folder sits beside the repository)")
     text = API_CONTRACT.read_text()
     table = text.split("## HTTP API", 1)[1].split("\n### ", 1)[0]
     routes: dict[tuple[str, str], str] = {}

@@ -20,9 +20,10 @@ from shared.usecases.accept import accept
 from shared.usecases.work import WorkItem
 from shared.xero.client import XeroClient, encode_json
 from sugar_xero.local.xero_emulator import EmulatorConfig, serve
+from tests.conftest import OUR_FIXTURES
 from tests.support.fakes import FakeJobs, FakeMappings, FakeQueue, FakeSugar
 
-FIXTURES = __import__("pathlib").Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "sugar"
+FIXTURES = OUR_FIXTURES / "sugar"
 ACCOUNT_ID = "4f1e6a7c-2b3d-11ef-9a1c-0242ac120002"
 SGD_GST = {"OUTPUT": Decimal("9"), "EXEMPTOUTPUT": Decimal("0"), "INPUT": Decimal("9"), "NONE": Decimal("0")}
 

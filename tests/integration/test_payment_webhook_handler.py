@@ -10,13 +10,12 @@ import json
 import random
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
 from shared import wiring
 from shared.config import LOCAL_SECRET_DEFAULTS
-from tests.conftest import SHARED_FIXTURES
+from tests.conftest import OUR_FIXTURES
 from tests.support.events import FakeLambdaContext, api_event, sqs_event
 
 KEY = LOCAL_SECRET_DEFAULTS["XERO_WEBHOOK_KEY"]
@@ -30,10 +29,7 @@ def sign(body: bytes, key: str = KEY) -> str:
 
 
 def fixture_bytes(name: str) -> bytes:
-    path = Path(SHARED_FIXTURES) / "xero" / name
-    if not path.exists():
-        pytest.skip(f"shared fixture {path} not found")
-    return path.read_bytes()
+    return (OUR_FIXTURES / "xero" / name).read_bytes()
 
 
 def xero_event(resource_id: str | None = None, date: str = "2026-11-26T11:20:05.123", *,

@@ -41,9 +41,8 @@ INVOICE_QUERY = {"summarizeErrors": "false", "unitdp": "4"}
 
 
 def _valid(resource: str, body: dict) -> None:
-    if xero_spec.spec_available():
-        sent = json.loads(encode_json({resource: [body]}))
-        xero_spec.validate_request("POST", f"/api.xro/2.0/{resource}", sent, query=INVOICE_QUERY)
+    sent = json.loads(encode_json({resource: [body]}))
+    xero_spec.validate_request("POST", f"/api.xro/2.0/{resource}", sent, query=INVOICE_QUERY)
 
 
 class _Txn:

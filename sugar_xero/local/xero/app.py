@@ -15,7 +15,6 @@ import contextvars
 import hashlib
 import html
 import json
-import os
 import re
 import socket
 import time
@@ -170,15 +169,14 @@ class XeroEmulator:
 
     # ---- plumbing -------------------------------------------------------------------------
     def _spec_validation_wanted(self) -> bool:
-        if self.config.validate_spec is False:
+        """On unless a caller turns it off by name; a missing spec stops the emulator at start rather
+        than letting it accept whatever it is sent."""
+        if not self.config.validate_spec:
             return False
         from sugar_xero import xero_spec
 
-        path = self.config.spec_path or str(xero_spec.spec_path())
-        exists = os.path.isfile(path)
-        if self.config.validate_spec and not exists:
-            raise FileNotFoundError(f"spec validation asked for, but no spec at {path}")
-        return exists
+        xero_spec.contract(self.config.spec_path)  # raises SpecNotFound naming XERO_OPENAPI_SPEC
+        return True
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         token = _current_store.set(self.store)

@@ -216,8 +216,8 @@ class EmulatorConfig:
     idempotency_ttl_seconds: float = 360.0
     latency_seconds: float = 0.0
     faults: FaultConfig = field(default_factory=FaultConfig)
-    # None: validate request bodies against the OpenAPI spec when the spec file exists
-    validate_spec: bool | None = None
+    # Validate request bodies against Xero's OpenAPI spec (required: a missing file stops the emulator)
+    validate_spec: bool = True
     spec_path: str | None = None
     require_auth: bool = True
     # Xero refuses Accounting calls without a xero-tenant-id header; False serves them for tenant_id

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         concurrent_limit=args.concurrent_limit,
         day_limit=args.day_limit,
         latency_seconds=args.latency,
-        validate_spec=False if args.no_spec_validation else None,
+        validate_spec=not args.no_spec_validation,
     )
     server = serve(args.host, args.port, config)
     print(f"xero emulator on {server.url} (tenant {config.tenant_id})", flush=True)
