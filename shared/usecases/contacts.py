@@ -568,7 +568,7 @@ class _Run:
 
     def succeed(self, pending: _Pending, contact_id: str, updated: Any, xero_warnings: list[str]) -> None:
         module, crm_id = pending.key
-        warnings = pending.warnings + xero_warnings
+        warnings = pending.doc.truncated + pending.warnings + xero_warnings  # text cut to fit Xero first
         status = "warning" if warnings else "synced"
         synced_at = _iso(updated)
         self.mappings.put_mapping(Mapping(tenant_id=self.xero.tenant_id, module=module, crm_id=crm_id,
