@@ -211,5 +211,6 @@ def _record_answer(crm_id: str, group: Group, code: str, answer: dict[str, Any],
     mappings.put_mapping(Mapping(tenant_id=tenant_id, module=CODE_MODULE, crm_id=code.upper(),
                                  xero_id=item_id, xero_number=crm_id))
     journal.confirmed(entry, item_id)
-    warnings = [w.get("Message", "") for w in answer.get("Warnings") or [] if w.get("Message")]
+    # Text cut to fit Xero first, then Xero's own warnings.
+    warnings = doc.truncated + [w.get("Message", "") for w in answer.get("Warnings") or [] if w.get("Message")]
     return group, "succeeded", {"xero": {"item_id": item_id, "code": code}, "warnings": warnings}
