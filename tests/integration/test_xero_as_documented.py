@@ -181,3 +181,14 @@ def test_a_xero_quote_with_four_decimal_prices_is_sent_to_the_cent_with_a_warnin
                                                                                 for w in mapped.warnings)
     (quote,) = xero.upsert_batch("Quotes", [mapped.body], idempotency_key="q4", params={"unitdp": "4"})
     assert quote["Total"] == mapped.totals.total  # 3 × 1.23 = 3.69 + 9% = 4.02, as Xero computes it
+
+
+def test_every_quote_is_listed_although_xero_pages_quotes_by_100(xero):
+    """GET /Quotes takes no pageSize (spec 16.1.0): pages hold 100, and a full page is not the last."""
+    contact_id = _contact(xero, "Many Quotes Ltd")
+    for batch in range(3):
+        xero.upsert_batch("Quotes", [
+            {"Contact": {"ContactID": contact_id}, "Date": "2026-11-02",
+             "LineItems": [{"Description": f"q{batch}-{n}", "Quantity": 1, "UnitAmount": Decimal("1"),
+                            "AccountCode": "200"}]} for n in range(50)], idempotency_key=f"quotes-{batch}")
+    assert len(list(xero.iter_pages("Quotes"))) == 150
