@@ -14,6 +14,7 @@ from shared import wiring
 from shared.api.http import build_resolver, common_router, handle_http, status_base_url
 from shared.api.sqs import is_sqs_event, run_batch
 from shared.config import settings
+from shared.errors import BadInput
 from shared.mapping.items import hook_to_item_document
 from shared.mapping.settings import mapping_file
 from shared.mapping.sugar_quotes import quote_intent
@@ -97,6 +98,14 @@ def post_quote(hook: Annotated[QuoteHook, Body()]) -> Response[Accepted | Ignore
 
 
 def _document(doc: TradeDocument) -> Response[Accepted]:
+    allowed = mapping_file().allowed_modules()
+    if doc.crm_module not in allowed:
+        # Write-back lands on the module the document names: only modules the configuration names.
+        raise BadInput("unknown_module", f"crm_module {doc.crm_module!r} is not a module this connector "
+                                         f"serves; configured: {', '.join(sorted(allowed))} "
+                                         "(add custom modules to write_back.modules).", status=422,
+                       details=[{"field": "crm_module", "problem": "not in the configured modules",
+                                 "type": "unknown_module"}])
     return _accepted(invoices.KIND_DOCUMENT, CrmRef(module=doc.crm_module, id=doc.crm_id), doc.model_dump(mode="json"))
 
 

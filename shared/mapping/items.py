@@ -21,7 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 from shared.mapping.settings import CatalogueRules
-from shared.mapping.text import clean
+from shared.mapping.text import clean, cut_at_word
 from shared.models.documents import ItemDocument
 from shared.models.sugar import ProductTemplateHook
 from shared.money import unit_price
@@ -57,15 +57,7 @@ def item_code(part_number: object, name: object, crm_id: str) -> str:
     return fallback_code(code or clean(name), crm_id)
 
 
-def truncate(text: str | None, limit: int) -> str | None:
-    """Cut at a word boundary when one is near the limit, else at the limit; never mid-space."""
-    if text is None or len(text) <= limit:
-        return text
-    cut = text[:limit]
-    space = cut.rfind(" ")
-    if space >= limit * 2 // 3:
-        cut = cut[:space]
-    return cut.rstrip() or text[:limit]
+truncate = cut_at_word  # the name the item mapping's tests know
 
 
 def _is_deleted(hook: ProductTemplateHook) -> bool:
@@ -74,13 +66,13 @@ def _is_deleted(hook: ProductTemplateHook) -> bool:
 
 def hook_to_item_document(hook: ProductTemplateHook) -> ItemDocument:
     data = hook.data
-    name = truncate(clean(data.name), NAME_LIMIT) or data.id[:NAME_LIMIT]
+    name = clean(data.name) or data.id  # ItemDocument cuts it to Xero's 50, with a note
     status = clean(data.status)
     return ItemDocument(
         crm_id=data.id,
         code=item_code(data.mft_part_num, data.name, data.id),
         name=name,
-        description=truncate(clean(data.description), DESCRIPTION_LIMIT),
+        description=clean(data.description),
         sales_price=round_price(data.discount_price),
         purchase_price=round_price(data.cost_price),
         tax_class=clean(data.tax_class, 50),

@@ -94,7 +94,7 @@ def account_to_document(hook: AccountHook, config: MappingConfig | None = None) 
     return ContactDocument(
         crm_module="Accounts",
         crm_id=data.id,
-        name=clean(data.name, 255) or f"Erased {data.id[:8]}",
+        name=clean(data.name) or f"Erased {data.id[:8]}",  # ContactDocument cuts it to Xero's 255, with a note
         email=_primary_email(data),
         website=clean(data.website, 2000),
         erased=erased_fields("Accounts", hook),

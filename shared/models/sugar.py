@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from shared.models.ids import SUGAR_ID_OR_EMPTY_PATTERN, SUGAR_ID_PATTERN
+
 
 class SugarEmail(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -25,7 +27,8 @@ class SugarEmail(BaseModel):
 class SugarRecord(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    id: str = Field(min_length=1, max_length=50, description="Sugar record id (becomes Xero ContactNumber)")
+    id: str = Field(min_length=1, max_length=50, pattern=SUGAR_ID_PATTERN,
+                    description="Sugar record id (becomes Xero ContactNumber)")
     date_modified: str | None = None
     deleted: bool | int | str | None = False
     email: list[SugarEmail] | None = None
@@ -35,8 +38,9 @@ class SugarRecord(BaseModel):
 
 
 class SugarAccount(SugarRecord):
-    # Required in Sugar, so absent only when a Data Privacy erasure emptied it (see ``erased_fields``)
-    name: str | None = Field(default=None, max_length=255)
+    # Required in Sugar, so absent only when a Data Privacy erasure emptied it (see ``erased_fields``);
+    # longer than Xero's 255 is cut, with a warning
+    name: str | None = Field(default=None, max_length=20_000)
     account_type: str | None = None
     phone_office: str | None = None
     phone_fax: str | None = None
@@ -58,7 +62,7 @@ class SugarContact(SugarRecord):
     first_name: str | None = Field(default=None, max_length=255)
     # Required in Sugar, so absent only when a Data Privacy erasure emptied it (see ``erased_fields``)
     last_name: str | None = Field(default=None, max_length=255)
-    account_id: str | None = None
+    account_id: str | None = Field(default=None, pattern=SUGAR_ID_OR_EMPTY_PATTERN)
     account_name: str | None = None
     title: str | None = None
     phone_work: str | None = None
@@ -158,7 +162,7 @@ SugarAmount = Annotated[Decimal | None, BeforeValidator(_blank_is_none), AfterVa
 class SugarProductTemplate(SugarRecord):
     """A catalogue entry (module ProductTemplates)."""
 
-    name: str = Field(min_length=1, max_length=255)
+    name: str = Field(min_length=1, max_length=20_000)  # longer than Xero's 50: cut, with a warning
     mft_part_num: str | None = None
     vendor_part_num: str | None = None
     discount_price: SugarAmount = Field(default=None, description="the selling price")
@@ -177,10 +181,10 @@ class ProductTemplateHook(SugarHookBase):
 class SugarQuote(SugarRecord):
     """A quote (module Quotes). Its lines are not in the hook: the worker reads them through REST."""
 
-    name: str | None = Field(default=None, max_length=255)
+    name: str | None = Field(default=None, max_length=20_000)
     quote_num: int | str | None = None
     quote_stage: str = Field(min_length=1, max_length=100)
-    billing_account_id: str | None = Field(default=None, max_length=50)
+    billing_account_id: str | None = Field(default=None, max_length=50, pattern=SUGAR_ID_OR_EMPTY_PATTERN)
     billing_account_name: str | None = None
     billing_contact_id: str | None = None
     taxrate_id: str | None = None

@@ -331,6 +331,14 @@ class _Run:
             if id(pending.entry) in problems:
                 self.fail(pending, problems[id(pending.entry)])
         chunk = [p for p in chunk if id(p.entry) not in problems]
+        adopted = [p for p in chunk if p.entry and p.entry.adopt and p.entry.found]
+        if adopted:  # made by an attempt that died before storing Xero's answer: stored now
+            self.held = []
+            for pending in adopted:
+                self._answer(pending, pending.entry.found)  # type: ignore[union-attr,arg-type]
+            self.crash.reached(STATE_WRITTEN)
+            self.release()
+            chunk = [p for p in chunk if p not in adopted]
         bodies = [p.body for p in chunk]
         refused = self.journal.record([p.entry for p in chunk if p.entry], f"contacts-{content_hash(bodies)}")
         for pending in [p for p in chunk if p.entry in refused]:
@@ -560,7 +568,7 @@ class _Run:
 
     def succeed(self, pending: _Pending, contact_id: str, updated: Any, xero_warnings: list[str]) -> None:
         module, crm_id = pending.key
-        warnings = pending.warnings + xero_warnings
+        warnings = pending.doc.truncated + pending.warnings + xero_warnings  # text cut to fit Xero first
         status = "warning" if warnings else "synced"
         synced_at = _iso(updated)
         self.mappings.put_mapping(Mapping(tenant_id=self.xero.tenant_id, module=module, crm_id=crm_id,

@@ -232,7 +232,7 @@ def _read_quotes(run: _Run, quote_items: list[tuple[WorkItem, SugarQuote, bool]]
             run.outcomes[(QUOTES, quote.id)] = ([item], Outcome(module=QUOTES, crm_id=quote.id, sync_status="failed",
                                                                 last_error=str(error), synced_at=now_iso()))
             continue
-        documents += [(item, doc, warnings) for doc in docs]
+        documents += [(item, doc, doc.truncated + warnings) for doc in docs]
     return documents
 
 
@@ -247,7 +247,8 @@ def _parse(run: _Run, items: list[WorkItem]) -> list[tuple[WorkItem, TradeDocume
                 quotes.append((item, SugarQuote.model_validate(body.get("quote") or {}),
                                body.get("event") == "after_delete"))
             else:
-                parsed.append((item, _DOCUMENT.validate_python(item.document), []))
+                document = _DOCUMENT.validate_python(item.document)
+                parsed.append((item, document, list(document.truncated)))  # text cut to fit Xero
         except ValidationError as error:
             finish(run.jobs, item.job_id, "failed", error=f"unreadable document: {error.errors()[:3]}")
     return parsed + _read_quotes(run, quotes)
@@ -545,7 +546,15 @@ def _journal_chunk(run: _Run, resource: str, chunk: list[_Record]) -> list[_Reco
     for record in chunk:
         if id(record.entry) in problems:
             run.fail(record, problems[id(record.entry)])
-    return [r for r in chunk if id(r.entry) not in problems]
+    chunk = [r for r in chunk if id(r.entry) not in problems]
+    adopted = [r for r in chunk if r.entry and r.entry.adopt and r.entry.found]
+    if adopted:  # made by an attempt that died before storing Xero's answer: stored now, not sent again
+        run.held = []
+        for record in adopted:
+            _record_answer(run, record, record.entry.found)  # type: ignore[union-attr,arg-type]
+        run.crash.reached(STATE_WRITTEN)
+        run.release()
+    return [r for r in chunk if r not in adopted]
 
 
 def _batch_failed(run: _Run, chunk: list[_Record], error: Exception) -> None:

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import requests
 
-from shared.backoff import backoff_seconds, retry_after_seconds
+from shared.backoff import backoff_seconds, call_timeout, retry_after_seconds, time_for_a_call, time_to_wait
 from shared.errors import RateLimited, XeroError
 from shared.observability import MetricNames, logger, metrics
 
@@ -177,6 +177,11 @@ class XeroClient:
                  extra_headers: dict[str, str] | None = None) -> dict[str, Any]:
         refreshed = False
         for attempt in range(1, self._max_attempts + 1):
+            if not time_for_a_call():
+                # The invocation's deadline is near: the work goes back to its queue, whole,
+                # rather than being cut off by the Lambda timeout half-way through.
+                raise XeroError(f"deferred before the function's timeout ({method} {path}, attempt {attempt})",
+                                retryable=True, retry_after=1.0)
             headers = {"Authorization": f"Bearer {self._token_source(False)}",
                        "xero-tenant-id": self.tenant_id, "Accept": "application/json"}
             if idempotency_key:
@@ -193,7 +198,8 @@ class XeroClient:
                 if body is not None:
                     headers["Content-Type"] = "application/json"
                 response = self._session.request(method, self.base_url + path, params=params,
-                                                 data=body, headers=headers, timeout=self._timeout)
+                                                 data=body, headers=headers,
+                                                 timeout=call_timeout(self._timeout))
             except (requests.ConnectionError, requests.Timeout) as error:
                 logger.warning("Xero call failed in transit", extra={"path": path, "attempt": attempt,
                                                                       "error": type(error).__name__})
@@ -235,7 +241,7 @@ class XeroClient:
     def _back_off(self, attempt: int, retry_after: float | None, reason: str, *,
                   problem: str | None = None, status: int | None = None) -> None:
         wait = backoff_seconds(attempt, retry_after)
-        if attempt >= self._max_attempts or wait > self._max_wait:
+        if attempt >= self._max_attempts or wait > self._max_wait or not time_to_wait(wait):
             if status == 429 or retry_after is not None:
                 raise RateLimited(f"{reason}; retry in {wait:.0f}s", retry_after=wait, problem=problem)
             raise XeroError(f"{reason} after {attempt} attempts", status=status, retryable=True,
