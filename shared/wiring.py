@@ -177,6 +177,17 @@ def xero_client_for(tenant_id: str) -> XeroClient:
 
 # ---- reconciliation (functions/reconcile) ------------------------------------------------------
 @cache
+def organisation_today(tenant_id: str):
+    """Today in the Xero organisation's timezone (from the cached nightly metadata), as Xero
+    dates documents; the UTC date before the first metadata refresh."""
+    from datetime import UTC, datetime
+
+    from shared.usecases.metadata import load_metadata
+
+    metadata = load_metadata(reconcile_state(), tenant_id)
+    return metadata.today() if metadata is not None else datetime.now(UTC).date()
+
+
 def reconcile_state():
     """Watermarks, the last pass's report, the cached organisation metadata, the audit cursor."""
     from shared.state.watermarks import ReconcileStateTable
@@ -202,7 +213,6 @@ def billing_rules(tenant_id: str):
     an ``on_changes`` callable; None when it has no rules. A change whose rules failed in a way
     worth retrying is raised back (``ChangesFailed``): its state is then not stored, and the same
     news is applied again. The webhook worker and the reconciliation both use this one."""
-    from datetime import UTC, datetime
 
     from shared.billing.rules import rules_file
     from shared.observability import logger, metrics
@@ -221,7 +231,7 @@ def billing_rules(tenant_id: str):
 
     def on_changes(changes):
         report = billing.run_billing_rules(changes, rules=rules, crm=crm, accept_purchase=accept_purchase,
-                                           ledger=ledger, today=datetime.now(UTC).date())
+                                           ledger=ledger, today=organisation_today(tenant_id))
         metrics.add_metric(name="BillingRulesFailed", unit="Count", value=len(report.failed))
         if report.retry:
             raise xero_updates.ChangesFailed(f"billing rules to retry for {len(report.retry)} documents",
