@@ -21,7 +21,7 @@ from shared.mapping.sugar_quotes import quote_intent
 from shared.models.documents import ItemDocument
 from shared.models.invoices import PurchaseDocument, SalesInvoiceDocument, TradeDocument
 from shared.models.jobs import Accepted, CrmRef, Ignored
-from shared.models.sugar import ProductTemplateHook, QuoteHook
+from shared.models.sugar import ProductTemplateHook, QuoteHook, core_bean
 from shared.observability import logger, metrics, tracer
 from shared.sugar.errors import SugarError
 from shared.usecases import invoices, items, writeback
@@ -41,7 +41,7 @@ def _product_callout_kind(value: Any) -> str | None:
     bean = value.get("bean")
     if bean is None:
         return "document"
-    return "ProductTemplate" if bean == "ProductTemplate" else None
+    return "ProductTemplate" if core_bean(bean, mapping_file().defaults.sugar_beans) == "ProductTemplate" else None
 
 
 ProductCallout = Annotated[
@@ -135,7 +135,8 @@ def _organisation_checks(tenant_id: str) -> dict[str, Any]:
     if metadata is None:
         return {}
     rates = {tax_type: rate for tax_type in metadata.tax_rates if (rate := metadata.tax_rate(tax_type)) is not None}
-    return {"tax_rates": rates, "check_references": lambda body: unknown_references(body, metadata)}
+    return {"tax_rates": rates, "check_references": lambda body: unknown_references(body, metadata),
+            "today": metadata.today()}  # the organisation's day, as Xero dates documents
 
 
 def _by_organisation(documents: list[WorkItem], crm: Any, result: BatchResult) -> dict[str | None, list[WorkItem]]:

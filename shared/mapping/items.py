@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 from shared.mapping.settings import CatalogueRules
 from shared.mapping.text import clean, cut_at_word
 from shared.models.documents import ItemDocument
 from shared.models.sugar import ProductTemplateHook
+from shared.money import unit_price
 
 CODE_LIMIT = 30
 NAME_LIMIT = 50
@@ -34,10 +35,10 @@ _CODE_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def round_price(value: Decimal | None) -> Decimal | None:
-    """Sugar's 6-decimal amounts to Xero's 4, half-up (how a person rounds money)."""
+    """Sugar's 6-decimal amounts to Xero's 4 (``shared.money.unit_price``, half up)."""
     if value is None:
         return None
-    return value.quantize(PRICE_STEP, rounding=ROUND_HALF_UP)
+    return unit_price(value)
 
 
 def fallback_code(source: str | None, crm_id: str) -> str:

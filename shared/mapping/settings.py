@@ -42,6 +42,10 @@ class ContactRules(Strict):
     account_number_field: str | None = Field(default=None, pattern=CRM_FIELD,
                                              description="CRM field holding the Xero account number")
     tax_number_field: str | None = Field(default=None, pattern=CRM_FIELD)
+    on_erasure: Literal["blank", "archive"] = Field(
+        default="blank",
+        description="a Data Privacy erasure in the CRM: blank the personal fields the CRM owns on the Xero "
+                    "contact (name parts, email, phones), keeping its financial history; or also archive it")
 
 
 class CatalogueRules(Strict):
@@ -190,6 +194,10 @@ class MappingConfig(Strict):
     currencies: dict[str, str] = Field(
         default_factory=lambda: {"-99": ""},
         description="Sugar currency_id → ISO code; '' means the organisation's base currency")
+    sugar_beans: dict[str, str] = Field(
+        default_factory=dict,
+        description="Sugar bean class (a hook's 'bean') → module, for classes overridden beyond the core "
+                    "Custom<Class> ones known by default (e.g. {'AcmeAccount': 'Accounts'})")
 
 
 class Organisations(Strict):

@@ -81,6 +81,13 @@ class ContactDocument(BaseModel):
         default=None, max_length=50, pattern=SUGAR_ID_OR_EMPTY_PATTERN,
         description="for a Sugar Contact: the Account it belongs to")
     deleted: bool = Field(default=False, description="the CRM record was deleted: archive in Xero")
+    erased: list[str] = Field(
+        default_factory=list, max_length=50,
+        description="a Data Privacy erasure in the CRM: the personal fields it erased (Xero fields, e.g. FirstName, "
+                    "EmailAddress, Phones); they are blanked in Xero, or the contact archived, as configured")
+    erased_person: Person | None = Field(
+        default=None, description="a Sugar Contact erased in the CRM: the person as it was before (from the hook's "
+                                  "dataChanges), to find and remove it from its Account's Xero contact")
     crm_modified: str | None = Field(
         default=None, description="when the record was saved in the CRM (date_modified), ISO-8601 with its UTC "
                                   "offset; compared as an instant: the newest save wins and an older one than the "

@@ -39,7 +39,8 @@ def _places(places: int, *, largest: Decimal = Decimal("1e15")) -> AfterValidato
 
 
 UnitAmount = Annotated[Decimal, _places(4), Field(description="unit price, at most 4 decimals")]
-Quantity = Annotated[Decimal, Field(gt=0, description="at most 4 decimals"), _places(4)]
+Quantity = Annotated[Decimal, Field(ge=0, description="at most 4 decimals; 0 is a line Xero keeps at 0.00"),
+                     _places(4)]
 Money = Annotated[Decimal, _places(2), Field(description="an amount to the cent")]
 Percent = Annotated[Decimal, Field(ge=0, le=100), _places(6)]
 CRM_MODULE = SUGAR_MODULE_PATTERN
@@ -266,9 +267,16 @@ class XeroDocumentState(BaseModel):
         return self.amount_paid > 0 or any((p.status or "AUTHORISED") != "DELETED" for p in self.payments)
 
     @property
+    def has_credit_allocated(self) -> bool:
+        """A credit note (or prepayment, overpayment) is allocated: Xero then refuses edits and
+        voiding ("has a payment or credit note allocated") just as for a payment."""
+        return self.amount_credited > 0
+
+    @property
     def locked(self) -> bool:
-        """Xero no longer takes edits: payments applied, paid, voided or deleted."""
-        return self.has_payments or self.status in {"PAID", "VOIDED", "DELETED", "INVOICED"}
+        """Xero no longer takes edits: payments or credit applied, paid, voided or deleted."""
+        return self.has_payments or self.has_credit_allocated or self.status in {"PAID", "VOIDED", "DELETED",
+                                                                                 "INVOICED"}
 
 
 class DocumentChange(BaseModel):

@@ -123,6 +123,15 @@ def sync_items(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappings
                 _finish_group(jobs, groups[crm_id], "failed" if reason else "ignored", error=reason,
                               warnings=[] if reason else [OLDER])
             chunk = [c for c in chunk if id(entries[c[0]]) not in problems and entries[c[0]] not in refused]
+            adopted = [c for c in chunk if entries[c[0]].adopt and entries[c[0]].found]
+            if adopted:  # made by an attempt that died before storing Xero's answer: stored now
+                endings = [_record_answer(crm_id, groups[crm_id], body["Code"], entries[crm_id].found or {}, digest,
+                                          xero.tenant_id, mappings, journal, entries[crm_id])
+                           for crm_id, body, digest in adopted]
+                crash.reached(STATE_WRITTEN)
+                for group, status, outcome in endings:
+                    _finish_group(jobs, group, status, **outcome)
+                chunk = [c for c in chunk if c not in adopted]
             if not chunk:
                 continue
             bodies = [body for _, body, _ in chunk]
