@@ -184,7 +184,7 @@ def work(queued: list[WorkItem]) -> BatchResult:
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False)  # answers carry states, URLs, job data
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if is_sqs_event(event):

@@ -276,7 +276,7 @@ def _continue_later(tenant_id: str, message_ids: list[str], result: BatchResult)
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False)  # answers carry states, URLs, job data
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if is_sqs_event(event):
