@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast lint build bench clean
+.PHONY: install run test test-fast lint build bench bench-readme clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,8 +37,14 @@ build: install
 	bash infra/build.sh
 
 ## Benchmarks: ratios measured in one run, printed as a table and written to bench/results.md
+## (committed), then copied into the README's table
 bench: install
 	$(PY) -m bench
+	$(PY) -m bench.readme
+
+## The README's benchmark table from bench/results.md (a test fails when they differ)
+bench-readme: install
+	$(PY) -m bench.readme
 
 clean:
 	rm -rf .aws-sam .pytest_cache .hypothesis build dist *.egg-info
