@@ -25,6 +25,7 @@ BENCHMARKS = (
     "bench.webhook_answer",
     "bench.fuzz",
     "bench.throughput",
+    "bench.idle_latency",
 )
 
 

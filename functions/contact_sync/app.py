@@ -12,6 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from shared import wiring
 from shared.api.http import build_resolver, common_router, handle_http, status_base_url
 from shared.api.sqs import is_sqs_event, run_batch
+from shared.batching import run_topped_up
 from shared.config import settings
 from shared.mapping.settings import mapping_file
 from shared.mapping.sugar_contacts import hook_to_document
@@ -61,5 +62,6 @@ def work(items):
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if is_sqs_event(event):
-        return run_batch(event, context, work, defer=wiring.contact_queue().defer)
+        queue = wiring.contact_queue()
+        return run_topped_up(event, queue, lambda full: run_batch(full, context, work, defer=queue.defer))
     return handle_http(app, event, context)

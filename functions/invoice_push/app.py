@@ -13,6 +13,7 @@ from pydantic import Discriminator, Tag
 from shared import wiring
 from shared.api.http import build_resolver, common_router, handle_http, status_base_url
 from shared.api.sqs import is_sqs_event, run_batch
+from shared.batching import run_topped_up
 from shared.config import settings
 from shared.mapping.items import hook_to_item_document
 from shared.mapping.settings import mapping_file
@@ -153,5 +154,6 @@ def work(queued: list[WorkItem]) -> BatchResult:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if is_sqs_event(event):
-        return run_batch(event, context, work, defer=wiring.invoice_queue().defer)
+        queue = wiring.invoice_queue()
+        return run_topped_up(event, queue, lambda full: run_batch(full, context, work, defer=queue.defer))
     return handle_http(app, event, context)

@@ -237,16 +237,20 @@ class LocalStack:
             if not subscription.enabled or subscription.queue not in self.aws.queues:
                 continue
             queue = self.aws.queues[subscription.queue]
-            poller = QueuePoller(
-                subscription,
-                sqs=sqs,
-                queue_url=queue["url"],
-                queue_arn=queue["arn"],
-                region=self.aws.region,
-                invoke=self._invoke,
-            )
-            poller.start()
-            self.pollers.append(poller)
+            # As many pollers as the mapping's MaximumConcurrency, each gathering its own batch
+            # (invocations still run one at a time: every function is one local container).
+            for index in range(subscription.maximum_concurrency):
+                poller = QueuePoller(
+                    subscription,
+                    sqs=sqs,
+                    queue_url=queue["url"],
+                    queue_arn=queue["arn"],
+                    region=self.aws.region,
+                    invoke=self._invoke,
+                )
+                poller.thread_name = f"poller-{subscription.queue}-{index}"
+                poller.start()
+                self.pollers.append(poller)
 
         def stop() -> None:
             for poller in self.pollers:
