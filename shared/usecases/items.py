@@ -12,11 +12,12 @@ Xero then updates one item with the other's values and the next push of either r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
 
+from shared.chunking import chunks
 from shared.errors import ConnectionNotReady, XeroError
 from shared.mapping.items import to_xero_item
 from shared.mapping.settings import CatalogueRules, mapping_file
@@ -33,11 +34,6 @@ CODE_MODULE = "ProductTemplates.Code"
 UNIT_DECIMALS = {"unitdp": "4"}  # prices keep 4 decimals instead of Xero's default 2
 
 Group = list[tuple[WorkItem, ItemDocument]]
-
-
-def _chunks(values: list[Any], size: int) -> Iterable[list[Any]]:
-    for start in range(0, len(values), size):
-        yield values[start:start + size]
 
 
 def _newest_per_record(items: list[tuple[WorkItem, ItemDocument]]) -> dict[str, Group]:
@@ -90,7 +86,7 @@ def sync_items(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappings
 
     to_send = _without_code_collisions(candidates, groups, xero.tenant_id, jobs, mappings)
 
-    for chunk in _chunks(to_send, batch_size):
+    for chunk in chunks(to_send, batch_size):
         bodies = [body for _, body, _ in chunk]
         chunk_items = [item for crm_id, _, _ in chunk for item, _ in groups[crm_id]]
         try:
@@ -154,14 +150,54 @@ def _record_answer(crm_id: str, group: Group, code: str, answer: dict[str, Any],
         message = "; ".join(validation_messages(answer)) or "Xero refused the item without a reason"
         _finish_group(jobs, group, "failed", xero={"code": code}, error=f"Xero: {message}")
         return
-    doc = group[0][1]
-    mappings.put_mapping(Mapping(tenant_id=tenant_id, module=MODULE, crm_id=crm_id, xero_id=item_id,
-                                 xero_number=code, payload_hash=digest, crm_modified=doc.crm_modified,
-                                 xero_updated=answer.get("UpdatedDateUTC")))
-    mappings.put_mapping(Mapping(tenant_id=tenant_id, module=CODE_MODULE, crm_id=code.upper(),
-                                 xero_id=item_id, xero_number=crm_id))
+    _remember(mappings, tenant_id, crm_id, code, item_id, digest, group[0][1], answer)
     warnings = [w.get("Message", "") for w in answer.get("Warnings") or [] if w.get("Message")]
     for index, (item, _) in enumerate(group):
         note = [] if index == 0 else ["a newer save of the same record in this batch was pushed"]
         finish(jobs, item.job_id, "succeeded", xero={"item_id": item_id, "code": code},
                warnings=warnings + note)
+
+
+def _remember(mappings: MappingStore, tenant_id: str, crm_id: str, code: str, item_id: str, digest: str,
+              doc: ItemDocument, answer: dict[str, Any]) -> None:
+    """The CRM product's Xero item, and who holds its code."""
+    mappings.put_mapping(Mapping(tenant_id=tenant_id, module=MODULE, crm_id=crm_id, xero_id=item_id,
+                                 xero_number=code, payload_hash=digest, crm_modified=doc.crm_modified,
+                                 xero_updated=answer.get("UpdatedDateUTC")))
+    mappings.put_mapping(Mapping(tenant_id=tenant_id, module=CODE_MODULE, crm_id=code.upper(),
+                                 xero_id=item_id, xero_number=crm_id))
+
+
+def push_missing_items(documents: list[ItemDocument], *, xero: XeroApi, mappings: MappingStore,
+                       catalogue: CatalogueRules | Callable[[str], CatalogueRules] = _catalogue_for,
+                       batch_size: int = 50) -> tuple[dict[str, str], list[str]]:
+    """Catalogue entries that documents in this batch use and Xero does not hold yet, pushed before
+    those documents (as the invoice worker pushes missing contacts), so their lines carry item
+    codes. Returns CRM product id -> item code for what Xero took, and a note for what it did not
+    (a code another CRM product holds is never taken over). A Xero error is raised: the documents
+    then wait with their batch rather than landing without codes."""
+    rules = catalogue(xero.tenant_id) if callable(catalogue) else catalogue
+    candidates = [(doc, to_xero_item(doc, rules)) for doc in documents]
+    codes = list(dict.fromkeys(body["Code"].upper() for _, body in candidates))
+    claims = mappings.get_mappings(xero.tenant_id, CODE_MODULE, codes) if codes else {}
+    pushed: dict[str, str] = {}
+    notes: list[str] = []
+    sendable = []
+    for doc, body in candidates:
+        claim = claims.get(body["Code"].upper())
+        if claim and claim.xero_number and claim.xero_number != doc.crm_id:
+            notes.append(f"product {doc.name!r}: its code {body['Code']} belongs to CRM product {claim.xero_number}")
+        else:
+            sendable.append((doc, body))
+    for chunk in chunks(sendable, batch_size):
+        bodies = [body for _, body in chunk]
+        answers = xero.upsert_batch("Items", bodies, idempotency_key=f"items-{content_hash(bodies)}",
+                                    params=UNIT_DECIMALS)
+        for (doc, body), answer in zip(chunk, answers, strict=True):
+            item_id = answer.get("ItemID")
+            if (answer.get("StatusAttributeString") or "OK").upper() == "ERROR" or not item_id:
+                notes.append(f"product {doc.name!r}: Xero refused it: {'; '.join(validation_messages(answer))}")
+                continue
+            _remember(mappings, xero.tenant_id, doc.crm_id, body["Code"], item_id, content_hash(body), doc, answer)
+            pushed[doc.crm_id] = body["Code"]
+    return pushed, notes

@@ -15,6 +15,7 @@ from shared.mapping.settings import InvoiceRules, MappingConfig, RoundingRules
 from shared.models.invoices import ContactRef, LineDocument, PurchaseDocument, SalesInvoiceDocument
 from shared.models.jobs import CrmRef
 from shared.state.records import document_module
+from shared.sugar.errors import SugarError
 from shared.usecases import invoices
 from shared.usecases.accept import accept
 from shared.usecases.work import WorkItem
@@ -52,6 +53,8 @@ class QuoteSugar(FakeSugar):
 
     def get_record(self, module, record_id, fields=None):
         self.reads.append(f"{module}/{record_id}")
+        if (module, record_id) not in self.records:  # as Sugar answers: 404 not_found
+            raise SugarError(f"{module}/{record_id} not found", status=404, label="not_found")
         return copy.deepcopy(self.records[(module, record_id)])
 
 
