@@ -17,6 +17,7 @@ PASS_THROUGH = {
     "replay": ("sugar_xero.replay", "re-drives dead-lettered work or one job, duplicating nothing"),
     "reconcile": ("sugar_xero.reconcile", "runs one reconciliation pass now and prints what it repaired"),
     "rules-check": ("sugar_xero.rules_check", "validates a billing rules file; --dry-run shows what it would do"),
+    "openapi": ("sugar_xero.openapi", "prints the connector's own OpenAPI document (JSON)"),
 }
 
 
