@@ -20,7 +20,8 @@ install: $(STAMP)
 run: install
 	# A failure reaches its dead-letter queue after 2 deliveries instead of 8, so the demo's
 	# injected failure shows in `sugar-xero status` within seconds.
-	SUGAR_XERO_LOCAL_MAX_RECEIVE_COUNT=2 $(VENV)/bin/sugar-xero local --demo
+	# The functions' JSON logs go to the file it names, so the terminal tells the demo's story.
+	SUGAR_XERO_LOCAL_MAX_RECEIVE_COUNT=2 $(VENV)/bin/sugar-xero local --demo --log-file .sugar-xero-local.log
 
 ## Every test: unit, integration, contract, template checks, end to end.
 test: install

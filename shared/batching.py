@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shared.observability import logger
+from shared.usecases.work import finish
 
 XERO_BATCH = 50
 
@@ -70,11 +71,14 @@ def _job_id(body: str) -> str | None:
 
 
 def run_topped_up(event: dict[str, Any], queue: Any,
-                  run: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+                  run: Callable[[dict[str, Any]], dict[str, Any]], *, jobs: Any = None) -> dict[str, Any]:
     """Run ``run`` (the worker's batch: event -> partial batch response) over the topped-up event;
-    settle the added messages here and answer Lambda for its own records only."""
+    settle the added messages here and answer Lambda for its own records only. With ``jobs``, a
+    job whose message failed its last delivery before the DLQ is marked so (``mark_dead_lettered``)."""
     full, added = topped_up(event, queue)
     answer = run(full)
+    if jobs is not None:
+        mark_dead_lettered(full["Records"], answer, queue=queue, jobs=jobs)
     if not added:
         return answer
     failed = {failure["itemIdentifier"] for failure in answer.get("batchItemFailures", [])}
@@ -85,3 +89,31 @@ def run_topped_up(event: dict[str, Any], queue: Any,
     logger.info("batch topped up from the queue", extra={"lambda_records": len(own), "added": len(added)})
     return {**answer, "batchItemFailures": [f for f in answer.get("batchItemFailures", [])
                                             if f["itemIdentifier"] in own]}
+
+
+def mark_dead_lettered(records: list[dict[str, Any]], answer: dict[str, Any], *, queue: Any, jobs: Any) -> None:
+    """A message that fails its last delivery goes to the dead-letter queue next (SQS moves it on
+    the receive after ``maxReceiveCount``): its job stops saying ``queued`` and says ``failed``,
+    "dead-lettered after N attempts", with the last error, so status lists it among the failures
+    and ``sugar-xero replay`` can bring it back."""
+    failed = {failure["itemIdentifier"] for failure in answer.get("batchItemFailures", [])}
+    if not failed:
+        return
+    try:
+        limit = queue.max_receive_count()
+    except Exception as error:  # noqa: BLE001 - the job keeps its state; status still shows the DLQ depth
+        logger.warning("could not read the queue's redrive policy", extra={"error": str(error)})
+        return
+    if not limit:
+        return
+    for record in records:
+        deliveries = int((record.get("attributes") or {}).get("ApproximateReceiveCount") or 0)
+        job_id = _job_id(record.get("body", ""))
+        if record["messageId"] not in failed or deliveries < limit or job_id is None:
+            continue
+        job = jobs.get_job(job_id)
+        if job is None or job.status in ("succeeded", "failed", "ignored"):
+            continue
+        last = job.error or "no error given"
+        attempts = f"{deliveries} attempt{'' if deliveries == 1 else 's'}"
+        finish(jobs, job_id, "failed", error=f"dead-lettered after {attempts}: {last}")

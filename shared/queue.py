@@ -27,6 +27,17 @@ class SqsQueue:
         self._client.change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=receipt_handle,
                                                VisibilityTimeout=max(0, min(int(seconds), 43200)))
 
+    def max_receive_count(self) -> int | None:
+        """The RedrivePolicy's maxReceiveCount (deliveries before SQS moves a message to the DLQ),
+        read once per container; None without a policy."""
+        if not hasattr(self, "_max_receive_count"):
+            attributes = self._client.get_queue_attributes(QueueUrl=self.queue_url,
+                                                           AttributeNames=["RedrivePolicy"]).get("Attributes") or {}
+            policy = json.loads(attributes.get("RedrivePolicy") or "{}")
+            count = policy.get("maxReceiveCount")
+            self._max_receive_count = int(count) if count is not None else None
+        return self._max_receive_count
+
     def release(self, receipt_handle: str) -> None:
         """Hand a received message back at once (visible again), without it counting as a defer."""
         self._client.change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=receipt_handle,

@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="fire the scheduled functions this often (default: the template's schedule rate)",
     )
+    local.add_argument("--log-file", type=Path, default=None, metavar="PATH",
+                       help="write the functions' JSON logs, metric lines and warnings here instead of the "
+                            "terminal (make run: .sugar-xero-local.log)")
     local.add_argument("--verbose", action="store_true", help="log every server's requests")
     local.add_argument("--demo", action="store_true",
                        help="once ready, run `sugar-xero demo` against the stack (what `make run` does)")
@@ -120,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                 reconcile_every=args.reconcile_every,
                 verbose=args.verbose,
                 demo=args.demo,
+                log_file=args.log_file,
             )
         )
     if args.command == "demo":

@@ -63,5 +63,6 @@ def work(items):
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if is_sqs_event(event):
         queue = wiring.contact_queue()
-        return run_topped_up(event, queue, lambda full: run_batch(full, context, work, defer=queue.defer))
+        return run_topped_up(event, queue, lambda full: run_batch(full, context, work, defer=queue.defer),
+                             jobs=wiring.job_store())
     return handle_http(app, event, context)

@@ -155,5 +155,6 @@ def work(queued: list[WorkItem]) -> BatchResult:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if is_sqs_event(event):
         queue = wiring.invoice_queue()
-        return run_topped_up(event, queue, lambda full: run_batch(full, context, work, defer=queue.defer))
+        return run_topped_up(event, queue, lambda full: run_batch(full, context, work, defer=queue.defer),
+                             jobs=wiring.job_store())
     return handle_http(app, event, context)

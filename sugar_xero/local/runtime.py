@@ -8,14 +8,18 @@ Metrics set serves every function); locally every function is one warm container
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import json
 import logging
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 from sugar_xero.local.template import LOCAL_ACCOUNT_ID, FunctionSpec
 
@@ -50,14 +54,22 @@ class LocalFunction:
     handler: Callable[[dict[str, Any], Any], Any]
 
 
+def _warning_line(warning: warnings.WarningMessage) -> str:
+    return json.dumps({"level": "WARNING", "message": str(warning.message), "category": warning.category.__name__,
+                       "location": f"{Path(warning.filename).name}:{warning.lineno}"})
+
+
 class LocalRuntime:
     """Handlers by logical id, imported on first use (after the environment is set)."""
 
-    def __init__(self, functions: dict[str, FunctionSpec], region: str):
+    def __init__(self, functions: dict[str, FunctionSpec], region: str, *, log: TextIO | None = None):
+        """``log``: where the handlers' output goes (their JSON log lines, metric lines and library
+        warnings), as CloudWatch Logs would hold it; None leaves it on standard output."""
         self._specs = functions
         self._region = region
         self._loaded: dict[str, LocalFunction] = {}
         self._lock = threading.RLock()
+        self._log = log
 
     def function(self, logical_id: str) -> LocalFunction:
         with self._lock:
@@ -70,6 +82,13 @@ class LocalRuntime:
     def load_all(self) -> None:
         for logical_id in self._specs:
             self.function(logical_id)
+        if self._log is not None:
+            # Powertools' Logger holds the stdout it found at import: point it at the log instead.
+            from shared.observability import SERVICE
+
+            for handler in logging.getLogger(SERVICE).handlers:
+                if isinstance(handler, logging.StreamHandler):
+                    handler.setStream(self._log)
 
     def invoke(self, logical_id: str, event: dict[str, Any]) -> Any:
         function = self.function(logical_id)
@@ -77,7 +96,9 @@ class LocalRuntime:
             context = LocalLambdaContext(function.spec, self._region)
             started = time.monotonic()
             try:
-                return function.handler(event, context)
+                if self._log is None:
+                    return function.handler(event, context)
+                return self._logged(function, event, context)
             finally:
                 elapsed = time.monotonic() - started
                 if elapsed > function.spec.timeout_seconds:
@@ -87,3 +108,16 @@ class LocalRuntime:
                         elapsed,
                         function.spec.timeout_seconds,
                     )
+
+    def _logged(self, function: LocalFunction, event: dict[str, Any], context: LocalLambdaContext) -> Any:
+        """One invocation with its printed metric lines and library warnings in the log (invocations
+        run one at a time, so swapping standard output here catches only the handler's)."""
+        assert self._log is not None
+        with contextlib.redirect_stdout(self._log), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                return function.handler(event, context)
+            finally:
+                for warning in caught:
+                    print(_warning_line(warning), file=self._log)
+                self._log.flush()

@@ -56,6 +56,7 @@ class StackOptions:
     region: str = DEFAULT_REGION
     verbose: bool = False
     demo: bool = False  # run `sugar-xero demo` against the stack once it is ready (make run)
+    log_file: Path | None = None  # the functions' JSON logs, metric lines and warnings; None: stdout
 
 
 @dataclass
@@ -119,7 +120,7 @@ class LocalStack:
             raise StackError(str(error)) from error
 
         self.environment = self._apply_environment()
-        self.runtime = LocalRuntime(functions, self.options.region)
+        self.runtime = LocalRuntime(functions, self.options.region, log=self._open_log())
         self.runtime.load_all()  # imported only now, so that they read the environment above
         from shared import wiring
 
@@ -141,7 +142,17 @@ class LocalStack:
         self._wait_until_healthy()
         self._write_state_file()
         print(f"state file      {self.state_file}", file=out)
+        if self.options.log_file:
+            print(f"function logs   {self.options.log_file} (JSON lines, as CloudWatch Logs would hold them)", file=out)
         print("ready", file=out, flush=True)
+
+    def _open_log(self) -> Any:
+        if self.options.log_file is None:
+            return None
+        self.options.log_file.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.options.log_file, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - closed at stop
+        self._stoppers.append(("log file", log.close))
+        return log
 
     def _bind(self, what: str, make: Callable[[], Any], port: int) -> Any:
         try:

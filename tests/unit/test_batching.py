@@ -66,3 +66,39 @@ def test_a_copy_of_a_job_already_in_the_batch_is_handed_back_not_worked_twice():
     full, added = topped_up(lambda_event(1), queue)
     assert [r["messageId"] for r in full["Records"]] == ["m0", "w1"]
     assert queue.released == ["rh-w0"]
+
+
+class Job:
+    def __init__(self, status, error=None):
+        self.status, self.error = status, error
+
+
+class Jobs:
+    def __init__(self, **jobs):
+        self.jobs = jobs
+        self.updates = {}
+
+    def get_job(self, job_id):
+        return self.jobs.get(job_id)
+
+    def update_job(self, job_id, **changes):
+        self.updates[job_id] = changes
+
+
+class RedrivenQueue(FakeQueue):
+    def max_receive_count(self):
+        return 3
+
+
+def test_a_message_failing_its_last_delivery_marks_its_job_dead_lettered():
+    from shared.batching import mark_dead_lettered
+
+    records = lambda_event(3)["Records"]
+    for record, count in zip(records, ("3", "2", "3"), strict=True):
+        record["attributes"] = {"ApproximateReceiveCount": count}
+    jobs = Jobs(m0=Job("queued", "Xero 503: will retry"), m1=Job("queued"), m2=Job("queued"))
+    answer = {"batchItemFailures": [{"itemIdentifier": "m0"}, {"itemIdentifier": "m1"}]}
+    mark_dead_lettered(records, answer, queue=RedrivenQueue(0), jobs=jobs)
+    assert list(jobs.updates) == ["m0"]  # m1 has deliveries left; m2 succeeded
+    assert jobs.updates["m0"]["status"] == "failed"
+    assert jobs.updates["m0"]["error"] == "dead-lettered after 3 attempts: Xero 503: will retry"
