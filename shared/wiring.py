@@ -187,7 +187,7 @@ def billing_rules(tenant_id: str):
     from datetime import UTC, datetime
 
     from shared.billing.rules import rules_file
-    from shared.observability import logger, metrics
+    from shared.observability import MetricNames, logger, metrics
     from shared.usecases import billing, xero_updates
 
     rules = rules_file()
@@ -204,7 +204,7 @@ def billing_rules(tenant_id: str):
     def on_changes(changes):
         report = billing.run_billing_rules(changes, rules=rules, crm=crm, accept_purchase=accept_purchase,
                                            ledger=ledger, today=datetime.now(UTC).date())
-        metrics.add_metric(name="BillingRulesFailed", unit="Count", value=len(report.failed))
+        metrics.add_metric(name=MetricNames.BILLING_RULES_FAILED, unit="Count", value=len(report.failed))
         if report.retry:
             raise xero_updates.ChangesFailed(f"billing rules to retry for {len(report.retry)} documents",
                                              report.retry)

@@ -19,7 +19,7 @@ from shared.mapping.sugar_contacts import hook_to_document
 from shared.models.callouts import ContactCallout
 from shared.models.documents import ContactDocument
 from shared.models.jobs import Accepted, CrmRef, Ignored
-from shared.observability import logger, metrics, tracer
+from shared.observability import MetricNames, logger, metrics, tracer
 from shared.usecases import contacts, writeback
 from shared.usecases.accept import accept
 
@@ -42,7 +42,7 @@ def post_contact(callout: Annotated[ContactCallout, Body()]) -> Response[Accepte
     accepted = accept(kind=contacts.KIND, crm=CrmRef(module=document.crm_module, id=document.crm_id),
                       document=document.model_dump(mode="json"), jobs=wiring.job_store(),
                       queue=wiring.contact_queue(), status_base_url=status_base_url(router.current_event))
-    metrics.add_metric(name="CalloutsAccepted", unit="Count", value=0 if accepted.duplicate else 1)
+    metrics.add_metric(name=MetricNames.CALLOUTS_ACCEPTED, unit="Count", value=0 if accepted.duplicate else 1)
     return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=accepted)
 
 

@@ -22,7 +22,7 @@ from shared.models.documents import ItemDocument
 from shared.models.invoices import PurchaseDocument, SalesInvoiceDocument, TradeDocument
 from shared.models.jobs import Accepted, CrmRef, Ignored
 from shared.models.sugar import ProductTemplateHook, QuoteHook
-from shared.observability import logger, metrics, tracer
+from shared.observability import MetricNames, logger, metrics, tracer
 from shared.usecases import invoices, items, writeback
 from shared.usecases.accept import accept
 from shared.usecases.metadata import load_metadata, unknown_references
@@ -56,7 +56,7 @@ def post_product(callout: Annotated[ProductCallout, Body()]) -> Response[Accepte
     accepted = accept(kind=items.KIND, crm=CrmRef(module=document.crm_module, id=document.crm_id),
                       document=document.model_dump(mode="json"), jobs=wiring.job_store(),
                       queue=wiring.invoice_queue(), status_base_url=status_base_url(router.current_event))
-    metrics.add_metric(name="CalloutsAccepted", unit="Count", value=0 if accepted.duplicate else 1)
+    metrics.add_metric(name=MetricNames.CALLOUTS_ACCEPTED, unit="Count", value=0 if accepted.duplicate else 1)
     return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=accepted)
 
 
@@ -69,7 +69,7 @@ _IGNORED = {200: {"description": "nothing to do, with the reason", "content": {
 def _accepted(kind: str, crm: CrmRef, document: dict[str, Any]) -> Response[Accepted]:
     accepted = accept(kind=kind, crm=crm, document=document, jobs=wiring.job_store(), queue=wiring.invoice_queue(),
                       status_base_url=status_base_url(router.current_event))
-    metrics.add_metric(name="CalloutsAccepted", unit="Count", value=0 if accepted.duplicate else 1)
+    metrics.add_metric(name=MetricNames.CALLOUTS_ACCEPTED, unit="Count", value=0 if accepted.duplicate else 1)
     return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=accepted)
 
 
