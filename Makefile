@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast lint build bench bench-readme clean
+.PHONY: install php run test test-fast lint build bench bench-readme clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## php-cli checks the Sugar package's PHP files (`php -l`); installed from Debian where missing.
+php:
+	@command -v php >/dev/null 2>&1 || { apt-get update && apt-get install -y php-cli; }
 
 ## Start the whole connector on 127.0.0.1 (moto, Xero emulator, Sugar double, gateway, workers),
 ## run the demo against it, and keep it running until Ctrl-C.
@@ -24,10 +28,10 @@ run: install
 	SUGAR_XERO_LOCAL_MAX_RECEIVE_COUNT=2 $(VENV)/bin/sugar-xero local --demo --log-file .sugar-xero-local.log
 
 ## Every test: unit, integration, contract, template checks, end to end.
-test: install
+test: install php
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: install
+test-fast: install php
 	$(PY) -m pytest -m "not e2e and not slow" $(PYTEST_ARGS)
 
 lint: install

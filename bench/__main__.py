@@ -24,6 +24,7 @@ BENCHMARKS = (
     "bench.cold_start",
     "bench.webhook_answer",
     "bench.fuzz",
+    "bench.exactly_once",
     "bench.throughput",
     "bench.idle_latency",
 )

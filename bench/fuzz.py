@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import hmac
 import io
+import json
 import logging
 import os
 import tempfile
@@ -153,6 +154,9 @@ def _auth_modes(path: str, operation: dict[str, Any]) -> list[str]:
         modes.append("sugar_signature")
     if "queryToken" in schemes:
         modes.append("query_token")
+    if "adminBearer" in schemes or "adminQueryToken" in schemes:
+        # The admin secret opens onboarding; the CRM token (a hook URL's) must never do so.
+        modes += ["admin_bearer", "admin_query_token", "bearer", "query_token"]
     return modes + ["none", "wrong"] if modes else ["none"]
 
 
@@ -163,6 +167,10 @@ def _authenticate(prepared: requests.PreparedRequest, mode: str, secrets: dict[s
         prepared.headers["Authorization"] = f"Bearer {secrets['CRM_TOKEN']}"
     elif mode == "query_token":
         prepared.prepare_url(prepared.url, {"token": secrets["CRM_TOKEN"]})
+    elif mode == "admin_bearer":
+        prepared.headers["Authorization"] = f"Bearer {secrets['ADMIN_TOKEN']}"
+    elif mode == "admin_query_token":
+        prepared.prepare_url(prepared.url, {"token": secrets["ADMIN_TOKEN"]})
     elif mode == "sugar_signature":
         prepared.headers["X-Sugar-Signature"] = hmac.new(
             secrets["CRM_SIGNING_SECRET"].encode(), raw, hashlib.sha256).hexdigest()
@@ -172,6 +180,22 @@ def _authenticate(prepared: requests.PreparedRequest, mode: str, secrets: dict[s
     elif mode == "wrong":
         prepared.headers["Authorization"] = "Bearer not-the-token"
         prepared.headers["x-xero-signature"] = base64.b64encode(b"0" * 32).decode()
+
+
+EDGE_TEXT = "Entretien préventif, pièces détachées 电梯维修保养服务 บริการบำรุงรักษาลิฟต์ "
+
+
+def _edge_bodies(path: str) -> list[tuple[str, bytes]]:
+    bodies = [("1,100 nested arrays", b"[" * 1100 + b"]" * 1100),
+              ("1,100 nested objects", b'{"a":' * 1100 + b"1" + b"}" * 1100)]
+    if path in ("/crm/invoices", "/crm/purchases"):
+        kind = "sales" if path == "/crm/invoices" else "purchase"
+        description = (EDGE_TEXT * 20)[:1000]
+        document = {"kind": kind, "crm_module": "Quotes", "crm_id": "fuzz-big-1", "contact": {"crm_id": "acc-1"},
+                    "lines": [{"description": description, "quantity": "1", "unit_amount": "10.00",
+                               "account_code": "200"} for _ in range(128)]}
+        bodies.append(("250 KB of non-ASCII lines", json.dumps(document, ensure_ascii=False).encode()))  # < 256 KiB
+    return bodies
 
 
 def _error_body_problem(answer: requests.Response) -> str | None:
@@ -232,6 +256,9 @@ def fuzz_operation(schema: Any, path: str, method: str, *, base_url: str, cases:
         except Exception:  # e.g. a header value no HTTP client can send: not a request at all
             reject()
         _authenticate(prepared, auth, secrets)
+        exchange(prepared, auth)
+
+    def exchange(prepared: requests.PreparedRequest, auth: str, *, accepted_is_kept: bool = False) -> None:
         # One connection per request: on a kept-alive connection the local gateway's two writes
         # (headers, then body) meet Nagle and delayed ACK, 40 ms a request.
         prepared.headers["Connection"] = "close"
@@ -267,9 +294,24 @@ def fuzz_operation(schema: Any, path: str, method: str, *, base_url: str, cases:
             stored = stored_count() - before
             if stored:
                 failed("nothing stored", f"{stored} item(s)/message(s) stored for a refused request")
+        if accepted_is_kept and answer.status_code == 202 and stored_count() - before < 2:
+            failed("accepted is kept", "202 but no job item and queue message were stored")
+
+    def edge_cases() -> None:
+        """Fixed cases no generator is likely to draw: a body nested past any parser's recursion
+        limit, and a document near the size limit in non-ASCII text (stored as compact UTF-8, or
+        in the payload bucket: never a 5xx, never accepted and then lost)."""
+        if method != "post" or not path.startswith("/crm/"):
+            return
+        for label, body in _edge_bodies(path):
+            prepared = session.prepare_request(requests.Request(
+                "POST", f"{base_url}{path}", data=body, headers={"Content-Type": "application/json"}))
+            _authenticate(prepared, "bearer", secrets)
+            exchange(prepared, f"bearer, {label}", accepted_is_kept=True)
 
     started = time.monotonic()
     try:
+        edge_cases()
         send()
     except Exception as error:  # a harness problem: reported, never hidden
         result.error = f"{type(error).__name__}: {error}"
@@ -328,7 +370,7 @@ def fuzz(cases_per_operation: int, *, only: list[tuple[str, str]] | None = None,
     with intake_stack() as stack, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Powertools: "No application metrics to publish", per request
         secrets = {name: os.environ.get(name) or LOCAL_SECRET_DEFAULTS[name]
-                   for name in ("CRM_TOKEN", "CRM_SIGNING_SECRET", "XERO_WEBHOOK_KEY")}
+                   for name in ("CRM_TOKEN", "CRM_SIGNING_SECRET", "ADMIN_TOKEN", "XERO_WEBHOOK_KEY")}
         schema = schemathesis.openapi.from_dict(build_spec())
         base_url = stack.urls["gateway"]
         chosen = only or [(path, method) for path, methods in schema.raw_schema["paths"].items()

@@ -16,6 +16,8 @@ from pydantic import BaseModel, Field
 LOCAL_SECRET_DEFAULTS: dict[str, str] = {
     "CRM_TOKEN": "local-crm-token",
     "CRM_SIGNING_SECRET": "local-crm-signing-secret",
+    # Onboarding (/xero/connect) only: an administrator's secret, never the hook token.
+    "ADMIN_TOKEN": "local-admin-token",
     "XERO_WEBHOOK_KEY": "local-xero-webhook-key",
     "XERO_CLIENT_ID": "local-xero-client-id",
     "XERO_CLIENT_SECRET": "local-xero-client-secret",
@@ -42,6 +44,10 @@ class Settings(BaseModel):
     webhook_queue_url: str | None = None
     reconcile_queue_url: str | None = None
     secrets_arn: str | None = None
+    # S3 bucket for job payloads over DynamoDB's item limit (the template's PayloadBucket).
+    payload_bucket: str | None = None
+    # The stack's KMS key that seals Xero's and Sugar's tokens in the sync table (TokenKey).
+    token_key_id: str | None = None
     aws_endpoint_url: str | None = None
     # The connection whose token set and tenant this CRM instance uses (one CRM, one Xero org).
     connection_id: str = "default"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from shared.models.jobs import Job
-from shared.state.records import Mapping
+from shared.state.records import Intent, Mapping
 
 
 class JobStore(Protocol):
@@ -27,6 +27,18 @@ class MappingStore(Protocol):
     def get_mappings(self, tenant_id: str, module: str, crm_ids: list[str]) -> dict[str, Mapping]: ...
 
     def put_mapping(self, mapping: Mapping) -> None: ...
+
+
+class JournalStore(Protocol):
+    """The write-ahead journal (``shared.usecases.journal``); the sync table implements it."""
+
+    def get_intents(self, tenant_id: str, module: str, crm_ids: list[str]) -> dict[str, Intent]: ...
+
+    def record_intent(self, intent: Intent) -> Intent | None:
+        """Store a new attempt; None when a newer CRM save was already intended (refused)."""
+
+    def settle_intent(self, intent: Intent, state: str, *, found_id: str | None = None,
+                      error: str | None = None) -> bool: ...
 
 
 class WorkQueue(Protocol):

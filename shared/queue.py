@@ -12,6 +12,20 @@ def _sqs_client() -> Any:
     return boto3.client("sqs")
 
 
+# SQS's message limit is 256 KiB of UTF-8. A job whose document is larger travels as its id
+# only, and the worker reads the document from the job's stored payload (``shared.api.sqs``).
+MESSAGE_LIMIT = 256 * 1024 - 1024
+DOCUMENT_STORED = "document_stored"
+
+
+def message_text(body: dict[str, Any]) -> str:
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    if len(text.encode("utf-8")) > MESSAGE_LIMIT and "job_id" in body and "document" in body:
+        text = json.dumps({**{k: v for k, v in body.items() if k != "document"}, DOCUMENT_STORED: True},
+                          separators=(",", ":"), ensure_ascii=False)
+    return text
+
+
 class SqsQueue:
     def __init__(self, queue_url: str, *, client: Any | None = None):
         self.queue_url = queue_url
@@ -19,7 +33,7 @@ class SqsQueue:
 
     def send(self, body: dict[str, Any], *, delay_seconds: int = 0) -> None:
         self._client.send_message(QueueUrl=self.queue_url,
-                                  MessageBody=json.dumps(body, separators=(",", ":")),
+                                  MessageBody=message_text(body),
                                   DelaySeconds=max(0, min(int(delay_seconds), 900)))
 
     def defer(self, receipt_handle: str, seconds: int) -> None:

@@ -31,3 +31,12 @@ def get_secret(name: str) -> str:
             raise MissingSecret(f"{name} is empty in the connector's secret; set it in Secrets Manager")
         return str(value)
     return os.environ.get(name) or LOCAL_SECRET_DEFAULTS[name]
+
+
+def optional_secret(name: str) -> str:
+    """The secret, or "" when the deployed stack leaves it empty (for secrets of which any one
+    is enough, such as ``CRM_TOKEN`` and ``CRM_SIGNING_SECRET``)."""
+    try:
+        return get_secret(name)
+    except MissingSecret:
+        return ""

@@ -51,7 +51,10 @@ Push existing CRM records (modified on or after --since) to the connector, as if
 hook had just fired for each. Safe to repeat or restart: a record already pushed with the same
 content makes no new job (the API answers it as a duplicate). Prints progress, a summary, and
 then waits for the jobs. Exit 0 when every record was accepted and every job finished without
-failing; 1 otherwise; 2 when the command cannot start."""
+failing; 1 otherwise; 2 when the command cannot start.
+
+`sugar-xero backfill --from-xero [--since DATE]` instead imports Xero's invoices, bills and
+credit notes into the CRM's Xero Invoices module (see `sugar-xero backfill --from-xero --help`)."""
 
 
 def _batch(text: str) -> int:
@@ -222,6 +225,10 @@ def run(argv: list[str] | None = None, *, out: TextIO | None = None,
         api: ConnectorApi | None = None, sugar: SugarClient | None = None,
         sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> int:
     out = out or sys.stdout
+    if argv is not None and "--from-xero" in argv:  # Xero's history into the Xero Invoices module
+        from sugar_xero.xero_history import run as from_xero
+
+        return from_xero([a for a in argv if a != "--from-xero"], out=out)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -17,6 +17,10 @@ PASS_THROUGH = {
     "replay": ("sugar_xero.replay", "re-drives dead-lettered work or one job, duplicating nothing"),
     "reconcile": ("sugar_xero.reconcile", "runs one reconciliation pass now and prints what it repaired"),
     "rules-check": ("sugar_xero.rules_check", "validates a billing rules file; --dry-run shows what it would do"),
+    "sugar-package": ("sugar_xero.sugar_package.command",
+                      "builds the Sugar Module Loadable Package: every field, hook and module the CRM needs"),
+    "sugar-check": ("sugar_xero.sugar_check",
+                    "compares the live Sugar instance with the fields and hooks the configuration needs"),
     "openapi": ("sugar_xero.openapi", "prints the connector's own OpenAPI document (JSON)"),
 }
 

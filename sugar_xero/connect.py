@@ -30,8 +30,9 @@ Standard (OAuth2) Xero apps:
   2. Put the app's client id and secret in the connector's secret as XERO_CLIENT_ID and
      XERO_CLIENT_SECRET (local runs: environment variables of those names).
   3. Open the connect link in a browser, sign in to Xero, pick the organisation, and allow
-     access. The page you land on lists the connected organisations. The link carries the
-     CRM token because it replaces the stored Xero connection.
+     access, in the same browser (the link sets a cookie that the callback checks). The page
+     you land on lists the connected organisations. The link carries the administrator's
+     secret (ADMIN_TOKEN), never the CRM token: it replaces the stored Xero connection.
 
 Custom Connections (client-credentials apps, one organisation, AU/NZ/UK/US) need none of
 this: set XERO_CLIENT_ID and XERO_CLIENT_SECRET and the connector uses the client-credentials
@@ -54,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"the local stack's state file (default {STATE_FILE_NAME} in the current "
                              "folder or the nearest parent)")
     parser.add_argument("--token", default=None,
-                        help="the CRM token to put in the link (default $CRM_TOKEN; the local default "
-                             "for a local stack; otherwise a placeholder you fill in)")
+                        help="the administrator's secret to put in the link (default $ADMIN_TOKEN; the "
+                             "local default for a local stack; otherwise a placeholder you fill in)")
     parser.add_argument("--wait", action="store_true",
                         help="after printing, wait until the connection is stored, then list the "
                              "organisations (reads the sync table)")
@@ -85,8 +86,9 @@ def run(argv: list[str] | None = None, *, out: TextIO | None = None,
     if not base.startswith(("http://", "https://")):
         print(f"--url must start with https:// (or http:// for a local stack), not {base!r}", file=out)
         return 2
-    token = args.token or os.environ.get("CRM_TOKEN") or (LOCAL_SECRET_DEFAULTS["CRM_TOKEN"] if local else None)
-    link = f"{base}/xero/connect?token={quote(token, safe='') if token else '<CRM token>'}"
+    token = args.token or os.environ.get("ADMIN_TOKEN") or (LOCAL_SECRET_DEFAULTS["ADMIN_TOKEN"] if local
+                                                             else None)
+    link = f"{base}/xero/connect?token={quote(token, safe='') if token else '<ADMIN_TOKEN>'}"
     print(DESCRIPTION, file=out)
     print(f"API base        {base}" + ("  (local stack)" if local else ""), file=out)
     print(f"redirect URI    {base}/xero/callback", file=out)
@@ -112,7 +114,7 @@ def _wait(args: argparse.Namespace, local: dict[str, Any] | None, *, out: TextIO
         "CONNECTION_ID") or "default"
     table = _sync_table(table_name, environment if local else None)
     try:
-        before = table.get_token(connection_id)
+        before = table.get_token_status(connection_id)
     except Exception as error:  # no credentials, no table, endpoint down: say so plainly
         print(f"Cannot read the sync table {table_name}: {type(error).__name__}: {error}", file=out)
         return 2
@@ -121,7 +123,7 @@ def _wait(args: argparse.Namespace, local: dict[str, Any] | None, *, out: TextIO
           f"(table {table_name}, connection {connection_id})...", file=out, flush=True)
     deadline = clock() + args.timeout
     while clock() < deadline:
-        item = table.get_token(connection_id)
+        item = table.get_token_status(connection_id)
         if item and item.get("status") == "connected" and item.get("version") != baseline:
             connection = table.get_connection(connection_id) or {}
             tenants = connection.get("tenants") or ([{"tenant_id": connection["tenant_id"],

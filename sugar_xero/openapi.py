@@ -67,6 +67,10 @@ def build_spec(server_url: str = "/") -> dict[str, Any]:
         "sugarSignature": {"type": "apiKey", "in": "header", "name": "X-Sugar-Signature",
                            "description": "hex HMAC-SHA256 of the raw body with the CRM signing secret"},
         "queryToken": {"type": "apiKey", "in": "query", "name": "token"},
+        "adminBearer": {"type": "http", "scheme": "bearer",
+                        "description": "ADMIN_TOKEN (the CRM token is refused here)"},
+        "adminQueryToken": {"type": "apiKey", "in": "query", "name": "token",
+                            "description": "ADMIN_TOKEN (the CRM token is refused here)"},
         "xeroSignature": {"type": "apiKey", "in": "header", "name": "x-xero-signature",
                           "description": "base64 HMAC-SHA256 of the raw body with the webhook key"},
     }
@@ -94,7 +98,7 @@ def build_spec(server_url: str = "/") -> dict[str, Any]:
             if path.startswith("/jobs/"):
                 responses.setdefault("404", {"description": "not found", "content": error_ref})
             if path == "/xero/connect":
-                operation["security"] = [{"bearer": []}, {"queryToken": []}]
+                operation["security"] = [{"adminBearer": []}, {"adminQueryToken": []}]
     return spec
 
 

@@ -116,6 +116,23 @@ def _settings(environ: Mapping[str, str]) -> Settings:
     return Settings.from_env(dict(environ))
 
 
+def _organisations(environ: Mapping[str, str]) -> dict[str, str]:
+    """Name → tenant id of the organisations the mapping configuration routes documents to
+    (``MAPPING_CONFIG`` as the functions read it); {} for one organisation or an unreadable file."""
+    from shared.mapping.settings import MappingConfigError, load_mapping_file
+
+    try:
+        organisations = load_mapping_file(environ.get("MAPPING_CONFIG") or None).organisations
+    except MappingConfigError:
+        return {}
+    return dict(organisations.names) if organisations else {}
+
+
+def _tenants(settings: Settings, environ: Mapping[str, str]) -> tuple[str, ...]:
+    """Every organisation status reports on: the configured tenant and each routed organisation."""
+    return tuple(dict.fromkeys([*(t for t in [settings.xero_tenant_id] if t), *_organisations(environ).values()]))
+
+
 def target_from_state(state: Mapping[str, Any], path: Path) -> StackTarget:
     """A running local stack, from the state file ``sugar-xero local`` writes."""
     environment = dict(state.get("environment") or {})
@@ -127,9 +144,9 @@ def target_from_state(state: Mapping[str, Any], path: Path) -> StackTarget:
         where=f"local stack (pid {state.get('pid')}, state file {path})",
         sync_table=environment.get("SYNC_TABLE") or tables.get("SyncTable") or settings.sync_table,
         queues=_queue_specs(queues) if queues else target_from_environment(environment).queues,
-        tenant_ids=tuple(t for t in [settings.xero_tenant_id] if t), day_limit=settings.xero_day_limit,
+        tenant_ids=_tenants(settings, environment), day_limit=settings.xero_day_limit,
         endpoint_url=endpoint, region=state.get("region") or environment.get("AWS_REGION"), local=True,
-        details={"state_file": str(path), "pid": state.get("pid")})
+        details={"state_file": str(path), "pid": state.get("pid"), "organisations": _organisations(environment)})
 
 
 def stack_outputs(cloudformation: Any, stack_name: str) -> dict[str, str]:
@@ -149,9 +166,10 @@ def target_from_outputs(stack_name: str, outputs: Mapping[str, str], environ: Ma
     settings = _settings(environ)
     queues = {key: url for key, url in outputs.items() if key.endswith(("QueueUrl", "DLQUrl"))}
     return StackTarget(where=f"stack {stack_name}", sync_table=outputs["SyncTableName"], queues=_queue_specs(queues),
-                       tenant_ids=tuple(t for t in [settings.xero_tenant_id] if t),
+                       tenant_ids=_tenants(settings, environ),
                        day_limit=settings.xero_day_limit, region=region,
-                       details={"stack": stack_name, "api_url": outputs.get("ApiUrl")})
+                       details={"stack": stack_name, "api_url": outputs.get("ApiUrl"),
+                                "organisations": _organisations(environ)})
 
 
 def target_from_environment(environ: Mapping[str, str]) -> StackTarget:
@@ -163,8 +181,9 @@ def target_from_environment(environ: Mapping[str, str]) -> StackTarget:
         if url or dlq:
             queues.append(QueueSpec(name=short, url=url or None, dlq_url=dlq or None))
     return StackTarget(where="the environment (SYNC_TABLE, *_QUEUE_URL, *_DLQ_URL)", sync_table=settings.sync_table,
-                       queues=tuple(queues), tenant_ids=tuple(t for t in [settings.xero_tenant_id] if t),
-                       day_limit=settings.xero_day_limit, endpoint_url=environ.get("AWS_ENDPOINT_URL") or None)
+                       queues=tuple(queues), tenant_ids=_tenants(settings, environ),
+                       day_limit=settings.xero_day_limit, endpoint_url=environ.get("AWS_ENDPOINT_URL") or None,
+                       details={"organisations": _organisations(environ)})
 
 
 def find_target(args: argparse.Namespace, environ: Mapping[str, str],
@@ -224,6 +243,7 @@ class SqsDepthProbe:
 
 def report_for(target: StackTarget, *, failures: int = 10, session: Any = None,
                clock: Callable[[], float] = time.time) -> StatusReport:
+    from shared.state.crm_check import CrmCheckTable
     from shared.state.dynamo import SyncStateTable
     from shared.state.watermarks import ReconcileStateTable
     from shared.xero.limits import SharedRateGate
@@ -235,7 +255,8 @@ def report_for(target: StackTarget, *, failures: int = 10, session: Any = None,
     gate = SharedRateGate(resource.Table(target.sync_table), day_limit=target.day_limit, clock=clock)
     return gather(store=store, probe=SqsDepthProbe(session.client("sqs", **endpoint)), limits=gate,
                   queues=target.queues, configured_tenants=target.tenant_ids, recent_failures=failures,
-                  clock=clock, reconcile=ReconcileStateTable(target.sync_table, resource=resource))
+                  clock=clock, reconcile=ReconcileStateTable(target.sync_table, resource=resource),
+                  crm_check=CrmCheckTable(target.sync_table, resource=resource))
 
 
 # ---- output --------------------------------------------------------------------------------------
@@ -263,6 +284,11 @@ def render(report: StatusReport, target: StackTarget) -> str:
     lines = [f"sugar-xero status: {target.where}", f"sync table {target.sync_table}"
              + (f" at {target.endpoint_url}" if target.endpoint_url else ""), ""]
 
+    organisations = target.details.get("organisations") or {}
+    if organisations:
+        lines.append("Organisations (mapping configuration: documents are routed to one of these)")
+        lines += _table(["NAME", "XERO TENANT"], [[name, tenant] for name, tenant in organisations.items()])
+        lines.append("")
     lines.append("Connections")
     if not report.connections:
         lines.append("  none recorded yet: run `sugar-xero connect` (Custom Connections connect on first use)")
@@ -320,6 +346,7 @@ def render(report: StatusReport, target: StackTarget) -> str:
 
     lines += ["", "Last reconcile per organisation"]
     lines += render_reconciles(report.reconciles)
+    lines += ["", "CRM fields and hooks (last check)"] + render_crm_check(report.crm_check)
 
     lines.append("")
     if report.healthy:
@@ -332,6 +359,20 @@ def render(report: StatusReport, target: StackTarget) -> str:
 
 def _counts(values: dict[str, int]) -> str:
     return ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in values.items() if n) or "none"
+
+
+def render_crm_check(check: dict[str, Any] | None) -> list[str]:
+    if not check:
+        return ["  never checked: run `sugar-xero sugar-check`"]
+    lines = [f"  {check.get('checked_at')} by {check.get('source', 'sugar-xero sugar-check')}: "
+             + ("everything present" if check.get("ok") else "PROBLEMS")]
+    bad = [r for r in check.get("rows") or [] if r.get("state") != "present"]
+    if bad:
+        lines += _table(["MODULE", "FIELD / EVENT", "EXPECTED", "FOUND", "STATE"],
+                        [[r["module"], r["name"], _clip(r["expected"], 60), _clip(r.get("found") or "-", 60),
+                          r["state"].upper()] for r in bad[:20]])
+    lines += [f"  error: {_clip(e, 150)}" for e in check.get("errors") or []]
+    return lines
 
 
 def render_reconciles(rows: list[dict[str, Any]]) -> list[str]:

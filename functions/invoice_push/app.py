@@ -15,17 +15,22 @@ from shared.api.http import build_resolver, common_router, handle_http, status_b
 from shared.api.sqs import is_sqs_event, run_batch
 from shared.batching import run_topped_up
 from shared.config import settings
+from shared.errors import BadInput
 from shared.mapping.items import hook_to_item_document
 from shared.mapping.settings import mapping_file
 from shared.mapping.sugar_quotes import quote_intent
 from shared.models.documents import ItemDocument
 from shared.models.invoices import PurchaseDocument, SalesInvoiceDocument, TradeDocument
 from shared.models.jobs import Accepted, CrmRef, Ignored
-from shared.models.sugar import ProductTemplateHook, QuoteHook
+from shared.models.sugar import ProductTemplateHook, QuoteHook, core_bean
 from shared.observability import MetricNames, logger, metrics, tracer
+from shared.sugar.errors import SugarError
 from shared.usecases import invoices, items, writeback
 from shared.usecases.accept import accept
+from shared.usecases.crash import from_environment as crash_points
 from shared.usecases.metadata import load_metadata, unknown_references
+from shared.usecases.organisation_items import push_missing_items
+from shared.usecases.routing import Router as OrganisationRouter
 from shared.usecases.work import BatchResult, WorkItem
 
 router = Router()
@@ -37,7 +42,7 @@ def _product_callout_kind(value: Any) -> str | None:
     bean = value.get("bean")
     if bean is None:
         return "document"
-    return "ProductTemplate" if bean == "ProductTemplate" else None
+    return "ProductTemplate" if core_bean(bean, mapping_file().defaults.sugar_beans) == "ProductTemplate" else None
 
 
 ProductCallout = Annotated[
@@ -94,6 +99,14 @@ def post_quote(hook: Annotated[QuoteHook, Body()]) -> Response[Accepted | Ignore
 
 
 def _document(doc: TradeDocument) -> Response[Accepted]:
+    allowed = mapping_file().allowed_modules()
+    if doc.crm_module not in allowed:
+        # Write-back lands on the module the document names: only modules the configuration names.
+        raise BadInput("unknown_module", f"crm_module {doc.crm_module!r} is not a module this connector "
+                                         f"serves; configured: {', '.join(sorted(allowed))} "
+                                         "(add custom modules to write_back.modules).", status=422,
+                       details=[{"field": "crm_module", "problem": "not in the configured modules",
+                                 "type": "unknown_module"}])
     return _accepted(invoices.KIND_DOCUMENT, CrmRef(module=doc.crm_module, id=doc.crm_id), doc.model_dump(mode="json"))
 
 
@@ -123,7 +136,24 @@ def _organisation_checks(tenant_id: str) -> dict[str, Any]:
     if metadata is None:
         return {}
     rates = {tax_type: rate for tax_type in metadata.tax_rates if (rate := metadata.tax_rate(tax_type)) is not None}
-    return {"tax_rates": rates, "check_references": lambda body: unknown_references(body, metadata)}
+    return {"tax_rates": rates, "check_references": lambda body: unknown_references(body, metadata),
+            "today": metadata.today()}  # the organisation's day, as Xero dates documents
+
+
+def _by_organisation(documents: list[WorkItem], crm: Any, result: BatchResult) -> dict[str | None, list[WorkItem]]:
+    """Documents by the Xero organisation they go to (``organisations`` in the mapping
+    configuration); one organisation (None: the connection's) when it is not configured. A CRM
+    that cannot say now defers the batch."""
+    organisations = mapping_file().organisations
+    if organisations is None:
+        return {None: documents}
+    try:
+        return dict(OrganisationRouter(organisations, crm).split(documents))
+    except SugarError as error:
+        logger.warning("routing documents to organisations deferred: the CRM cannot answer now",
+                       extra={"error": str(error)})
+        result.defer([item.message_id for item in documents], error.retry_after or 30.0)
+        return {}
 
 
 def work(queued: list[WorkItem]) -> BatchResult:
@@ -135,13 +165,18 @@ def work(queued: list[WorkItem]) -> BatchResult:
     result = BatchResult()
     if products:  # products first: a quote in the same batch then finds its item codes
         result = items.sync_items(products, xero=wiring.xero_client(), jobs=wiring.job_store(),
-                                  mappings=wiring.job_store())
+                                  mappings=wiring.job_store(), crash=crash_points())
     if documents:
-        pushed = invoices.push_documents(documents, xero=wiring.xero_client(), jobs=wiring.job_store(),
-                                         mappings=wiring.job_store(),
-                                         crm=wiring.sugar_client() if settings().sugar_base_url else None,
-                                         **_organisation_checks(wiring.xero_client().tenant_id))
-        result.defer(sorted(pushed.retry), pushed.retry_after)
+        crm = wiring.sugar_client() if settings().sugar_base_url else None
+        for tenant_id, group in _by_organisation(documents, crm, result).items():
+            xero = wiring.xero_client() if tenant_id is None else wiring.xero_client_for(tenant_id)
+            if tenant_id is not None and tenant_id != wiring.tenant_id():
+                # Another organisation than the catalogue's: the products its quotes need go there first.
+                push_missing_items(group, xero=xero, crm=crm, jobs=wiring.job_store(), mappings=wiring.job_store())
+            pushed = invoices.push_documents(group, xero=xero, jobs=wiring.job_store(),
+                                             mappings=wiring.job_store(), crm=crm, crash=crash_points(),
+                                             **_organisation_checks(xero.tenant_id))
+            result.defer(sorted(pushed.retry), pushed.retry_after)
     if unknown:
         logger.error("queue messages of a kind this function does not handle",
                      extra={"kinds": sorted({item.kind for item in unknown})})

@@ -8,6 +8,7 @@ import html
 import json
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.router import Router
@@ -86,27 +87,59 @@ def post_webhook():  # answers documented in `responses`; nothing for the resolv
     return _empty(200)
 
 
-@router.get("/xero/connect", summary="Start Xero OAuth2 onboarding (operator; takes the CRM token)",
+# The cookie that binds an onboarding ``state`` to the browser that started it.
+OAUTH_COOKIE = "sugar_xero_oauth"
+
+
+def _cookie(event: dict[str, Any], name: str) -> str | None:
+    """A cookie's value from a REST (v1) proxy event; None when absent or unreadable."""
+    lines: list[str] = []
+    for key, values in (event.get("multiValueHeaders") or {}).items():
+        if key.lower() == "cookie":
+            lines.extend(str(v) for v in values or [])
+    if not lines:
+        lines = [str(v) for k, v in (event.get("headers") or {}).items() if k.lower() == "cookie"]
+    for line in lines:
+        for pair in line.split(";"):
+            key, _, value = pair.strip().partition("=")
+            if key == name and value:
+                return value.strip('"')
+    return None
+
+
+def _set_cookie(value: str, path: str, max_age: int) -> str:
+    # Secure + HttpOnly: never sent in clear or read by scripts; Lax: sent on Xero's top-level
+    # redirect back to the callback, not on cross-site subrequests.
+    return f"{OAUTH_COOKIE}={value}; Path={path}; Max-Age={max_age}; Secure; HttpOnly; SameSite=Lax"
+
+
+@router.get("/xero/connect", summary="Start Xero OAuth2 onboarding (administrator; takes ADMIN_TOKEN)",
             enable_validation=False,
-            responses={302: {"description": "redirect to Xero's sign-in (Location header, empty body)",
+            responses={302: {"description": "redirect to Xero's sign-in (Location header, empty body); "
+                                            "sets the cookie that the callback checks",
                              "content": {"text/plain": {"schema": {"type": "string", "maxLength": 0}}}},
-                       401: {"description": "no valid CRM token",
+                       401: {"description": "no valid admin token (the CRM token is never one)",
+                             "content": {"application/json": {"schema": {
+                                 "$ref": "#/components/schemas/ErrorBody"}}}},
+                       503: {"description": "ADMIN_TOKEN is not configured",
                              "content": {"application/json": {"schema": {
                                  "$ref": "#/components/schemas/ErrorBody"}}}}})
 def connect():  # answers documented in `responses`
-    """Redirect the operator's browser to Xero's sign-in with a fresh single-use ``state``.
+    """Redirect the administrator's browser to Xero's sign-in with a fresh single-use ``state``
+    and a PKCE challenge, and bind the state to this browser with a cookie.
 
-    This starts an administrative flow that replaces the stored Xero token set, so it takes the
-    CRM token (``Authorization: Bearer`` or, from a browser, ``?token=``) like ``/crm/*`` does;
-    ``shared.api.http`` checks it before routing.
+    This starts an administrative flow that replaces the stored Xero token set, so it takes
+    ``ADMIN_TOKEN`` (``Authorization: Bearer`` or, from a browser, ``?token=``), checked by
+    ``shared.api.http`` before routing; the CRM token is refused here.
     """
     redirect_uri = f"{status_base_url(router.current_event).rstrip('/')}/xero/callback"
-    location = onboarding.start(states=wiring.oauth_states(),
-                                authorize_base_url=settings().xero_authorize_url,
-                                client_id=get_secret("XERO_CLIENT_ID"), redirect_uri=redirect_uri,
-                                connection_id=settings().connection_id)
+    started = onboarding.start(states=wiring.oauth_states(),
+                               authorize_base_url=settings().xero_authorize_url,
+                               client_id=get_secret("XERO_CLIENT_ID"), redirect_uri=redirect_uri,
+                               connection_id=settings().connection_id)
+    cookie = _set_cookie(started.browser_nonce, urlsplit(redirect_uri).path or "/", onboarding.STATE_TTL_SECONDS)
     return Response(status_code=302, body="", content_type=None,
-                    headers={"Location": location, "Cache-Control": "no-store"})
+                    headers={"Location": started.location, "Cache-Control": "no-store", "Set-Cookie": cookie})
 
 
 @router.get("/xero/callback", summary="Xero OAuth2 redirect target", enable_validation=False,
@@ -117,16 +150,21 @@ def connect():  # answers documented in `responses`
                        400: {"description": "state unknown, expired or used; code refused",
                              "content": {"application/json": {"schema": {
                                  "$ref": "#/components/schemas/ErrorBody"}}}},
+                       403: {"description": "not the browser that opened /xero/connect (cookie missing "
+                                            "or different)",
+                             "content": {"application/json": {"schema": {
+                                 "$ref": "#/components/schemas/ErrorBody"}}}},
                        502: {"description": "Xero could not be reached",
                              "content": {"application/json": {"schema": {
                                  "$ref": "#/components/schemas/ErrorBody"}}}}})
 def callback():  # answers documented in `responses`
-    """Consume the state, exchange the code, store the token set, record the organisations.
-    The code and the tokens are never logged."""
+    """Check the browser's cookie, consume the state, exchange the code with the PKCE verifier,
+    store the token set, record the organisations. The code and the tokens are never logged."""
     current = router.current_event
     try:
         connected = onboarding.finish(
             code=current.get_query_string_value("code"), state=current.get_query_string_value("state"),
+            browser_nonce=_cookie(current.raw_event, OAUTH_COOKIE),
             xero_error=current.get_query_string_value("error"),
             states=wiring.oauth_states(), identity=wiring.xero_identity(),
             store=wiring.job_store(), connection_id=settings().connection_id,
@@ -137,7 +175,10 @@ def callback():  # answers documented in `responses`
                               f"Xero did not complete the connection ({error}). "
                               "Start again at /xero/connect.")
     metrics.add_metric(name=MetricNames.XERO_CONNECTED, unit="Count", value=1)
-    return _connected_page(connected, current.headers.get("accept") or current.headers.get("Accept") or "")
+    page = _connected_page(connected, current.headers.get("accept") or current.headers.get("Accept") or "")
+    path = urlsplit(f"{status_base_url(current).rstrip('/')}/xero/callback").path or "/"
+    page.headers["Set-Cookie"] = _set_cookie("", path, 0)  # used: the browser forgets it
+    return page
 
 
 def _connected_page(connected: onboarding.Connected, accept: str) -> Response:

@@ -25,6 +25,7 @@ from shared.errors import ConnectionNotReady
 from shared.mapping.settings import mapping_file
 from shared.observability import MetricNames, logger, metrics, tracer
 from shared.usecases.reconcile import GlobalPorts, TenantPorts, TenantReport, reconcile_tenant
+from shared.usecases.sugar_check import nightly_crm_check
 from shared.usecases.work import BatchResult, WorkItem
 
 KIND = "reconcile.tenant"
@@ -42,6 +43,9 @@ def tenants() -> list[str]:
         found.append(str(connection["tenant_id"]))
     found += [str(t["tenant_id"]) for t in connection.get("tenants") or []
               if isinstance(t, dict) and t.get("tenant_id")]
+    organisations = mapping_file().organisations
+    if organisations is not None:  # every organisation documents are routed to (one CRM, several)
+        found += list(organisations.names.values())
     return list(dict.fromkeys(found)) or [wiring.tenant_id()]
 
 
@@ -68,7 +72,8 @@ def tenant_ports(tenant_id: str, push_tenant_id: str) -> TenantPorts:
         mappings=wiring.job_store(), apply_documents=_apply_documents(),
         config=mapping_file().for_tenant(tenant_id), crm=crm, jobs=wiring.job_store(), queues=_work_queues(),
         status_base_url=settings().public_base_url, push_tenant=tenant_id == push_tenant_id,
-        on_changes=wiring.billing_rules(tenant_id))
+        on_changes=wiring.billing_rules(tenant_id),
+        crm_check=(lambda: nightly_crm_check(crm)) if crm is not None and tenant_id == push_tenant_id else None)
 
 
 def _redrive(job_id: str) -> Any:

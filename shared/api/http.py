@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
@@ -13,15 +14,41 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.router import Router
 
 from shared import wiring
-from shared.api.auth import crm_request_is_authentic
+from shared.api.auth import crm_request_is_authentic, token_is_presented
 from shared.config import settings
 from shared.errors import BadInput, NotFound
 from shared.models.jobs import Job
 from shared.observability import logger
-from shared.secrets import MissingSecret, get_secret
+from shared.secrets import optional_secret
 
-# /xero/connect starts the flow that replaces the stored Xero token set: an admin action.
-AUTHENTICATED_PREFIXES = ("/crm/", "/jobs/", "/xero/connect")
+# What the CRM calls (its token or signing secret): never the admin secret.
+AUTHENTICATED_PREFIXES = ("/crm/", "/jobs/")
+# /xero/connect starts the flow that replaces the stored Xero token set: an administrator's action,
+# with its own secret (ADMIN_TOKEN), never the CRM token that Sugar's hook URLs carry.
+ADMIN_PREFIXES = ("/xero/connect",)
+
+
+# Deeper JSON than any CRM record or connector document (a quote with lines is about 6 levels);
+# Python's parser recurses per level and fails with RecursionError around 1,000.
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def json_depth_exceeds(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when brackets outside strings nest deeper than ``limit``: checked on the bytes before
+    any parser recurses, in linear time (strings are skipped first, so their brackets never count)."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    depth = 0
+    for match in _JSON_BRACKET.finditer(_JSON_STRING.sub(b'""', body)):
+        if match.group() in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth = max(0, depth - 1)
+    return False
 
 
 def error_response(status: int, code: str, message: str, details: list[Any] | None = None) -> Response:
@@ -52,6 +79,10 @@ def build_resolver() -> APIGatewayRestResolver:
         return error_response(422, "invalid_body", f"The request body is not acceptable: {message}",
                               details)
 
+    @app.exception_handler(RecursionError)
+    def _too_deep(_: RecursionError) -> Response:  # any body the pre-routing check did not see
+        return error_response(400, "too_deeply_nested", "The JSON body nests too deeply to read.")
+
     @app.exception_handler(BadInput)
     def _bad_input(error: BadInput) -> Response:
         return error_response(error.status, error.code, error.message, error.details)
@@ -78,14 +109,39 @@ def raw_body(event: dict[str, Any]) -> bytes:
     return body.encode() if isinstance(body, str) else bytes(body)
 
 
-def _authentic(event: dict[str, Any], body: bytes) -> bool:
-    try:
-        token, secret = get_secret("CRM_TOKEN"), get_secret("CRM_SIGNING_SECRET")
-    except MissingSecret:
-        logger.error("CRM credentials are not configured: every CRM request is refused")
-        return False
-    return crm_request_is_authentic(headers=event.get("headers"), query=event.get("queryStringParameters"),
-                                    raw_body=body, crm_token=token, signing_secret=secret)
+def _crm_refusal(event: dict[str, Any], body: bytes) -> Response | None:
+    """None when the caller holds either CRM secret; either one alone is enough to configure."""
+    token, secret = optional_secret("CRM_TOKEN"), optional_secret("CRM_SIGNING_SECRET")
+    if not token and not secret:
+        logger.error("CRM_TOKEN and CRM_SIGNING_SECRET are both missing from the connector's secret: "
+                     "every CRM request is refused until one is set")
+        return error_response(503, "not_configured",
+                              "The connector has no CRM credential yet (CRM_TOKEN or CRM_SIGNING_SECRET); "
+                              "an operator must set one in the connector's secret.")
+    if crm_request_is_authentic(headers=event.get("headers"), query=event.get("queryStringParameters"),
+                                raw_body=body, crm_token=token, signing_secret=secret):
+        return None
+    ways = " or ".join(w for w, on in (("the CRM token as a Bearer header or ?token=", bool(token)),
+                                       ("the body signed with X-Sugar-Signature", bool(secret))) if on)
+    return error_response(401, "unauthorized", f"Send {ways}.")
+
+
+def _admin_refusal(event: dict[str, Any]) -> Response | None:
+    admin = optional_secret("ADMIN_TOKEN")
+    if not admin:
+        logger.error("ADMIN_TOKEN is missing from the connector's secret: Xero onboarding is refused")
+        return error_response(503, "not_configured",
+                              "Xero onboarding needs ADMIN_TOKEN; an operator must set it in the "
+                              "connector's secret.")
+    if admin == optional_secret("CRM_TOKEN"):
+        # Whoever holds a hook URL would be an administrator.
+        logger.error("ADMIN_TOKEN equals CRM_TOKEN: Xero onboarding is refused until they differ")
+        return error_response(503, "not_configured",
+                              "ADMIN_TOKEN must differ from CRM_TOKEN; an operator must change it.")
+    if token_is_presented(headers=event.get("headers"), query=event.get("queryStringParameters"), token=admin):
+        return None
+    return error_response(401, "unauthorized",
+                          "Send the administrator's token (ADMIN_TOKEN) as a Bearer header or ?token=.")
 
 
 def _check_before_routing(event: dict[str, Any]) -> Response | None:
@@ -95,11 +151,14 @@ def _check_before_routing(event: dict[str, Any]) -> Response | None:
     if len(body) > settings().max_body_bytes:
         return error_response(413, "body_too_large",
                               f"The body is {len(body)} bytes; the limit is {settings().max_body_bytes}.")
-    if path.startswith(AUTHENTICATED_PREFIXES) and not _authentic(event, body):
-        return error_response(401, "unauthorized",
-                              "Send the CRM token as a Bearer header or ?token=, or sign the body "
-                              "with X-Sugar-Signature.")
+    refusal = (_crm_refusal(event, body) if path.startswith(AUTHENTICATED_PREFIXES)
+               else _admin_refusal(event) if path.startswith(ADMIN_PREFIXES) else None)
+    if refusal is not None:
+        return refusal
     if path.startswith("/crm/") and (event.get("httpMethod") or "").upper() in {"POST", "PUT"}:
+        if json_depth_exceeds(body):
+            return error_response(400, "too_deeply_nested",
+                                  f"The JSON body nests deeper than {MAX_JSON_DEPTH} levels; no CRM record does.")
         headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
         content_type = headers.get("content-type", "")
         # Sugar's Enhanced Web Logic Hooks label their JSON body as a form: read it as JSON.

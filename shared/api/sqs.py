@@ -12,8 +12,10 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
+from shared.backoff import deadline_of
 from shared.errors import ConnectionNotReady
 from shared.observability import MetricNames, logger, metrics
+from shared.queue import DOCUMENT_STORED
 from shared.usecases.work import CONNECTION_RETRY_SECONDS, BatchResult, WorkItem
 
 
@@ -39,15 +41,29 @@ def _job_reference(item: WorkItem) -> dict[str, Any]:
     return reference
 
 
+def _stored_document(job_id: str) -> dict[str, Any]:
+    """The document of a job too large for its message (``shared.queue.DOCUMENT_STORED``)."""
+    from shared import wiring
+
+    payload = wiring.job_store().get_job_payload(job_id)
+    if not isinstance(payload, dict):
+        raise KeyError(job_id)
+    return payload
+
+
 def run_batch(event: dict[str, Any], context: Any, work: Callable[[list[WorkItem]], BatchResult],
-              *, defer: Callable[[str, int], None] | None = None) -> dict[str, Any]:
+              *, defer: Callable[[str, int], None] | None = None,
+              load_document: Callable[[str], dict[str, Any]] = _stored_document) -> dict[str, Any]:
     items: list[WorkItem] = []
     unreadable: set[str] = set()
     for record in event["Records"]:
         try:
             body = json.loads(record["body"])
+            document = body.get("document") or {}
+            if body.get(DOCUMENT_STORED) and not document:
+                document = load_document(body["job_id"])
             items.append(WorkItem(message_id=record["messageId"], job_id=body["job_id"],
-                                  kind=body.get("kind", ""), document=body.get("document") or {}))
+                                  kind=body.get("kind", ""), document=document))
         except (ValueError, KeyError, TypeError):
             # Never silently dropped: it fails until the queue's redrive moves it to the DLQ.
             logger.error("unreadable queue message", extra={"message_id": record.get("messageId")})
@@ -56,7 +72,8 @@ def run_batch(event: dict[str, Any], context: Any, work: Callable[[list[WorkItem
         # One line per batch: which jobs, for which CRM records ("job finished" adds the Xero ids).
         logger.info("batch received", extra={"jobs": [_job_reference(item) for item in items]})
     try:
-        result = work(items) if items else BatchResult()
+        with deadline_of(context):  # the adapters plan their retries and timeouts against it
+            result = work(items) if items else BatchResult()
     except ConnectionNotReady as error:
         # Raised while building the Xero client (no tenant, no token): nothing was sent, so the
         # whole batch waits for the operator rather than being failed or dropped.

@@ -9,13 +9,16 @@ financial fields (status, amounts, payments), which only ever flow back to the C
 from __future__ import annotations
 
 import os
+import re
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shared.models.ids import STOCK_MODULES, SUGAR_MODULE_PATTERN
 
 DEFAULT_PATH = Path(__file__).with_name("mapping.yaml")
 CRM_FIELD = r"^[a-z][a-z0-9_]*$"
@@ -39,6 +42,10 @@ class ContactRules(Strict):
     account_number_field: str | None = Field(default=None, pattern=CRM_FIELD,
                                              description="CRM field holding the Xero account number")
     tax_number_field: str | None = Field(default=None, pattern=CRM_FIELD)
+    on_erasure: Literal["blank", "archive"] = Field(
+        default="blank",
+        description="a Data Privacy erasure in the CRM: blank the personal fields the CRM owns on the Xero "
+                    "contact (name parts, email, phones), keeping its financial history; or also archive it")
 
 
 class CatalogueRules(Strict):
@@ -120,8 +127,33 @@ class XeroUpdates(Strict):
                     "(e.g. {balance_receivable: xero_balance_c}); empty: CONTACT events change nothing")
 
 
+class XeroInvoiceRecords(Strict):
+    """Every Xero invoice, bill and credit note as a record of the package's Xero Invoices module."""
+
+    enabled: bool = Field(default=False, description="fill the Xero Invoices module (install the package first)")
+    module: str = Field(default="xero_Invoices", pattern=r"^[A-Za-z][A-Za-z0-9_]*$",
+                        description="the CRM module (the package's is xero_Invoices)")
+    related_fields: dict[Literal["opportunity_id", "case_id"], str] = Field(
+        default_factory=dict,
+        description="relate the record to an Opportunity or a Case: the field of the originating CRM record "
+                    "holding its id, e.g. {opportunity_id: opportunity_id, case_id: case_id_c}")
+
+    @field_validator("related_fields")
+    @classmethod
+    def _fields(cls, fields: dict[str, str]) -> dict[str, str]:
+        import re
+
+        for name, crm_field in fields.items():
+            if not re.match(CRM_FIELD, crm_field):
+                raise ValueError(f"{name} → {crm_field!r} is not a CRM field name (lower case, digits, _)")
+        return fields
+
+
 class WriteBack(Strict):
     enabled: bool = True
+    modules: list[str] = Field(default_factory=list, description=(
+        "custom CRM modules whose records may post the connector's own documents and receive its "
+        "write-back; Accounts, Contacts, ProductTemplates and Quotes are always allowed"))
     fields: dict[str, str] = Field(default_factory=lambda: {
         "xero_id": "xero_id_c", "xero_number": "xero_number_c", "status": "xero_status_c",
         "amount_due": "xero_amount_due_c", "amount_paid": "xero_amount_paid_c",
@@ -129,6 +161,14 @@ class WriteBack(Strict):
         "last_error": "xero_last_error_c", "synced_at": "xero_synced_at_c", "total": "xero_total_c",
         "amount_credited": "xero_amount_credited_c", "payments": "xero_payments_c",
     }, description="what the connector writes → the CRM field it goes into")
+
+    @field_validator("modules")
+    @classmethod
+    def _module_names(cls, modules: list[str]) -> list[str]:
+        for module in modules:
+            if not re.match(SUGAR_MODULE_PATTERN, module):
+                raise ValueError(f"{module!r} is not a CRM module name")
+        return modules
 
     @field_validator("fields")
     @classmethod
@@ -149,10 +189,50 @@ class MappingConfig(Strict):
     catalogue: CatalogueRules = CatalogueRules()
     invoices: InvoiceRules = InvoiceRules()
     xero_updates: XeroUpdates = XeroUpdates()
+    xero_invoices: XeroInvoiceRecords = XeroInvoiceRecords()
     write_back: WriteBack = WriteBack()
     currencies: dict[str, str] = Field(
         default_factory=lambda: {"-99": ""},
         description="Sugar currency_id → ISO code; '' means the organisation's base currency")
+    sugar_beans: dict[str, str] = Field(
+        default_factory=dict,
+        description="Sugar bean class (a hook's 'bean') → module, for classes overridden beyond the core "
+                    "Custom<Class> ones known by default (e.g. {'AcmeAccount': 'Accounts'})")
+
+
+class Organisations(Strict):
+    """One CRM, several Xero organisations: each document goes to the organisation its CRM field
+    says (an Account's country, a team, a custom ``company_c``), else to the default."""
+
+    names: dict[str, str] = Field(min_length=1, description="organisation name → Xero tenant id (each onboarded "
+                                                            "with `sugar-xero connect`)")
+    default: str = Field(description="the organisation (a name) documents go to when no route matches")
+    route_by: str | None = Field(
+        default=None, pattern=r"^(account\.)?[a-z][a-z0-9_]*$",
+        description="the CRM field deciding: a field of the document's record (team_id, company_c) or of its "
+                    "Account (account.billing_address_country)")
+    routes: dict[str, str] = Field(default_factory=dict,
+                                   description="value of route_by → organisation name (compared without case)")
+
+    @model_validator(mode="after")
+    def _known_names(self) -> Organisations:
+        unknown = sorted({self.default, *self.routes.values()} - set(self.names))
+        if unknown:
+            raise ValueError(f"organisations {unknown} are not in names {sorted(self.names)}")
+        if len(set(self.names.values())) != len(self.names):
+            raise ValueError("two organisation names have the same Xero tenant id")
+        return self
+
+    def tenant_for(self, value: Any) -> str:
+        """The tenant id for a CRM value (None or unrouted: the default organisation's)."""
+        wanted = str(value or "").strip().casefold()
+        for key, name in self.routes.items():
+            if key.strip().casefold() == wanted and wanted:
+                return self.names[name]
+        return self.names[self.default]
+
+    def name_of(self, tenant_id: str) -> str | None:
+        return next((name for name, tid in self.names.items() if tid == tenant_id), None)
 
 
 class MappingFile(Strict):
@@ -160,6 +240,16 @@ class MappingFile(Strict):
     defaults: MappingConfig = MappingConfig()
     tenants: dict[str, dict[str, Any]] = Field(default_factory=dict,
                                                description="per Xero tenant id: overrides of defaults")
+    organisations: Organisations | None = Field(
+        default=None, description="several Xero organisations from one CRM; left out: one organisation")
+
+    def allowed_modules(self) -> frozenset[str]:
+        """Every CRM module a document may name: Sugar's stock ones and those the configuration
+        names (write-back modules and the import module, in the defaults or any organisation)."""
+        configs = [self.defaults, *(self.for_tenant(tenant) for tenant in self.tenants)]
+        named = {module for config in configs for module in config.write_back.modules}
+        named |= {config.xero_updates.import_module for config in configs if config.xero_updates.import_module}
+        return STOCK_MODULES | named
 
     def for_tenant(self, tenant_id: str | None) -> MappingConfig:
         overrides = self.tenants.get(tenant_id or "", {})

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 from shared.models.jobs import Job
-from shared.state.records import Mapping, connection_key, job_key, mapping_key, token_key
+from shared.state.payloads import S3PayloadStore, payload_attributes, read_payload
+from shared.state.records import Intent, Mapping, connection_key, intent_key, job_key, mapping_key, token_key
+from shared.state.sealing import SEALED_ATTRIBUTE, SEALED_FIELDS, KmsTokenSealer
 
 XERO_ID_INDEX = "by-xero-id"
 
@@ -65,14 +66,20 @@ def _plain(item: dict[str, Any]) -> dict[str, Any]:
 
 
 class SyncStateTable:
-    def __init__(self, table_name: str, *, resource: Any | None = None, job_ttl_days: int = 30):
+    def __init__(self, table_name: str, *, resource: Any | None = None, job_ttl_days: int = 30,
+                 payloads: S3PayloadStore | None = None, sealer: KmsTokenSealer | None = None):
         self._table = (resource or dynamodb_resource()).Table(table_name)
         self._job_ttl_seconds = job_ttl_days * 86400
+        self._payloads = payloads
+        # Seals access and refresh tokens (Xero's and Sugar's) with the stack's KMS key.
+        self._sealer = sealer
 
     # ---- jobs -------------------------------------------------------------------------------
     def create_job(self, job: Job, payload: dict[str, Any]) -> tuple[Job, bool]:
+        """Raises PayloadTooLarge (413) before writing anything when the payload fits no item and
+        there is no payload bucket; over the item limit it goes to S3 first, then the item."""
         item = {**job_key(job.job_id), **job.model_dump(mode="json"),
-                "payload": json.dumps(payload, separators=(",", ":")),
+                **payload_attributes(job.job_id, payload, self._payloads),
                 "expires_at": int(time.time()) + self._job_ttl_seconds}
         item = {k: v for k, v in item.items() if v is not None}
         try:
@@ -93,8 +100,8 @@ class SyncStateTable:
 
     def get_job_payload(self, job_id: str) -> dict[str, Any] | None:
         item = self._table.get_item(Key=job_key(job_id), ConsistentRead=True,
-                                    ProjectionExpression="payload").get("Item")
-        return json.loads(item["payload"]) if item and "payload" in item else None
+                                    ProjectionExpression="payload, payload_s3_key").get("Item")
+        return read_payload(item, self._payloads) if item else None
 
     def delete_job(self, job_id: str) -> None:
         self._table.delete_item(Key=job_key(job_id))
@@ -221,14 +228,95 @@ class SyncStateTable:
                 return False
             raise
 
+    # ---- the write-ahead journal (shared/usecases/journal.py) ---------------------------------
+    def get_intents(self, tenant_id: str, module: str, crm_ids: list[str]) -> dict[str, Intent]:
+        found: dict[str, Intent] = {}
+        keys = [intent_key(tenant_id, module, crm_id) for crm_id in dict.fromkeys(crm_ids)]
+        for item in batch_get(self._table, keys):
+            intent = Intent.model_validate({k: (int(v) if k == "attempt" else v) for k, v in item.items()
+                                            if k in Intent.model_fields})
+            found[intent.crm_id] = intent
+        return found
+
+    def record_intent(self, intent: Intent) -> Intent | None:
+        """Record a new attempt (attempt + 1, state ``intent``) before its Xero call. Refused
+        (None) when a newer CRM save was already intended for the record: the condition is
+        the one place that decides newest-wins between concurrent workers."""
+        fields = {"tenant_id": intent.tenant_id, "module": intent.module, "crm_id": intent.crm_id,
+                  "resource": intent.resource, "state": "intent", "body_hash": intent.body_hash,
+                  "idempotency_key": intent.idempotency_key, "marker_field": intent.marker_field,
+                  "marker_value": intent.marker_value, "job_ids": intent.job_ids, "updated_at": now_iso()}
+        if intent.version is not None:
+            fields["version"] = intent.version
+        if intent.found_id is not None:
+            fields["found_id"] = intent.found_id
+        names = {f"#{k}": k for k in fields}
+        values: dict[str, Any] = {f":{k}": v for k, v in fields.items()}
+        values[":one"] = 1
+        request: dict[str, Any] = {}
+        if intent.version is not None:
+            request["ConditionExpression"] = "attribute_not_exists(#version) OR #version <= :version"
+        names["#attempt"], names["#error"] = "attempt", "error"
+        try:
+            answer = self._table.update_item(
+                Key=intent_key(intent.tenant_id, intent.module, intent.crm_id),
+                UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in fields) + " REMOVE #error"
+                                 " ADD #attempt :one",
+                ExpressionAttributeNames=names, ExpressionAttributeValues=values, ReturnValues="ALL_NEW",
+                **request)
+        except Exception as error:
+            if conditional_check_failed(error):
+                return None
+            raise
+        item = answer["Attributes"]
+        return Intent.model_validate({k: (int(v) if k == "attempt" else v) for k, v in item.items()
+                                      if k in Intent.model_fields})
+
+    def settle_intent(self, intent: Intent, state: str, *, found_id: str | None = None,
+                      error: str | None = None) -> bool:
+        """Move ``intent``'s attempt to ``state``; False (nothing written) when a later attempt
+        was recorded meanwhile: that attempt's outcome is not this one's to settle."""
+        fields: dict[str, Any] = {"state": state, "updated_at": now_iso()}
+        if found_id is not None:
+            fields["found_id"] = found_id
+        if error is not None:
+            fields["error"] = error[:1000]
+        names = {f"#{k}": k for k in fields}
+        names["#attempt"] = "attempt"
+        values = {f":{k}": v for k, v in fields.items()}
+        values[":attempt"] = intent.attempt
+        try:
+            self._table.update_item(
+                Key=intent_key(intent.tenant_id, intent.module, intent.crm_id),
+                UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in fields),
+                ConditionExpression="#attempt = :attempt",
+                ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+            return True
+        except Exception as error:
+            if conditional_check_failed(error):
+                return False
+            raise
+
     # ---- tokens and connections --------------------------------------------------------------
     def get_token(self, connection_id: str) -> dict[str, Any] | None:
-        return self._table.get_item(Key=token_key(connection_id), ConsistentRead=True).get("Item")
+        item = self._table.get_item(Key=token_key(connection_id), ConsistentRead=True).get("Item")
+        if item and SEALED_ATTRIBUTE in item:
+            if self._sealer is None:
+                raise RuntimeError("the token set is sealed and no KMS key (TOKEN_KEY_ID) is configured")
+            return self._sealer.open(connection_id, item)
+        return item
+
+    def get_token_status(self, connection_id: str) -> dict[str, Any] | None:
+        """The token item without its (sealed) secrets: status, version, expiry. Needs no key."""
+        item = self._table.get_item(Key=token_key(connection_id), ConsistentRead=True).get("Item")
+        return {k: v for k, v in item.items() if k not in (SEALED_ATTRIBUTE, *SEALED_FIELDS)} if item else None
 
     def put_token(self, connection_id: str, token: dict[str, Any], *, expected_version: int | None) -> bool:
         """Compare-and-set: write only if the stored version is still ``expected_version``
         (None: only if there is no token yet). Returns False when another writer won."""
         new_version = (expected_version or 0) + 1
+        if self._sealer is not None:
+            token = self._sealer.seal(connection_id, token)
         item = {**token_key(connection_id), **token, "version": new_version}
         condition: dict[str, Any] = (
             {"ConditionExpression": "attribute_not_exists(PK)"} if expected_version is None

@@ -21,6 +21,12 @@ def mapping_key(tenant_id: str, module: str, crm_id: str) -> dict[str, str]:
     return {"PK": f"T#{tenant_id}#{module}#{crm_id}", "SK": "MAP"}
 
 
+def intent_key(tenant_id: str, module: str, crm_id: str) -> dict[str, str]:
+    """A document's write-ahead journal entry: the same partition as its mapping, so the
+    document's identity (tenant + CRM module and target + CRM id) is one key for both."""
+    return {"PK": f"T#{tenant_id}#{module}#{crm_id}", "SK": "INTENT"}
+
+
 def token_key(connection_id: str) -> dict[str, str]:
     return {"PK": f"TOKEN#{connection_id}", "SK": "TOKEN"}
 
@@ -44,3 +50,33 @@ class Mapping(BaseModel):
     last_error: str | None = None
     updated_at: str | None = None
     document: dict[str, Any] | None = None  # trade documents: XeroDocumentState in JSON form
+    version: str | None = None  # the CRM save last pushed (shared.usecases.versions), UTC text
+
+
+INTENT_STATES = ("intent", "sent", "confirmed", "failed")
+
+
+class Intent(BaseModel):
+    """The write-ahead journal entry of one document (``docs/exactly-once.md``): recorded before
+    the Xero call, settled after it. Only the latest attempt is kept.
+
+    ``state``: ``intent`` (recorded, the call may or may not have reached Xero), ``sent`` (the
+    call ended without a readable answer: Xero may have acted), ``confirmed`` (Xero's answer is
+    in the mapping), ``failed`` (Xero refused it, or refused the call before acting). The Xero
+    id is ``found_id``, not ``xero_id``: the by-xero-id index must only ever hold mappings."""
+
+    tenant_id: str
+    module: str
+    crm_id: str
+    resource: str
+    state: str = "intent"
+    attempt: int = 1
+    body_hash: str | None = None
+    idempotency_key: str | None = None
+    marker_field: str | None = None
+    marker_value: str | None = None
+    version: str | None = None  # the newest CRM save ever intended for this record
+    found_id: str | None = None
+    job_ids: list[str] = []
+    error: str | None = None
+    updated_at: str | None = None

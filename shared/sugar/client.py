@@ -24,16 +24,22 @@ from shared.sugar.token_cache import SugarTokenCache, sugar_connection_id
 from shared.sugar.transport import SugarTransport, decode_json, encode_json
 
 API_VERSION = "v11"
+UPSERT_VERSION = "v11_10"  # the sync_key upsert endpoint arrived with API 11.10 (Sugar 10.2)
 DEFAULT_PAGE_SIZE = 100
 DEFAULT_BULK_CHUNK = 20
 IDEMPOTENT_METHODS = frozenset({"GET", "PUT", "DELETE", "PATCH", "HEAD"})
 
 
 def _segment(value: str) -> str:
-    """One path segment, escaped so an id can never change the route."""
-    if not value:
+    """One path segment, escaped so an id can never change the route: ``/`` and every other
+    reserved character are percent-encoded, and the dot-segments ``.`` and ``..`` (which a URL
+    resolver or the server would apply) are refused."""
+    text = str(value) if value is not None else ""
+    if not text:
         raise ValueError("Sugar module, id and link names cannot be empty")
-    return quote(str(value), safe="")
+    if text.strip(".") == "":
+        raise ValueError(f"{text!r} is a path dot-segment, not a Sugar module, id or link name")
+    return quote(text, safe="")
 
 
 def record_path(module: str, record_id: str | None = None) -> str:
@@ -53,6 +59,13 @@ class BulkRequest:
     method: str
     path: str
     data: Mapping[str, Any] | None = None
+    version: str = API_VERSION
+
+    @classmethod
+    def upsert(cls, module: str, sync_key: str, fields: Mapping[str, Any]) -> BulkRequest:
+        """Create or update the record whose ``sync_key`` is ``sync_key``:
+        ``PATCH /v11_10/<Module>/sync_key/<key>`` (Sugar 10.2+, admin users)."""
+        return cls("PATCH", f"{record_path(module)}/sync_key/{_segment(sync_key)}", fields, UPSERT_VERSION)
 
     @classmethod
     def update(cls, module: str, record_id: str, fields: Mapping[str, Any]) -> BulkRequest:
@@ -67,7 +80,7 @@ class BulkRequest:
         return cls("GET", record_path(module, record_id))
 
     def as_sugar(self) -> dict[str, Any]:
-        item: dict[str, Any] = {"url": f"/{API_VERSION}{self.path}", "method": self.method.upper()}
+        item: dict[str, Any] = {"url": f"/{self.version}{self.path}", "method": self.method.upper()}
         if self.data is not None:
             item["data"] = encode_json(dict(self.data))  # Sugar wants the body as a JSON string
         return item
@@ -176,6 +189,12 @@ class SugarClient:
         """All records on the link (every page), e.g. a quote's ``product_bundles``."""
         return list(self.iter_related(module, record_id, link, fields=fields, max_num=max_num,
                                       order_by=order_by))
+
+    # ---- metadata -----------------------------------------------------------------------------
+    def metadata(self, modules: Sequence[str]) -> dict[str, Any]:
+        """The modules' metadata (their ``fields`` by name, each with its ``type``):
+        ``GET /metadata?type_filter=modules&module_filter=A,B``, as Sugar's MetadataApi reads them."""
+        return self._call("GET", "/metadata", params={"type_filter": "modules", "module_filter": ",".join(modules)})
 
     # ---- bulk --------------------------------------------------------------------------------
     def bulk(self, requests: Sequence[BulkRequest]) -> list[BulkResult]:

@@ -24,12 +24,22 @@ def job_id_for(kind: str, document: dict[str, Any]) -> str:
     return str(uuid.uuid5(JOB_NAMESPACE, digest))
 
 
+# A job in these states is a live attempt: a repair never queues it a second time.
+LIVE = frozenset({"queued", "in_progress"})
+
+
 def accept(*, kind: str, crm: CrmRef, document: dict[str, Any], jobs: JobStore, queue: WorkQueue,
-           status_base_url: str) -> Accepted:
+           status_base_url: str, repair: str | None = None) -> Accepted:
     """Store the job (unless the same callout already made one) and queue it.
 
     The conditional create is the single point that decides: of any number of identical
     callouts arriving at once, exactly one creates the job and sends the message.
+
+    ``repair`` (who repairs: "reconcile"): the caller found the record not in Xero as the CRM
+    has it. When the same document already had a job that is no longer live (it failed, or
+    succeeded and was overwritten since, or was ignored), that job gets a new attempt (the same
+    job and document identity; the journal counts the attempt) instead of being counted as a
+    duplicate. A live job (queued, in progress) is never queued twice.
     """
     job_id = job_id_for(kind, document)
     stamp = now_iso()
@@ -41,5 +51,16 @@ def accept(*, kind: str, crm: CrmRef, document: dict[str, Any], jobs: JobStore, 
         except Exception:
             jobs.delete_job(job_id)  # so that the caller's retry is not taken for a duplicate
             raise
+    elif repair and stored.status not in LIVE:
+        note = f"{stamp} a new attempt, queued by {repair}: the last one was {stored.status}" + \
+            (f" ({stored.error})" if stored.error else "")
+        jobs.update_job(job_id, status="queued", error=None, warnings=[*stored.warnings, note][-20:])
+        try:
+            queue.send({"job_id": job_id, "kind": kind, "document": document})
+        except Exception:
+            jobs.update_job(job_id, status=stored.status, error=stored.error, warnings=list(stored.warnings))
+            raise
+        return Accepted(job_id=job_id, status="queued", duplicate=False,
+                        status_url=f"{status_base_url.rstrip('/')}/jobs/{job_id}")
     return Accepted(job_id=stored.job_id, status=stored.status, duplicate=not created,
                     status_url=f"{status_base_url.rstrip('/')}/jobs/{stored.job_id}")

@@ -24,6 +24,9 @@ from shared.models.documents import ContactDocument
 from shared.observability import logger
 from shared.ports import JobStore, MappingStore, XeroApi
 from shared.state.records import Mapping
+from shared.usecases.crash import NO_CRASH, STATE_WRITTEN, XERO_ANSWERED, CrashPoints
+from shared.usecases.journal import Entry, Journal
+from shared.usecases.versions import OLDER, SUPERSEDED, newest_per_record, version_of
 from shared.usecases.work import BatchResult, WorkItem, content_hash, finish, requeue, retry_after_for
 from shared.usecases.writeback import CrmWriter, Outcome, write_back
 from shared.xero.client import validation_messages
@@ -35,6 +38,7 @@ WRITE_BACK_RETRY_SECONDS = 120.0
 MAX_ROUNDS = 3
 ACCOUNT_WAIT_SECONDS = 60.0
 MAX_PERSONS = 5  # Xero keeps at most five contact persons on a contact
+PERSONS_MODULE = "Accounts.Persons"  # per Account: the emails of the persons the connector pushed
 
 Key = tuple[str, str]
 Group = list[tuple[WorkItem, ContactDocument]]
@@ -45,14 +49,30 @@ def _chunks(values: list[Any], size: int) -> Iterable[list[Any]]:
         yield values[start:start + size]
 
 
-def _newest_per_record(items: list[tuple[WorkItem, ContactDocument]]) -> dict[Key, Group]:
-    """Group by CRM record, newest save first: one Xero write per record per batch."""
+def _newest_per_record(jobs: JobStore, items: list[tuple[WorkItem, ContactDocument]]
+                       ) -> tuple[dict[Key, Group], dict[Key, str | None]]:
+    """One Xero write per record per batch: the newest save (``shared.usecases.versions``) and
+    the jobs that carry that same save; older saves' jobs end ``ignored`` (superseded)."""
+    versions = {id(pair): version_of(pair[1].crm_modified, None if pair[1].crm_modified else
+                                     _received_at(jobs, pair[0])) for pair in items}
+    grouped = newest_per_record(items, key=lambda pair: (pair[1].crm_module, pair[1].crm_id),
+                                version=lambda pair: versions[id(pair)])
     groups: dict[Key, Group] = {}
-    for item, doc in items:
-        groups.setdefault((doc.crm_module, doc.crm_id), []).append((item, doc))
-    for group in groups.values():
-        group.sort(key=lambda pair: pair[1].crm_modified or "", reverse=True)
-    return groups
+    newest: dict[Key, str | None] = {}
+    for key, group in grouped.items():
+        doc = group[0][1]
+        groups[key] = [pair for pair in group if pair[1] == doc]
+        newest[key] = versions[id(group[0])]
+        kept = {item.message_id for item, _ in groups[key]}
+        for item, _ in group:
+            if item.message_id not in kept:
+                finish(jobs, item.job_id, "ignored", warnings=[SUPERSEDED])
+    return groups, newest
+
+
+def _received_at(jobs: JobStore, item: WorkItem) -> str | None:
+    job = jobs.get_job(item.job_id)
+    return job.created_at if job else None
 
 
 # ---- name matching ---------------------------------------------------------------------------
@@ -91,9 +111,16 @@ def _quoted(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _is_number_taken(messages: list[str]) -> bool:
+    """Xero's refusal of a ContactNumber another contact holds ("The contact number … is already
+    assigned to another contact. The contact number must be unique across all contacts.")."""
+    return any("contact number" in m.lower() and "already" in m.lower() for m in messages)
+
+
 def _is_name_taken(messages: list[str]) -> bool:
-    return any("already assigned to another contact" in m.lower() or
-               ("name" in m.lower() and "already" in m.lower()) for m in messages)
+    """Xero's refusal of a name another active contact holds; a ContactNumber clash is not one."""
+    return any("name" in m.lower() and "already" in m.lower() and "contact number" not in m.lower()
+               for m in messages)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -112,10 +139,13 @@ def _iso(xero_date: Any) -> str:
 class _Pending:
     """One record on its way to Xero: the body being sent and what happened so far."""
 
-    def __init__(self, key: Key, group: Group, body: dict[str, Any], digest: str):
+    def __init__(self, key: Key, group: Group, body: dict[str, Any], digest: str, version: str | None = None):
         self.key, self.group, self.body, self.digest = key, group, body, digest
+        self.version = version
         self.warnings: list[str] = []
         self.followed = False
+        self.entry: Entry | None = None
+        self.number: str | None = None  # what the mapping keeps as xero_number (a person's email)
 
     @property
     def doc(self) -> ContactDocument:
@@ -124,9 +154,9 @@ class _Pending:
 
 def sync_contacts(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappings: MappingStore,
                   batch_size: int = 50, config: MappingConfig | None = None,
-                  crm: CrmWriter | None = None) -> BatchResult:
+                  crm: CrmWriter | None = None, crash: CrashPoints = NO_CRASH) -> BatchResult:
     config = config or mapping_file().for_tenant(xero.tenant_id)
-    run = _Run(xero, jobs, mappings, config)
+    run = _Run(xero, jobs, mappings, config, crash)
     parsed: list[tuple[WorkItem, ContactDocument]] = []
     for item in items:
         jobs.start_attempt(item.job_id)
@@ -135,12 +165,16 @@ def sync_contacts(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappi
         except ValidationError as error:
             finish(jobs, item.job_id, "failed", error=f"unreadable document: {error.errors()[:3]}")
 
-    groups = _newest_per_record(parsed)
+    groups, versions = _newest_per_record(jobs, parsed)
     known: dict[Key, Mapping] = {}
     for module in {module for module, _ in groups}:
         ids = [crm_id for (m, crm_id) in groups if m == module]
         for crm_id, mapping in mappings.get_mappings(xero.tenant_id, module, ids).items():
             known[(module, crm_id)] = mapping
+        run.journal.load(module, ids)
+    for key in [k for k in groups if run.journal.is_older(k[0], k[1], versions[k])]:
+        for item, _ in groups.pop(key):
+            finish(jobs, item.job_id, "ignored", warnings=[OLDER])
 
     person_groups = {key: group for key, group in groups.items()
                      if config.contacts.sugar_contacts_as == "contact_persons"
@@ -154,17 +188,32 @@ def sync_contacts(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappi
                 finish(jobs, item.job_id, "ignored",
                        warnings=["deleted in the CRM; on_crm_delete is 'ignore': Xero left as it is"])
             continue
+        mapping = known.get(key)
+        if doc.erased and mapping is None:
+            person_groups.pop(key, None)
+            for item, _ in group:
+                finish(jobs, item.job_id, "ignored", warnings=[
+                    "a Data Privacy erasure in the CRM of a record never pushed: nothing in Xero to erase"])
+            continue
         if key in person_groups:
             continue
         body = to_xero_contact(doc)
+        if doc.erased and config.contacts.on_erasure == "archive":
+            body["ContactStatus"] = "ARCHIVED"
         digest = content_hash(body)
-        mapping = known.get(key)
         if mapping and mapping.payload_hash == digest:
             _unchanged(run, key, group, mapping)
             continue
         if mapping:
-            body = to_xero_contact(doc, xero_contact_id=mapping.xero_id)
-        to_send.append(_Pending(key, group, body, digest))
+            body = {**to_xero_contact(doc, xero_contact_id=mapping.xero_id),
+                    **({"ContactStatus": body["ContactStatus"]} if "ContactStatus" in body else {})}
+        pending = _Pending(key, group, body, digest, versions[key])
+        if doc.erased:
+            pending.warnings.append(
+                f"Data Privacy erasure in the CRM: {', '.join(doc.erased)} erased on the Xero contact"
+                + (" and the contact archived" if body.get("ContactStatus") == "ARCHIVED" else "")
+                + "; its invoices and payments are kept")
+        to_send.append(pending)
 
     result = BatchResult()
     # Round one is the plain batch POST; later rounds carry only what Xero refused or what
@@ -216,23 +265,32 @@ def _unchanged(run: _Run, key: Key, group: Group, mapping: Mapping) -> None:
 
 
 class _Run:
-    def __init__(self, xero: XeroApi, jobs: JobStore, mappings: MappingStore, config: MappingConfig):
+    def __init__(self, xero: XeroApi, jobs: JobStore, mappings: MappingStore, config: MappingConfig,
+                 crash: CrashPoints = NO_CRASH):
         self.xero, self.jobs, self.mappings, self.config = xero, jobs, mappings, config
+        self.crash = crash
+        self.journal = Journal(mappings, xero)  # type: ignore[arg-type]
+        self.held: list[tuple[str, str, dict[str, Any]]] | None = None
         self.outcomes: dict[Key, tuple[Group, Outcome]] = {}
         self.conflicts: list[tuple[_Pending, list[str]]] = []
         self.broken_links: list[tuple[_Pending, list[str]]] = []
+        self.number_clashes: list[tuple[_Pending, list[str]]] = []
 
     # ---- sending ---------------------------------------------------------------------------
     def send(self, pendings: list[_Pending], batch_size: int, result: BatchResult) -> list[_Pending]:
         """POST in batches; returns the records that need another round (archived, merged)."""
         again: list[_Pending] = []
         for chunk in _chunks(pendings, batch_size):
+            chunk = self._journal_chunk(chunk, result)
+            if not chunk:
+                continue
             bodies = [p.body for p in chunk]
             chunk_items = [item for p in chunk for item, _ in p.group]
             try:
                 answers = self.xero.upsert_batch("Contacts", bodies,
                                                  idempotency_key=f"contacts-{content_hash(bodies)}")
             except (XeroError, ConnectionNotReady) as error:
+                self.journal.call_failed([p.entry for p in chunk if p.entry], error)
                 if isinstance(error, ConnectionNotReady) or error.retryable:
                     logger.warning("Xero batch deferred", extra={"size": len(bodies), "error": str(error)})
                     requeue(self.jobs, [i.job_id for i in chunk_items], error)
@@ -241,10 +299,63 @@ class _Run:
                     for pending in chunk:
                         self.fail(pending, str(error))
                 continue
+            self.crash.reached(XERO_ANSWERED)
+            self.held = []
             for pending, answer in zip(chunk, answers, strict=True):
                 if self._answer(pending, answer):
                     again.append(pending)
+            self.crash.reached(STATE_WRITTEN)
+            self.release()
         return again
+
+    def _journal_chunk(self, chunk: list[_Pending], result: BatchResult) -> list[_Pending]:
+        """Record each contact's intent before the call; a contact whose earlier attempt was
+        never confirmed is first looked up by ContactNumber (``shared.usecases.journal``)."""
+        for pending in chunk:
+            pending.entry = Entry(module=pending.key[0], crm_id=pending.key[1], resource="Contacts",
+                                  body=pending.body, version=pending.version,
+                                  job_ids=[item.job_id for item, _ in pending.group])
+        try:
+            problems = self.journal.recover([p.entry for p in chunk if p.entry],
+                                            f"contacts-{content_hash([p.body for p in chunk])}")
+        except (XeroError, ConnectionNotReady) as error:
+            items = [item for p in chunk for item, _ in p.group]
+            if isinstance(error, ConnectionNotReady) or error.retryable:
+                requeue(self.jobs, [i.job_id for i in items], error)
+                result.defer([i.message_id for i in items], retry_after_for(error))
+            else:
+                for pending in chunk:
+                    self.fail(pending, f"Xero: looking the contact up failed: {error}")
+            return []
+        for pending in chunk:
+            if id(pending.entry) in problems:
+                self.fail(pending, problems[id(pending.entry)])
+        chunk = [p for p in chunk if id(p.entry) not in problems]
+        adopted = [p for p in chunk if p.entry and p.entry.adopt and p.entry.found]
+        if adopted:  # made by an attempt that died before storing Xero's answer: stored now
+            self.held = []
+            for pending in adopted:
+                self._answer(pending, pending.entry.found)  # type: ignore[union-attr,arg-type]
+            self.crash.reached(STATE_WRITTEN)
+            self.release()
+            chunk = [p for p in chunk if p not in adopted]
+        bodies = [p.body for p in chunk]
+        refused = self.journal.record([p.entry for p in chunk if p.entry], f"contacts-{content_hash(bodies)}")
+        for pending in [p for p in chunk if p.entry in refused]:
+            for item, _ in pending.group:
+                self._finish(item.job_id, "ignored", {"warnings": [OLDER]})
+        return [p for p in chunk if p.entry not in refused]
+
+    def _finish(self, job_id: str, status: str, outcome: dict[str, Any]) -> None:
+        if self.held is not None:  # a chunk's jobs are marked after all its state is written
+            self.held.append((job_id, status, outcome))
+        else:
+            finish(self.jobs, job_id, status, **outcome)
+
+    def release(self) -> None:
+        held, self.held = self.held or [], None
+        for job_id, status, outcome in held:
+            finish(self.jobs, job_id, status, **outcome)
 
     def _answer(self, pending: _Pending, answer: dict[str, Any]) -> bool:
         """Record Xero's answer; True when the record must be sent again."""
@@ -253,10 +364,14 @@ class _Run:
         contact_id = answer.get("ContactID")
         if status == "ERROR" or answer.get("HasValidationErrors") or not contact_id:
             message = "; ".join(errors) or "Xero refused the contact without a reason"
+            if pending.entry:
+                self.journal.failed(pending.entry, message)
             if pending.followed:  # already re-sent once for a refusal: no second guess
                 self.fail(pending, f"Xero: {message}")
             elif "ContactID" in pending.body:
                 self.broken_links.append((pending, errors))
+            elif _is_number_taken(errors) and pending.body.get("ContactNumber"):
+                self.number_clashes.append((pending, errors))
             elif _is_name_taken(errors):
                 self.conflicts.append((pending, errors))
             else:
@@ -265,7 +380,8 @@ class _Run:
         survivor = answer.get("MergedToContactID")
         if survivor and survivor != contact_id and survivor != pending.body.get("ContactID"):
             return self._follow_merge(pending, survivor)
-        if answer.get("ContactStatus") == "ARCHIVED" and not pending.doc.deleted:
+        if answer.get("ContactStatus") == "ARCHIVED" and not pending.doc.deleted and \
+                pending.body.get("ContactStatus") != "ARCHIVED":  # archived on purpose (an erasure)
             if self._archived(pending, contact_id):
                 return True
         warnings = [w.get("Message", "") for w in answer.get("Warnings") or [] if w.get("Message")]
@@ -274,7 +390,10 @@ class _Run:
 
     def _follow_merge(self, pending: _Pending, survivor: str) -> bool:
         pending.warnings.append(f"the Xero contact was merged into {survivor}: re-mapped to it")
-        pending.body = {**pending.body, "ContactID": survivor}
+        # The merged (archived) contact keeps its ContactNumber, and a number is unique across all
+        # contacts: sending it with the survivor would be refused. The number stays where it is and
+        # still leads here through the merged contact's MergedToContactID.
+        pending.body = {k: v for k, v in pending.body.items() if k != "ContactNumber"} | {"ContactID": survivor}
         return True
 
     def _archived(self, pending: _Pending, contact_id: str) -> bool:
@@ -296,6 +415,43 @@ class _Run:
             again += self._resolve_links()
         if self.conflicts:
             again += self._resolve_conflicts()
+        if self.number_clashes:
+            again += self._resolve_numbers()
+        return again
+
+    def _resolve_numbers(self) -> list[_Pending]:
+        """A ContactNumber is unique across all Xero contacts and POST never updates by it: the
+        contact holding the CRM record's number is this record's contact. Find it by number
+        (archived ones too) and send again by its ContactID."""
+        clashes, self.number_clashes = self.number_clashes, []
+        numbers = [str(p.body["ContactNumber"]) for p, _ in clashes]
+        try:
+            holders: dict[str, dict[str, Any]] = {}
+            for chunk in _chunks(list(dict.fromkeys(numbers)), LOOKUPS_PER_CALL):
+                where = " OR ".join(f"ContactNumber=={_quoted(n)}" for n in chunk)
+                for contact in self.xero.get("Contacts", {"where": where, "includeArchived": "true"}).get(
+                        "Contacts") or []:
+                    holders[str(contact.get("ContactNumber"))] = contact
+        except (XeroError, ConnectionNotReady) as error:
+            for pending, errors in clashes:
+                self.fail(pending, "Xero: " + "; ".join(errors) + f" (and looking it up failed: {error})")
+            return []
+        again = []
+        for pending, errors in clashes:
+            holder = holders.get(str(pending.body["ContactNumber"]))
+            if holder is None:
+                self.fail(pending, "Xero: " + "; ".join(errors) + " (and no contact with that number was found)")
+                continue
+            pending.followed = True
+            pending.warnings.append(f"the Xero contact {holder['ContactID']} already carries this record's "
+                                    f"contact number {pending.body['ContactNumber']}: updated it")
+            pending.body = {**pending.body, "ContactID": holder["ContactID"]}
+            survivor = holder.get("MergedToContactID")
+            if survivor and survivor != holder["ContactID"]:
+                self._follow_merge(pending, survivor)
+            elif holder.get("ContactStatus") == "ARCHIVED" and not pending.doc.deleted:
+                self._archived(pending, holder["ContactID"])
+            again.append(pending)
         return again
 
     def _resolve_links(self) -> list[_Pending]:
@@ -406,30 +562,38 @@ class _Run:
     # ---- endings ---------------------------------------------------------------------------
     def fail(self, pending: _Pending, error: str) -> None:
         for item, _ in pending.group:
-            finish(self.jobs, item.job_id, "failed", error=error, warnings=list(pending.warnings))
+            self._finish(item.job_id, "failed", {"error": error, "warnings": list(pending.warnings)})
         self.outcomes[pending.key] = (pending.group, Outcome(module=pending.key[0], crm_id=pending.key[1],
                                                              sync_status="failed", last_error=error))
 
     def succeed(self, pending: _Pending, contact_id: str, updated: Any, xero_warnings: list[str]) -> None:
         module, crm_id = pending.key
-        warnings = pending.warnings + xero_warnings
+        warnings = pending.doc.truncated + pending.warnings + xero_warnings  # text cut to fit Xero first
         status = "warning" if warnings else "synced"
         synced_at = _iso(updated)
         self.mappings.put_mapping(Mapping(tenant_id=self.xero.tenant_id, module=module, crm_id=crm_id,
                                           xero_id=contact_id, payload_hash=pending.digest,
+                                          xero_number=pending.number,
                                           crm_modified=pending.doc.crm_modified, xero_updated=synced_at,
-                                          sync_status=status,
+                                          sync_status=status, version=pending.version,
                                           last_error="; ".join(warnings)[:1000] or None))
-        for index, (item, _) in enumerate(pending.group):
-            note = [] if index == 0 else ["a newer save of the same record in this batch was pushed"]
-            finish(self.jobs, item.job_id, "succeeded", xero={"contact_id": contact_id},
-                   warnings=warnings + note)
+        if pending.entry:
+            self.journal.confirmed(pending.entry, contact_id)
+        for item, _ in pending.group:
+            self._finish(item.job_id, "succeeded", {"xero": {"contact_id": contact_id}, "warnings": warnings})
         self.outcomes[pending.key] = (pending.group, Outcome(
             module=module, crm_id=crm_id, xero_id=contact_id, sync_status=status,
             last_error="; ".join(warnings) or None, synced_at=synced_at))
 
 
 # ---- Sugar Contacts as contact persons on their Account's Xero contact -------------------------
+def _erased_person(gone: Any) -> dict[str, Any]:
+    """The contact person as the CRM had it before a Data Privacy erasure (from dataChanges)."""
+    return {k: v for k, v in {"FirstName": gone.first_name, "LastName": gone.last_name,
+                              "EmailAddress": gone.email}.items() if v}
+
+
+
 def _sync_persons(run: _Run, groups: dict[Key, Group], known: dict[Key, Mapping], batch_size: int,
                   result: BatchResult) -> None:
     xero, jobs = run.xero, run.jobs
@@ -459,24 +623,48 @@ def _sync_persons(run: _Run, groups: dict[Key, Group], known: dict[Key, Mapping]
     except (XeroError, ConnectionNotReady) as error:
         _persons_not_sent(run, [entry for entries in waiting.values() for entry in entries], error, result)
         return
+    # Which persons on each Xero contact the connector owns: those it pushed, by email (a record
+    # per Account, plus each pushed person's last email on its own mapping). The others were
+    # entered in Xero and are never touched.
+    account_of = {account.xero_id: crm_id for crm_id, account in accounts.items()}
+    owned_records = run.mappings.get_mappings(xero.tenant_id, PERSONS_MODULE, sorted(set(account_of.values())))
     bodies: list[tuple[str, dict[str, Any], list[str]]] = []
+    owned_after: dict[str, list[str]] = {}
     for contact_id, entries in waiting.items():
         contact = current.get(contact_id)
         if contact is None:
             for key, group, _ in entries:
                 run.fail(_Pending(key, group, {}, ""), f"the Account's Xero contact {contact_id} was not found")
             continue
+        record = owned_records.get(account_of.get(contact_id, ""))
+        owned = {_email(e) for e in ((record.document or {}).get("owned") or [] if record else [])}
+        for key, group, _ in entries:
+            previous = known.get(key)
+            owned |= {_email(group[0][1].email), _email(previous.xero_number if previous else None)}
+        owned.discard("")
+        batch_persons = [_erased_person(group[0][1].erased_person) if group[0][1].erased_person
+                         else to_xero_person(group[0][1]) for _, group, _ in entries]
         persons = [dict(p) for p in contact.get("ContactPersons") or []]
-        for _, group, _ in entries:  # oldest save first: the newest ends up first in the list
+        ours = [p for p in persons if _email(p.get("EmailAddress")) in owned
+                or any(same_person(p, mine) for mine in batch_persons)]
+        theirs = [p for p in persons if p not in ours]
+        for key, group, _ in entries:  # oldest save first: the newest ends up first in the list
             doc = group[0][1]
             person = to_xero_person(doc)
-            persons = [p for p in persons if not same_person(p, person)]
-            if not doc.deleted:
-                persons.insert(0, person)
-        dropped = [" ".join(filter(None, (p.get("FirstName"), p.get("LastName")))) or str(p.get("EmailAddress"))
-                   for p in persons[MAX_PERSONS:]]
-        body = {"ContactID": contact_id, "Name": contact.get("Name"), "ContactPersons": persons[:MAX_PERSONS]}
-        bodies.append((contact_id, body, dropped))
+            if doc.erased and doc.erased_person:  # erased in the CRM: find the person as it was, remove it
+                person = _erased_person(doc.erased_person)
+            previous = known.get(key)
+            old_email = _email(previous.xero_number if previous else None)
+            ours = [p for p in ours if not same_person(p, person)
+                    and not (old_email and _email(p.get("EmailAddress")) == old_email)]
+            if not doc.deleted and not doc.erased:
+                ours.insert(0, person)
+        room = max(0, MAX_PERSONS - len(theirs))
+        left_out = [" ".join(filter(None, (p.get("FirstName"), p.get("LastName")))) or str(p.get("EmailAddress"))
+                    for p in ours[room:]]
+        body = {"ContactID": contact_id, "Name": contact.get("Name"), "ContactPersons": ours[:room] + theirs}
+        owned_after[contact_id] = [e for p in ours[:room] if (e := _email(p.get("EmailAddress")))]
+        bodies.append((contact_id, body, left_out))
     for chunk in _chunks(bodies, batch_size):
         sent = [body for _, body, _ in chunk]
         try:
@@ -492,9 +680,22 @@ def _sync_persons(run: _Run, groups: dict[Key, Group], known: dict[Key, Mapping]
                     run.fail(pending, "Xero: " + ("; ".join(errors) or "Xero refused the contact persons"))
                     continue
                 if dropped:
-                    pending.warnings.append(f"Xero keeps {MAX_PERSONS} contact persons: the least recently "
-                                            f"sent were dropped ({', '.join(dropped)})")
+                    pending.warnings.append(f"Xero keeps {MAX_PERSONS} contact persons, and the persons entered "
+                                            "in Xero are kept: the least recently sent CRM contacts were left out "
+                                            f"({', '.join(dropped)})")
+                if group[0][1].erased:
+                    pending.warnings.append("Data Privacy erasure in the CRM: the contact person was removed from "
+                                            f"the Xero contact {contact_id}")
+                pending.number = _email(group[0][1].email) or None
                 run.succeed(pending, contact_id, answer.get("UpdatedDateUTC"), [])
+            if not errors and account_of.get(contact_id):
+                run.mappings.put_mapping(Mapping(tenant_id=xero.tenant_id, module=PERSONS_MODULE,
+                                                 crm_id=account_of[contact_id], xero_id=contact_id,
+                                                 document={"owned": owned_after.get(contact_id, [])}))
+
+
+def _email(value: Any) -> str:
+    return str(value or "").strip().casefold()
 
 
 def _persons_not_sent(run: _Run, entries: list[tuple[Key, Group, str]], error: Exception,

@@ -15,9 +15,13 @@ per 50 documents:
 5. send in calls of up to 50 per collection; record each element's answer on its job, its
    mapping (with Xero's state of the document) and the CRM record (write-back).
 
-Duplicates: the job id is a hash of the callout, the Idempotency-Key a hash of the batch, and the
-mapping (CRM record → Xero document) makes a re-delivered or re-saved document an update of the
-same Xero document, never a second one. A record's content hash makes an unchanged re-save free.
+Duplicates: the job id is a hash of the callout, the Idempotency-Key a hash of the chunk (for
+network retries), and the mapping (CRM record → Xero document) makes a re-delivered or re-saved
+document an update of the same Xero document. Between Xero's answer and the mapping write, the
+write-ahead journal (``shared.usecases.journal``) covers the gap: an intent left unconfirmed
+makes the next attempt look the document up by its marker instead of creating it again. A
+record's content hash makes an unchanged re-save free; an older save than the one already sent
+is ignored (``shared.usecases.versions``).
 """
 
 from __future__ import annotations
@@ -57,6 +61,9 @@ from shared.sugar.errors import SugarError
 from shared.usecases import contacts
 from shared.usecases import items as catalogue
 from shared.usecases.accept import job_id_for
+from shared.usecases.crash import NO_CRASH, STATE_WRITTEN, XERO_ANSWERED, CrashPoints
+from shared.usecases.journal import Entry, Journal, add_marker
+from shared.usecases.versions import OLDER, SUPERSEDED, newest_per_record, version_of
 from shared.usecases.work import BatchResult, WorkItem, content_hash, finish, requeue, retry_after_for
 from shared.usecases.writeback import Outcome, write_back
 from shared.xero.client import validation_messages
@@ -65,6 +72,7 @@ KIND_DOCUMENT = "document.push"
 KIND_QUOTE = "quote.push"
 KINDS = frozenset({KIND_DOCUMENT, KIND_QUOTE})
 UNIT_DECIMALS = {"unitdp": "4"}  # unit prices keep 4 decimals instead of Xero's default 2
+INVOICE_LINES = {"page": "1", **UNIT_DECIMALS}  # invoices by IDs= with their lines, prices to 4 decimals
 WRITE_BACK_PENDING = contacts.WRITE_BACK_PENDING
 WRITE_BACK_RETRY_SECONDS = contacts.WRITE_BACK_RETRY_SECONDS
 SUGAR_RETRY_SECONDS = 60.0
@@ -105,6 +113,9 @@ class _Record:
     digest: str = ""
     body: dict[str, Any] | None = None
     action: str = "push"  # push | delete | void | credit_note
+    version: str | None = None
+    superseded: list[WorkItem] = field(default_factory=list)  # older saves of the record in this batch
+    entry: Entry | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -113,17 +124,27 @@ class _Record:
 
 class _Run:
     def __init__(self, *, xero: XeroApi, jobs: JobStore, mappings: MappingStore, crm: QuoteReader | None,
-                 config: MappingConfig, result: BatchResult):
+                 config: MappingConfig, result: BatchResult, crash: CrashPoints = NO_CRASH):
         self.xero, self.jobs, self.mappings, self.crm = xero, jobs, mappings, crm
-        self.config, self.result = config, result
+        self.config, self.result, self.crash = config, result, crash
         self.outcomes: dict[tuple[str, str], tuple[list[WorkItem], Outcome]] = {}
+        self.today = dt.datetime.now(dt.UTC).date()
+        self.journal = Journal(mappings, xero)  # type: ignore[arg-type]
+        self.held: list[tuple[Any, ...]] | None = None  # job endings waiting for the state writes
 
     # ---- endings ---------------------------------------------------------------------------
     def finish_items(self, items: Iterable[WorkItem], status: str, *, xero: dict[str, Any] | None = None,
                      error: str | None = None, warnings: list[str] | None = None) -> None:
-        for index, item in enumerate(items):
-            note = [] if index == 0 else ["a newer save of the same record in this batch was pushed"]
-            finish(self.jobs, item.job_id, status, xero=xero, error=error, warnings=(warnings or []) + note)
+        for item in items:
+            if self.held is not None:  # a chunk's jobs are marked after all its state is written
+                self.held.append((item.job_id, status, xero, error, warnings))
+            else:
+                finish(self.jobs, item.job_id, status, xero=xero, error=error, warnings=warnings or [])
+
+    def release(self) -> None:
+        held, self.held = self.held or [], None
+        for job_id, status, xero, error, warnings in held:
+            finish(self.jobs, job_id, status, xero=xero, error=error, warnings=warnings or [])
 
     def fail(self, record: _Record, error: str, *, write_back_failure: bool = True) -> None:
         self.finish_items(record.items, "failed", xero=_job_xero(record.state), error=error,
@@ -216,7 +237,7 @@ def _read_quotes(run: _Run, quote_items: list[tuple[WorkItem, SugarQuote, bool]]
             run.outcomes[(QUOTES, quote.id)] = ([item], Outcome(module=QUOTES, crm_id=quote.id, sync_status="failed",
                                                                 last_error=str(error), synced_at=now_iso()))
             continue
-        documents += [(item, doc, warnings) for doc in docs]
+        documents += [(item, doc, doc.truncated + warnings) for doc in docs]
     return documents
 
 
@@ -257,36 +278,58 @@ def _parse(run: _Run, items: list[WorkItem]) -> list[tuple[WorkItem, TradeDocume
                 quotes.append((item, SugarQuote.model_validate(body.get("quote") or {}),
                                body.get("event") == "after_delete"))
             else:
-                parsed.append((item, _DOCUMENT.validate_python(item.document), []))
+                document = _DOCUMENT.validate_python(item.document)
+                parsed.append((item, document, list(document.truncated)))  # text cut to fit Xero
         except ValidationError as error:
             finish(run.jobs, item.job_id, "failed", error=f"unreadable document: {error.errors()[:3]}")
     return parsed + _read_quotes(run, quotes)
 
 
+def received_at(jobs: JobStore, item: WorkItem) -> str | None:
+    """When the connector accepted the callout (the job's creation): the version of a save that
+    carries no ``crm_modified``."""
+    job = jobs.get_job(item.job_id)
+    return job.created_at if job else None
+
+
 def _records(run: _Run, parsed: list[tuple[WorkItem, TradeDocument, list[str]]]) -> list[_Record]:
-    """One record per (CRM record, Xero target): the newest save wins, every job rides along.
-    A quote can carry two documents (invoice and Xero quote): its job is finished by the last."""
-    groups: dict[tuple[str, str], list[tuple[WorkItem, TradeDocument, list[str]]]] = {}
-    for item, doc, warnings in parsed:
-        resource, target = target_of(doc, run.config)
-        groups.setdefault((document_module(doc.crm_module, target), doc.crm_id), []).append((item, doc, warnings))
+    """One record per (CRM record, Xero target): the newest save wins; the jobs of the same save
+    ride along, older saves' jobs end ``ignored`` (superseded). A quote can carry two documents
+    (invoice and Xero quote): its job is finished by the last."""
+    versions = {id(entry): version_of(entry[1].crm_modified,
+                                      None if entry[1].crm_modified else received_at(run.jobs, entry[0]))
+                for entry in parsed}
+    groups = newest_per_record(
+        parsed, key=lambda e: (document_module(e[1].crm_module, target_of(e[1], run.config)[1]), e[1].crm_id),
+        version=lambda e: versions[id(e)])
     records = []
     for (module, _), group in groups.items():
-        group.sort(key=lambda entry: entry[1].crm_modified or "", reverse=True)
         newest = group[0][1]
         resource, target = target_of(newest, run.config)
-        unique = list({item.message_id: item for item, _, _ in group}.values())
-        records.append(_Record(items=unique, doc=newest,
-                               resource=resource, target=target, module=module, warnings=list(group[0][2])))
+        same = [item for item, doc, _ in group if doc == newest]
+        unique = list({item.message_id: item for item in same}.values())
+        older = [item for item, doc, _ in group if doc != newest and item.message_id not in
+                 {i.message_id for i in unique}]
+        records.append(_Record(items=unique, doc=newest, resource=resource, target=target, module=module,
+                               warnings=list(group[0][2]), version=versions[id(group[0])],
+                               superseded=list({i.message_id: i for i in older}.values())))
     by_module: dict[str, list[_Record]] = {}
     for record in records:
         by_module.setdefault(record.module, []).append(record)
+    kept = []
     for module, members in by_module.items():
         found = run.mappings.get_mappings(run.xero.tenant_id, module, [r.doc.crm_id for r in members])
+        run.journal.load(module, [r.doc.crm_id for r in members])
         for record in members:
+            for item in record.superseded:
+                finish(run.jobs, item.job_id, "ignored", warnings=[SUPERSEDED])
+            if run.journal.is_older(module, record.doc.crm_id, record.version):
+                run.finish_items(record.items, "ignored", warnings=[OLDER])
+                continue
             record.mapping = found.get(record.doc.crm_id)
             record.state = _stored_state(record.mapping)
-    return records
+            kept.append(record)
+    return kept
 
 
 # ---- step 2: contacts first ---------------------------------------------------------------------
@@ -341,6 +384,7 @@ def _settle_contacts(run: _Run, records: list[_Record], batch_size: int) -> list
             items.append(WorkItem(message_id=f"contact:{job_id}", job_id=job_id, kind=contacts.KIND, document=payload))
         if items:
             outcome = contacts.sync_contacts(items, xero=run.xero, jobs=run.jobs, mappings=run.mappings,
+                                             crash=run.crash,
                                              batch_size=batch_size, config=run.config, crm=run.crm)
             pushed = {(i.document["crm_module"], i.document["crm_id"]): i for i in items}
             found: dict[tuple[str, str], str] = {}
@@ -392,6 +436,8 @@ def _decide(run: _Run, records: list[_Record], *, tax_rates: MappingOf[str, Deci
             elif action == "credit_note":
                 record.action = action
                 to_send.append(record)
+            elif (locked := _locked_period(record, check_references)) is not None:
+                run.fail(record, locked)
             else:
                 record.action = action
                 status = "DELETED" if action == "delete" else "VOIDED"
@@ -417,7 +463,11 @@ def _decide(run: _Run, records: list[_Record], *, tax_rates: MappingOf[str, Deci
         except DocumentRefused as error:
             run.fail(record, str(error))
             continue
-        problems = check_references(record.mapped.body) if check_references else []
+        body = record.mapped.body
+        if check_references and "Date" not in body and record.state is not None and record.state.date:
+            # an update keeps Xero's date, and Xero checks the lock against it all the same
+            body = {**body, "Date": record.state.date.isoformat()}
+        problems = check_references(body) if check_references else []
         if problems:
             run.fail(record, "not sent: " + "; ".join(problems))
             continue
@@ -427,10 +477,20 @@ def _decide(run: _Run, records: list[_Record], *, tax_rates: MappingOf[str, Deci
     return to_send
 
 
+def _locked_period(record: _Record, check_references: ReferenceCheck | None) -> str | None:
+    """Why a document dated in a locked period cannot be deleted or voided, else None."""
+    if check_references is None or record.state is None or record.state.date is None:
+        return None
+    problems = [p for p in check_references({"Date": record.state.date.isoformat()}) if "locked" in p]
+    return "not ended in Xero: " + "; ".join(problems) if problems else None
+
+
 def _locked_message(state: XeroDocumentState) -> str:
     what = f"Xero {state.target} {state.number or state.xero_id}"
     if state.has_payments:
         reason = f"has payments applied ({state.amount_paid:,.2f} paid)"
+    elif state.has_credit_allocated:
+        reason = f"has credit allocated ({state.amount_credited:,.2f} credited)"
     else:
         reason = f"is {state.status}"
     return f"{what} {reason}: {LOCKED_HINT}"
@@ -468,19 +528,64 @@ def _send(run: _Run, records: list[_Record], batch_size: int) -> None:
         by_resource.setdefault(record.resource, []).append(record)
     for resource, members in by_resource.items():
         for chunk in _chunks(members, batch_size):
+            chunk = _journal_chunk(run, resource, chunk)
+            if not chunk:
+                continue
             bodies = [r.body for r in chunk]
+            key = f"{resource.lower()}-{content_hash(bodies)}"
+            for refused in run.journal.record([r.entry for r in chunk if r.entry], key):
+                record = next(r for r in chunk if r.entry is refused)
+                run.finish_items(record.items, "ignored", warnings=[OLDER])
+                chunk.remove(record)
+            if not chunk:
+                continue
+            if len(chunk) != len(bodies):
+                bodies = [r.body for r in chunk]
+                key = f"{resource.lower()}-{content_hash(bodies)}"
             try:
-                answers = run.xero.upsert_batch(resource, bodies, params=UNIT_DECIMALS,
-                                                idempotency_key=f"{resource.lower()}-{content_hash(bodies)}")
+                answers = run.xero.upsert_batch(resource, bodies, params=UNIT_DECIMALS, idempotency_key=key)
             except (XeroError, ConnectionNotReady) as error:
+                run.journal.call_failed([r.entry for r in chunk if r.entry], error)
                 _batch_failed(run, chunk, error)
                 continue
+            run.crash.reached(XERO_ANSWERED)
             latest = _latest_states(run, chunk)
+            run.held = []
             for record, answer in zip(chunk, answers, strict=True):
                 _record_answer(run, record, answer, latest.get(record.key))
+            run.crash.reached(STATE_WRITTEN)
+            run.release()
     credits = [r for r in records if r.action == "credit_note"]
     if credits:
         _credit(run, credits, batch_size)
+
+
+def _journal_chunk(run: _Run, resource: str, chunk: list[_Record]) -> list[_Record]:
+    """Give each document of the chunk its journal entry and recover unconfirmed earlier
+    attempts (see ``shared.usecases.journal``). Returns the records that can be sent."""
+    for record in chunk:
+        assert record.body is not None
+        add_marker(resource, record.body, record.doc.crm_id)
+        record.entry = Entry(module=record.module, crm_id=record.doc.crm_id, resource=resource, body=record.body,
+                             version=record.version, job_ids=[i.job_id for i in record.items])
+    key = f"{resource.lower()}-{content_hash([r.body for r in chunk])}"
+    try:
+        problems = run.journal.recover([r.entry for r in chunk if r.entry], key)
+    except (XeroError, ConnectionNotReady) as error:
+        _batch_failed(run, chunk, error)
+        return []
+    for record in chunk:
+        if id(record.entry) in problems:
+            run.fail(record, problems[id(record.entry)])
+    chunk = [r for r in chunk if id(r.entry) not in problems]
+    adopted = [r for r in chunk if r.entry and r.entry.adopt and r.entry.found]
+    if adopted:  # made by an attempt that died before storing Xero's answer: stored now, not sent again
+        run.held = []
+        for record in adopted:
+            _record_answer(run, record, record.entry.found)  # type: ignore[union-attr,arg-type]
+        run.crash.reached(STATE_WRITTEN)
+        run.release()
+    return [r for r in chunk if r not in adopted]
 
 
 def _batch_failed(run: _Run, chunk: list[_Record], error: Exception) -> None:
@@ -513,6 +618,8 @@ def _record_answer(run: _Run, record: _Record, answer: dict[str, Any],
     xero_id = answer.get(ID_FIELDS[record.resource])
     if status == "ERROR" or answer.get("HasValidationErrors") or not xero_id:
         message = "; ".join(validation_messages(answer)) or "Xero refused the document without a reason"
+        if record.entry:
+            run.journal.failed(record.entry, message)
         run.fail(record, f"Xero: {message}")
         return
     line_ids = record.mapped.line_crm_ids if record.mapped else []
@@ -537,7 +644,9 @@ def _record_answer(run: _Run, record: _Record, answer: dict[str, Any],
                                                                   else None),
         crm_modified=record.doc.crm_modified, xero_updated=state.updated_utc,
         sync_status="warning" if warnings else "synced", last_error="; ".join(warnings) or None,
-        document=state.model_dump(mode="json")))
+        document=state.model_dump(mode="json"), version=record.version))
+    if record.entry:
+        run.journal.confirmed(record.entry, state.xero_id)
     run.succeed(record, state, warnings)
 
 
@@ -555,14 +664,21 @@ def _credit(run: _Run, records: list[_Record], batch_size: int) -> None:
         earlier = raised.get((credit_modules[record.key], record.doc.crm_id))
         if earlier is not None:
             assert record.state is not None
-            run.succeed(record, record.state, [f"credited earlier by Xero credit note {earlier.xero_number}"])
+            warnings = [f"credited earlier by Xero credit note {earlier.xero_number}"]
+            # The allocation is a step of its own: one that did not land is retried now.
+            if _settle_allocation(run, record, credit_modules[record.key], earlier.xero_id, earlier.xero_number,
+                                  None, warnings):
+                run.succeed(record, record.state, warnings)
         else:
             fresh.append(record)
     if not fresh:
         return
     try:
+        # page=1: an IDs= list without page is a summary without LineItems (Xero's Invoices
+        # documentation); unitdp=4 keeps 4-decimal unit prices, so the credit matches to the cent.
         invoices = {i["InvoiceID"]: i for i in run.xero.get_by_ids("Invoices", [r.state.xero_id for r in fresh
-                                                                                if r.state])}
+                                                                                if r.state],
+                                                                   params=INVOICE_LINES)}
     except (XeroError, ConnectionNotReady) as error:
         _batch_failed(run, fresh, error)
         return
@@ -573,42 +689,147 @@ def _credit(run: _Run, records: list[_Record], batch_size: int) -> None:
                 run.fail(record, "the Xero invoice to credit was not found")
         if not ready:
             continue
-        bodies = [credit_note_body(r.state, invoices[r.state.xero_id]) for r in ready]  # type: ignore[union-attr]
+        built = []
+        for record in ready:
+            assert record.state is not None
+            try:
+                record.body = credit_note_body(record.state, invoices[record.state.xero_id])
+            except DocumentRefused as error:
+                run.fail(record, str(error))
+                continue
+            record.entry = Entry(module=credit_modules[record.key], crm_id=record.doc.crm_id, resource="CreditNotes",
+                                 body=record.body, version=record.version, job_ids=[i.job_id for i in record.items])
+            built.append(record)
+        ready = built
+        if not ready:
+            continue
         try:
-            answers = run.xero.upsert_batch("CreditNotes", bodies, params=UNIT_DECIMALS,
-                                            idempotency_key=f"creditnotes-{content_hash(bodies)}")
+            problems = run.journal.recover([r.entry for r in ready if r.entry],
+                                           f"creditnotes-{content_hash([r.body for r in ready])}")
         except (XeroError, ConnectionNotReady) as error:
             _batch_failed(run, ready, error)
             continue
-        for record, answer in zip(ready, answers, strict=True):
+        for record in ready:
+            if id(record.entry) in problems:
+                run.fail(record, problems[id(record.entry)])
+        # A credit note an unconfirmed earlier attempt raised is taken as it is, never sent again.
+        found = {id(r): r.entry.found for r in ready if r.entry and r.entry.found}
+        to_send = [r for r in ready if id(r.entry) not in problems and id(r) not in found]
+        answers: list[dict[str, Any]] = []
+        if to_send:
+            bodies = [r.body for r in to_send]
+            key = f"creditnotes-{content_hash(bodies)}"
+            refused = run.journal.record([r.entry for r in to_send if r.entry], key)
+            for record in [r for r in to_send if r.entry in refused]:
+                run.finish_items(record.items, "ignored", warnings=[OLDER])
+            to_send = [r for r in to_send if r.entry not in refused]
+        if to_send:
+            try:
+                answers = run.xero.upsert_batch("CreditNotes", [r.body for r in to_send], params=UNIT_DECIMALS,
+                                                idempotency_key=key)
+            except (XeroError, ConnectionNotReady) as error:
+                run.journal.call_failed([r.entry for r in to_send if r.entry], error)
+                _batch_failed(run, to_send, error)
+                to_send = []
+            else:
+                run.crash.reached(XERO_ANSWERED)
+        settled = [(r, a) for r, a in zip(to_send, answers, strict=True)] + \
+                  [(r, {**found[id(r)], "StatusAttributeString": "OK"}) for r in ready if id(r) in found]
+        run.held = []
+        for record, answer in settled:
             assert record.state is not None
             note_id = answer.get("CreditNoteID")
             if (answer.get("StatusAttributeString") or "OK").upper() == "ERROR" or not note_id:
-                run.fail(record, "Xero refused the credit note: " + ("; ".join(validation_messages(answer))
-                                                                    or "no reason given"))
+                message = "; ".join(validation_messages(answer)) or "no reason given"
+                if record.entry:
+                    run.journal.failed(record.entry, message)
+                run.fail(record, "Xero refused the credit note: " + message)
                 continue
             note = document_state("CreditNotes", answer)
             run.mappings.put_mapping(Mapping(
                 tenant_id=run.xero.tenant_id, module=credit_modules[record.key], crm_id=record.doc.crm_id,
                 xero_id=note.xero_id, xero_number=note.number, xero_updated=note.updated_utc,
-                document=note.model_dump(mode="json")))
+                document=note.model_dump(mode="json"), version=record.version))
+            if record.entry:
+                run.journal.confirmed(record.entry, note.xero_id)
             warnings = [f"cancelled in the CRM after payment: credited by Xero credit note {note.number or note_id} "
                         f"for {note.total:,.2f}"]
-            due = record.state.amount_due
-            if due > 0:
-                warnings.append(_allocate(run, note_id, record.state, min(due, note.total)))
-            run.succeed(record, record.state, warnings)
+            if _settle_allocation(run, record, credit_modules[record.key], note_id, note.number, note.total,
+                                  warnings):
+                run.succeed(record, record.state, warnings)
+        run.crash.reached(STATE_WRITTEN)
+        run.release()
 
 
-def _allocate(run: _Run, credit_note_id: str, invoice: XeroDocumentState, amount: Decimal) -> str:
+ALLOCATION = "ALLOCATION"  # the journal module suffix of a credit note's allocation step
+
+
+def _settle_allocation(run: _Run, record: _Record, note_module: str, note_id: str, note_number: str | None,
+                       note_total: Decimal | None, warnings: list[str]) -> bool:
+    """The credit note's allocation to what is still due on the invoice, as a journal step of
+    its own (``{note module}#ALLOCATION``): recorded before the call, confirmed after. True when
+    the job can succeed (allocated now or before, or nothing due); otherwise the job was ended
+    here: deferred (Xero busy: the message comes back and this step is retried, the credit note
+    is not raised again) or failed visibly on the job and the CRM record.
+
+    An attempt left unconfirmed (the worker died after Xero's answer) is checked against the
+    credit note's Allocations in Xero before anything is sent again: never allocated twice."""
+    assert record.state is not None
+    module = f"{note_module}#{ALLOCATION}"
+    crm_id = record.doc.crm_id
+    invoice_id = record.state.xero_id
+    step = run.journal.load(module, [crm_id]).get(crm_id)
+    if step is not None and step.state == "confirmed":
+        return True
     allocate = getattr(run.xero, "allocate_credit_note", None)
+    due = record.state.amount_due
+    amount = min(due, note_total) if note_total is not None else due
+    if amount <= 0:
+        return True
     if allocate is None:
-        return f"allocate {amount:,.2f} of the credit note to the invoice in Xero"
+        warnings.append(f"allocate {amount:,.2f} of the credit note to the invoice in Xero")
+        return True
     try:
-        allocate(credit_note_id, invoice.xero_id, amount)
+        if step is not None or note_total is None:  # an earlier attempt, or a note raised before
+            (note,) = run.xero.get(f"CreditNotes/{note_id}").get("CreditNotes") or [{}]
+            applied = [a for a in note.get("Allocations") or []
+                       if str((a.get("Invoice") or {}).get("InvoiceID", "")).lower() == invoice_id.lower()]
+            if applied:
+                if step is not None:
+                    entry = Entry(module=module, crm_id=crm_id, resource="Allocations", body={}, intent=step)
+                    run.journal.confirmed(entry, note_id)
+                warnings.append(f"{amount:,.2f} of it allocated to what was still due")
+                return True
+            remaining = Decimal(str(note.get("RemainingCredit", amount)))
+            amount = min(amount, remaining)
+            if amount <= 0:
+                return True
     except (XeroError, ConnectionNotReady) as error:
-        return f"the credit note could not be allocated to the invoice ({error}); allocate {amount:,.2f} in Xero"
-    return f"{amount:,.2f} of it allocated to what was still due"
+        return _allocation_not_done(run, record, note_number or note_id, amount, error)
+    entry = Entry(module=module, crm_id=crm_id, resource="Allocations",
+                  body={"CreditNoteID": note_id, "InvoiceID": invoice_id, "Amount": str(amount)},
+                  version=record.version, job_ids=[i.job_id for i in record.items])
+    if run.journal.record([entry], f"allocation-{note_id}-{invoice_id}"):
+        run.finish_items(record.items, "ignored", warnings=[OLDER])
+        return False
+    try:
+        allocate(note_id, invoice_id, amount, on=run.today)
+    except (XeroError, ConnectionNotReady) as error:
+        run.journal.call_failed([entry], error)
+        return _allocation_not_done(run, record, note_number or note_id, amount, error)
+    run.crash.reached(XERO_ANSWERED)
+    run.journal.confirmed(entry, note_id)
+    warnings.append(f"{amount:,.2f} of it allocated to what was still due")
+    return True
+
+
+def _allocation_not_done(run: _Run, record: _Record, note: str, amount: Decimal, error: Exception) -> bool:
+    if isinstance(error, ConnectionNotReady) or getattr(error, "retryable", False):
+        run.defer(record.items, error)
+    else:
+        run.fail(record, f"Xero credit note {note} was raised but could not be allocated to the invoice "
+                         f"({error}); allocate {amount:,.2f} in Xero, then replay the job")
+    return False
 
 
 # ---- the use case --------------------------------------------------------------------------------
@@ -616,7 +837,7 @@ def push_documents(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mapp
                    crm: QuoteReader | None = None, config: MappingConfig | None = None,
                    tax_rates: MappingOf[str, Decimal] | None = None,
                    check_references: ReferenceCheck | None = None, today: dt.date | None = None,
-                   batch_size: int = 50) -> BatchResult:
+                   batch_size: int = 50, crash: CrashPoints = NO_CRASH) -> BatchResult:
     """Work one batch of ``document.push`` and ``quote.push`` messages (see the module docstring).
 
     ``tax_rates`` (Xero TaxType → percent) and ``check_references`` (names account codes, tax
@@ -624,11 +845,14 @@ def push_documents(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mapp
     metadata when there is one."""
     config = config or mapping_file().for_tenant(xero.tenant_id)
     result = BatchResult()
-    run = _Run(xero=xero, jobs=jobs, mappings=mappings, crm=crm, config=config, result=result)
+    run = _Run(xero=xero, jobs=jobs, mappings=mappings, crm=crm, config=config, result=result, crash=crash)
+    # ``today`` is the organisation's day (``OrganisationMetadata.today``); UTC only before the
+    # first metadata refresh has read the organisation's timezone.
+    run.today = today or dt.datetime.now(dt.UTC).date()
     records = _records(run, _parse(run, items))
     records = _settle_contacts(run, records, batch_size)
     to_send = _decide(run, records, tax_rates=tax_rates or {}, check_references=check_references,
-                      today=today or dt.date.today())
+                      today=run.today)
     _send(run, to_send, batch_size)
     _write_back(run)
     return result

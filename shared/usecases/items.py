@@ -12,7 +12,7 @@ Xero then updates one item with the other's values and the next push of either r
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pydantic import ValidationError
@@ -25,6 +25,9 @@ from shared.models.documents import ItemDocument
 from shared.observability import logger
 from shared.ports import JobStore, MappingStore, XeroApi
 from shared.state.records import Mapping
+from shared.usecases.crash import NO_CRASH, STATE_WRITTEN, XERO_ANSWERED, CrashPoints
+from shared.usecases.journal import Entry, Journal
+from shared.usecases.versions import OLDER, SUPERSEDED, newest_per_record, version_of
 from shared.usecases.work import BatchResult, WorkItem, content_hash, finish, requeue, retry_after_for
 from shared.xero.client import validation_messages
 
@@ -36,14 +39,30 @@ UNIT_DECIMALS = {"unitdp": "4"}  # prices keep 4 decimals instead of Xero's defa
 Group = list[tuple[WorkItem, ItemDocument]]
 
 
-def _newest_per_record(items: list[tuple[WorkItem, ItemDocument]]) -> dict[str, Group]:
-    """Group by CRM record (first seen first), newest save first: one Xero write per record."""
+def _chunks(values: list[Any], size: int) -> Iterable[list[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+def _newest_per_record(jobs: JobStore, items: list[tuple[WorkItem, ItemDocument]]
+                       ) -> tuple[dict[str, Group], dict[str, str | None]]:
+    """Group by CRM record (first seen first): the newest save (``shared.usecases.versions``)
+    and the jobs carrying that same save; older saves' jobs end ``ignored`` (superseded)."""
+    versions: dict[int, str | None] = {}
+    for pair in items:
+        job = None if pair[1].crm_modified else jobs.get_job(pair[0].job_id)
+        versions[id(pair)] = version_of(pair[1].crm_modified, job.created_at if job else None)
+    grouped = newest_per_record(items, key=lambda pair: pair[1].crm_id, version=lambda pair: versions[id(pair)])
     groups: dict[str, Group] = {}
-    for item, doc in items:
-        groups.setdefault(doc.crm_id, []).append((item, doc))
-    for group in groups.values():
-        group.sort(key=lambda pair: pair[1].crm_modified or "", reverse=True)
-    return groups
+    newest: dict[str, str | None] = {}
+    for crm_id, group in grouped.items():
+        groups[crm_id] = [pair for pair in group if pair[1] == group[0][1]]
+        newest[crm_id] = versions[id(group[0])]
+        kept = {item.message_id for item, _ in groups[crm_id]}
+        for item, _ in group:
+            if item.message_id not in kept:
+                finish(jobs, item.job_id, "ignored", warnings=[SUPERSEDED])
+    return groups, newest
 
 
 def _catalogue_for(tenant_id: str) -> CatalogueRules:
@@ -57,7 +76,7 @@ def _finish_group(jobs: JobStore, group: Group, status: str, **outcome: Any) -> 
 
 def sync_items(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappings: MappingStore,
                catalogue: CatalogueRules | Callable[[str], CatalogueRules] = _catalogue_for,
-               batch_size: int = 50) -> BatchResult:
+               batch_size: int = 50, crash: CrashPoints = NO_CRASH) -> BatchResult:
     result = BatchResult()
     rules = catalogue(xero.tenant_id) if callable(catalogue) else catalogue
     parsed: list[tuple[WorkItem, ItemDocument]] = []
@@ -68,8 +87,12 @@ def sync_items(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappings
         except ValidationError as error:
             finish(jobs, item.job_id, "failed", error=f"unreadable document: {error.errors()[:3]}")
 
-    groups = _newest_per_record(parsed)
+    groups, versions = _newest_per_record(jobs, parsed)
     known = mappings.get_mappings(xero.tenant_id, MODULE, list(groups))
+    journal = Journal(mappings, xero)  # type: ignore[arg-type]
+    journal.load(MODULE, list(groups))
+    for crm_id in [c for c in groups if journal.is_older(MODULE, c, versions[c])]:
+        _finish_group(jobs, groups.pop(crm_id), "ignored", warnings=[OLDER])
 
     candidates: list[tuple[str, dict[str, Any], str]] = []
     for crm_id, group in groups.items():
@@ -86,13 +109,38 @@ def sync_items(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappings
 
     to_send = _without_code_collisions(candidates, groups, xero.tenant_id, jobs, mappings)
 
-    for chunk in chunks(to_send, batch_size):
-        bodies = [body for _, body, _ in chunk]
+    for chunk in _chunks(to_send, batch_size):
+        entries = {crm_id: Entry(module=MODULE, crm_id=crm_id, resource="Items", body=body, version=versions[crm_id],
+                                 job_ids=[item.job_id for item, _ in groups[crm_id]]) for crm_id, body, _ in chunk}
         chunk_items = [item for crm_id, _, _ in chunk for item, _ in groups[crm_id]]
         try:
+            # An item whose earlier attempt was never confirmed is found by its Code first.
+            problems = journal.recover(list(entries.values()),
+                                       f"items-{content_hash([body for _, body, _ in chunk])}")
+            bodies = [body for _, body, _ in chunk]
+            refused = journal.record(list(entries.values()), f"items-{content_hash(bodies)}")
+            for crm_id in [c for c, e in entries.items() if id(e) in problems or e in refused]:
+                reason = problems.get(id(entries[crm_id]))
+                _finish_group(jobs, groups[crm_id], "failed" if reason else "ignored", error=reason,
+                              warnings=[] if reason else [OLDER])
+            chunk = [c for c in chunk if id(entries[c[0]]) not in problems and entries[c[0]] not in refused]
+            adopted = [c for c in chunk if entries[c[0]].adopt and entries[c[0]].found]
+            if adopted:  # made by an attempt that died before storing Xero's answer: stored now
+                endings = [_record_answer(crm_id, groups[crm_id], body["Code"], entries[crm_id].found or {}, digest,
+                                          xero.tenant_id, mappings, journal, entries[crm_id])
+                           for crm_id, body, digest in adopted]
+                crash.reached(STATE_WRITTEN)
+                for group, status, outcome in endings:
+                    _finish_group(jobs, group, status, **outcome)
+                chunk = [c for c in chunk if c not in adopted]
+            if not chunk:
+                continue
+            bodies = [body for _, body, _ in chunk]
+            chunk_items = [item for crm_id, _, _ in chunk for item, _ in groups[crm_id]]
             answers = xero.upsert_batch("Items", bodies, idempotency_key=f"items-{content_hash(bodies)}",
                                         params=UNIT_DECIMALS)
         except (XeroError, ConnectionNotReady) as error:
+            journal.call_failed([entries[c[0]] for c in chunk if entries[c[0]].intent], error)
             if isinstance(error, ConnectionNotReady) or error.retryable:
                 logger.warning("Xero batch deferred", extra={"size": len(bodies), "error": str(error)})
                 requeue(jobs, [i.job_id for i in chunk_items], error)
@@ -101,9 +149,14 @@ def sync_items(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappings
                 for item in chunk_items:
                     finish(jobs, item.job_id, "failed", error=str(error))
             continue
+        crash.reached(XERO_ANSWERED)
+        endings: list[tuple[Group, str, dict[str, Any]]] = []
         for (crm_id, body, digest), answer in zip(chunk, answers, strict=True):
-            _record_answer(crm_id, groups[crm_id], body["Code"], answer, digest, xero.tenant_id,
-                           jobs, mappings)
+            endings.append(_record_answer(crm_id, groups[crm_id], body["Code"], answer, digest, xero.tenant_id,
+                                          mappings, journal, entries[crm_id]))
+        crash.reached(STATE_WRITTEN)  # every mapping of the chunk is written; no job is marked yet
+        for group, status, outcome in endings:
+            _finish_group(jobs, group, status, **outcome)
     return result
 
 
@@ -143,29 +196,25 @@ def _without_code_collisions(candidates: list[tuple[str, dict[str, Any], str]], 
 
 
 def _record_answer(crm_id: str, group: Group, code: str, answer: dict[str, Any], digest: str,
-                   tenant_id: str, jobs: JobStore, mappings: MappingStore) -> None:
+                   tenant_id: str, mappings: MappingStore, journal: Journal, entry: Entry
+                   ) -> tuple[Group, str, dict[str, Any]]:
+    """Store Xero's answer; returns how the group's jobs end (marked once the chunk is stored)."""
     status = (answer.get("StatusAttributeString") or "OK").upper()
     item_id = answer.get("ItemID")
     if status == "ERROR" or answer.get("HasValidationErrors") or not item_id:
         message = "; ".join(validation_messages(answer)) or "Xero refused the item without a reason"
-        _finish_group(jobs, group, "failed", xero={"code": code}, error=f"Xero: {message}")
-        return
-    _remember(mappings, tenant_id, crm_id, code, item_id, digest, group[0][1], answer)
-    warnings = [w.get("Message", "") for w in answer.get("Warnings") or [] if w.get("Message")]
-    for index, (item, _) in enumerate(group):
-        note = [] if index == 0 else ["a newer save of the same record in this batch was pushed"]
-        finish(jobs, item.job_id, "succeeded", xero={"item_id": item_id, "code": code},
-               warnings=warnings + note)
-
-
-def _remember(mappings: MappingStore, tenant_id: str, crm_id: str, code: str, item_id: str, digest: str,
-              doc: ItemDocument, answer: dict[str, Any]) -> None:
-    """The CRM product's Xero item, and who holds its code."""
+        journal.failed(entry, message)
+        return group, "failed", {"xero": {"code": code}, "error": f"Xero: {message}"}
+    doc = group[0][1]
     mappings.put_mapping(Mapping(tenant_id=tenant_id, module=MODULE, crm_id=crm_id, xero_id=item_id,
                                  xero_number=code, payload_hash=digest, crm_modified=doc.crm_modified,
-                                 xero_updated=answer.get("UpdatedDateUTC")))
+                                 xero_updated=answer.get("UpdatedDateUTC"), version=entry.version))
     mappings.put_mapping(Mapping(tenant_id=tenant_id, module=CODE_MODULE, crm_id=code.upper(),
                                  xero_id=item_id, xero_number=crm_id))
+    journal.confirmed(entry, item_id)
+    # Text cut to fit Xero first, then Xero's own warnings.
+    warnings = doc.truncated + [w.get("Message", "") for w in answer.get("Warnings") or [] if w.get("Message")]
+    return group, "succeeded", {"xero": {"item_id": item_id, "code": code}, "warnings": warnings}
 
 
 def push_missing_items(documents: list[ItemDocument], *, xero: XeroApi, mappings: MappingStore,
@@ -174,8 +223,9 @@ def push_missing_items(documents: list[ItemDocument], *, xero: XeroApi, mappings
     """Catalogue entries that documents in this batch use and Xero does not hold yet, pushed before
     those documents (as the invoice worker pushes missing contacts), so their lines carry item
     codes. Returns CRM product id -> item code for what Xero took, and a note for what it did not
-    (a code another CRM product holds is never taken over). A Xero error is raised: the documents
-    then wait with their batch rather than landing without codes."""
+    (a code another CRM product holds is never taken over). A Xero error is raised: the caller
+    decides. Xero matches an item by its Code, so a crash between Xero's answer and the mapping
+    write only means the next batch sends the same item again and Xero updates it."""
     rules = catalogue(xero.tenant_id) if callable(catalogue) else catalogue
     candidates = [(doc, to_xero_item(doc, rules)) for doc in documents]
     codes = list(dict.fromkeys(body["Code"].upper() for _, body in candidates))
@@ -198,6 +248,12 @@ def push_missing_items(documents: list[ItemDocument], *, xero: XeroApi, mappings
             if (answer.get("StatusAttributeString") or "OK").upper() == "ERROR" or not item_id:
                 notes.append(f"product {doc.name!r}: Xero refused it: {'; '.join(validation_messages(answer))}")
                 continue
-            _remember(mappings, xero.tenant_id, doc.crm_id, body["Code"], item_id, content_hash(body), doc, answer)
-            pushed[doc.crm_id] = body["Code"]
+            code = body["Code"]
+            mappings.put_mapping(Mapping(tenant_id=xero.tenant_id, module=MODULE, crm_id=doc.crm_id, xero_id=item_id,
+                                         xero_number=code, payload_hash=content_hash(body),
+                                         crm_modified=doc.crm_modified, xero_updated=answer.get("UpdatedDateUTC"),
+                                         version=version_of(doc.crm_modified, None)))
+            mappings.put_mapping(Mapping(tenant_id=xero.tenant_id, module=CODE_MODULE, crm_id=code.upper(),
+                                         xero_id=item_id, xero_number=doc.crm_id))
+            pushed[doc.crm_id] = code
     return pushed, notes

@@ -1,8 +1,14 @@
 """Xero OAuth2 onboarding: one operator, once per Xero organisation.
 
-``start`` issues a single-use ``state`` (stored hashed, 10 minutes) and the authorise URL;
-``finish`` consumes the state, exchanges the code, stores the token set in the one place
-``shared.xero.auth.XeroTokens`` reads it from, and records the organisations the token reaches.
+``start`` issues a single-use ``state`` (stored hashed, 10 minutes), a PKCE ``code_verifier``
+(RFC 7636, S256; kept server side beside the state, only its challenge leaves) and a browser
+nonce for a cookie, and answers the authorise URL. ``finish`` consumes the state only when the
+callback comes from the browser that started the flow (the nonce's hash is part of the
+conditional delete), exchanges the code with the verifier, stores the token set in the one
+place ``shared.xero.auth.XeroTokens`` reads it from, and records the organisations it reaches.
+
+Why the cookie: a ``state`` alone only proves that *someone* started a flow. Bound to the
+browser, a leaked or forwarded callback URL (or a script holding a state) cannot finish it.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from typing import Any, Protocol
 
 from shared.errors import BadInput
 from shared.observability import logger
-from shared.xero.oauth import SCOPES, TokenSet, authorize_url, new_state, state_hash
+from shared.xero.oauth import SCOPES, TokenSet, authorize_url, new_code_verifier, new_state, state_hash
 
 STATE_TTL_SECONDS = 600
 _TOKEN_WRITE_ATTEMPTS = 5
@@ -23,12 +29,12 @@ _TOKEN_WRITE_ATTEMPTS = 5
 class OAuthStateStore(Protocol):
     def put_state(self, state_hash: str, *, expires_at: int, **fields: Any) -> None: ...
 
-    def consume_state(self, state_hash: str, *, now: int) -> tuple[str, dict[str, Any]]:
-        """("ok" | "expired" | "unknown", the stored fields)."""
+    def consume_state(self, state_hash: str, *, now: int, browser_hash: str) -> tuple[str, dict[str, Any]]:
+        """("ok" | "expired" | "unknown" | "wrong_browser", the stored fields)."""
 
 
 class Identity(Protocol):
-    def exchange_code(self, code: str, redirect_uri: str) -> TokenSet: ...
+    def exchange_code(self, code: str, redirect_uri: str, *, code_verifier: str | None = None) -> TokenSet: ...
 
     def connections(self, access_token: str) -> list[dict[str, Any]]: ...
 
@@ -58,26 +64,43 @@ class Connected:
     problem: str | None = None
 
 
+@dataclass(frozen=True)
+class Started:
+    location: str  # where the administrator's browser goes (Xero's sign-in)
+    browser_nonce: str = field(repr=False)  # the cookie value that binds the state to this browser
+
+
 def start(*, states: OAuthStateStore, authorize_base_url: str, client_id: str, redirect_uri: str,
-          connection_id: str, clock: Callable[[], float] = time.time) -> str:
-    """The URL to send the operator's browser to."""
-    state = new_state()
+          connection_id: str, clock: Callable[[], float] = time.time) -> Started:
+    """The URL to send the administrator's browser to, and the nonce its cookie carries."""
+    state, verifier, nonce = new_state(), new_code_verifier(), new_state()
     now = int(clock())
     states.put_state(state_hash(state), expires_at=now + STATE_TTL_SECONDS, created_at=now,
-                     redirect_uri=redirect_uri, connection_id=connection_id)
-    return authorize_url(authorize_base_url, client_id=client_id, redirect_uri=redirect_uri, state=state,
-                         scopes=SCOPES)
+                     redirect_uri=redirect_uri, connection_id=connection_id,
+                     browser_hash=state_hash(nonce), code_verifier=verifier)
+    return Started(authorize_url(authorize_base_url, client_id=client_id, redirect_uri=redirect_uri,
+                                 state=state, scopes=SCOPES, code_verifier=verifier), nonce)
 
 
-def consume_state(state: str | None, *, states: OAuthStateStore, clock: Callable[[], float] = time.time
-                  ) -> dict[str, Any]:
-    """The stored fields of a valid state, which can then never be used again."""
+def consume_state(state: str | None, *, states: OAuthStateStore, browser_nonce: str | None,
+                  clock: Callable[[], float] = time.time) -> dict[str, Any]:
+    """The stored fields of a valid state, which can then never be used again. A callback from
+    another browser (no cookie, another cookie) is refused and leaves the state for the right one."""
     if not state or len(state) > 200:
         raise BadInput("invalid_state", "The callback has no usable state parameter. Start the "
                                         "connection again at /xero/connect.")
-    outcome, stored = states.consume_state(state_hash(state), now=int(clock()))
-    if outcome == "ok" and not stored.get("redirect_uri"):
+    if not browser_nonce or len(browser_nonce) > 200:
+        raise BadInput("wrong_browser", "This callback does not come from the browser that opened "
+                                        "/xero/connect (its cookie is missing). Finish the sign-in in "
+                                        "the same browser, or start again at /xero/connect.", status=403)
+    outcome, stored = states.consume_state(state_hash(state), now=int(clock()),
+                                           browser_hash=state_hash(browser_nonce))
+    if outcome == "ok" and not (stored.get("redirect_uri") and stored.get("code_verifier")):
         outcome = "unknown"  # not one this connector issued
+    if outcome == "wrong_browser":
+        raise BadInput("wrong_browser", "This callback does not come from the browser that opened "
+                                        "/xero/connect. Finish the sign-in in the same browser, or start "
+                                        "again at /xero/connect.", status=403)
     if outcome == "expired":
         raise BadInput("expired_state", f"This Xero sign-in took longer than {STATE_TTL_SECONDS // 60} "
                                         "minutes and has expired. Start again at /xero/connect.")
@@ -87,10 +110,10 @@ def consume_state(state: str | None, *, states: OAuthStateStore, clock: Callable
     return stored
 
 
-def finish(*, code: str | None, state: str | None, xero_error: str | None = None,
+def finish(*, code: str | None, state: str | None, browser_nonce: str | None, xero_error: str | None = None,
            states: OAuthStateStore, identity: Identity, store: ConnectionStore, connection_id: str,
            preferred_tenant_id: str | None = None, clock: Callable[[], float] = time.time) -> Connected:
-    stored = consume_state(state, states=states, clock=clock)
+    stored = consume_state(state, states=states, browser_nonce=browser_nonce, clock=clock)
     if xero_error:
         raise BadInput("xero_declined", f"Xero did not grant access ({xero_error[:64]}): the sign-in was "
                                         "cancelled or refused. Start again at /xero/connect.")
@@ -98,7 +121,7 @@ def finish(*, code: str | None, state: str | None, xero_error: str | None = None
         raise BadInput("missing_code",
                        "The callback has no authorisation code. Start again at /xero/connect.")
     connection_id = str(stored.get("connection_id") or connection_id)
-    tokens = identity.exchange_code(code, str(stored["redirect_uri"]))
+    tokens = identity.exchange_code(code, str(stored["redirect_uri"]), code_verifier=str(stored["code_verifier"]))
     if not tokens.refresh_token:
         logger.warning("Xero granted no refresh token: was offline_access refused?")
     version = _store_token(store, connection_id, tokens, now=int(clock()))

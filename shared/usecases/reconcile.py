@@ -160,6 +160,9 @@ class TenantPorts:
     status_base_url: str = ""
     push_tenant: bool = True  # the organisation the CRM's workers push to: only it gets CRM → Xero
     on_changes: Callable[[list[DocumentChange]], None] | None = None  # billing rules, as the webhook worker
+    # The CRM's fields and hooks against the configuration (shared.usecases.sugar_check), run
+    # with the nightly metadata refresh: a field deleted in Studio shows in status before jobs fail.
+    crm_check: Callable[[], dict[str, Any]] | None = None
 
 
 class TokenStore(Protocol):
@@ -307,6 +310,8 @@ class _TenantPass:
             max_age=self.limits.metadata_max_age)
         self.report.metadata = {"refreshed": refreshed, "refreshed_at": fresh.refreshed_at if fresh else None,
                                 "problems": list(fresh.problems) if fresh else []}
+        if refreshed and self.ports.crm_check is not None:
+            self.report.metadata["crm_check"] = self.ports.crm_check()
 
     # ---- Xero → CRM ----------------------------------------------------------------------------
     def _since(self, watermark_name: str) -> datetime:
@@ -558,8 +563,11 @@ class _TenantPass:
             if queue is None:
                 self.report.error(f"CRM {module}", f"no {QUEUE_OF_KIND[kind]} queue configured")
                 return
+            # repair: a record whose identical document already had a job that failed (or was
+            # overwritten since) gets a new attempt of that job; a live one is not queued twice.
             accepted = accept(kind=kind, crm=CrmRef(module=module, id=crm_id), document=document,
-                              jobs=self.ports.jobs, queue=queue, status_base_url=self.ports.status_base_url)
+                              jobs=self.ports.jobs, queue=queue, status_base_url=self.ports.status_base_url,
+                              repair="reconcile")
             if accepted.duplicate:
                 self.report.count("checked", "crm_already_queued")
             else:

@@ -48,6 +48,11 @@ class ReconcileReader(Protocol):
         """The last reconcile pass's report per tenant (``shared.usecases.reconcile``), None if none."""
 
 
+class CrmCheckReader(Protocol):
+    def get_crm_check(self) -> dict[str, Any] | None:
+        """The last `sugar-xero sugar-check` (``shared.usecases.sugar_check``), None if none."""
+
+
 @dataclass(frozen=True)
 class QueueSpec:
     """A work queue and its dead-letter queue; either URL may be unknown."""
@@ -65,6 +70,7 @@ class StatusReport:
     queues: list[dict[str, Any]] = field(default_factory=list)
     rate_limits: list[dict[str, Any]] = field(default_factory=list)
     reconciles: list[dict[str, Any]] = field(default_factory=list)
+    crm_check: dict[str, Any] | None = None  # the newest check of the CRM's fields and hooks
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -74,13 +80,13 @@ class StatusReport:
     def as_dict(self) -> dict[str, Any]:
         return {"healthy": self.healthy, "problems": list(self.problems), "connections": self.connections,
                 "jobs": self.jobs, "recent_failures": self.recent_failures, "queues": self.queues,
-                "rate_limits": self.rate_limits, "reconcile": self.reconciles}
+                "rate_limits": self.rate_limits, "reconcile": self.reconciles, "crm_check": self.crm_check}
 
 
 def gather(*, store: StatusStore, probe: QueueProbe | None, limits: HeadroomReader | None,
            queues: Sequence[QueueSpec] = (), configured_tenants: Iterable[str] = (),
            recent_failures: int = RECENT_FAILURES, clock: Callable[[], float] = time.time,
-           reconcile: ReconcileReader | None = None) -> StatusReport:
+           reconcile: ReconcileReader | None = None, crm_check: CrmCheckReader | None = None) -> StatusReport:
     """The whole report. A failing scan of the sync table raises (nothing else can be said);
     a queue or a rate-limit read that fails is reported as a problem in its own row."""
     now = clock()
@@ -114,7 +120,31 @@ def gather(*, store: StatusStore, probe: QueueProbe | None, limits: HeadroomRead
         report.rate_limits.append(_headroom_row(tenant_id, limits, report.problems))
     if reconcile is not None and tenants:
         report.reconciles = _reconcile_rows(tenants, reconcile, now, report.problems)
+    report.crm_check = _crm_check(crm_check, report.reconciles, report.problems)
     return report
+
+
+def _crm_check(reader: CrmCheckReader | None, reconciles: list[dict[str, Any]],
+               problems: list[str]) -> dict[str, Any] | None:
+    """The newest check of the CRM: `sugar-xero sugar-check`'s, or the nightly one a reconcile
+    pass ran. A field or hook it found missing needs a person: jobs writing it would fail."""
+    found: list[dict[str, Any]] = [r["crm_check"] for r in reconciles if r.get("crm_check")]
+    if reader is not None:
+        try:
+            stored = reader.get_crm_check()
+        except Exception as error:  # noqa: BLE001 - one unreadable row, not the whole report
+            problems.append(f"could not read the last CRM check: {type(error).__name__}")
+            stored = None
+        if stored:
+            found.append({**stored, "source": "sugar-xero sugar-check"})
+    if not found:
+        return None
+    newest = max(found, key=lambda check: str(check.get("checked_at") or ""))
+    if not newest.get("ok", True):
+        problems.append(f"the CRM lacks what the configuration needs (checked {newest.get('checked_at')}): "
+                        f"{redact(str(newest.get('summary') or ''))[:300]}; build the package "
+                        "(`sugar-xero sugar-package`), install it in Module Loader, run `sugar-xero sugar-check`")
+    return newest
 
 
 # ---- jobs ------------------------------------------------------------------------------------
@@ -261,6 +291,7 @@ def _reconcile_rows(tenants: list[str], reader: ReconcileReader, now: float,
             age = None
         errors = [redact(str(e)) for e in last.get("errors") or []]
         config_problems = [str(p) for p in (last.get("metadata") or {}).get("problems") or []]
+        crm_check = (last.get("metadata") or {}).get("crm_check")
         drift = {k: int(v) for k, v in (last.get("drift") or {}).items() if v}
         repaired = {k: int(v) for k, v in (last.get("repaired") or {}).items() if v}
         rows.append({"tenant_id": tenant_id, "never": False, "started": last.get("started"), "finished": finished,
@@ -268,7 +299,9 @@ def _reconcile_rows(tenants: list[str], reader: ReconcileReader, now: float,
                      "repaired": repaired, "repaired_total": sum(repaired.values()), "drift": drift,
                      "drift_total": sum(drift.values()), "drift_samples": last.get("drift_samples") or {},
                      "errors": errors, "notes": list(last.get("notes") or []), "config_problems": config_problems,
-                     "xero_calls": last.get("xero_calls")})
+                     "xero_calls": last.get("xero_calls"),
+                     **({"crm_check": {**crm_check, "source": f"nightly check (reconcile of {tenant_id})"}}
+                        if crm_check else {})})
         if errors:
             problems.append(f"the last reconcile of tenant {tenant_id} ({finished}) had {len(errors)} error(s), "
                             f"first: {errors[0][:200]}")

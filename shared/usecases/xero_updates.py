@@ -217,6 +217,14 @@ def apply_documents(resource: str, documents: list[dict[str, Any]], *, tenant_id
     report.seen = set(newest)
     if not newest:
         return report
+    if config.xero_invoices.enabled and crm is not None:
+        # Every invoice and credit note, known to the connector or not, as a CRM record.
+        from shared.usecases.invoice_records import fill_invoice_records
+
+        filled = fill_invoice_records(resource, list(newest.values()), tenant_id=tenant_id, crm=crm,
+                                      mappings=mappings, config=config)
+        for xero_id, why in filled.pending.items():
+            report.pending[xero_id] = f"Xero Invoices record: {why}"
 
     found = {xero_id: [m for m in maps if "#" in m.module]  # document mappings only
              for xero_id, maps in find_mappings(mappings, tenant_id, list(newest)).items()}

@@ -7,6 +7,7 @@ the client-credentials grant, which ``shared.xero.auth.XeroTokens`` falls back t
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -33,10 +34,24 @@ def state_hash(state: str) -> str:
     return hashlib.sha256(state.encode("utf-8")).hexdigest()
 
 
+def new_code_verifier() -> str:
+    """A PKCE ``code_verifier`` (RFC 7636 4.1: 43 to 128 unreserved characters): 64 random bytes."""
+    return secrets.token_urlsafe(64)
+
+
+def code_challenge(verifier: str) -> str:
+    """The S256 ``code_challenge``: BASE64URL(SHA256(ASCII(code_verifier))), no padding (RFC 7636 4.2)."""
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
 def authorize_url(base_url: str, *, client_id: str, redirect_uri: str, state: str,
-                  scopes: tuple[str, ...] = SCOPES) -> str:
-    query = urlencode({"response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri,
-                       "scope": " ".join(scopes), "state": state})
+                  scopes: tuple[str, ...] = SCOPES, code_verifier: str | None = None) -> str:
+    fields = {"response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri,
+              "scope": " ".join(scopes), "state": state}
+    if code_verifier:
+        fields.update(code_challenge=code_challenge(code_verifier), code_challenge_method="S256")
+    query = urlencode(fields)
     return f"{base_url}{'&' if '?' in base_url else '?'}{query}"
 
 
@@ -62,13 +77,16 @@ class XeroIdentity:
         self._client_secret = client_secret
         self._session = session or requests.Session()
 
-    def exchange_code(self, code: str, redirect_uri: str) -> TokenSet:
-        """Raises BadInput when Xero refuses the code (expired, used, wrong redirect URI),
-        XeroError when Xero cannot be reached or fails."""
+    def exchange_code(self, code: str, redirect_uri: str, *, code_verifier: str | None = None) -> TokenSet:
+        """Raises BadInput when Xero refuses the code (expired, used, wrong redirect URI, a PKCE
+        verifier that does not match), XeroError when Xero cannot be reached or fails."""
+        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
+        if code_verifier:
+            form["code_verifier"] = code_verifier
         try:
             response = self._session.post(
                 self._identity_url, auth=(self._client_id, self._client_secret),
-                data={"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri},
+                data=form,
                 headers={"Accept": "application/json"}, timeout=HTTP_TIMEOUT_SECONDS)
         except requests.RequestException as error:
             raise XeroError(f"Xero's token endpoint could not be reached: {type(error).__name__}",

@@ -148,6 +148,12 @@ def run_demo(
     _print_xero(session, where.xero_url, crm_ids, xero_ids, out)
     _print_sugar(session, where.sugar_url, crm_ids, out)
     if accepted and not failed:
+        from sugar_xero.local.demo_organisations import route_one_quote_to_each
+
+        failed = not route_one_quote_to_each(session, api_url=where.api_url, xero_url=where.xero_url,
+                                             sugar_url=where.sugar_url, state=where.state, token=token,
+                                             wait_seconds=wait_seconds, out=out)
+    if accepted and not failed:
         # Only once the samples landed: the failing job updates a contact that exists.
         inject_failure(session, where, accepted[0][1], token, wait_seconds, out)
     return 1 if failed else 0

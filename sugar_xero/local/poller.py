@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from shared.usecases.crash import JOB_MARKED, WorkerCrashed
+from shared.usecases.crash import from_environment as crash_points
 from sugar_xero.local.background import BackgroundLoop
 from sugar_xero.local.template import QueueSubscription
 
@@ -92,6 +94,7 @@ class QueuePoller(BackgroundLoop):
         super().__init__()
         self.thread_name = f"poller-{self.subscription.queue}"
         self.batches = 0
+        self.crashes = 0
 
     def _receive(self, wait_seconds: int, count: int) -> list[dict[str, Any]]:
         answer = self._sqs.receive_message(
@@ -130,6 +133,16 @@ class QueuePoller(BackgroundLoop):
         ids = [m["MessageId"] for m in messages]
         try:
             result = self._invoke(self.subscription.function, event)
+            # SUGAR_XERO_LOCAL_CRASH_RATE: the invocation may die after its jobs are marked and
+            # before Lambda deletes the messages (shared/usecases/crash.py).
+            crash_points().reached(JOB_MARKED)
+        except WorkerCrashed as crash:
+            # Like a Lambda timeout: nothing is deleted; SQS hands the batch out again once its
+            # visibility timeout has passed.
+            LOG.warning("%s: %s; %d messages will be redelivered", self.subscription.function, crash,
+                        len(messages))
+            self.crashes += 1
+            return len(messages)
         except Exception:
             LOG.exception(
                 "%s failed on a batch of %d from %s; the batch will be retried",

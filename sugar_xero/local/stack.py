@@ -73,6 +73,7 @@ class LocalStack:
     pollers: list[QueuePoller] = field(default_factory=list)
     timers: list[ScheduleTimer] = field(default_factory=list)
     _user_environment: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    _sugar_double: Any = None  # the Sugar double's app, in this process
 
     # ---- start -----------------------------------------------------------------------------
     def start(self, out: TextIO = sys.stdout) -> None:
@@ -120,6 +121,7 @@ class LocalStack:
             raise StackError(str(error)) from error
 
         self.environment = self._apply_environment()
+        self._install_crm_package()
         self.runtime = LocalRuntime(functions, self.options.region, log=self._open_log())
         self.runtime.load_all()  # imported only now, so that they read the environment above
         from shared import wiring
@@ -201,7 +203,27 @@ class LocalStack:
             self.options.sugar_port,
         )
         self.urls["sugar"] = server.url
+        self._sugar_double = server.app
         self._stoppers.append(("sugar double", server.shutdown))
+
+    def _install_crm_package(self) -> None:
+        """What an administrator does once on a real CRM: the package's fields and Web Logic Hooks
+        (`sugar-xero sugar-package`, Module Loader), here put straight into the Sugar double so the
+        local stack's CRM passes `sugar-xero sugar-check`."""
+        from shared.billing.rules import load_rules_file
+        from shared.mapping.settings import load_mapping_file
+        from shared.secrets import get_secret
+        from shared.sugar.invoice_module import installed_vardefs
+        from shared.sugar.schema import as_vardefs, required_fields
+        from shared.usecases.sugar_check import expected_hooks
+
+        fields = required_fields(load_mapping_file(), load_rules_file())
+        self._sugar_double.install_fields(as_vardefs(fields))
+        self._sugar_double.install_fields(installed_vardefs())  # the package's Xero Invoices module
+        hooks = expected_hooks(self.urls["gateway"], get_secret("CRM_TOKEN"))
+        self._sugar_double.seed({"records": {"WebLogicHooks": [
+            {"id": f"xero-hook-{hook.module}-{hook.event}", "name": hook.name, "webhook_target_module": hook.module,
+             "trigger_event": hook.event, "request_method": "POST", "url": url} for hook, url in hooks]}})
 
     def _apply_environment(self) -> dict[str, str]:
         """Set the handlers' environment in this process (the handlers read ``os.environ``)."""
@@ -228,6 +250,9 @@ class LocalStack:
             applied[name] = os.environ.get(name) or applied.get(name) or value
         applied.update(env.resources)
         applied["PUBLIC_BASE_URL"] = self.urls["gateway"]
+        if self.options.demo and not os.environ.get("MAPPING_CONFIG"):
+            # The demo routes one quote to each of two organisations (sugar_xero/local/demo_mapping.yaml).
+            applied["MAPPING_CONFIG"] = str(Path(__file__).with_name("demo_mapping.yaml"))
         for name in LOCAL_ONLY_UNSET:
             os.environ.pop(name, None)
         os.environ.update(applied)

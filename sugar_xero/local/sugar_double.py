@@ -93,10 +93,49 @@ class _Fault:
     path_contains: str = ""
 
 
+# Stock fields the double's ``GET /metadata`` reports, by module, with their vardef types (a
+# subset of Sugar's own vardefs: those the connector reads; reference/sugarcrm.md). Custom fields
+# exist only once installed (``install_fields``, ``POST /_sugar/seed/fields``), as after the
+# package went through Module Loader: the double does not pretend they are there.
+_COMMON_FIELDS = {"id": "id", "name": "name", "date_entered": "datetime", "date_modified": "datetime",
+                  "modified_user_id": "assigned_user_name", "created_by": "assigned_user_name",
+                  "deleted": "bool", "description": "text", "assigned_user_id": "relate", "team_id": "relate"}
+STOCK_FIELDS: dict[str, dict[str, str]] = {
+    "Accounts": {**_COMMON_FIELDS, "email": "email", "email1": "varchar", "phone_office": "phone",
+                 "phone_fax": "phone", "website": "url", "account_type": "enum", "currency_id": "currency_id",
+                 **{f"{kind}_address_{part}": "varchar" for kind in ("billing", "shipping")
+                    for part in ("street", "city", "state", "postalcode", "country")}},
+    "Contacts": {**_COMMON_FIELDS, "first_name": "varchar", "last_name": "varchar", "email": "email",
+                 "email1": "varchar", "phone_work": "phone", "phone_mobile": "phone", "account_id": "relate",
+                 **{f"primary_address_{part}": "varchar"
+                    for part in ("street", "city", "state", "postalcode", "country")}},
+    "ProductTemplates": {**_COMMON_FIELDS, "mft_part_num": "varchar", "vendor_part_num": "varchar",
+                         "discount_price": "currency", "cost_price": "currency", "list_price": "currency",
+                         "tax_class": "enum", "currency_id": "currency_id", "status": "enum"},
+    "Quotes": {**_COMMON_FIELDS, "quote_num": "int", "quote_stage": "enum", "billing_account_id": "relate",
+               "billing_contact_id": "relate", "opportunity_id": "relate", "currency_id": "currency_id",
+               "taxrate_value": "decimal", "subtotal": "currency", "tax": "currency", "shipping": "currency",
+               "total": "currency", "date_quote_expected_closed": "date", "purchase_order_num": "varchar",
+               "payment_terms": "enum", "bundles": "collection"},
+    "Opportunities": {**_COMMON_FIELDS, "account_id": "relate", "amount": "currency", "sales_stage": "enum"},
+    "Cases": {**_COMMON_FIELDS, "case_number": "int", "account_id": "relate", "status": "enum"},
+    "Users": {**_COMMON_FIELDS, "user_name": "user_name", "first_name": "varchar", "last_name": "varchar"},
+    "WebLogicHooks": {**_COMMON_FIELDS, "webhook_target_module": "enum", "request_method": "enum",
+                      "url": "varchar", "trigger_event": "enum"},
+}
+
+
+def stock_metadata() -> dict[str, dict[str, dict[str, Any]]]:
+    return {module: {name: {"name": name, "type": kind} for name, kind in fields.items()}
+            for module, fields in STOCK_FIELDS.items()}
+
+
 @dataclass
 class SugarStore:
     records: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     links: dict[tuple[str, str, str], list[tuple[str, str]]] = field(default_factory=dict)
+    # module → field name → vardef, as ``GET /metadata`` reports them
+    fields: dict[str, dict[str, dict[str, Any]]] = field(default_factory=stock_metadata)
 
     def put(self, module: str, record: dict[str, Any]) -> dict[str, Any]:
         record = copy.deepcopy(record)
@@ -216,6 +255,7 @@ class SugarDouble:
             [
                 Rule("/_sugar/seed", methods=["POST"], endpoint="seed"),
                 Rule("/_sugar/seed/quotes", methods=["POST"], endpoint="seed_quotes"),
+                Rule("/_sugar/seed/fields", methods=["POST"], endpoint="seed_fields"),
                 Rule("/_sugar/requests/counts", methods=["GET"], endpoint="counts"),
                 Rule("/_sugar/requests/reset", methods=["POST"], endpoint="requests_reset"),
                 Rule("/_sugar/state", methods=["GET"], endpoint="state"),
@@ -225,7 +265,9 @@ class SugarDouble:
                 Rule("/_sugar/health", methods=["GET"], endpoint="health"),
                 Rule("/rest/v11/oauth2/token", methods=["POST"], endpoint="token"),
                 Rule("/rest/v11/ping", methods=["GET"], endpoint="ping"),
+                Rule("/rest/v11/metadata", methods=["GET"], endpoint="metadata"),
                 Rule("/rest/v11/bulk", methods=["POST"], endpoint="bulk"),
+                Rule("/rest/v11_10/<module>/sync_key/<sync_key>", methods=["PATCH"], endpoint="upsert"),
                 Rule("/rest/v11/<module>/filter", methods=["POST", "GET"], endpoint="filter"),
                 Rule("/rest/v11/<module>/<record_id>/link/<link>", methods=["GET"], endpoint="link"),
                 Rule("/rest/v11/<module>/<record_id>", methods=["GET", "PUT", "DELETE"], endpoint="record"),
@@ -268,6 +310,25 @@ class SugarDouble:
             "links": counts["links"],
             "quote_ids": [q["id"] for q in records["Quotes"]],
         }
+
+    def install_fields(self, fields: dict[str, dict[str, dict[str, Any]]]) -> int:
+        """Custom fields as a package or Studio would add them: ``{module: {name: {"type": ...}}}``.
+        A module not known yet is added (a custom module)."""
+        with self._lock:
+            count = 0
+            for module, defs in fields.items():
+                for name, vardef in defs.items():
+                    self.store.fields.setdefault(module, {})[name] = {"name": name, "source": "custom_fields",
+                                                                      **vardef}
+                    count += 1
+            return count
+
+    def remove_field(self, module: str, name: str) -> None:
+        """A field deleted in Studio: gone from the metadata (the records keep nothing of it)."""
+        with self._lock:
+            self.store.fields.get(module, {}).pop(name, None)
+            for record in self.store.records.get(module, {}).values():
+                record.pop(name, None)
 
     def request_counts(self) -> dict[str, Any]:
         """Calls received since the last reset: ``total`` HTTP calls (a bulk call is one), the
@@ -446,6 +507,19 @@ class SugarDouble:
     def _rest_ping(self, request: Request, session: _Session) -> Response:
         return _json("pong")
 
+    def _rest_metadata(self, request: Request, session: _Session) -> Response:
+        """``GET /metadata``: ``type_filter`` and ``module_filter`` are comma-separated lists (Sugar's
+        MetadataApi); only the ``modules`` section is served, each module with its ``fields``."""
+        types = [t for t in str(request.args.get("type_filter") or "modules").split(",") if t]
+        wanted = [m for m in str(request.args.get("module_filter") or "").split(",") if m]
+        answer: dict[str, Any] = {"_hash": "double"}
+        if "modules" in types:
+            with self._lock:
+                answer["modules"] = {module: {"fields": copy.deepcopy(fields), "_hash": f"double-{module}"}
+                                     for module, fields in self.store.fields.items()
+                                     if not wanted or module in wanted}
+        return _json(answer)
+
     def _find(self, module: str, record_id: str) -> dict[str, Any] | None:
         return self.store.records.get(module, {}).get(record_id)
 
@@ -481,6 +555,23 @@ class SugarDouble:
         with self._lock:
             values = {**values, "date_entered": sugar_now(), "date_modified": sugar_now()}
             return _json(copy.deepcopy(self.store.put(module, values)))
+
+    def _rest_upsert(self, request: Request, session: _Session, module: str, sync_key: str) -> Response:
+        """``PATCH /v11_10/<Module>/sync_key/<key>`` (Sugar 10.2+): the record with that
+        ``sync_key`` updated, or created with it when there is none."""
+        values = request.get_json(force=True, silent=True)
+        if not isinstance(values, dict):
+            return _error(422, "invalid_parameter", "The body must be a JSON object.")
+        with self._lock:
+            found = next((r for r in self.store.records.get(module, {}).values()
+                          if r.get("sync_key") == sync_key), None)
+            changes = {k: v for k, v in values.items() if k not in {"id", "_module", "date_modified", "sync_key"}}
+            if found is None:
+                created = {**changes, "sync_key": sync_key, "date_entered": sugar_now(), "date_modified": sugar_now()}
+                return _json(copy.deepcopy(self.store.put(module, created)))
+            found.update(changes)
+            found["date_modified"] = touched(found.get("date_modified"))
+            return _json(copy.deepcopy(found))
 
     def _rest_filter(self, request: Request, session: _Session, module: str) -> Response:
         args: dict[str, Any] = request.args.to_dict()
@@ -584,6 +675,17 @@ class SugarDouble:
         except (TypeError, ValueError, KeyError) as error:
             return _error(400, "invalid_parameter", f"Bad quote seed: {error}")
 
+    def _control_seed_fields(self, request: Request) -> Response:
+        payload = request.get_json(force=True, silent=True)
+        if not isinstance(payload, dict) or not isinstance(payload.get("fields", {}), dict):
+            return _error(400, "invalid_parameter", 'Send {"fields": {module: {name: {"type": ...}}}, '
+                                                    '"remove": {module: [name]}}.')
+        installed = self.install_fields(payload.get("fields") or {})
+        for module, names in (payload.get("remove") or {}).items():
+            for name in names:
+                self.remove_field(module, name)
+        return _json({"installed": installed})
+
     def _control_reset(self, request: Request) -> Response:
         with self._lock:
             self.store = SugarStore()
@@ -612,6 +714,7 @@ class SugarDouble:
 _CONTROL_ENDPOINTS = {
     "seed",
     "seed_quotes",
+    "seed_fields",
     "state",
     "requests",
     "counts",
@@ -625,6 +728,9 @@ _ID_SEGMENT = re.compile(r"^(/rest/v11/[^/]+)/(?!filter$)([^/]+)(/link/[^/]+)?$"
 
 def route_of(path: str) -> str:
     """A request path with its record id replaced: ``/rest/v11/Quotes/{id}/link/product_bundles``."""
+    upsert = re.match(r"^(/rest/v11_10/[^/]+/sync_key)/[^/]+$", path)
+    if upsert:
+        return upsert.group(1) + "/{key}"
     match = _ID_SEGMENT.match(path)
     if not match or path.startswith("/rest/v11/oauth2"):
         return path
@@ -690,11 +796,16 @@ def quote_seed(quotes: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 def benchmark_quotes(
     accounts: int = 200, quotes: int = 1000, *, lines: int = 3, stage: str = "Closed Accepted",
-    tax_rate: str = "9", prefix: str = "bench",
+    tax_rate: str = "9", prefix: str = "bench", awkward: bool = False,
 ) -> dict[str, Any]:
     """``{"accounts": [...], "quotes": [...]}`` for ``seed_quotes``: quote ``n`` belongs to account
-    ``n % accounts``; whole-dollar prices, so Sugar's tax on the taxable subtotal and Xero's
-    per-line tax agree to the cent. Deterministic ids (``<prefix>-quote-0001``)."""
+    ``n % accounts``. Deterministic ids (``<prefix>-quote-0001``).
+
+    By default prices are whole dollars, so Sugar's tax on the taxable subtotal and Xero's per-line
+    tax agree to the cent. ``awkward`` seeds what real catalogues hold: 4-decimal unit prices,
+    fractional quantities and 12.5% discounts, with Sugar's totals computed as Sugar does (6-decimal
+    line totals, tax on the taxable subtotal), so some quotes differ from Xero's per-line arithmetic
+    by a cent or two."""
     if accounts < 1 or quotes < 0 or lines < 1:
         raise ValueError("accounts and lines must be at least 1, quotes at least 0")
     account_records = [
@@ -717,8 +828,12 @@ def benchmark_quotes(
             quantity = Decimal(1 + (n + line_number) % 4)
             price = Decimal(10 * (5 + (n * 7 + line_number * 3) % 40))
             percent = Decimal(10) if line_number == 1 else Decimal(0)
+            if awkward:
+                quantity += Decimal("0.5") if (n + line_number) % 3 == 0 else Decimal(0)
+                price += Decimal((n * 7919 + line_number * 104729) % 10000).scaleb(-4)  # 4 decimals
+                percent = Decimal("12.5") if line_number == 1 else Decimal(0)
             gross = quantity * price
-            line_total = gross * (100 - percent) / 100
+            line_total = (gross * (100 - percent) / 100).quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP)
             taxable_line = line_number != 2
             subtotal += gross
             discount += gross - line_total

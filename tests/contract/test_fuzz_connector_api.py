@@ -35,6 +35,17 @@ def test_every_published_operation_was_fuzzed(report):
     assert all(cases >= CASES for cases in fuzzed.values()), fuzzed
 
 
+def test_the_edge_cases_ran_on_every_crm_post(report):
+    """Deep nesting on every CRM route, a 250 KB non-ASCII document on the document routes
+    (bench/fuzz.py _edge_bodies): counted on top of the generated cases, checked the same way."""
+    for result in report.results:
+        if result.operation.startswith("POST /crm/"):
+            edges = len(fuzz._edge_bodies(result.operation.split(" ", 1)[1]))
+            assert edges >= 2 and result.cases >= CASES + edges, (result.operation, result.cases)
+    invoices = next(r for r in report.results if r.operation == "POST /crm/invoices")
+    assert invoices.statuses.get(400, 0) >= 2 and invoices.statuses.get(202, 0) >= 1, invoices.statuses
+
+
 def test_the_cases_reach_past_authentication_and_past_validation(report):
     """A fuzz that only ever hears 401 or 422 proves nothing about the handlers behind them."""
     statuses = {result.operation: result.statuses for result in report.results}

@@ -238,6 +238,8 @@ def test_the_project_template_builds_locally(moto_url):
         "INVOICE_DLQ_URL",
         "WEBHOOK_DLQ_URL",
         "RECONCILE_DLQ_URL",
+        "PAYLOAD_BUCKET",
+        "TOKEN_KEY_ID",
     ):
         assert env.get(name), name
     routes = {(r.method, r.path) for r in template.api_routes()}

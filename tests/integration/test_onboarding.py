@@ -24,10 +24,12 @@ import responses
 from shared import wiring
 from shared.config import LOCAL_SECRET_DEFAULTS
 from shared.errors import BadInput, XeroError
-from shared.xero.oauth import SCOPES, TokenSet, XeroIdentity, state_hash
+from shared.xero.oauth import SCOPES, TokenSet, XeroIdentity, code_challenge, state_hash
 from tests.support.events import FakeLambdaContext, api_event
 
-TOKEN = LOCAL_SECRET_DEFAULTS["CRM_TOKEN"]
+TOKEN = LOCAL_SECRET_DEFAULTS["ADMIN_TOKEN"]
+CRM_TOKEN = LOCAL_SECRET_DEFAULTS["CRM_TOKEN"]
+COOKIE = "sugar_xero_oauth"
 EXPECTED_SCOPE = ("openid profile email offline_access accounting.contacts accounting.invoices "
                   "accounting.payments accounting.settings.read")
 
@@ -53,14 +55,27 @@ def onboarding(aws, xero_emulator, monkeypatch):
     monkeypatch.setenv("XERO_IDENTITY_URL", f"{xero_emulator}/connect/token")
     monkeypatch.setenv("XERO_API_BASE_URL", xero_emulator)
     wiring.reset()
-    yield {**aws, "handler": app.lambda_handler, "xero": xero_emulator, "app": app}
+    # The administrator's browser: the cookies it holds, sent on every call as a browser would.
+    yield {**aws, "handler": app.lambda_handler, "xero": xero_emulator, "app": app, "browser": {}}
     wiring.reset()
 
 
-def call(onboarding, method, path, *, query=None, headers=None):
+def call(onboarding, method, path, *, query=None, headers=None, browser=None):
+    """One request from a browser (by default the administrator's), which keeps what Set-Cookie says."""
+    browser = onboarding["browser"] if browser is None else browser
+    headers = dict(headers or {})
+    if browser:
+        headers.setdefault("Cookie", "; ".join(f"{k}={v}" for k, v in browser.items()))
     answer = onboarding["handler"](api_event(method, path, query=query, headers=headers), FakeLambdaContext())
     headers = {k.lower(): v[0] for k, v in (answer.get("multiValueHeaders") or {}).items()}
     headers.update({k.lower(): v for k, v in (answer.get("headers") or {}).items()})
+    if "set-cookie" in headers:
+        name, _, rest = headers["set-cookie"].partition("=")
+        value = rest.split(";")[0]
+        if "Max-Age=0" in rest:
+            browser.pop(name, None)
+        else:
+            browser[name] = value
     return answer["statusCode"], headers, answer.get("body") or ""
 
 
@@ -102,6 +117,41 @@ def test_connect_redirects_to_xero_with_a_hashed_single_use_state(onboarding):
     assert query["state"] not in json.dumps(item, default=str)  # only the hash is kept
     assert before + 590 <= int(item["expires_at"]) <= time.time() + 610
     assert item["redirect_uri"] == query["redirect_uri"]
+    # PKCE S256: only the challenge leaves; the verifier stays with the state.
+    assert query["code_challenge_method"] == "S256"
+    assert query["code_challenge"] == code_challenge(item["code_verifier"]) != item["code_verifier"]
+    assert 43 <= len(item["code_verifier"]) <= 128
+    # The browser binding: a Secure, HttpOnly, Lax cookie for the callback's path; only its hash is kept.
+    cookie = headers["set-cookie"]
+    nonce = cookie.split(";")[0].split("=", 1)[1]
+    attributes = [part.strip() for part in cookie.split(";")[1:]]
+    assert {"Secure", "HttpOnly", "SameSite=Lax", "Path=/prod/xero/callback", "Max-Age=600"} <= set(attributes)
+    assert len(nonce) >= 43 and item["browser_hash"] == state_hash(nonce) and nonce not in json.dumps(item, default=str)
+
+
+@pytest.mark.parametrize("credentials", [{"query": {"token": CRM_TOKEN}},
+                                         {"headers": {"Authorization": f"Bearer {CRM_TOKEN}"}}])
+def test_the_hook_token_never_connects_xero(onboarding, credentials):
+    status, headers, body = call(onboarding, "GET", "/xero/connect", **credentials)
+    assert status == 401 and "location" not in headers and "set-cookie" not in headers
+    assert "ADMIN_TOKEN" in json.loads(body)["message"]
+    assert table(onboarding).scan()["Items"] == []
+
+
+@pytest.mark.parametrize("credentials", [{"query": {"token": TOKEN}},
+                                         {"headers": {"Authorization": f"Bearer {TOKEN}"}}])
+def test_the_admin_token_is_no_crm_credential(onboarding, credentials):
+    status, _, body = call(onboarding, "GET", "/jobs/some-job", **credentials)
+    assert status == 401 and json.loads(body)["error"] == "unauthorized"
+
+
+def test_connect_is_refused_while_the_admin_token_is_unset_or_the_hook_token(onboarding, monkeypatch, capsys):
+    monkeypatch.setenv("ADMIN_TOKEN", CRM_TOKEN)
+    status, _, body = call(onboarding, "GET", "/xero/connect", query={"token": CRM_TOKEN})
+    assert status == 503 and json.loads(body)["error"] == "not_configured"
+    assert "ADMIN_TOKEN must differ from CRM_TOKEN" in json.loads(body)["message"]
+    assert table(onboarding).scan()["Items"] == []
+    assert CRM_TOKEN not in capsys.readouterr().out
 
 
 def test_connect_uses_the_public_base_url_when_configured(onboarding, monkeypatch):
@@ -115,7 +165,7 @@ def test_connect_uses_the_public_base_url_when_configured(onboarding, monkeypatc
 @pytest.mark.parametrize("credentials", [{}, {"query": {"token": "wrong"}},
                                          {"headers": {"Authorization": "Bearer wrong"}},
                                          {"headers": {"Authorization": TOKEN}}])
-def test_connect_without_the_crm_token_is_refused(onboarding, credentials):
+def test_connect_without_the_admin_token_is_refused(onboarding, credentials):
     status, headers, body = call(onboarding, "GET", "/xero/connect", **credentials)
     assert status == 401 and "location" not in headers
     assert json.loads(body)["error"] == "unauthorized"
@@ -167,10 +217,32 @@ def test_the_callback_answers_html_to_a_browser(onboarding):
     assert "Connected to Xero" in body and "Test Organisation" in body
 
 
+def test_a_callback_without_the_browsers_cookie_is_refused_and_leaves_the_state(onboarding):
+    grant = start(onboarding)
+    for stranger in ({}, {COOKIE: "x" * 43}):  # a script or another browser holding the callback URL
+        status, _, body = call(onboarding, "GET", "/xero/callback", query=grant, browser=stranger)
+        assert status == 403 and json.loads(body)["error"] == "wrong_browser"
+        assert token_item(onboarding) is None
+    # The administrator's own browser still finishes, and is then told to forget the cookie.
+    status, headers, _ = call(onboarding, "GET", "/xero/callback", query=grant)
+    assert status == 200 and token_item(onboarding)["version"] == 1
+    assert "Max-Age=0" in headers["set-cookie"] and COOKIE not in onboarding["browser"]
+
+
+def test_a_replayed_state_is_refused_even_with_the_cookie(onboarding):
+    grant = start(onboarding)
+    cookies = dict(onboarding["browser"])
+    assert call(onboarding, "GET", "/xero/callback", query=grant)[0] == 200
+    status, _, body = call(onboarding, "GET", "/xero/callback", query=grant, browser=cookies)
+    assert status == 400 and json.loads(body)["error"] == "unknown_state"
+    assert token_item(onboarding)["version"] == 1
+
+
 def test_a_state_works_once(onboarding):
     grant = start(onboarding)
+    cookies = dict(onboarding["browser"])  # a browser that ignored the instruction to forget it
     assert call(onboarding, "GET", "/xero/callback", query=grant)[0] == 200
-    status, _, body = call(onboarding, "GET", "/xero/callback", query=grant)
+    status, _, body = call(onboarding, "GET", "/xero/callback", query=grant, browser=cookies)
     assert status == 400
     error = json.loads(body)
     assert error["error"] == "unknown_state" and "/xero/connect" in error["message"]
@@ -180,8 +252,9 @@ def test_a_state_works_once(onboarding):
 def test_concurrent_callbacks_with_one_state_store_one_token(onboarding):
     grant = start(onboarding)
     results = []
+    cookies = dict(onboarding["browser"])
     threads = [threading.Thread(target=lambda: results.append(call(onboarding, "GET", "/xero/callback",
-                                                                   query=dict(grant))[0]))
+                                                                   query=dict(grant), browser=dict(cookies))[0]))
                for _ in range(4)]
     for thread in threads:
         thread.start()
@@ -209,7 +282,8 @@ def test_an_expired_state_is_refused_and_removed(onboarding):
     ({"code": "c", "state": "x" * 500}, "invalid_state"),
 ])
 def test_unknown_or_missing_states_are_refused(onboarding, query, code):
-    status, headers, body = call(onboarding, "GET", "/xero/callback", query=query)
+    status, headers, body = call(onboarding, "GET", "/xero/callback", query=query,
+                                 browser={COOKIE: "a-browser-that-opened-some-other-flow"})
     assert status == 400 and headers["content-type"] == "application/json"
     error = json.loads(body)
     assert error["error"] == code and error["message"] and error["details"] == []
@@ -236,7 +310,7 @@ def test_reconnecting_replaces_a_disconnected_set_with_the_next_version(onboardi
 
 def test_when_xero_is_unreachable_the_operator_gets_a_502_to_act_on(onboarding, monkeypatch):
     class Down:
-        def exchange_code(self, code, redirect_uri):
+        def exchange_code(self, code, redirect_uri, *, code_verifier=None):
             raise XeroError("Xero's token endpoint could not be reached: ConnectionError", retryable=True)
 
     monkeypatch.setattr(wiring, "xero_identity", lambda: Down())
@@ -251,8 +325,8 @@ def test_several_organisations_are_each_recorded_and_one_is_used(onboarding, mon
     practice = {"tenantId": str(uuid.uuid4()), "tenantName": "Practice", "tenantType": "PRACTICEMANAGER"}
 
     class TwoOrgs:
-        def exchange_code(self, code, redirect_uri):
-            assert redirect_uri.endswith("/prod/xero/callback")
+        def exchange_code(self, code, redirect_uri, *, code_verifier=None):
+            assert redirect_uri.endswith("/prod/xero/callback") and len(code_verifier) >= 43
             return TokenSet(access_token="at", refresh_token="rt", expires_in=1800, scope="s")
 
         def connections(self, access_token):
@@ -281,13 +355,25 @@ def test_code_exchange_sends_basic_auth_and_the_redirect_uri():
         "access_token": "at", "refresh_token": "rt", "expires_in": 1800, "scope": "a b", "id_token": "x"})
     identity = XeroIdentity(identity_url="https://identity.test/connect/token", api_base_url="https://api.test",
                             client_id="id", client_secret="secret")
-    tokens = identity.exchange_code("the-code", "https://cb.test/xero/callback")
+    tokens = identity.exchange_code("the-code", "https://cb.test/xero/callback", code_verifier="v" * 43)
     assert tokens == TokenSet("at", "rt", 1800, "a b")
     assert "at" not in repr(tokens) and "rt" not in repr(tokens)
     request = responses.calls[0].request
     assert request.headers["Authorization"] == "Basic aWQ6c2VjcmV0"  # base64("id:secret")
     assert parse_qs(request.body) == {"grant_type": ["authorization_code"], "code": ["the-code"],
-                                      "redirect_uri": ["https://cb.test/xero/callback"]}
+                                      "redirect_uri": ["https://cb.test/xero/callback"],
+                                      "code_verifier": ["v" * 43]}
+
+
+def test_the_pkce_challenge_is_s256():
+    import base64
+    import hashlib
+
+    # RFC 7636 4.2: BASE64URL-ENCODE(SHA256(ASCII(code_verifier))), base64url without padding.
+    verifier = "dBjftJeZ4CK-oZ9EtNF0uASBOL6EbMz-eaWZMwaS9c4"
+    challenge = code_challenge(verifier)
+    assert "=" not in challenge and "+" not in challenge and "/" not in challenge and len(challenge) == 43
+    assert base64.urlsafe_b64decode(challenge + "=") == hashlib.sha256(verifier.encode()).digest()
 
 
 @responses.activate
@@ -327,7 +413,7 @@ def test_connect_command_prints_the_local_stack_links(tmp_path, monkeypatch):
     out = io.StringIO()
     assert run([], out=out) == 0
     text = out.getvalue()
-    assert "connect link    http://127.0.0.1:43210/xero/connect?token=local-crm-token" in text
+    assert "connect link    http://127.0.0.1:43210/xero/connect?token=local-admin-token" in text
     assert "redirect URI    http://127.0.0.1:43210/xero/callback" in text
     assert "client-credentials" in text  # Custom Connections need no onboarding
 
@@ -336,10 +422,10 @@ def test_connect_command_for_a_deployed_stack_and_without_any_stack(tmp_path, mo
     from sugar_xero.connect import run
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("CRM_TOKEN", raising=False)
+    monkeypatch.delenv("ADMIN_TOKEN", raising=False)
     out = io.StringIO()
     assert run(["--url", "https://abc.execute-api.eu-west-1.amazonaws.com/prod/"], out=out) == 0
-    link = "https://abc.execute-api.eu-west-1.amazonaws.com/prod/xero/connect?token=<CRM token>"
+    link = "https://abc.execute-api.eu-west-1.amazonaws.com/prod/xero/connect?token=<ADMIN_TOKEN>"
     assert f"connect link    {link}" in out.getvalue()
     out = io.StringIO()
     (tmp_path / ".sugar-xero-local.json").write_text(json.dumps({"pid": 2 ** 22 + 12345, "urls": {}}))
@@ -370,3 +456,17 @@ def test_connect_command_waits_for_the_callback(onboarding, tmp_path, monkeypatc
     assert run(["--url", "https://x.test/prod", "--wait", "--table", "sync-test", "--timeout", "60"],
                out=out, sleep=lambda s: None, clock=lambda: next(clock)) == 1
     assert "Not connected" in out.getvalue()
+
+
+def test_with_the_stacks_key_the_stored_set_is_sealed(onboarding, monkeypatch):
+    import boto3
+
+    key_id = boto3.client("kms").create_key(Description="token key")["KeyMetadata"]["KeyId"]
+    monkeypatch.setenv("TOKEN_KEY_ID", key_id)
+    wiring.reset()
+    assert call(onboarding, "GET", "/xero/callback", query=start(onboarding))[0] == 200
+    item = token_item(onboarding)
+    assert item["sealed"] and "access_token" not in item and "refresh_token" not in item
+    assert "xero-local-" not in json.dumps(item, default=str)  # no usable credential in the table
+    tokens = wiring.xero_tokens()
+    assert tokens.access_token().startswith("xero-local-token-") and tokens.token_calls == 0

@@ -11,7 +11,7 @@ from typing import Any
 
 from shared.errors import XeroError
 from shared.models.jobs import Job
-from shared.state.records import Mapping
+from shared.state.records import Intent, Mapping
 from shared.xero.client import encode_json
 from tests.support import contract
 
@@ -47,12 +47,43 @@ class FakeJobs:
 class FakeMappings:
     def __init__(self) -> None:
         self.items: dict[tuple[str, str, str], Mapping] = {}
+        self.intents: dict[tuple[str, str, str], Intent] = {}
 
     def get_mappings(self, tenant_id: str, module: str, crm_ids: list[str]) -> dict[str, Mapping]:
         return {i: self.items[(tenant_id, module, i)] for i in crm_ids if (tenant_id, module, i) in self.items}
 
     def put_mapping(self, mapping: Mapping) -> None:
         self.items[(mapping.tenant_id, mapping.module, mapping.crm_id)] = mapping
+
+    # the write-ahead journal, with the sync table's conditions (shared/state/dynamo.py)
+    def get_intents(self, tenant_id: str, module: str, crm_ids: list[str]) -> dict[str, Intent]:
+        journal = self.intents
+        return {i: journal[(tenant_id, module, i)].model_copy() for i in crm_ids if (tenant_id, module, i) in journal}
+
+    def record_intent(self, intent: Intent) -> Intent | None:
+        journal = self.intents
+        key = (intent.tenant_id, intent.module, intent.crm_id)
+        stored = journal.get(key)
+        if stored is not None and intent.version is not None and stored.version is not None \
+                and stored.version > intent.version:
+            return None
+        new = intent.model_copy(update={
+            "state": "intent", "error": None, "attempt": (stored.attempt if stored else 0) + 1,
+            "version": intent.version if intent.version is not None else (stored.version if stored else None),
+            "found_id": intent.found_id or (stored.found_id if stored else None)})
+        journal[key] = new
+        return new.model_copy()
+
+    def settle_intent(self, intent: Intent, state: str, *, found_id: str | None = None,
+                      error: str | None = None) -> bool:
+        journal = self.intents
+        key = (intent.tenant_id, intent.module, intent.crm_id)
+        stored = journal.get(key)
+        if stored is None or stored.attempt != intent.attempt:
+            return False
+        journal[key] = stored.model_copy(update={"state": state, "found_id": found_id or stored.found_id,
+                                                 "error": error})
+        return True
 
 
 class FakeQueue:

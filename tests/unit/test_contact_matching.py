@@ -242,11 +242,52 @@ def test_xero_keeps_the_five_most_recently_sent_persons():
     jobs = world.push(person(6), person(5))  # 5 is older than 6: 6 ends first
     (org,) = world.xero.contacts.values()
     assert [p["LastName"] for p in org["ContactPersons"]] == ["6", "5", "4", "3", "2"]
-    assert any("dropped (Person 1)" in w for w in jobs[1].warnings + jobs[0].warnings)
+    assert any("were left out (Person 1)" in w for w in jobs[1].warnings + jobs[0].warnings)
     # an update of a kept person moves it to the front without a duplicate
     world.push(person(3, first_name="Pers", crm_modified="2026-11-27T11:00:00Z"))
     (org,) = world.xero.contacts.values()
     assert [p["LastName"] for p in org["ContactPersons"]][:2] == ["3", "6"] and len(org["ContactPersons"]) == 5
+
+
+def test_persons_added_in_xero_survive_a_crm_push():
+    world = World()
+    world.push(ContactDocument(crm_id="acc1", name="Acme"))
+    world.push(person(1))
+    (org,) = world.xero.contacts.values()
+    finance = {"FirstName": "Fiona", "LastName": "Accounts", "EmailAddress": "ap@acme.example", "IncludeInEmails": True}
+    org["ContactPersons"].append(finance)  # entered in Xero by the finance team
+    world.push(person(2), person(1, first_name="Per", crm_modified="2026-11-27T11:00:00Z"))
+    (org,) = world.xero.contacts.values()
+    assert finance in org["ContactPersons"]
+    assert sorted(p["EmailAddress"] for p in org["ContactPersons"]) == ["ap@acme.example", "p1@example.com",
+                                                                        "p2@example.com"]
+    assert [p["FirstName"] for p in org["ContactPersons"] if p["EmailAddress"] == "p1@example.com"] == ["Per"]
+
+
+def test_a_crm_person_whose_email_changed_replaces_what_the_connector_pushed_not_xeros_people():
+    world = World()
+    world.push(ContactDocument(crm_id="acc1", name="Acme"))
+    world.push(person(1))
+    (org,) = world.xero.contacts.values()
+    org["ContactPersons"].append({"FirstName": "Xero", "LastName": "Only", "EmailAddress": "x@acme.example"})
+    world.push(person(1, email="new-p1@example.com", crm_modified="2026-11-27T11:00:00Z"))
+    (org,) = world.xero.contacts.values()
+    assert sorted(p["EmailAddress"] for p in org["ContactPersons"]) == ["new-p1@example.com", "x@acme.example"]
+
+
+def test_over_five_the_xero_persons_stay_and_the_job_names_who_was_left_out():
+    world = World()
+    world.push(ContactDocument(crm_id="acc1", name="Acme"))
+    world.push(person(1))
+    (org,) = world.xero.contacts.values()
+    org["ContactPersons"] += [{"FirstName": "X", "LastName": str(n), "EmailAddress": f"x{n}@acme.example"}
+                              for n in range(3)]
+    jobs = world.push(person(2), person(3))
+    (org,) = world.xero.contacts.values()
+    assert len(org["ContactPersons"]) == 5
+    assert {f"x{n}@acme.example" for n in range(3)} <= {p["EmailAddress"] for p in org["ContactPersons"]}
+    assert [p["LastName"] for p in org["ContactPersons"][:2]] == ["3", "2"]
+    assert any("left out (Person 1)" in w for job in jobs for w in job.warnings)
 
 
 def test_a_person_whose_account_is_not_synced_waits():

@@ -8,6 +8,7 @@ from shared.errors import RateLimited, XeroError
 from shared.mapping.settings import CatalogueRules
 from shared.models.jobs import CrmRef, Job
 from shared.usecases import items
+from shared.usecases.versions import SUPERSEDED
 from shared.usecases.work import WorkItem
 from tests.support.fakes import FakeJobs, FakeMappings, FakeXero
 
@@ -141,7 +142,8 @@ def test_unreadable_documents_fail_and_newest_save_wins():
     assert world.job(broken).status == "failed" and "unreadable" in world.job(broken).error
     (sent,) = world.xero.calls[0][1]
     assert sent["Name"] == "New"
-    assert world.job(older).status == world.job(newer).status == "succeeded"
+    assert world.job(newer).status == "succeeded"
+    assert world.job(older).status == "ignored" and world.job(older).warnings == [SUPERSEDED]
 
 
 def test_deleted_product_is_kept_in_xero_but_not_sold():

@@ -379,6 +379,24 @@ def test_a_lost_sugar_hook_is_queued_once_and_an_unchanged_record_is_not(world):
     assert again.checked.get("crm_already_queued") == 1
 
 
+def test_a_record_whose_last_job_failed_with_identical_content_is_queued_again(world):
+    """Reconcile is a repair: the job of the identical document failed earlier (Xero was down
+    for all its retries), so it gets a new attempt of the same job instead of being counted as
+    already queued. A job still live is not queued twice."""
+    world["crm"].records["Accounts"] = {"a-failed": _account("a-failed", NOW - timedelta(minutes=12))}
+    run(world)
+    (message,) = world["contact"].sent
+    job_id = message["job_id"]
+    world["jobs"].update_job(job_id, status="failed", error="Xero: 503 after every retry")
+    again = run(world, now=NOW + timedelta(minutes=2))
+    assert [m["job_id"] for m in world["contact"].sent] == [job_id, job_id]  # same job, a new attempt
+    assert again.repaired["crm_records_queued"] == 1
+    job = world["jobs"].get_job(job_id)
+    assert job.status == "queued" and "a new attempt, queued by reconcile: the last one was failed" in job.warnings[-1]
+    third = run(world, now=NOW + timedelta(minutes=4))  # still queued: live, not sent again
+    assert len(world["contact"].sent) == 2 and third.checked.get("crm_already_queued") == 1
+
+
 def test_changed_products_and_quotes_at_the_invoicing_stage_are_queued(world):
     world["crm"].records["ProductTemplates"] = {"p-1": {
         "id": "p-1", "name": "Widget", "mft_part_num": "W-1", "discount_price": "10.00",

@@ -1,0 +1,1 @@
+"""One module per Xero resource the emulator keeps; ``common`` holds what they share."""
