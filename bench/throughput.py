@@ -13,7 +13,12 @@ for the largest k the run allows. Every extra call (a lookup, a half-full batch,
 it. Target ≥ 0.95 of 3,000 a minute, and 0 of Xero's 429s caused by our own pacing (a 429 for the
 minute or in-flight limit means our gate let a call go that Xero refused).
 
-Bounded: the run stops at DEADLINE_SECONDS whatever has landed, and says so.
+Two rows: the connector's Xero path alone (rate gate + client + retries, WORKERS Lambda-like
+workers, state in moto), which is what decides how close we get to the ceiling; and the same
+documents through the whole local stack, whose single process (moto server, emulator, gateway and
+workers on one interpreter) is itself the bottleneck on a shared 2-core machine.
+
+Bounded: each run stops at its deadline whatever has landed, and says so.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ CEILING_PER_MINUTE = 3000
 CALLS_PER_WINDOW = 60
 TARGET = 0.95
 DEADLINE_SECONDS = 600
+STACK_DEADLINE_SECONDS = 300  # the local stack's row stops here and says how much landed
 LATENCY = (0.2, 0.9)
 PREFIX = "thr"
 TOKEN = LOCAL_SECRET_DEFAULTS["CRM_TOKEN"]
@@ -133,7 +139,7 @@ def stack_row() -> Row:
         queue_through_intake(state_file, [("/crm/invoices", invoice(n)) for n in range(half)], 2)
         queued_in = time.monotonic() - started
         landed = (0, 0)
-        while time.monotonic() - started < DEADLINE_SECONDS:
+        while time.monotonic() - started < STACK_DEADLINE_SECONDS:
             landed = _landed(xero)
             if sum(landed) >= 2 * half:
                 break

@@ -6,7 +6,8 @@ even when the organisation had every call of its minute to spare). Two things th
 batches full without making anyone wait:
 
 - Top-up: before working a batch short of Xero's 50, the worker takes from its own queue whatever
-  is already waiting (no long poll, so it never adds latency; it only saves calls). Those messages
+  is already waiting (no long poll). While each look finds more, a burst is arriving: it looks
+  again for up to GATHER_SECONDS. A lone save finds nothing at the first look and goes at once. Those messages
   are the worker's own: it deletes the ones that succeeded and leaves the others to come back after
   their visibility timeout or the defer the work gave them, exactly as Lambda does for its batch,
   and reports to Lambda only the failures among Lambda's records.
@@ -19,6 +20,7 @@ batches full without making anyone wait:
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +28,9 @@ from shared.observability import logger
 from shared.usecases.work import finish
 
 XERO_BATCH = 50
+# While a top-up keeps finding messages (a burst is arriving), it looks again for up to this long.
+GATHER_SECONDS = 1.0
+GATHER_PAUSE_SECONDS = 0.1
 
 
 def lambda_record(message: dict[str, Any], *, like: dict[str, Any]) -> dict[str, Any]:
@@ -46,7 +51,7 @@ def topped_up(event: dict[str, Any], queue: Any, *, limit: int = XERO_BATCH) -> 
     if not records or len(records) >= limit:
         return event, []
     try:
-        waiting = queue.receive_waiting(limit - len(records))
+        waiting = _gather(queue, limit - len(records))
     except Exception as error:  # noqa: BLE001 - a top-up is an optimisation: the batch goes as it is
         logger.warning("could not top the batch up from the queue", extra={"error": str(error)})
         return event, []
@@ -60,6 +65,20 @@ def topped_up(event: dict[str, Any], queue: Any, *, limit: int = XERO_BATCH) -> 
         queue.release(copy["ReceiptHandle"])
     added_records = [lambda_record(m, like=records[0]) for m in added]
     return {**event, "Records": records + added_records}, added_records
+
+
+def _gather(queue: Any, wanted: int) -> list[dict[str, Any]]:
+    """What is waiting; while each look finds more (saves are arriving: a burst), look again for
+    up to GATHER_SECONDS. A lone save finds nothing at the first look and goes at once."""
+    found: list[dict[str, Any]] = []
+    deadline = time.monotonic() + GATHER_SECONDS
+    while len(found) < wanted:
+        more = queue.receive_waiting(wanted - len(found))
+        found += more
+        if not more or time.monotonic() >= deadline:
+            break
+        time.sleep(GATHER_PAUSE_SECONDS)
+    return found
 
 
 def _job_id(body: str) -> str | None:

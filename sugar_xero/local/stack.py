@@ -149,11 +149,19 @@ class LocalStack:
         print("ready", file=out, flush=True)
 
     def _open_log(self) -> Any:
+        """The functions' log; what they print (Powertools' metric lines) goes there too. The
+        stack's own lines are written to the ``out`` it was given, so they stay on the terminal."""
         if self.options.log_file is None:
             return None
         self.options.log_file.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.options.log_file, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - closed at stop
-        self._stoppers.append(("log file", log.close))
+        terminal, sys.stdout = sys.stdout, log
+
+        def close() -> None:
+            sys.stdout = terminal
+            log.close()
+
+        self._stoppers.append(("log file", close))
         return log
 
     def _bind(self, what: str, make: Callable[[], Any], port: int) -> Any:
@@ -262,6 +270,13 @@ class LocalStack:
         assert self.runtime is not None
         return self.runtime.invoke(function, event)
 
+    def _lane_invoker(self, lane: str) -> Callable[[str, dict[str, Any]], Any]:
+        def invoke(function: str, event: dict[str, Any]) -> Any:
+            assert self.runtime is not None
+            return self.runtime.invoke(function, event, lane=lane)
+
+        return invoke
+
     def _start_pollers(self) -> None:
         import boto3
 
@@ -282,7 +297,7 @@ class LocalStack:
                     queue_url=queue["url"],
                     queue_arn=queue["arn"],
                     region=self.aws.region,
-                    invoke=self._invoke,
+                    invoke=self._lane_invoker(f"{subscription.queue}-{index}"),
                 )
                 poller.thread_name = f"poller-{subscription.queue}-{index}"
                 poller.start()

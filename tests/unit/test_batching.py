@@ -102,3 +102,28 @@ def test_a_message_failing_its_last_delivery_marks_its_job_dead_lettered():
     assert list(jobs.updates) == ["m0"]  # m1 has deliveries left; m2 succeeded
     assert jobs.updates["m0"]["status"] == "failed"
     assert jobs.updates["m0"]["error"] == "dead-lettered after 3 attempts: Xero 503: will retry"
+
+
+class ArrivingQueue(FakeQueue):
+    """Messages arriving in waves, as during a burst of saves."""
+
+    def __init__(self, waves):
+        super().__init__(0)
+        self.waves = list(waves)
+
+    def receive_waiting(self, max_messages):
+        if not self.waiting and self.waves:
+            start = sum(1 for _ in self.deleted) + 1000 + len(self.waves) * 100
+            self.waiting = [{"MessageId": f"a{start + n}", "ReceiptHandle": f"rh-a{start + n}",
+                             "Body": json.dumps({"job_id": f"a{start + n}"})} for n in range(self.waves.pop(0))]
+        return super().receive_waiting(max_messages)
+
+
+def test_while_saves_keep_arriving_the_top_up_keeps_looking_and_a_lone_save_does_not_wait(monkeypatch):
+    import shared.batching as batching
+
+    monkeypatch.setattr(batching, "GATHER_PAUSE_SECONDS", 0.0)
+    full, added = topped_up(lambda_event(1), ArrivingQueue([10, 10, 10, 40]))
+    assert len(full["Records"]) == 50
+    full, added = topped_up(lambda_event(1), ArrivingQueue([]))
+    assert added == []
