@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install php checkov run test test-fast lint build bench clean
+.PHONY: install php checkov run test test-fast lint build bench bench-readme clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,7 +38,8 @@ php:
 run: install
 	# A failure reaches its dead-letter queue after 2 deliveries instead of 8, so the demo's
 	# injected failure shows in `sugar-xero status` within seconds.
-	SUGAR_XERO_LOCAL_MAX_RECEIVE_COUNT=2 $(VENV)/bin/sugar-xero local --demo
+	# The functions' JSON logs go to the file it names, so the terminal tells the demo's story.
+	SUGAR_XERO_LOCAL_MAX_RECEIVE_COUNT=2 $(VENV)/bin/sugar-xero local --demo --log-file .sugar-xero-local.log
 
 ## Every test: unit, integration, contract, template checks, end to end.
 test: install php $(CHECKOV_STAMP)
@@ -55,8 +56,14 @@ build: install
 	bash infra/build.sh
 
 ## Benchmarks: ratios measured in one run, printed as a table and written to bench/results.md
+## (committed), then copied into the README's table
 bench: install
 	$(PY) -m bench
+	$(PY) -m bench.readme
+
+## The README's benchmark table from bench/results.md (a test fails when they differ)
+bench-readme: install
+	$(PY) -m bench.readme
 
 clean:
 	rm -rf .aws-sam .pytest_cache .hypothesis build dist *.egg-info

@@ -215,7 +215,7 @@ def billing_rules(tenant_id: str):
     news is applied again. The webhook worker and the reconciliation both use this one."""
 
     from shared.billing.rules import rules_file
-    from shared.observability import logger, metrics
+    from shared.observability import MetricNames, logger, metrics
     from shared.usecases import billing, xero_updates
 
     rules = rules_file()
@@ -232,7 +232,7 @@ def billing_rules(tenant_id: str):
     def on_changes(changes):
         report = billing.run_billing_rules(changes, rules=rules, crm=crm, accept_purchase=accept_purchase,
                                            ledger=ledger, today=organisation_today(tenant_id))
-        metrics.add_metric(name="BillingRulesFailed", unit="Count", value=len(report.failed))
+        metrics.add_metric(name=MetricNames.BILLING_RULES_FAILED, unit="Count", value=len(report.failed))
         if report.retry:
             raise xero_updates.ChangesFailed(f"billing rules to retry for {len(report.retry)} documents",
                                              report.retry)

@@ -12,6 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from shared import wiring
 from shared.api.http import build_resolver, common_router, handle_http, status_base_url
 from shared.api.sqs import is_sqs_event, run_batch
+from shared.batching import run_topped_up
 from shared.config import settings
 from shared.mapping.settings import mapping_file
 from shared.mapping.sugar_contacts import hook_to_document
@@ -19,7 +20,7 @@ from shared.models.callouts import ContactCallout
 from shared.models.documents import ContactDocument
 from shared.models.jobs import Accepted, CrmRef, Ignored
 from shared.models.sugar import AccountHook, ContactHook
-from shared.observability import logger, metrics, tracer
+from shared.observability import MetricNames, logger, metrics, tracer
 from shared.usecases import contacts, writeback
 from shared.usecases.accept import accept
 from shared.usecases.crash import from_environment as crash_points
@@ -45,7 +46,7 @@ def post_contact(callout: Annotated[ContactCallout, Body()]) -> Response[Accepte
     accepted = accept(kind=contacts.KIND, crm=CrmRef(module=document.crm_module, id=document.crm_id),
                       document=document.model_dump(mode="json"), jobs=wiring.job_store(),
                       queue=wiring.contact_queue(), status_base_url=status_base_url(router.current_event))
-    metrics.add_metric(name="CalloutsAccepted", unit="Count", value=0 if accepted.duplicate else 1)
+    metrics.add_metric(name=MetricNames.CALLOUTS_ACCEPTED, unit="Count", value=0 if accepted.duplicate else 1)
     return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=accepted)
 
 
@@ -76,5 +77,7 @@ def work(items):
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if is_sqs_event(event):
-        return run_batch(event, context, work, defer=wiring.contact_queue().defer)
+        queue = wiring.contact_queue()
+        return run_topped_up(event, queue, lambda full: run_batch(full, context, work, defer=queue.defer),
+                             jobs=wiring.job_store())
     return handle_http(app, event, context)

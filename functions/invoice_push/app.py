@@ -13,6 +13,7 @@ from pydantic import Discriminator, Tag
 from shared import wiring
 from shared.api.http import build_resolver, common_router, handle_http, status_base_url
 from shared.api.sqs import is_sqs_event, run_batch
+from shared.batching import run_topped_up
 from shared.config import settings
 from shared.errors import BadInput
 from shared.mapping.items import hook_to_item_document
@@ -22,7 +23,7 @@ from shared.models.documents import ItemDocument
 from shared.models.invoices import PurchaseDocument, SalesInvoiceDocument, TradeDocument
 from shared.models.jobs import Accepted, CrmRef, Ignored
 from shared.models.sugar import ProductTemplateHook, QuoteHook, core_bean
-from shared.observability import logger, metrics, tracer
+from shared.observability import MetricNames, logger, metrics, tracer
 from shared.sugar.errors import SugarError
 from shared.usecases import invoices, items, writeback
 from shared.usecases.accept import accept
@@ -60,7 +61,7 @@ def post_product(callout: Annotated[ProductCallout, Body()]) -> Response[Accepte
     accepted = accept(kind=items.KIND, crm=CrmRef(module=document.crm_module, id=document.crm_id),
                       document=document.model_dump(mode="json"), jobs=wiring.job_store(),
                       queue=wiring.invoice_queue(), status_base_url=status_base_url(router.current_event))
-    metrics.add_metric(name="CalloutsAccepted", unit="Count", value=0 if accepted.duplicate else 1)
+    metrics.add_metric(name=MetricNames.CALLOUTS_ACCEPTED, unit="Count", value=0 if accepted.duplicate else 1)
     return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=accepted)
 
 
@@ -73,7 +74,7 @@ _IGNORED = {200: {"description": "nothing to do, with the reason", "content": {
 def _accepted(kind: str, crm: CrmRef, document: dict[str, Any]) -> Response[Accepted]:
     accepted = accept(kind=kind, crm=crm, document=document, jobs=wiring.job_store(), queue=wiring.invoice_queue(),
                       status_base_url=status_base_url(router.current_event))
-    metrics.add_metric(name="CalloutsAccepted", unit="Count", value=0 if accepted.duplicate else 1)
+    metrics.add_metric(name=MetricNames.CALLOUTS_ACCEPTED, unit="Count", value=0 if accepted.duplicate else 1)
     return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=accepted)
 
 
@@ -188,5 +189,7 @@ def work(queued: list[WorkItem]) -> BatchResult:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if is_sqs_event(event):
-        return run_batch(event, context, work, defer=wiring.invoice_queue().defer)
+        queue = wiring.invoice_queue()
+        return run_topped_up(event, queue, lambda full: run_batch(full, context, work, defer=queue.defer),
+                             jobs=wiring.job_store())
     return handle_http(app, event, context)

@@ -44,6 +44,7 @@ from shared.mapping.invoices import (
     target_of,
     to_xero_document,
 )
+from shared.mapping.items import hook_to_item_document
 from shared.mapping.settings import MappingConfig, mapping_file
 from shared.mapping.sugar_contacts import account_to_document, contact_to_document
 from shared.mapping.sugar_quotes import MODULE as QUOTES
@@ -51,13 +52,14 @@ from shared.mapping.sugar_quotes import quote_documents, quote_intent
 from shared.mapping.xero_documents import ID_FIELDS, document_state, is_newer, write_back_values
 from shared.models.invoices import AnyTradeDocument, TradeDocument, XeroDocumentState
 from shared.models.jobs import CrmRef, Job
-from shared.models.sugar import AccountHook, ContactHook, SugarQuote
+from shared.models.sugar import AccountHook, ContactHook, ProductTemplateHook, SugarQuote
 from shared.observability import logger
 from shared.ports import JobStore, MappingStore, XeroApi
 from shared.state.dynamo import now_iso
 from shared.state.records import Mapping, document_module
 from shared.sugar.errors import SugarError
 from shared.usecases import contacts
+from shared.usecases import items as catalogue
 from shared.usecases.accept import job_id_for
 from shared.usecases.crash import NO_CRASH, STATE_WRITTEN, XERO_ANSWERED, CrashPoints
 from shared.usecases.journal import Entry, Journal, add_marker
@@ -223,10 +225,13 @@ def _read_quotes(run: _Run, quote_items: list[tuple[WorkItem, SugarQuote, bool]]
                         for p in b.get("products") or [] if p.get("product_template_id")})
     known = run.mappings.get_mappings(run.xero.tenant_id, "ProductTemplates", templates) if templates else {}
     codes = {crm_id: m.xero_number for crm_id, m in known.items() if m.xero_number}
+    notes = _push_missing_items(run, [t for t in templates if t not in codes], codes)
     documents: list[tuple[WorkItem, TradeDocument, list[str]]] = []
     for item, quote, deleted, bundles in fetched:
         try:
             docs, warnings = quote_documents(quote, bundles, run.config, deleted=deleted, item_codes=codes)
+            if any("not in Xero's catalogue" in warning for warning in warnings):
+                warnings = warnings + notes  # why those lines still have no item code
         except DocumentRefused as error:
             finish(run.jobs, item.job_id, "failed", error=str(error))
             run.outcomes[(QUOTES, quote.id)] = ([item], Outcome(module=QUOTES, crm_id=quote.id, sync_status="failed",
@@ -234,6 +239,32 @@ def _read_quotes(run: _Run, quote_items: list[tuple[WorkItem, SugarQuote, bool]]
             continue
         documents += [(item, doc, doc.truncated + warnings) for doc in docs]
     return documents
+
+
+def _push_missing_items(run: _Run, template_ids: list[str], codes: dict[str, str]) -> list[str]:
+    """Items before the documents that use them, in one batch as across batches: the catalogue
+    entries the quotes' lines name that Xero lacks are read from the CRM and pushed first; their
+    codes join ``codes``. What cannot be pushed leaves its lines without a code, with notes why."""
+    if not template_ids or run.crm is None:
+        return []
+    documents, notes = [], []
+    for template_id in template_ids:
+        try:
+            record = run.crm.get_record(catalogue.MODULE, template_id)
+            hook = ProductTemplateHook.model_validate({"bean": "ProductTemplate", "event": "after_save",
+                                                       "data": record})
+            documents.append(hook_to_item_document(hook))
+        except (SugarError, ValidationError) as error:
+            notes.append(f"product {template_id}: not read from the CRM's catalogue: {str(error)[:200]}")
+    if not documents:
+        return notes
+    try:
+        pushed, refused = catalogue.push_missing_items(documents, xero=run.xero, mappings=run.mappings)
+    except (XeroError, ConnectionNotReady) as error:
+        logger.warning("missing catalogue items not pushed", extra={"count": len(documents), "error": str(error)})
+        return [*notes, f"the catalogue's missing items were not pushed: {error}"]
+    codes.update(pushed)
+    return notes + refused
 
 
 def _parse(run: _Run, items: list[WorkItem]) -> list[tuple[WorkItem, TradeDocument, list[str]]]:

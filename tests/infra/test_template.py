@@ -274,6 +274,7 @@ def test_function_reads_its_queue_in_batches_with_partial_failures(template, res
         assert work["BatchSize"] == 50
         assert 0 < work["MaximumBatchingWindowInSeconds"] <= 300
     assert work["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert work["ScalingConfig"]["MaximumConcurrency"] >= 2  # Lambda's least; few workers per organisation
 
     queue = resources[queue_id]["Properties"]
     assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": [dlq_id, "Arn"]}
@@ -551,3 +552,19 @@ def test_a_failed_reconcile_raises_an_alarm(resources):
 
 def test_the_dashboard_url_is_an_output(template):
     assert "${ConnectorDashboard}" in template["Outputs"]["DashboardUrl"]["Value"]["Fn::Sub"]
+
+
+@pytest.mark.parametrize("logical_id", ["ContactSyncFunction", "InvoicePushFunction"])
+def test_document_workers_wait_at_most_a_second_for_a_batch(resources, logical_id):
+    """1 s is the least window Lambda allows for a BatchSize above 10; the worker tops a short
+    batch up from its queue (shared/batching.py), so a lone save is not held for a full batch."""
+    [work] = [e["Properties"] for e in resources[logical_id]["Properties"]["Events"].values() if e["Type"] == "SQS"]
+    assert (work["BatchSize"], work["MaximumBatchingWindowInSeconds"]) == (50, 1)
+
+
+def test_the_local_poller_mirrors_the_templates_event_source_settings():
+    from sugar_xero.local.template import StackTemplate, default_template_path
+
+    subscriptions = {s.function: s for s in StackTemplate(default_template_path()).queue_subscriptions()}
+    contact = subscriptions["ContactSyncFunction"]
+    assert (contact.batch_size, contact.batching_window_seconds, contact.maximum_concurrency) == (50, 1.0, 2)

@@ -15,6 +15,7 @@ from shared.mapping.settings import InvoiceRules, MappingConfig, RoundingRules
 from shared.models.invoices import ContactRef, LineDocument, PurchaseDocument, SalesInvoiceDocument
 from shared.models.jobs import CrmRef
 from shared.state.records import document_module
+from shared.sugar.errors import SugarError
 from shared.usecases import invoices
 from shared.usecases.accept import accept
 from shared.usecases.work import WorkItem
@@ -52,6 +53,8 @@ class QuoteSugar(FakeSugar):
 
     def get_record(self, module, record_id, fields=None):
         self.reads.append(f"{module}/{record_id}")
+        if (module, record_id) not in self.records:  # as Sugar answers: 404 not_found
+            raise SugarError(f"{module}/{record_id} not found", status=404, label="not_found")
         return copy.deepcopy(self.records[(module, record_id)])
 
 
@@ -119,6 +122,44 @@ def _catalogue(run: Harness) -> None:
     for p in products:
         run.mappings.put_mapping(Mapping(tenant_id=run.xero.tenant_id, module="ProductTemplates", xero_id="item",
                                          crm_id=p["product_template_id"], xero_number=p["mft_part_num"]))
+
+
+def test_products_xero_lacks_are_pushed_before_the_quote_that_uses_them(xero, sugar):
+    """Items before documents, as contacts: the catalogue entries the lines name are read from the
+    CRM and pushed first, so the invoice lands with its item codes and without a warning."""
+    run = Harness(xero, sugar)
+    for product in json.loads((FIXTURES / "quote_product_bundles.json").read_text())["records"][0]["products"]:
+        sugar.records[("ProductTemplates", product["product_template_id"])] = {
+            "id": product["product_template_id"], "name": product["name"], "mft_part_num": product["mft_part_num"],
+            "discount_price": product["discount_price"], "tax_class": product["tax_class"]}
+    job_id = run.accept_quote(quote())
+    run.work()
+    job = run.jobs.jobs[job_id]
+    assert job.status == "succeeded", job.error
+    assert not [w for w in job.warnings if "catalogue" in w], job.warnings
+    (invoice,) = run.invoices()
+    assert [line["ItemCode"] for line in invoice["LineItems"]] == ["SVC-CHILL-01", "SVC-LIFT-02", "FEE-CERT"]
+    assert {item["Code"] for item in xero.get("/Items")["Items"]} == {"SVC-CHILL-01", "SVC-LIFT-02", "FEE-CERT"}
+    assert run.mappings.get_mappings(xero.tenant_id, "ProductTemplates", ["pt-cert-fee"])["pt-cert-fee"].xero_number \
+        == "FEE-CERT"
+
+    # the next quote finds them mapped: no second read of the catalogue, no second Items call
+    sugar.reads.clear()
+    run.accept_quote(quote(id="c3d9f0a8-0000-11ef-9a1c-0242ac120002", quote_num=1043))
+    sugar.add_quote_lines("c3d9f0a8-0000-11ef-9a1c-0242ac120002",
+                          json.loads((FIXTURES / "quote_product_bundles.json").read_text())["records"])
+    run.work()
+    assert not [read for read in sugar.reads if read.startswith("ProductTemplates/")]
+
+
+def test_a_product_the_crm_cannot_give_leaves_its_line_without_a_code_and_says_why(xero, sugar):
+    run = Harness(xero, sugar)
+    job_id = run.accept_quote(quote())
+    run.work()
+    job = run.jobs.jobs[job_id]
+    assert job.status == "succeeded", job.error
+    assert any("not in Xero's catalogue yet" in w for w in job.warnings)
+    assert any("pt-cert-fee: not read from the CRM's catalogue" in w for w in job.warnings)
 
 
 def test_the_accepted_quote_fixture_becomes_one_invoice_to_the_cent(xero, sugar):

@@ -33,7 +33,7 @@ from xero_local.server import create_router
 from .config import EmulatorConfig, FaultConfig
 from .parameters import allowed_parameters
 from .store import ID_FIELDS, RESOURCE_KEYS, EmulatorStore, Outcome, updated_ms
-from .traffic import FaultInjector, IdempotencyCache, RateLimiter, RequestLog, StoredResponse
+from .traffic import FaultInjector, IdempotencyCache, Latency, RateLimiter, RequestLog, StoredResponse
 from .values import (
     BadValue,
     WhereFilter,
@@ -166,6 +166,7 @@ class XeroEmulator:
         self.config = config or EmulatorConfig()
         self.store = EmulatorStore(self.config)
         self.limiter = RateLimiter(self.config)
+        self.latency = Latency(self.config)
         self.idempotency = IdempotencyCache(self.config)
         self.faults = FaultInjector(self.config.faults)
         self.log = RequestLog(self.config.request_log_size)
@@ -306,7 +307,7 @@ class XeroEmulator:
                 headers,
             )
         try:
-            delay = self.config.latency_seconds + (
+            delay = self.latency.draw() + (
                 self.faults.faults.slow_seconds if fault == "slow" else 0.0
             )
             if delay > 0:

@@ -231,6 +231,9 @@ class EmulatorConfig:
     day_window_seconds: float = 86400.0
     idempotency_ttl_seconds: float = 360.0
     latency_seconds: float = 0.0
+    # > latency_seconds: each call's latency is drawn from [latency_seconds, latency_max_seconds]
+    latency_max_seconds: float = 0.0
+    latency_seed: int | None = None
     faults: FaultConfig = field(default_factory=FaultConfig)
     # Validate request bodies against Xero's OpenAPI spec (required: a missing file stops the emulator)
     validate_spec: bool = True
@@ -259,6 +262,7 @@ class EmulatorConfig:
         "day_window_seconds",
         "idempotency_ttl_seconds",
         "latency_seconds",
+        "latency_max_seconds",
     )
 
     def update_limits(self, data: dict[str, Any]) -> None:
@@ -269,8 +273,8 @@ class EmulatorConfig:
             number = float(value)
             if number < 0:
                 raise ValueError(f"{name} must not be negative")
-            if name == "latency_seconds" and number > FaultConfig.MAX_SLOW_SECONDS:
-                raise ValueError(f"latency_seconds must be at most {FaultConfig.MAX_SLOW_SECONDS}")
+            if name.startswith("latency") and number > FaultConfig.MAX_SLOW_SECONDS:
+                raise ValueError(f"{name} must be at most {FaultConfig.MAX_SLOW_SECONDS}")
             setattr(self, name, int(number) if name.endswith("_limit") else number)
 
     def today(self) -> dt.date:
