@@ -22,6 +22,8 @@ from shared.observability import logger, metrics, tracer
 from shared.usecases import contacts, writeback
 from shared.usecases.accept import accept
 from shared.usecases.crash import from_environment as crash_points
+from shared.usecases.organisations import by_tenant, fan_out
+from shared.usecases.work import BatchResult, WorkItem
 
 router = Router()
 
@@ -51,10 +53,25 @@ app.include_router(router)
 app.include_router(common_router)
 
 
-def work(items):
+def work(items: list[WorkItem]) -> BatchResult:
+    """Each job against its organisation: the callout's own jobs against the default one, after
+    queuing the same save for every other organisation that holds the customer or is routed it
+    (``shared.usecases.organisations``); those jobs come back here carrying their tenant id."""
     crm = wiring.sugar_client() if settings().sugar_base_url else None
-    return contacts.sync_contacts(items, xero=wiring.xero_client(), jobs=wiring.job_store(),
-                                  mappings=wiring.job_store(), crm=crm, crash=crash_points())
+    organisations = mapping_file().organisations
+    default = wiring.tenant_id() if organisations is not None else None
+    fan_out(items, module_of=lambda item: str(item.document.get("crm_module")), organisations=organisations,
+            default_tenant=str(default), crm=crm, jobs=wiring.job_store(), mappings=wiring.job_store(),
+            queue=wiring.contact_queue())
+    result = BatchResult()
+    for tenant_id, group in by_tenant(items).items():
+        own = tenant_id is None or tenant_id == default
+        xero = wiring.xero_client() if tenant_id is None else wiring.xero_client_for(tenant_id)
+        # The CRM's xero_* fields name the default organisation's contact: only its jobs write back.
+        outcome = contacts.sync_contacts(group, xero=xero, jobs=wiring.job_store(), mappings=wiring.job_store(),
+                                         crm=crm if own else None, crash=crash_points())
+        result.defer(sorted(outcome.retry), outcome.retry_after)
+    return result
 
 
 @logger.inject_lambda_context

@@ -61,6 +61,7 @@ from shared.usecases import contacts
 from shared.usecases.accept import job_id_for
 from shared.usecases.crash import NO_CRASH, STATE_WRITTEN, XERO_ANSWERED, CrashPoints
 from shared.usecases.journal import Entry, Journal, add_marker
+from shared.usecases.organisations import organisation_job
 from shared.usecases.versions import OLDER, SUPERSEDED, newest_per_record, version_of
 from shared.usecases.work import BatchResult, WorkItem, content_hash, finish, requeue, retry_after_for
 from shared.usecases.writeback import Outcome, write_back
@@ -121,8 +122,10 @@ class _Record:
 
 class _Run:
     def __init__(self, *, xero: XeroApi, jobs: JobStore, mappings: MappingStore, crm: QuoteReader | None,
-                 config: MappingConfig, result: BatchResult, crash: CrashPoints = NO_CRASH):
+                 config: MappingConfig, result: BatchResult, crash: CrashPoints = NO_CRASH,
+                 job_tenant: str | None = None):
         self.xero, self.jobs, self.mappings, self.crm = xero, jobs, mappings, crm
+        self.job_tenant = job_tenant  # set when the organisation is not the default one
         self.config, self.result, self.crash = config, result, crash
         self.outcomes: dict[tuple[str, str], tuple[list[WorkItem], Outcome]] = {}
         self.journal = Journal(mappings, xero)  # type: ignore[arg-type]
@@ -341,17 +344,22 @@ def _settle_contacts(run: _Run, records: list[_Record], batch_size: int) -> list
                 problems[key] = f"the customer/supplier {key[1]} cannot be pushed: {error}"
                 continue
             payload = document.model_dump(mode="json")
+            if run.job_tenant:  # another organisation than the default: a job of its own, stamped with it
+                items.append(organisation_job(contacts.KIND, payload, run.job_tenant, jobs=run.jobs,
+                                              message_prefix="contact")[0])
+                continue
             job_id = job_id_for(contacts.KIND, payload)
             stamp = now_iso()
             run.jobs.create_job(Job(job_id=job_id, status="queued", kind=contacts.KIND,
                                     crm=CrmRef(module=document.crm_module, id=document.crm_id),
                                     created_at=stamp, updated_at=stamp),
-                                {"job_id": job_id, "kind": contacts.KIND, "document": payload})
+                                payload)  # the bare document, as accept() stores it: what a replay sends
             items.append(WorkItem(message_id=f"contact:{job_id}", job_id=job_id, kind=contacts.KIND, document=payload))
         if items:
+            # The CRM's xero_* fields name the default organisation's contact: only its pushes write back.
             outcome = contacts.sync_contacts(items, xero=run.xero, jobs=run.jobs, mappings=run.mappings,
-                                             crash=run.crash,
-                                             batch_size=batch_size, config=run.config, crm=run.crm)
+                                             crash=run.crash, batch_size=batch_size, config=run.config,
+                                             crm=None if run.job_tenant else run.crm)
             pushed = {(i.document["crm_module"], i.document["crm_id"]): i for i in items}
             found: dict[tuple[str, str], str] = {}
             for module in {m for m, _ in pushed}:
@@ -767,15 +775,19 @@ def push_documents(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mapp
                    crm: QuoteReader | None = None, config: MappingConfig | None = None,
                    tax_rates: MappingOf[str, Decimal] | None = None,
                    check_references: ReferenceCheck | None = None, today: dt.date | None = None,
-                   batch_size: int = 50, crash: CrashPoints = NO_CRASH) -> BatchResult:
+                   batch_size: int = 50, crash: CrashPoints = NO_CRASH, job_tenant: str | None = None) -> BatchResult:
     """Work one batch of ``document.push`` and ``quote.push`` messages (see the module docstring).
+
+    ``job_tenant``: ``xero``'s organisation when it is not the default one; the customers pushed
+    there first then get jobs of their own stamped with it (``shared.usecases.organisations``).
 
     ``tax_rates`` (Xero TaxType → percent) and ``check_references`` (names account codes, tax
     types, tracking or currencies the organisation lacks) come from the cached organisation
     metadata when there is one."""
     config = config or mapping_file().for_tenant(xero.tenant_id)
     result = BatchResult()
-    run = _Run(xero=xero, jobs=jobs, mappings=mappings, crm=crm, config=config, result=result, crash=crash)
+    run = _Run(xero=xero, jobs=jobs, mappings=mappings, crm=crm, config=config, result=result, crash=crash,
+               job_tenant=job_tenant)
     records = _records(run, _parse(run, items))
     records = _settle_contacts(run, records, batch_size)
     to_send = _decide(run, records, tax_rates=tax_rates or {}, check_references=check_references,

@@ -411,3 +411,41 @@ def test_a_state_a_webhook_stored_while_the_push_was_in_flight_is_never_moved_ba
     run.work()
     stored = run.mappings.get_mappings(xero.tenant_id, "Quotes#ACCREC", [quote_id])[quote_id].document
     assert stored["status"] == "PAID" and stored["updated_utc"].startswith("2099")
+
+
+def test_the_customer_pushed_first_has_a_job_whose_payload_is_the_bare_document(xero, sugar):
+    """As accept() stores it: a replay of that job sends a document the contact worker reads."""
+    from shared.usecases import contacts
+    from shared.usecases.redrive import redrive_job
+
+    run = Harness(xero, sugar)
+    _catalogue(run)
+    run.accept_quote(quote())
+    run.work()
+    (job_id,) = [j for j, job in run.jobs.jobs.items() if job.kind == contacts.KIND]
+    payload = run.jobs.payloads[job_id]
+    assert payload["crm_module"] == "Accounts" and payload["crm_id"] == ACCOUNT_ID
+    assert "document" not in payload and "job_id" not in payload
+    assert run.jobs.jobs[job_id].tenant_id is None
+    replayed = FakeQueue()
+    assert redrive_job(job_id, jobs=run.jobs, queues={"contact": replayed}, force=True).sent
+    (message,) = replayed.sent
+    assert message == {"job_id": job_id, "kind": contacts.KIND, "document": payload}
+
+
+def test_for_another_organisation_the_customer_job_is_stamped_with_it_and_not_written_back(xero, sugar):
+    """The CRM's xero_* fields name the default organisation's contact; a push to another
+    organisation keeps its own job (salted id, tenant id) and leaves them alone."""
+    from shared.usecases import contacts
+
+    run = Harness(xero, sugar)
+    _catalogue(run)
+    run.accept_quote(quote())
+    run.work(job_tenant=xero.tenant_id)
+    (job_id,) = [j for j, job in run.jobs.jobs.items() if job.kind == contacts.KIND]
+    assert run.jobs.jobs[job_id].tenant_id == xero.tenant_id and run.jobs.jobs[job_id].status == "succeeded"
+    assert "document" not in run.jobs.payloads[job_id]
+    assert not [u for module, u in sugar.calls if module == "Accounts"]
+    (contact,) = list(xero.iter_pages("Contacts"))
+    assert run.mappings.get_mappings(xero.tenant_id, "Accounts", [ACCOUNT_ID])[ACCOUNT_ID].xero_id == \
+        contact["ContactID"]

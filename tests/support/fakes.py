@@ -33,6 +33,9 @@ class FakeJobs:
     def get_job(self, job_id: str) -> Job | None:
         return self.jobs.get(job_id)
 
+    def get_job_payload(self, job_id: str) -> dict[str, Any] | None:
+        return self.payloads.get(job_id)
+
     def delete_job(self, job_id: str) -> None:
         self.jobs.pop(job_id, None)
 
