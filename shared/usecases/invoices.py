@@ -126,6 +126,7 @@ class _Run:
                  job_tenant: str | None = None):
         self.xero, self.jobs, self.mappings, self.crm = xero, jobs, mappings, crm
         self.job_tenant = job_tenant  # set when the organisation is not the default one
+        self.answered: list[tuple[str, dict[str, Any]]] = []  # (resource, Xero's answer) of each document written
         self.config, self.result, self.crash = config, result, crash
         self.outcomes: dict[tuple[str, str], tuple[list[WorkItem], Outcome]] = {}
         self.journal = Journal(mappings, xero)  # type: ignore[arg-type]
@@ -588,6 +589,8 @@ def _record_answer(run: _Run, record: _Record, answer: dict[str, Any],
         warnings.append("cancelled in the CRM: voided in Xero")
     if latest is not None and not is_newer(state, latest):
         state = latest  # a newer state stored meanwhile: the push never moves the record backwards
+    else:
+        run.answered.append((record.resource, answer))  # for the Xero Invoices module (_fill_invoice_records)
     run.mappings.put_mapping(Mapping(
         tenant_id=run.xero.tenant_id, module=record.module, crm_id=record.doc.crm_id, xero_id=state.xero_id,
         xero_number=state.number, payload_hash=record.digest or (record.mapping.payload_hash if record.mapping
@@ -794,7 +797,33 @@ def push_documents(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mapp
                       today=today or dt.date.today())
     _send(run, to_send, batch_size)
     _write_back(run)
+    _fill_invoice_records(run)
     return result
+
+
+def _fill_invoice_records(run: _Run) -> None:
+    """The documents just written, as records of the CRM's Xero Invoices module at once (when it
+    is enabled), from Xero's own answers: the same idempotent upsert by Xero id the webhook
+    worker and reconcile make later (``shared.usecases.invoice_records``). What Sugar does not
+    take now is left to them: the push itself is done, so nothing is retried for it."""
+    if not run.config.xero_invoices.enabled or run.crm is None or not run.answered:
+        return
+    from shared.usecases.invoice_records import fill_invoice_records
+
+    by_resource: dict[str, list[dict[str, Any]]] = {}
+    for resource, answer in run.answered:
+        by_resource.setdefault(resource, []).append(answer)
+    for resource, answers in by_resource.items():
+        try:
+            report = fill_invoice_records(resource, answers, tenant_id=run.xero.tenant_id, crm=run.crm,
+                                          mappings=run.mappings, config=run.config)
+        except Exception as error:  # noqa: BLE001 - the push is done; the webhook or reconcile fills later
+            logger.warning("Xero Invoices records not written at push time; the webhook or reconcile writes them",
+                           extra={"resource": resource, "error": str(error)[:300]})
+            continue
+        if report.pending:
+            logger.warning("Xero Invoices records not written at push time; the webhook or reconcile writes them",
+                           extra={"resource": resource, "pending": dict(list(report.pending.items())[:10])})
 
 
 def _write_back(run: _Run) -> None:
