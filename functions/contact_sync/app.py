@@ -13,6 +13,7 @@ from shared import wiring
 from shared.api.http import build_resolver, common_router, handle_http, status_base_url
 from shared.api.sqs import is_sqs_event, run_batch
 from shared.config import settings
+from shared.errors import ConnectionNotReady
 from shared.mapping.settings import mapping_file
 from shared.mapping.sugar_contacts import hook_to_document
 from shared.models.callouts import ContactCallout
@@ -23,7 +24,7 @@ from shared.usecases import contacts, writeback
 from shared.usecases.accept import accept
 from shared.usecases.crash import from_environment as crash_points
 from shared.usecases.organisations import by_tenant, fan_out
-from shared.usecases.work import BatchResult, WorkItem
+from shared.usecases.work import BatchResult, WorkItem, requeue, retry_after_for
 
 router = Router()
 
@@ -66,7 +67,14 @@ def work(items: list[WorkItem]) -> BatchResult:
     result = BatchResult()
     for tenant_id, group in by_tenant(items).items():
         own = tenant_id is None or tenant_id == default
-        xero = wiring.xero_client() if tenant_id is None else wiring.xero_client_for(tenant_id)
+        try:
+            xero = wiring.xero_client() if tenant_id is None else wiring.xero_client_for(tenant_id)
+        except ConnectionNotReady as error:  # that organisation waits; the others go on
+            logger.warning("an organisation's work waits for its connection",
+                           extra={"tenant_id": tenant_id, "error": str(error)})
+            requeue(wiring.job_store(), [item.job_id for item in group], error)
+            result.defer([item.message_id for item in group], retry_after_for(error))
+            continue
         # The CRM's xero_* fields name the default organisation's contact: only its jobs write back.
         outcome = contacts.sync_contacts(group, xero=xero, jobs=wiring.job_store(), mappings=wiring.job_store(),
                                          crm=crm if own else None, crash=crash_points())

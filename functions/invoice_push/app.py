@@ -14,6 +14,7 @@ from shared import wiring
 from shared.api.http import build_resolver, common_router, handle_http, status_base_url
 from shared.api.sqs import is_sqs_event, run_batch
 from shared.config import settings
+from shared.errors import ConnectionNotReady
 from shared.mapping.items import hook_to_item_document
 from shared.mapping.settings import mapping_file
 from shared.mapping.sugar_quotes import quote_intent
@@ -30,7 +31,7 @@ from shared.usecases.metadata import load_metadata, unknown_references
 from shared.usecases.organisation_items import push_missing_items
 from shared.usecases.organisations import by_tenant, fan_out
 from shared.usecases.routing import Router as OrganisationRouter
-from shared.usecases.work import BatchResult, WorkItem
+from shared.usecases.work import BatchResult, WorkItem, requeue, retry_after_for
 
 router = Router()
 
@@ -146,6 +147,19 @@ def _by_organisation(documents: list[WorkItem], crm: Any, result: BatchResult) -
         return {}
 
 
+def _client_or_wait(tenant_id: str | None, group: list[WorkItem], result: BatchResult) -> Any:
+    """The organisation's Xero client; None (its work waits, the other organisations' goes on)
+    when that organisation is not connected."""
+    try:
+        return wiring.xero_client() if tenant_id is None else wiring.xero_client_for(tenant_id)
+    except ConnectionNotReady as error:
+        logger.warning("an organisation's work waits for its connection", extra={"tenant_id": tenant_id,
+                                                                                   "error": str(error)})
+        requeue(wiring.job_store(), [item.job_id for item in group], error)
+        result.defer([item.message_id for item in group], retry_after_for(error))
+        return None
+
+
 def _work_products(products: list[WorkItem], crm: Any, result: BatchResult) -> None:
     """Each product job against its organisation: the callout's own against the default one,
     after queuing the same save for every other organisation holding the product or routed it
@@ -157,7 +171,9 @@ def _work_products(products: list[WorkItem], crm: Any, result: BatchResult) -> N
     fan_out(products, module_of=lambda item: items.MODULE, organisations=organisations, default_tenant=str(default),
             crm=crm, jobs=wiring.job_store(), mappings=wiring.job_store(), queue=wiring.invoice_queue())
     for tenant_id, group in by_tenant(products).items():
-        xero = wiring.xero_client() if tenant_id is None else wiring.xero_client_for(tenant_id)
+        xero = _client_or_wait(tenant_id, group, result)
+        if xero is None:
+            continue
         outcome = items.sync_items(group, xero=xero, jobs=wiring.job_store(), mappings=wiring.job_store(),
                                    crash=crash_points())
         result.defer(sorted(outcome.retry), outcome.retry_after)
@@ -176,7 +192,9 @@ def work(queued: list[WorkItem]) -> BatchResult:
         _work_products(products, crm, result)
     if documents:
         for tenant_id, group in _by_organisation(documents, crm, result).items():
-            xero = wiring.xero_client() if tenant_id is None else wiring.xero_client_for(tenant_id)
+            xero = _client_or_wait(tenant_id, group, result)
+            if xero is None:
+                continue
             other = tenant_id is not None and tenant_id != wiring.tenant_id()
             if other:
                 # Another organisation than the catalogue's: the products its quotes need go there first.

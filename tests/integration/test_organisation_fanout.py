@@ -13,6 +13,7 @@ import pytest
 from shared import wiring
 from shared.config import LOCAL_SECRET_DEFAULTS
 from shared.errors import XeroError
+from shared.mapping.settings import mapping_file
 from shared.usecases.redrive import redrive_job
 from tests.support.events import FakeLambdaContext, api_event, sqs_event
 from tests.support.fakes import FakeSugar, FakeXero
@@ -52,6 +53,7 @@ def world(aws, invoice_queue, tmp_path, monkeypatch):
     mapping = tmp_path / "mapping.yaml"
     mapping.write_text(MAPPING)
     monkeypatch.setenv("MAPPING_CONFIG", str(mapping))
+    mapping_file.cache_clear()
     monkeypatch.delenv("XERO_TENANT_ID", raising=False)
     monkeypatch.setenv("SUGAR_BASE_URL", "http://127.0.0.1:9")
     wiring.reset()
@@ -60,7 +62,8 @@ def world(aws, invoice_queue, tmp_path, monkeypatch):
     monkeypatch.setattr(wiring, "xero_client", lambda: xero[SG])
     monkeypatch.setattr(wiring, "xero_client_for", lambda tenant_id: xero[tenant_id])
     monkeypatch.setattr(wiring, "sugar_client", lambda: crm)
-    return {"xero": xero, "crm": crm, "aws": aws, "contact_queue": aws["queue_url"], "invoice_queue": invoice_queue}
+    yield {"xero": xero, "crm": crm, "aws": aws, "contact_queue": aws["queue_url"], "invoice_queue": invoice_queue}
+    mapping_file.cache_clear()
 
 
 def drain(world, queue) -> list[dict]:
