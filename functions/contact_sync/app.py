@@ -23,7 +23,7 @@ from shared.observability import logger, metrics, tracer
 from shared.usecases import contacts, writeback
 from shared.usecases.accept import accept
 from shared.usecases.crash import from_environment as crash_points
-from shared.usecases.organisations import by_tenant, fan_out
+from shared.usecases.organisations import by_tenant, fan_out, for_the_default
 from shared.usecases.work import BatchResult, WorkItem, requeue, retry_after_for
 
 router = Router()
@@ -55,15 +55,17 @@ app.include_router(common_router)
 
 
 def work(items: list[WorkItem]) -> BatchResult:
-    """Each job against its organisation: the callout's own jobs against the default one, after
-    queuing the same save for every other organisation that holds the customer or is routed it
-    (``shared.usecases.organisations``); those jobs come back here carrying their tenant id."""
+    """Each job against its organisation: the callout's own jobs against the default one (when it
+    needs the save), after queuing the same save for every other organisation that holds the
+    customer or is routed it (``shared.usecases.organisations``); those jobs come back here
+    carrying their tenant id."""
     crm = wiring.sugar_client() if settings().sugar_base_url else None
     organisations = mapping_file().organisations
     default = wiring.tenant_id() if organisations is not None else None
-    fan_out(items, module_of=lambda item: str(item.document.get("crm_module")), organisations=organisations,
-            default_tenant=str(default), crm=crm, jobs=wiring.job_store(), mappings=wiring.job_store(),
-            queue=wiring.contact_queue())
+    fanned = fan_out(items, module_of=lambda item: str(item.document.get("crm_module")),
+                     organisations=organisations, default_tenant=str(default), crm=crm, jobs=wiring.job_store(),
+                     mappings=wiring.job_store(), queue=wiring.contact_queue())
+    items = for_the_default(items, fanned, jobs=wiring.job_store(), organisations=organisations)
     result = BatchResult()
     for tenant_id, group in by_tenant(items).items():
         own = tenant_id is None or tenant_id == default

@@ -29,7 +29,7 @@ from shared.usecases.accept import accept
 from shared.usecases.crash import from_environment as crash_points
 from shared.usecases.metadata import load_metadata, unknown_references
 from shared.usecases.organisation_items import push_missing_items
-from shared.usecases.organisations import by_tenant, fan_out
+from shared.usecases.organisations import by_tenant, fan_out, for_the_default
 from shared.usecases.routing import Router as OrganisationRouter
 from shared.usecases.work import BatchResult, WorkItem, requeue, retry_after_for
 
@@ -168,8 +168,10 @@ def _work_products(products: list[WorkItem], crm: Any, result: BatchResult) -> N
     default = wiring.tenant_id() if organisations is not None else None
     if organisations is None:
         crm = None  # one organisation: nothing to route, no CRM read
-    fan_out(products, module_of=lambda item: items.MODULE, organisations=organisations, default_tenant=str(default),
-            crm=crm, jobs=wiring.job_store(), mappings=wiring.job_store(), queue=wiring.invoice_queue())
+    fanned = fan_out(products, module_of=lambda item: items.MODULE, organisations=organisations,
+                     default_tenant=str(default), crm=crm, jobs=wiring.job_store(), mappings=wiring.job_store(),
+                     queue=wiring.invoice_queue())
+    products = for_the_default(products, fanned, jobs=wiring.job_store(), organisations=organisations)
     for tenant_id, group in by_tenant(products).items():
         xero = _client_or_wait(tenant_id, group, result)
         if xero is None:

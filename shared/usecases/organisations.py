@@ -1,14 +1,17 @@
 """Customers and products in every organisation that needs them (one CRM, several Xero
 organisations; ``organisations`` in the mapping configuration).
 
-A CRM save of an Account, Contact or ProductTemplate is accepted as one job, worked against the
-default organisation as always. Before that, the worker asks which other organisations need the
-save too: each one already holding the record (a mapping for it under that tenant id) and the one
-the record is routed to (``shared.usecases.routing``). For each it makes a job of its own, stamped
-with the tenant id (``Job.tenant_id``, the queue message's ``tenant_id``), its id salted with the
-organisation, and queues it; the ordinary worker (``shared.usecases.contacts``/``items``, with
-their journal) then writes it to that organisation exactly once, under that organisation's
-mappings and rate limits. Nothing here writes to Xero: this is the one write path, fanned out.
+A CRM save of an Account, Contact or ProductTemplate is accepted as one job. The worker first asks
+which organisations need the save: each one already holding the record (a mapping for it under
+that tenant id) and the one the record is routed to (``shared.usecases.routing``; products, which
+have no Account, go to the default one unless ``route_by`` is a field of their own). The callout's
+job itself is worked against the default organisation when that is among them (and ends
+``ignored``, naming the others' jobs, when it is not). For every other organisation it makes a
+job of its own, stamped with the tenant id (``Job.tenant_id``, the queue message's
+``tenant_id``), its id salted with the organisation, and queues it; the ordinary worker
+(``shared.usecases.contacts``/``items``, with their journal) then writes it to that organisation
+exactly once, under that organisation's mappings and rate limits. Nothing here writes to Xero:
+this is the one write path, fanned out.
 
 Safe to repeat: a redelivered save makes the same job ids; a job already created is queued again
 only while it has not ended (a lost send is then repaired, a duplicate message is absorbed by the
@@ -18,6 +21,7 @@ worker's journal and content hash), and one that ended is left alone.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from shared.mapping.settings import Organisations
@@ -28,7 +32,7 @@ from shared.state.dynamo import now_iso
 from shared.sugar.errors import SugarError
 from shared.usecases.accept import job_id_for
 from shared.usecases.routing import Router
-from shared.usecases.work import WorkItem
+from shared.usecases.work import WorkItem, finish
 
 
 def organisation_job_id(kind: str, document: dict[str, Any], tenant_id: str) -> str:
@@ -65,55 +69,83 @@ def by_tenant(items: Iterable[WorkItem]) -> dict[str | None, list[WorkItem]]:
     return groups
 
 
-def targets(item: WorkItem, *, organisations: Organisations, default_tenant: str,
-            holders: dict[str, set[str]], router: Router) -> list[str]:
-    """The organisations other than the default that need this save: those holding the record
-    and the one it is routed to. A CRM that cannot answer the route now is raised (retry)."""
+def targets(item: WorkItem, *, organisations: Organisations, holders: dict[str, set[str]],
+            router: Router) -> list[str]:
+    """Every organisation that needs this save: those holding the record and the one it is
+    routed to. A CRM that cannot answer the route now is raised (retry)."""
     crm_id = str(item.document.get("crm_id"))
     wanted = [tenant for tenant in organisations.names.values() if crm_id in holders.get(tenant, set())]
     if not item.document.get("deleted"):  # a deletion goes only where the record is
-        routed = router.tenant_for(item)
-        if routed not in wanted:
-            wanted.append(routed)
-    return [tenant for tenant in dict.fromkeys(wanted) if tenant != default_tenant]
+        wanted.append(router.tenant_for(item))
+    return list(dict.fromkeys(wanted))
+
+
+@dataclass
+class FanOut:
+    queued: list[WorkItem] = field(default_factory=list)  # the other organisations' jobs, sent
+    elsewhere: dict[str, list[str]] = field(default_factory=dict)  # root job id → its organisations' job ids,
+    # for a save the default organisation neither holds nor is routed: nothing for it to do there
 
 
 def fan_out(items: list[WorkItem], *, module_of: Callable[[WorkItem], str], organisations: Organisations | None,
-            default_tenant: str, crm: Any, jobs: JobStore, mappings: MappingStore, queue: WorkQueue
-            ) -> list[WorkItem]:
+            default_tenant: str, crm: Any, jobs: JobStore, mappings: MappingStore, queue: WorkQueue) -> FanOut:
     """Queue, for each CRM save among ``items`` (the callout's own jobs, without a tenant), the
-    job of every other organisation that needs it. Returns the items queued."""
+    job of every other organisation that needs it; say which saves the default organisation does
+    not need at all."""
+    result = FanOut()
     roots = [item for item in items if item.tenant_id is None]
     if organisations is None or len(organisations.names) < 2 or not roots:
-        return []
+        return result
     holders: dict[str, set[str]] = {}
     for tenant in organisations.names.values():
-        if tenant == default_tenant:
-            continue
         for module in sorted({module_of(item) for item in roots}):
             ids = sorted({str(item.document.get("crm_id")) for item in roots if module_of(item) == module})
             holders.setdefault(tenant, set()).update(mappings.get_mappings(tenant, module, ids))
     router = Router(organisations, crm)
-    queued: list[WorkItem] = []
     for item in roots:
         try:
-            wanted = targets(item, organisations=organisations,
-                             default_tenant=default_tenant, holders=holders, router=router)
+            wanted = targets(item, organisations=organisations, holders=holders, router=router)
         except SugarError as error:
-            # The route cannot be read now: the organisations already holding it still get it;
-            # the routed one is decided by the next save (or this job's redelivery).
+            # The route cannot be read now: the organisations holding it get it, and the default
+            # one as before; the routed one is decided by the next save (or a redelivery).
             logger.warning("the organisation a CRM record is routed to cannot be read now",
                            extra={"job_id": item.job_id, "error": str(error)})
             crm_id = str(item.document.get("crm_id"))
-            wanted = [t for t, ids in holders.items() if crm_id in ids]
-        for tenant in wanted:
+            wanted = [default_tenant, *(t for t, ids in holders.items() if crm_id in ids)]
+        children = []
+        for tenant in [t for t in dict.fromkeys(wanted) if t != default_tenant]:
             child, stored, created = organisation_job(item.kind, item.document, tenant, jobs=jobs)
+            children.append(child.job_id)
             if not created and stored.status in TERMINAL_STATUSES:
                 continue  # this very save already reached that organisation (or failed visibly there)
             queue.send(queue_message(child))
-            queued.append(child)
-    if queued:
+            result.queued.append(child)
+        if default_tenant not in wanted:
+            result.elsewhere[item.job_id] = children
+    if result.queued:
         logger.info("CRM saves queued for other organisations",
                     extra={"jobs": [{"job_id": q.job_id, "tenant_id": q.tenant_id,
-                                     "crm_id": q.document.get("crm_id")} for q in queued]})
-    return queued
+                                     "crm_id": q.document.get("crm_id")} for q in result.queued]})
+    return result
+
+
+def for_the_default(items: list[WorkItem], fanned: FanOut, *, jobs: JobStore, organisations: Organisations | None
+                    ) -> list[WorkItem]:
+    """``items`` less the saves only other organisations need; those jobs end ``ignored``, naming
+    the jobs that carry their work."""
+    kept = []
+    for item in items:
+        children = fanned.elsewhere.get(item.job_id) if item.tenant_id is None else None
+        if children is None:
+            kept.append(item)
+            continue
+        names = ", ".join(sorted(filter(None, (organisations.name_of(t) if organisations else None
+                                               for t in _tenants_of(children, jobs))))) or "another organisation"
+        jobs.start_attempt(item.job_id)
+        finish(jobs, item.job_id, "ignored",
+               warnings=[f"not for the default organisation: pushed to {names} by job(s) {', '.join(children)}"])
+    return kept
+
+
+def _tenants_of(job_ids: list[str], jobs: JobStore) -> list[str]:
+    return [job.tenant_id for job_id in job_ids if (job := jobs.get_job(job_id)) is not None and job.tenant_id]

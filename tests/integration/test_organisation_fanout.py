@@ -111,27 +111,28 @@ def test_a_customer_reaches_the_organisation_it_is_routed_to_and_every_one_holdi
 
     root = callout(handler, "/crm/contacts", account)
     work(handler, drain(world, "contact_queue"))
-    assert len(xero[SG].contacts) == 1 and xero[MY].contacts == {}  # the default, as always
-    (child,) = drain(world, "contact_queue")  # and a job of its own for the routed organisation
+    (child,) = drain(world, "contact_queue")  # a job of its own for the routed organisation
     assert child["tenant_id"] == MY and child["job_id"] != root and child["document"]["crm_id"] == account_id
+    jobs = wiring.job_store()
+    assert xero[SG].contacts == {}  # the default organisation neither holds it nor is routed it
+    assert jobs.get_job(root).status == "ignored" and child["job_id"] in jobs.get_job(root).warnings[0]
+    assert "MY" in jobs.get_job(root).warnings[0]
     work(handler, [child])
     (in_my,) = xero[MY].contacts.values()
     assert in_my["Name"] == "Kuala Trading Sdn Bhd"
-    jobs = wiring.job_store()
     assert jobs.get_job(child["job_id"]).tenant_id == MY and jobs.get_job(child["job_id"]).status == "succeeded"
     assert jobs.get_job(root).tenant_id is None
     assert jobs.get_job_payload(child["job_id"]) == child["document"]  # bare, as accept() stores it
     assert jobs.get_mappings(MY, "Accounts", [account_id])[account_id].xero_id == in_my["ContactID"]
-    # Only the default organisation's contact is written back to the CRM's xero_* fields.
-    (sg_contact,) = xero[SG].contacts.values()
-    written = [fields.get("xero_id_c") for _, updates in crm.calls for fields in updates.values()]
-    assert written and set(written) == {sg_contact["ContactID"]}
+    # The CRM's xero_* fields name the default organisation's contact: MY's push writes none.
+    assert not [f for _, updates in crm.calls for f in updates.values() if f.get("xero_id_c")]
 
     # The same save delivered again: nothing new queued (that organisation's job has ended).
     work(handler, [{"job_id": root, "kind": "contact.upsert", "document": child["document"]}])
     assert drain(world, "contact_queue") == []
+    assert len(xero[MY].contacts) == 1
 
-    # The Account moves to Singapore and is renamed: MY still holds it, so MY gets the update too.
+    # The Account moves to Singapore and is renamed: routed to SG now, and MY still holds it.
     crm.accounts[account_id] = {"billing_address_country": "Singapore"}
     callout(handler, "/crm/contacts", account_save(fixture_body, "Kuala Trading (SG) Pte Ltd",
                                                    "2026-11-27T10:00:00+00:00"))
@@ -140,7 +141,10 @@ def test_a_customer_reaches_the_organisation_it_is_routed_to_and_every_one_holdi
     assert update["tenant_id"] == MY
     work(handler, [update])
     assert [c["Name"] for c in xero[MY].contacts.values()] == ["Kuala Trading (SG) Pte Ltd"]  # updated, not added
-    assert [c["Name"] for c in xero[SG].contacts.values()] == ["Kuala Trading (SG) Pte Ltd"]
+    (in_sg,) = xero[SG].contacts.values()
+    assert in_sg["Name"] == "Kuala Trading (SG) Pte Ltd"
+    written = [fields.get("xero_id_c") for _, updates in crm.calls for fields in updates.values()]
+    assert written and set(written) == {in_sg["ContactID"]}
 
 
 def test_a_customer_neither_routed_nor_held_elsewhere_stays_in_the_default_organisation(world, fixture_body):
