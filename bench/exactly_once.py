@@ -31,6 +31,8 @@ from collections import Counter
 from decimal import Decimal
 from typing import Any
 
+import requests
+
 from bench.report import Row
 from shared.mapping.settings import MappingConfig
 from shared.models.documents import ContactDocument
@@ -169,6 +171,13 @@ def _run(*, faults: bool, resaved: float, seed: int = 11) -> dict[str, Any]:
                     continue
                 queue.messages += [m for m in batch if m["job_id"] in result.retry]
         calls = xero.calls  # the checks below read Xero too: not counted
+        log = requests.get(f"{server.url}/_emulator/requests", params={"since": 0}, timeout=60).json()["requests"]
+        api = [r for r in log if r["path"].startswith("/api.xro/")]
+        breakdown = {"writes answered": sum(1 for r in api if r["method"] in ("POST", "PUT") and not r["fault"]
+                                            and not r["replayed"]),
+                     "replayed by key": sum(1 for r in api if r["replayed"]),
+                     "faulted": sum(1 for r in api if r["fault"]),
+                     "lookups": sum(1 for r in api if r["method"] == "GET" and not r["fault"])}
         left = sum(len(q.messages) for q in queues.values())
         statuses = Counter(job.status for job in (state.get_job(j) for j in _all_job_ids(state)) if job)
         contacts_in_xero = list(xero.iter_pages("Contacts"))
@@ -196,7 +205,7 @@ def _run(*, faults: bool, resaved: float, seed: int = 11) -> dict[str, Any]:
              + math.ceil(parties / BATCH) + math.ceil(documents / BATCH))
     return {"calls": calls, "least": least, "duplicates": duplicates, "lost": lost, "stale": stale,
             "unfinished": left, "statuses": statuses, "invocations": invocations, "died": died,
-            "crashes": dict(getattr(crash, "crashes", {})), "saves": len(saves)}
+            "crashes": dict(getattr(crash, "crashes", {})), "saves": len(saves), "breakdown": breakdown}
 
 
 def _all_job_ids(state: Any) -> list[str]:
@@ -209,9 +218,10 @@ def _row(name: str, outcome: dict[str, Any], target: float) -> Row:
     holds = (ratio <= target and outcome["duplicates"] == 0 and outcome["lost"] == 0 and outcome["stale"] == 0
              and outcome["unfinished"] == 0 and outcome["statuses"].get("failed", 0) == 0)
     measured = (f"{outcome['calls']} Xero calls ÷ {outcome['least']}; {outcome['duplicates']} duplicates, "
-                f"{outcome['lost']} lost, {outcome['stale']} not the newest; {ended}/{sum(outcome['statuses'].values())} jobs ended "
+                f"{outcome['lost']} lost, {outcome['stale']} not the newest; "
+                f"{ended}/{sum(outcome['statuses'].values())} jobs ended "
                 f"({dict(outcome['statuses'])}); {outcome['died']} of {outcome['invocations']} invocations killed "
-                f"{outcome['crashes'] or ''}")
+                f"{outcome['crashes'] or ''}; calls: {outcome['breakdown']}")
     return Row("11", name, measured, ratio, f"≤ {target:g}, 0 duplicates, 0 lost, newest", holds)
 
 

@@ -193,8 +193,8 @@ def _edge_bodies(path: str) -> list[tuple[str, bytes]]:
         description = (EDGE_TEXT * 20)[:1000]
         document = {"kind": kind, "crm_module": "Quotes", "crm_id": "fuzz-big-1", "contact": {"crm_id": "acc-1"},
                     "lines": [{"description": description, "quantity": "1", "unit_amount": "10.00",
-                               "account_code": "200"} for _ in range(140)]}
-        bodies.append(("250 KB of non-ASCII lines", json.dumps(document, ensure_ascii=False).encode()))
+                               "account_code": "200"} for _ in range(128)]}
+        bodies.append(("250 KB of non-ASCII lines", json.dumps(document, ensure_ascii=False).encode()))  # < 256 KiB
     return bodies
 
 

@@ -44,10 +44,11 @@ def _api_calls(xero: str) -> int:
     return sum(1 for r in xero_requests(xero) if r["path"].startswith("/api.xro/"))
 
 
-def push_quotes(*, accounts_hooked: bool) -> dict[str, Any]:
+def push_quotes(*, accounts_hooked: bool, accounts: int = ACCOUNTS, quotes: int = QUOTES,
+                awkward: bool = False) -> dict[str, Any]:
     from sugar_xero.local.sugar_double import benchmark_quotes
 
-    seed = benchmark_quotes(accounts=ACCOUNTS, quotes=QUOTES)
+    seed = benchmark_quotes(accounts=accounts, quotes=quotes, awkward=awkward)
     with running_stack() as urls:
         api, xero, sugar = urls["gateway"], urls["xero"], urls["sugar"]
         requests.post(f"{sugar}/_sugar/seed/quotes", json=seed, timeout=120).raise_for_status()
@@ -68,9 +69,12 @@ def push_quotes(*, accounts_hooked: bool) -> dict[str, Any]:
     expected = {q["quote_num"]: Decimal(str(q["total"])).quantize(Decimal("0.01")) for q in seed["quotes"]}
     to_the_cent = sum(1 for i in invoices
                       if expected.get(_quote_number(i.get("Reference"))) == Decimal(str(i["Total"])))
+    # a rounding line: the configured policy settling Xero's per-line tax against the CRM's total
+    rounded = sum(1 for i in invoices
+                  if any(line.get("Description") == "Rounding" for line in i.get("LineItems") or []))
     succeeded = sum(1 for status in outcome.values() if status == "succeeded")
     return {"calls": calls, "sugar_calls": sugar_calls, "succeeded": succeeded, "invoices": len(invoices),
-            "to_the_cent": to_the_cent}
+            "to_the_cent": to_the_cent, "rounding_lines": rounded}
 
 
 def _quote_number(reference: Any) -> Any:
@@ -96,10 +100,31 @@ def run() -> list[Row]:
                     f"{cold['calls']} Xero calls ÷ {least}; {cold['invoices']} invoices, {cold['to_the_cent']} to "
                     f"the cent; {cold['sugar_calls'] / QUOTES:.2f} Sugar calls per quote",
                     cold["calls"] / least, "n/a", None))
+    rows.append(awkward_row())
     return rows
 
 
+AWKWARD_ACCOUNTS, AWKWARD_QUOTES = 20, 100
+
+
+def awkward_row() -> Row:
+    """Awkward prices (4-decimal unit prices, fractional quantities, 12.5% discounts, Sugar's tax on
+    the subtotal): every invoice must still equal the CRM's total to the cent, with the number that
+    needed a rounding line said. Sugar quotes are tax exclusive; tax-inclusive arithmetic is checked
+    against Xero's worked examples in tests/unit/test_xero_worked_examples.py."""
+    result = push_quotes(accounts_hooked=True, accounts=AWKWARD_ACCOUNTS, quotes=AWKWARD_QUOTES, awkward=True)
+    share = result["to_the_cent"] / AWKWARD_QUOTES
+    holds = result["succeeded"] == result["invoices"] == result["to_the_cent"] == AWKWARD_QUOTES
+    return Row("5", f"{AWKWARD_QUOTES} quotes with awkward prices (4-decimal prices, fractional quantities, "
+                    "12.5% discounts)",
+               f"{result['invoices']} invoices, {result['to_the_cent']} equal to the CRM's total to the cent, "
+               f"{result['rounding_lines']} of them with a rounding line; {result['calls']} Xero calls",
+               share, "1 (every invoice to the cent)", holds)
+
+
 if __name__ == "__main__":
+    import sys
+
     from bench.report import render
 
-    print(render(run()))
+    print(render([awkward_row()] if "--awkward" in sys.argv else run()))

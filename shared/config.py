@@ -46,6 +46,8 @@ class Settings(BaseModel):
     secrets_arn: str | None = None
     # S3 bucket for job payloads over DynamoDB's item limit (the template's PayloadBucket).
     payload_bucket: str | None = None
+    # The stack's KMS key that seals Xero's and Sugar's tokens in the sync table (TokenKey).
+    token_key_id: str | None = None
     aws_endpoint_url: str | None = None
     # The connection whose token set and tenant this CRM instance uses (one CRM, one Xero org).
     connection_id: str = "default"

@@ -30,10 +30,19 @@ def _boto3():  # boto3 is imported lazily: handlers that never touch AWS do not 
 def job_store() -> SyncStateTable:
     from shared.state.payloads import S3PayloadStore
 
-    bucket = settings().payload_bucket
+    bucket, key = settings().payload_bucket, settings().token_key_id
     return SyncStateTable(settings().sync_table, resource=_boto3().resource("dynamodb"),
                           job_ttl_days=settings().job_ttl_days,
-                          payloads=S3PayloadStore(bucket, client=_boto3().client("s3")) if bucket else None)
+                          payloads=S3PayloadStore(bucket, client=_boto3().client("s3")) if bucket else None,
+                          sealer=_sealer(key) if key else None)
+
+
+@cache
+def _sealer(key_id: str):
+    """One per container: what it has decrypted it keeps, so a warm worker asks KMS once per token."""
+    from shared.state.sealing import KmsTokenSealer
+
+    return KmsTokenSealer(key_id, client=_boto3().client("kms"))
 
 
 def _queue(url: str | None, name: str) -> SqsQueue:
@@ -150,8 +159,8 @@ def reset() -> None:
     from shared import config
 
     config.settings.cache_clear()
-    for factory in (_boto3, job_store, _sqs, contact_queue, invoice_queue, webhook_queue, http_session, xero_tokens,
-                    xero_client, sugar_client, rate_gate, oauth_states, webhook_events):
+    for factory in (_boto3, job_store, _sealer, _sqs, contact_queue, invoice_queue, webhook_queue, http_session,
+                    xero_tokens, xero_client, sugar_client, rate_gate, oauth_states, webhook_events):
         getattr(factory, "cache_clear", lambda: None)()  # a test may have replaced the factory
     getattr(xero_client_for, "cache_clear", lambda: None)()
     for name in ("reconcile_state", "reconcile_queue"):  # defined below

@@ -114,7 +114,7 @@ def _wait(args: argparse.Namespace, local: dict[str, Any] | None, *, out: TextIO
         "CONNECTION_ID") or "default"
     table = _sync_table(table_name, environment if local else None)
     try:
-        before = table.get_token(connection_id)
+        before = table.get_token_status(connection_id)
     except Exception as error:  # no credentials, no table, endpoint down: say so plainly
         print(f"Cannot read the sync table {table_name}: {type(error).__name__}: {error}", file=out)
         return 2
@@ -123,7 +123,7 @@ def _wait(args: argparse.Namespace, local: dict[str, Any] | None, *, out: TextIO
           f"(table {table_name}, connection {connection_id})...", file=out, flush=True)
     deadline = clock() + args.timeout
     while clock() < deadline:
-        item = table.get_token(connection_id)
+        item = table.get_token_status(connection_id)
         if item and item.get("status") == "connected" and item.get("version") != baseline:
             connection = table.get_connection(connection_id) or {}
             tenants = connection.get("tenants") or ([{"tenant_id": connection["tenant_id"],

@@ -19,6 +19,7 @@ from shared.mapping.sugar_contacts import hook_to_document
 from shared.models.callouts import ContactCallout
 from shared.models.documents import ContactDocument
 from shared.models.jobs import Accepted, CrmRef, Ignored
+from shared.models.sugar import AccountHook, ContactHook
 from shared.observability import logger, metrics, tracer
 from shared.usecases import contacts, writeback
 from shared.usecases.accept import accept
@@ -41,12 +42,25 @@ def post_contact(callout: Annotated[ContactCallout, Body()]) -> Response[Accepte
         # The after_save that the connector's own write-back causes in Sugar: no loop.
         return Response(status_code=200, content_type=content_types.APPLICATION_JSON,
                         body=Ignored(reason=reason))
+    if not isinstance(callout, ContactDocument) and (reason := _ignored_event(callout)):
+        return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=Ignored(reason=reason))
     document = callout if isinstance(callout, ContactDocument) else hook_to_document(callout, config)
     accepted = accept(kind=contacts.KIND, crm=CrmRef(module=document.crm_module, id=document.crm_id),
                       document=document.model_dump(mode="json"), jobs=wiring.job_store(),
                       queue=wiring.contact_queue(), status_base_url=status_base_url(router.current_event))
     metrics.add_metric(name="CalloutsAccepted", unit="Count", value=0 if accepted.duplicate else 1)
     return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=accepted)
+
+
+def _ignored_event(hook: AccountHook | ContactHook) -> str | None:
+    """Relationship events change nothing on a Xero contact, except a Sugar Contact linked to or
+    unlinked from its Account (its contact person moves): that one is pushed like a save."""
+    if not hook.event.startswith("after_relationship"):
+        return None
+    if isinstance(hook, ContactHook) and (hook.related_module or "").lower() == "accounts":
+        return None
+    return (f"{hook.event} ({hook.link or hook.related_module or 'a link'}) on a Sugar {hook.bean} changes "
+            "nothing on its Xero contact; the related record's own saves are pushed")
 
 
 app = build_resolver()

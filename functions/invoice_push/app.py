@@ -14,14 +14,14 @@ from shared import wiring
 from shared.api.http import build_resolver, common_router, handle_http, status_base_url
 from shared.api.sqs import is_sqs_event, run_batch
 from shared.config import settings
-from shared.errors import ConnectionNotReady
+from shared.errors import BadInput, ConnectionNotReady
 from shared.mapping.items import hook_to_item_document
 from shared.mapping.settings import mapping_file
 from shared.mapping.sugar_quotes import quote_intent
 from shared.models.documents import ItemDocument
 from shared.models.invoices import PurchaseDocument, SalesInvoiceDocument, TradeDocument
 from shared.models.jobs import Accepted, CrmRef, Ignored
-from shared.models.sugar import ProductTemplateHook, QuoteHook
+from shared.models.sugar import ProductTemplateHook, QuoteHook, core_bean
 from shared.observability import logger, metrics, tracer
 from shared.sugar.errors import SugarError
 from shared.usecases import invoices, items, writeback
@@ -42,7 +42,7 @@ def _product_callout_kind(value: Any) -> str | None:
     bean = value.get("bean")
     if bean is None:
         return "document"
-    return "ProductTemplate" if bean == "ProductTemplate" else None
+    return "ProductTemplate" if core_bean(bean, mapping_file().defaults.sugar_beans) == "ProductTemplate" else None
 
 
 ProductCallout = Annotated[
@@ -99,6 +99,14 @@ def post_quote(hook: Annotated[QuoteHook, Body()]) -> Response[Accepted | Ignore
 
 
 def _document(doc: TradeDocument) -> Response[Accepted]:
+    allowed = mapping_file().allowed_modules()
+    if doc.crm_module not in allowed:
+        # Write-back lands on the module the document names: only modules the configuration names.
+        raise BadInput("unknown_module", f"crm_module {doc.crm_module!r} is not a module this connector "
+                                         f"serves; configured: {', '.join(sorted(allowed))} "
+                                         "(add custom modules to write_back.modules).", status=422,
+                       details=[{"field": "crm_module", "problem": "not in the configured modules",
+                                 "type": "unknown_module"}])
     return _accepted(invoices.KIND_DOCUMENT, CrmRef(module=doc.crm_module, id=doc.crm_id), doc.model_dump(mode="json"))
 
 
@@ -128,7 +136,8 @@ def _organisation_checks(tenant_id: str) -> dict[str, Any]:
     if metadata is None:
         return {}
     rates = {tax_type: rate for tax_type in metadata.tax_rates if (rate := metadata.tax_rate(tax_type)) is not None}
-    return {"tax_rates": rates, "check_references": lambda body: unknown_references(body, metadata)}
+    return {"tax_rates": rates, "check_references": lambda body: unknown_references(body, metadata),
+            "today": metadata.today()}  # the organisation's day, as Xero dates documents
 
 
 def _by_organisation(documents: list[WorkItem], crm: Any, result: BatchResult) -> dict[str | None, list[WorkItem]]:

@@ -12,6 +12,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
+from shared.backoff import deadline_of
 from shared.errors import ConnectionNotReady
 from shared.observability import logger, metrics
 from shared.queue import DOCUMENT_STORED
@@ -72,7 +73,8 @@ def run_batch(event: dict[str, Any], context: Any, work: Callable[[list[WorkItem
         # One line per batch: which jobs, for which CRM records ("job finished" adds the Xero ids).
         logger.info("batch received", extra={"jobs": [_job_reference(item) for item in items]})
     try:
-        result = work(items) if items else BatchResult()
+        with deadline_of(context):  # the adapters plan their retries and timeouts against it
+            result = work(items) if items else BatchResult()
     except ConnectionNotReady as error:
         # Raised while building the Xero client (no tenant, no token): nothing was sent, so the
         # whole batch waits for the operator rather than being failed or dropped.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 from shared.mapping.settings import MappingConfig
@@ -23,19 +23,14 @@ from shared.models.invoices import (
     TradeDocument,
     XeroDocumentState,
 )
+from shared.money import UnreadableAmount, cents, to_decimal, unit_price
+from shared.money import quantity as round_quantity
 
-CENT = Decimal("0.01")
-UNIT = Decimal("0.0001")
 HUNDRED = Decimal(100)
 ROUNDING_LINE_ID = "rounding"
 
 
-def money(value: Decimal) -> Decimal:
-    return value.quantize(CENT, rounding=ROUND_HALF_UP)
-
-
-def unit_price(value: Decimal) -> Decimal:
-    return value.quantize(UNIT, rounding=ROUND_HALF_UP)
+money = cents  # the names this module's callers use; the rules live in shared.money
 
 
 class DocumentRefused(ValueError):
@@ -53,7 +48,7 @@ def line_amount(quantity: Decimal, unit_amount: Decimal, *, discount_rate: Decim
                 discount_amount: Decimal | None = None) -> Decimal:
     """A line's amount as Xero computes it: quantity (4 places) × unit price (4 places, with
     unitdp=4), less the discount, rounded to the cent."""
-    gross = quantity.quantize(UNIT, rounding=ROUND_HALF_UP) * unit_price(unit_amount)
+    gross = round_quantity(quantity) * unit_price(unit_amount)
     if discount_rate is not None:
         return money(gross * (HUNDRED - discount_rate) / HUNDRED)
     if discount_amount is not None:
@@ -279,25 +274,47 @@ def cancellation(state: XeroDocumentState, *, credit_with_payments: bool) -> tup
         return "delete", None
     if state.status in ("DRAFT", "SUBMITTED"):
         return "delete", None
-    if state.status == "AUTHORISED" and not state.has_payments:
+    if state.status == "AUTHORISED" and not state.has_payments and not state.has_credit_allocated:
         return "void", None
     if credit_with_payments:
         return "credit_note", None
-    return "refuse", (f"Xero invoice {state.number or state.xero_id} has payments of {state.amount_paid:,.2f}; "
+    applied = (f"payments of {state.amount_paid:,.2f}" if state.has_payments
+               else f"credit of {state.amount_credited:,.2f} allocated")
+    return "refuse", (f"Xero invoice {state.number or state.xero_id} has {applied}; "
                       "it cannot be voided. Credit it in Xero, or set invoices.cancel_with_payments to credit_note")
 
 
 def credit_note_body(state: XeroDocumentState, invoice: dict[str, Any]) -> dict[str, Any]:
-    """A credit note for everything the invoice charged, copying its lines (without their ids)."""
+    """A credit note for everything the invoice charged, copying its lines (without their ids).
+
+    ``invoice`` must be Xero's full answer (one invoice, or a list asked with ``page``) read with
+    ``unitdp=4`` and parsed as Decimal: a summary without ``LineItems`` or a line whose amounts
+    cannot be read is refused (``DocumentRefused``), never credited as nothing or as 0."""
+    source_lines = invoice.get("LineItems")
+    if not source_lines:
+        raise DocumentRefused(f"Xero's answer for invoice {state.number or state.xero_id} has no line items to "
+                              "credit (an invoice list without page= is a summary)")
     lines = []
-    for line in invoice.get("LineItems") or []:
-        copy = {k: line[k] for k in ("Description", "Quantity", "UnitAmount", "AccountCode", "TaxType", "ItemCode",
-                                     "Tracking") if line.get(k) not in (None, "", [])}
+    for number, line in enumerate(source_lines, start=1):
+        copy = {k: line[k] for k in ("Description", "AccountCode", "TaxType", "ItemCode", "Tracking")
+                if line.get(k) not in (None, "", [])}
+        try:
+            amounts = {k: to_decimal(line.get(k), f"line {number} {k}")
+                       for k in ("Quantity", "UnitAmount", "LineAmount")}
+        except UnreadableAmount as error:
+            raise DocumentRefused(f"invoice {state.number or state.xero_id}: {error}") from error
         if line.get("DiscountRate") or line.get("DiscountAmount"):
             # Credit notes take no discounts: credit the discounted line amount as one unit, which
             # keeps the per-line tax, and so the total, equal to the invoice's.
-            copy["Quantity"], copy["UnitAmount"] = Decimal("1"), Decimal(str(line.get("LineAmount") or 0))
+            if amounts["LineAmount"] is None:
+                raise DocumentRefused(f"invoice {state.number or state.xero_id}: line {number} is discounted "
+                                      "but Xero's answer has no LineAmount")
+            copy["Quantity"], copy["UnitAmount"] = Decimal("1"), amounts["LineAmount"]
             copy["Description"] = f"{line.get('Description') or ''} (quantity {line.get('Quantity')}, discounted)"
+        else:
+            for key in ("Quantity", "UnitAmount"):
+                if amounts[key] is not None:
+                    copy[key] = amounts[key]
         lines.append(copy)
     body: dict[str, Any] = {
         "Type": "ACCRECCREDIT" if state.target == "ACCREC" else "ACCPAYCREDIT",

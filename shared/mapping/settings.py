@@ -9,6 +9,7 @@ financial fields (status, amounts, payments), which only ever flow back to the C
 from __future__ import annotations
 
 import os
+import re
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shared.models.ids import STOCK_MODULES, SUGAR_MODULE_PATTERN
 
 DEFAULT_PATH = Path(__file__).with_name("mapping.yaml")
 CRM_FIELD = r"^[a-z][a-z0-9_]*$"
@@ -39,6 +42,10 @@ class ContactRules(Strict):
     account_number_field: str | None = Field(default=None, pattern=CRM_FIELD,
                                              description="CRM field holding the Xero account number")
     tax_number_field: str | None = Field(default=None, pattern=CRM_FIELD)
+    on_erasure: Literal["blank", "archive"] = Field(
+        default="blank",
+        description="a Data Privacy erasure in the CRM: blank the personal fields the CRM owns on the Xero "
+                    "contact (name parts, email, phones), keeping its financial history; or also archive it")
 
 
 class CatalogueRules(Strict):
@@ -144,6 +151,9 @@ class XeroInvoiceRecords(Strict):
 
 class WriteBack(Strict):
     enabled: bool = True
+    modules: list[str] = Field(default_factory=list, description=(
+        "custom CRM modules whose records may post the connector's own documents and receive its "
+        "write-back; Accounts, Contacts, ProductTemplates and Quotes are always allowed"))
     fields: dict[str, str] = Field(default_factory=lambda: {
         "xero_id": "xero_id_c", "xero_number": "xero_number_c", "status": "xero_status_c",
         "amount_due": "xero_amount_due_c", "amount_paid": "xero_amount_paid_c",
@@ -151,6 +161,14 @@ class WriteBack(Strict):
         "last_error": "xero_last_error_c", "synced_at": "xero_synced_at_c", "total": "xero_total_c",
         "amount_credited": "xero_amount_credited_c", "payments": "xero_payments_c",
     }, description="what the connector writes → the CRM field it goes into")
+
+    @field_validator("modules")
+    @classmethod
+    def _module_names(cls, modules: list[str]) -> list[str]:
+        for module in modules:
+            if not re.match(SUGAR_MODULE_PATTERN, module):
+                raise ValueError(f"{module!r} is not a CRM module name")
+        return modules
 
     @field_validator("fields")
     @classmethod
@@ -176,6 +194,10 @@ class MappingConfig(Strict):
     currencies: dict[str, str] = Field(
         default_factory=lambda: {"-99": ""},
         description="Sugar currency_id → ISO code; '' means the organisation's base currency")
+    sugar_beans: dict[str, str] = Field(
+        default_factory=dict,
+        description="Sugar bean class (a hook's 'bean') → module, for classes overridden beyond the core "
+                    "Custom<Class> ones known by default (e.g. {'AcmeAccount': 'Accounts'})")
 
 
 class Organisations(Strict):
@@ -220,6 +242,14 @@ class MappingFile(Strict):
                                                description="per Xero tenant id: overrides of defaults")
     organisations: Organisations | None = Field(
         default=None, description="several Xero organisations from one CRM; left out: one organisation")
+
+    def allowed_modules(self) -> frozenset[str]:
+        """Every CRM module a document may name: Sugar's stock ones and those the configuration
+        names (write-back modules and the import module, in the defaults or any organisation)."""
+        configs = [self.defaults, *(self.for_tenant(tenant) for tenant in self.tenants)]
+        named = {module for config in configs for module in config.write_back.modules}
+        named |= {config.xero_updates.import_module for config in configs if config.xero_updates.import_module}
+        return STOCK_MODULES | named
 
     def for_tenant(self, tenant_id: str | None) -> MappingConfig:
         overrides = self.tenants.get(tenant_id or "", {})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from shared.mapping.settings import MappingConfig, mapping_file
 from shared.mapping.text import clean, split_lines
-from shared.models.documents import Address, ContactDocument
+from shared.models.documents import Address, ContactDocument, Person
 from shared.models.sugar import AccountHook, ContactHook, SugarRecord
 
 
@@ -47,6 +47,39 @@ def _currency(record: SugarRecord, config: MappingConfig) -> str | None:
     return code.upper() if code and len(code) == 3 and code.isalpha() else None
 
 
+# A Data Privacy erasure (Sugar's DataPrivacy module) empties the erased fields and saves the record:
+# the after_save hook then simply lacks them (Sugar leaves unset fields out of hook data). A field
+# Sugar requires (an Account's name, a Contact's last name) can be absent for no other reason.
+# Each CRM field the connector maps → the Xero contact field it fills.
+_PERSONAL_FIELDS = {
+    "Accounts": {"name": "Name", "email": "EmailAddress", "email1": "EmailAddress", "phone_office": "Phones",
+                 "phone_fax": "Phones", "phone_alternate": "Phones"},
+    "Contacts": {"first_name": "FirstName", "last_name": "LastName", "email": "EmailAddress",
+                 "email1": "EmailAddress", "phone_work": "Phones", "phone_mobile": "Phones", "phone_fax": "Phones"},
+}
+_REQUIRED = {"Accounts": "name", "Contacts": "last_name"}
+
+
+def erased_fields(module: str, hook: AccountHook | ContactHook) -> list[str]:
+    """The Xero fields to blank because the CRM erased them (none for an ordinary save).
+
+    A field left out of hook data may simply never have been set, and blanking it would wipe what
+    finance keeps in Xero. So a field counts as erased when ``dataChanges`` shows it emptied, or,
+    when the record's required name field is absent (only an erasure does that), when it is absent.
+    """
+    if hook.event != "after_save":
+        return []
+    personal = _PERSONAL_FIELDS[module]
+    changes = hook.dataChanges if isinstance(hook.dataChanges, dict) else {}
+    emptied = {field for field, change in changes.items()
+               if field in personal and isinstance(change, dict) and change.get("before") not in (None, "", [])
+               and change.get("after") in (None, "", [])}
+    present = hook.data.model_fields_set | set(hook.data.model_extra or {})
+    if _REQUIRED[module] not in present:  # a Data Privacy erasure
+        emptied |= {field for field in personal if field not in present}
+    return sorted({personal[field] for field in emptied})
+
+
 def account_to_document(hook: AccountHook, config: MappingConfig | None = None) -> ContactDocument:
     config = config or mapping_file().for_tenant(None)
     data = hook.data
@@ -61,9 +94,10 @@ def account_to_document(hook: AccountHook, config: MappingConfig | None = None) 
     return ContactDocument(
         crm_module="Accounts",
         crm_id=data.id,
-        name=clean(data.name, 255) or data.id,
+        name=clean(data.name) or f"Erased {data.id[:8]}",  # ContactDocument cuts it to Xero's 255, with a note
         email=_primary_email(data),
         website=clean(data.website, 2000),
+        erased=erased_fields("Accounts", hook),
         phone=clean(data.phone_office, 50),
         fax=clean(data.phone_fax, 50),
         addresses=addresses,
@@ -76,11 +110,20 @@ def account_to_document(hook: AccountHook, config: MappingConfig | None = None) 
     )
 
 
+def _before(hook: ContactHook, field: str) -> str | None:
+    changes = hook.dataChanges if isinstance(hook.dataChanges, dict) else {}
+    change = changes.get(field)
+    return clean(change.get("before"), 255) if isinstance(change, dict) else None
+
+
 def contact_to_document(hook: ContactHook) -> ContactDocument:
     data = hook.data
+    erased = erased_fields("Contacts", hook)
+    before = Person(first_name=_before(hook, "first_name"), last_name=_before(hook, "last_name"),
+                    email=_before(hook, "email1")) if erased else None
     first = clean(data.first_name, 255)
     last = clean(data.last_name, 255)
-    name = " ".join(part for part in (first, last) if part) or data.id
+    name = " ".join(part for part in (first, last) if part) or f"Erased {data.id[:8]}"
     address = _address("billing", data.primary_address_street, data.primary_address_city,
                        data.primary_address_state, data.primary_address_postalcode,
                        data.primary_address_country)
@@ -96,6 +139,8 @@ def contact_to_document(hook: ContactHook) -> ContactDocument:
         fax=clean(data.phone_fax, 50),
         addresses=[address] if address else [],
         parent_crm_id=clean(data.account_id, 50),
+        erased=erased,
+        erased_person=before if before and (before.first_name or before.last_name or before.email) else None,
         deleted=_is_deleted(hook.event, data),
         crm_modified=data.date_modified,
     )

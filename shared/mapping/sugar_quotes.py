@@ -21,6 +21,7 @@ from shared.models.invoices import (
     TradeDocument,
 )
 from shared.models.sugar import SugarQuote
+from shared.money import UnreadableAmount, to_decimal
 
 MODULE = "Quotes"
 CENT = Decimal("0.01")
@@ -58,11 +59,13 @@ def quote_intent(quote: SugarQuote, config: MappingConfig, *, deleted: bool) -> 
 
 
 def _amount(value: Any, step: Decimal) -> Decimal:
-    text = clean(value)
+    """A Sugar amount (6-decimal text, a JSON number, or "" for an empty field: 0) to ``step``
+    places, half up; anything else is refused, never read as 0 (``shared.money``)."""
     try:
-        return Decimal(text or "0").quantize(step, rounding=ROUND_HALF_UP)
-    except ArithmeticError as error:
+        number = to_decimal(clean(value) if isinstance(value, str) else value)
+    except UnreadableAmount as error:
         raise DocumentRefused(f"{value!r} is not an amount") from error
+    return (number or Decimal(0)).quantize(step, rounding=ROUND_HALF_UP)
 
 
 def _truthy(value: Any) -> bool:
@@ -122,10 +125,12 @@ def quote_lines(quote: SugarQuote, bundles: list[dict[str, Any]], config: Mappin
         for product in sorted(bundle.get("products") or [], key=_position):
             if product.get("_module") not in (None, "Products"):
                 continue  # ProductBundleNotes are comments, not priced lines
-            quantity = _amount(product.get("quantity") or "1", UNIT)
-            if quantity <= 0:
-                raise DocumentRefused(f"the quote line {product.get('name')!r} has quantity {quantity}; Xero needs "
-                                      "a positive quantity")
+            # Sugar sends quantity as a JSON float (0 is valid): kept exactly; only a missing one means 1
+            raw_quantity = product.get("quantity")
+            quantity = _amount("1" if raw_quantity is None or raw_quantity == "" else raw_quantity, UNIT)
+            if quantity < 0:
+                raise DocumentRefused(f"the quote line {product.get('name')!r} has quantity {quantity}; a negative "
+                                      "quantity is a credit: raise a credit note instead")
             tax_class = product.get("tax_class")
             if tax_class not in taxes:
                 taxes[tax_class] = _tax_for(tax_class, quote, config)

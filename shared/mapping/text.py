@@ -35,3 +35,23 @@ def split_lines(value: object, *, max_lines: int = 4, limit: int = 500) -> list[
     if len(lines) > max_lines:
         lines = lines[: max_lines - 1] + [", ".join(lines[max_lines - 1:])]
     return [ln[:limit] for ln in lines]
+
+
+def cut_at_word(text: str | None, limit: int) -> str | None:
+    """Cut at a word boundary when one is near the limit, else at the limit; never mid-space."""
+    if text is None or len(text) <= limit:
+        return text
+    cut = text[:limit]
+    space = cut.rfind(" ")
+    if space >= limit * 2 // 3:
+        cut = cut[:space]
+    return cut.rstrip() or text[:limit]
+
+
+def fit(text: str | None, limit: int, label: str, notes: list[str]) -> str | None:
+    """``text`` cut to Xero's ``limit`` at a word boundary; when cut, a note for the CRM user
+    (it reaches the job's warnings and the record's sync status and last error)."""
+    if text is None or len(text) <= limit:
+        return text
+    notes.append(f"{label} was {len(text)} characters; Xero takes {limit}, so it was cut")
+    return cut_at_word(text, limit)

@@ -7,12 +7,14 @@ from typing import Any
 from shared.models.documents import ContactDocument
 
 _ADDRESS_TYPE = {"billing": "POBOX", "shipping": "STREET"}
+READ_ONLY_FIELDS = frozenset({"Website", "IsSupplier", "IsCustomer"})
 
 
 def to_xero_contact(doc: ContactDocument, *, xero_contact_id: str | None = None) -> dict[str, Any]:
     """Map a document to a Xero Contact. Empty fields are left out, so Xero keeps what it has.
 
     ``ContactNumber`` carries the CRM id: it is how a lost mapping is found again in Xero.
+    Read-only fields (``READ_ONLY_FIELDS``) are never sent.
     """
     body: dict[str, Any] = {"Name": doc.name, "ContactNumber": doc.crm_id}
     if xero_contact_id:
@@ -24,14 +26,11 @@ def to_xero_contact(doc: ContactDocument, *, xero_contact_id: str | None = None)
         "AccountNumber": doc.account_number,
         "TaxNumber": doc.tax_number,
         "CompanyNumber": doc.company_number,
-        "Website": doc.website,
         "DefaultCurrency": doc.currency,
     }
     body.update({key: value for key, value in optional.items() if value})
-    if doc.is_supplier is not None:
-        body["IsSupplier"] = doc.is_supplier
-    if doc.is_customer is not None:
-        body["IsCustomer"] = doc.is_customer
+    # Website, IsSupplier and IsCustomer are read only in Xero's Contacts documentation (Xero sets the
+    # flags when a bill or invoice is raised): sent, they would be dropped without a word.
     addresses = []
     for address in doc.addresses:
         entry: dict[str, Any] = {"AddressType": _ADDRESS_TYPE[address.kind]}
@@ -57,9 +56,25 @@ def to_xero_contact(doc: ContactDocument, *, xero_contact_id: str | None = None)
             }.items() if value is not None}
             for p in doc.persons[:5]
         ]
+    if doc.erased:
+        _erase(body, doc)
     if doc.deleted:
         body["ContactStatus"] = "ARCHIVED"
     return body
+
+
+ERASABLE = ("FirstName", "LastName", "EmailAddress", "Phones")
+
+
+def _erase(body: dict[str, Any], doc: ContactDocument) -> None:
+    """Blank in Xero the personal fields a Data Privacy erasure emptied in the CRM. Xero keeps a
+    field a body leaves out, so each is sent empty; the name is kept unless it was erased itself
+    (then the neutral name the mapping gave). Invoices and payments stay (financial history)."""
+    for field in doc.erased:
+        if field == "Phones":
+            body["Phones"] = [{"PhoneType": kind, "PhoneNumber": ""} for kind in ("DEFAULT", "MOBILE", "FAX")]
+        elif field in ERASABLE:
+            body[field] = ""
 
 
 def to_xero_person(doc: ContactDocument) -> dict[str, Any]:

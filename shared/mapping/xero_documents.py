@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 from datetime import date
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from shared.models.invoices import PaymentSummary, XeroDocumentState
+from shared.money import xero_amount
 from shared.xero.dates import parse_xero_date
 
 ID_FIELDS = {"Invoices": "InvoiceID", "CreditNotes": "CreditNoteID", "Quotes": "QuoteID",
@@ -24,11 +24,8 @@ APP_LINKS = {
 }
 
 
-def money(value: Any) -> Decimal:
-    try:
-        return Decimal(str(value if value not in (None, "") else "0")).quantize(Decimal("0.01"))
-    except InvalidOperation:
-        return Decimal("0.00")
+# Xero's amounts, to the cent; an unreadable one raises (shared.money), never reads as 0.00.
+money = xero_amount
 
 
 def _day(value: Any) -> date | None:

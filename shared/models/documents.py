@@ -10,7 +10,14 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from shared.mapping.text import fit
+from shared.models.ids import SUGAR_ID_OR_EMPTY_PATTERN, SUGAR_ID_PATTERN
+
+# Text longer than Xero takes is accepted up to this and cut to Xero's limit with a warning:
+# refusing it would leave the CRM record out of Xero with nobody told (Sugar shows no hook error).
+TEXT_ACCEPTED = 20_000
 
 CurrencyCode = Field(default=None, pattern=r"^[A-Z]{3}$", description="ISO 4217 code enabled in Xero")
 
@@ -51,9 +58,10 @@ class ContactDocument(BaseModel):
 
     crm_module: Literal["Accounts", "Contacts"] = Field(
         default="Accounts", description="Sugar module the record lives in")
-    crm_id: str = Field(min_length=1, max_length=50,
+    crm_id: str = Field(min_length=1, max_length=50, pattern=SUGAR_ID_PATTERN,
                         description="CRM record id; becomes Xero's ContactNumber")
-    name: str = Field(min_length=1, max_length=255, description="Xero contact name (unique in Xero)")
+    name: str = Field(min_length=1, max_length=TEXT_ACCEPTED, pattern=r"\S",
+                      description="Xero contact name (unique in Xero); longer than 255: cut, with a warning")
     first_name: str | None = Field(default=None, max_length=255)
     last_name: str | None = Field(default=None, max_length=255)
     email: str | None = Field(default=None, max_length=255)
@@ -70,13 +78,30 @@ class ContactDocument(BaseModel):
     is_customer: bool | None = None
     is_supplier: bool | None = None
     parent_crm_id: str | None = Field(
-        default=None, max_length=50,
+        default=None, max_length=50, pattern=SUGAR_ID_OR_EMPTY_PATTERN,
         description="for a Sugar Contact: the Account it belongs to")
     deleted: bool = Field(default=False, description="the CRM record was deleted: archive in Xero")
+    erased: list[str] = Field(
+        default_factory=list, max_length=50,
+        description="a Data Privacy erasure in the CRM: the personal fields it erased (Xero fields, e.g. FirstName, "
+                    "EmailAddress, Phones); they are blanked in Xero, or the contact archived, as configured")
+    erased_person: Person | None = Field(
+        default=None, description="a Sugar Contact erased in the CRM: the person as it was before (from the hook's "
+                                  "dataChanges), to find and remove it from its Account's Xero contact")
     crm_modified: str | None = Field(
         default=None, description="when the record was saved in the CRM (date_modified), ISO-8601 with its UTC "
                                   "offset; compared as an instant: the newest save wins and an older one than the "
                                   "last pushed is ignored. Left out: the time the connector received the callout")
+    truncated: list[str] = Field(default_factory=list, description=(
+        "filled in by the connector: what it cut to fit Xero's limits (becomes the job's warnings)"))
+
+    @model_validator(mode="after")
+    def _fit_xero(self) -> ContactDocument:
+        notes: list[str] = []
+        self.name = fit(self.name, 255, "the name", notes) or self.name
+        if notes:
+            self.truncated = [*self.truncated, *(n for n in notes if n not in self.truncated)]
+        return self
 
 
 ItemPrice = Annotated[Decimal | None, Field(default=None, max_digits=22, decimal_places=4,
@@ -94,12 +119,15 @@ class ItemDocument(BaseModel):
 
     crm_module: Literal["ProductTemplates"] = Field(
         default="ProductTemplates", description="Sugar module the record lives in")
-    crm_id: str = Field(min_length=1, max_length=50, description="CRM record id")
+    crm_id: str = Field(min_length=1, max_length=50, pattern=SUGAR_ID_PATTERN, description="CRM record id")
     code: str | None = Field(
-        default=None, min_length=1, max_length=30, pattern=r"\S",
-        description="Xero item Code (unique in Xero); left out: derived from the name and CRM id")
-    name: str = Field(min_length=1, max_length=50, description="Xero item name")
-    description: str | None = Field(default=None, max_length=4000, description="sales description")
+        default=None, min_length=1, max_length=TEXT_ACCEPTED, pattern=r"\S",
+        description="Xero item Code (unique in Xero); left out: derived from the name and CRM id; longer "
+                    "than 30: a code derived from it and the CRM id, with a warning")
+    name: str = Field(min_length=1, max_length=TEXT_ACCEPTED, pattern=r"\S",
+                      description="Xero item name; longer than 50: cut, with a warning")
+    description: str | None = Field(default=None, max_length=TEXT_ACCEPTED,
+                                    description="sales description; longer than 4,000: cut, with a warning")
     sales_price: ItemPrice = None
     purchase_price: ItemPrice = None
     tax_class: str | None = Field(default=None, max_length=50,
@@ -113,3 +141,20 @@ class ItemDocument(BaseModel):
         default=None, description="when the record was saved in the CRM (date_modified), ISO-8601 with its UTC "
                                   "offset; compared as an instant: the newest save wins and an older one than the "
                                   "last pushed is ignored. Left out: the time the connector received the callout")
+    truncated: list[str] = Field(default_factory=list, description=(
+        "filled in by the connector: what it cut to fit Xero's limits (becomes the job's warnings)"))
+
+    @model_validator(mode="after")
+    def _fit_xero(self) -> ItemDocument:
+        from shared.mapping.items import fallback_code  # the item mapping imports this module
+
+        notes: list[str] = []
+        self.name = fit(self.name, 50, "the name", notes) or self.name
+        self.description = fit(self.description, 4000, "the description", notes)
+        if self.code is not None and len(self.code) > 30:
+            derived = fallback_code(self.code, self.crm_id)
+            notes.append(f"the code {self.code[:40]!r} is longer than Xero's 30 characters; pushed as {derived}")
+            self.code = derived
+        if notes:
+            self.truncated = [*self.truncated, *(n for n in notes if n not in self.truncated)]
+        return self

@@ -11,12 +11,15 @@ here can be sent.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from decimal import Decimal
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from shared.models.documents import ContactDocument
+from shared.mapping.text import fit
+from shared.models.documents import TEXT_ACCEPTED, ContactDocument
+from shared.models.ids import DOCUMENT_KEY_PATTERN, SUGAR_ID_PATTERN, SUGAR_MODULE_PATTERN
 
 
 def _places(places: int, *, largest: Decimal = Decimal("1e15")) -> AfterValidator:
@@ -36,10 +39,11 @@ def _places(places: int, *, largest: Decimal = Decimal("1e15")) -> AfterValidato
 
 
 UnitAmount = Annotated[Decimal, _places(4), Field(description="unit price, at most 4 decimals")]
-Quantity = Annotated[Decimal, Field(gt=0, description="at most 4 decimals"), _places(4)]
+Quantity = Annotated[Decimal, Field(ge=0, description="at most 4 decimals; 0 is a line Xero keeps at 0.00"),
+                     _places(4)]
 Money = Annotated[Decimal, _places(2), Field(description="an amount to the cent")]
 Percent = Annotated[Decimal, Field(ge=0, le=100), _places(6)]
-CRM_MODULE = r"^[A-Za-z][A-Za-z0-9_]{0,99}$"
+CRM_MODULE = SUGAR_MODULE_PATTERN
 DocumentKind = Literal["sales", "purchase", "quote"]
 SALES_KINDS: frozenset[str] = frozenset({"sales", "quote"})
 
@@ -58,7 +62,8 @@ class TrackingTag(Strict):
 class LineDocument(Strict):
     crm_id: str | None = Field(default=None, max_length=100,
                                description="the CRM line's id: an update keeps Xero's LineItemID for it")
-    description: str | None = Field(default=None, max_length=4000)
+    description: str | None = Field(default=None, max_length=TEXT_ACCEPTED,
+                                    description="longer than Xero's 4,000: cut, with a warning")
     item_code: str | None = Field(default=None, min_length=1, max_length=30,
                                   description="Xero item Code (the catalogue's code for the product)")
     quantity: Quantity = Decimal("1")
@@ -88,7 +93,7 @@ class ContactRef(Strict):
     contact yet; inline ``contact`` says what to push) or a Xero contact id."""
 
     crm_module: Literal["Accounts", "Contacts"] = "Accounts"
-    crm_id: str | None = Field(default=None, min_length=1, max_length=50)
+    crm_id: str | None = Field(default=None, min_length=1, max_length=50, pattern=SUGAR_ID_PATTERN)
     contact: ContactDocument | None = Field(default=None,
                                             description="the contact itself, pushed first when not in Xero")
     xero_contact_id: str | None = Field(default=None, pattern=r"^[0-9a-fA-F-]{36}$")
@@ -113,12 +118,14 @@ class TradeDocument(Strict):
 
     kind: DocumentKind
     crm_module: str = Field(pattern=CRM_MODULE, description="the CRM module of the record (Quotes, a custom module)")
-    crm_id: str = Field(min_length=1, max_length=100, description="the CRM record's id")
+    crm_id: str = Field(min_length=1, max_length=100, pattern=DOCUMENT_KEY_PATTERN,
+                        description="the CRM record's id (a Sugar id whenever write_back is on)")
     contact: ContactRef
     lines: list[LineDocument] = Field(min_length=1, max_length=500)
     number: str | None = Field(default=None, min_length=1, max_length=255,
                                description="document number; left out: Xero numbers it")
-    reference: str | None = Field(default=None, max_length=255)
+    reference: str | None = Field(default=None, max_length=TEXT_ACCEPTED,
+                                  description="longer than Xero's 255: cut, with a warning")
     currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$",
                                  description="ISO 4217 code enabled in Xero; left out: the base currency")
     date: dt.date | None = Field(default=None, description="left out: today")
@@ -136,6 +143,26 @@ class TradeDocument(Strict):
         default=None, description="when the record was saved in the CRM (date_modified), ISO-8601 with its UTC "
                                   "offset; compared as an instant: the newest save wins and an older one than the "
                                   "last pushed is ignored. Left out: the time the connector received the callout")
+    truncated: list[str] = Field(default_factory=list, description=(
+        "filled in by the connector: what it cut to fit Xero's limits (becomes the job's warnings)"))
+
+    @model_validator(mode="after")
+    def _fit_xero(self) -> TradeDocument:
+        notes: list[str] = []
+        self.reference = fit(self.reference, 255, "the reference", notes)
+        for number, line in enumerate(self.lines, start=1):
+            line.description = fit(line.description, 4000, f"line {number}'s description", notes)
+        if notes:
+            self.truncated = [*self.truncated, *(n for n in notes if n not in self.truncated)]
+        return self
+
+    @model_validator(mode="after")
+    def _written_back_to_a_record(self) -> TradeDocument:
+        # Write-back puts crm_id into a Sugar URL: it must be an id, not merely a key.
+        if self.write_back and not re.match(SUGAR_ID_PATTERN, self.crm_id):
+            raise ValueError("crm_id is not a Sugar record id (up to 36 letters, digits, '_', '-', '.'; "
+                             "not starting with '.'), which write_back needs")
+        return self
 
     @model_validator(mode="after")
     def _dates(self) -> TradeDocument:
@@ -240,9 +267,16 @@ class XeroDocumentState(BaseModel):
         return self.amount_paid > 0 or any((p.status or "AUTHORISED") != "DELETED" for p in self.payments)
 
     @property
+    def has_credit_allocated(self) -> bool:
+        """A credit note (or prepayment, overpayment) is allocated: Xero then refuses edits and
+        voiding ("has a payment or credit note allocated") just as for a payment."""
+        return self.amount_credited > 0
+
+    @property
     def locked(self) -> bool:
-        """Xero no longer takes edits: payments applied, paid, voided or deleted."""
-        return self.has_payments or self.status in {"PAID", "VOIDED", "DELETED", "INVOICED"}
+        """Xero no longer takes edits: payments or credit applied, paid, voided or deleted."""
+        return self.has_payments or self.has_credit_allocated or self.status in {"PAID", "VOIDED", "DELETED",
+                                                                                 "INVOICED"}
 
 
 class DocumentChange(BaseModel):

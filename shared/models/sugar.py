@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from shared.models.ids import SUGAR_ID_OR_EMPTY_PATTERN, SUGAR_ID_PATTERN
+
 
 class SugarEmail(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -25,7 +27,8 @@ class SugarEmail(BaseModel):
 class SugarRecord(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    id: str = Field(min_length=1, max_length=50, description="Sugar record id (becomes Xero ContactNumber)")
+    id: str = Field(min_length=1, max_length=50, pattern=SUGAR_ID_PATTERN,
+                    description="Sugar record id (becomes Xero ContactNumber)")
     date_modified: str | None = None
     deleted: bool | int | str | None = False
     email: list[SugarEmail] | None = None
@@ -35,7 +38,9 @@ class SugarRecord(BaseModel):
 
 
 class SugarAccount(SugarRecord):
-    name: str = Field(min_length=1, max_length=255)
+    # Required in Sugar, so absent only when a Data Privacy erasure emptied it (see ``erased_fields``);
+    # longer than Xero's 255 is cut, with a warning
+    name: str | None = Field(default=None, max_length=20_000)
     account_type: str | None = None
     phone_office: str | None = None
     phone_fax: str | None = None
@@ -55,8 +60,9 @@ class SugarAccount(SugarRecord):
 
 class SugarContact(SugarRecord):
     first_name: str | None = Field(default=None, max_length=255)
-    last_name: str = Field(min_length=1, max_length=255)
-    account_id: str | None = None
+    # Required in Sugar, so absent only when a Data Privacy erasure emptied it (see ``erased_fields``)
+    last_name: str | None = Field(default=None, max_length=255)
+    account_id: str | None = Field(default=None, pattern=SUGAR_ID_OR_EMPTY_PATTERN)
     account_name: str | None = None
     title: str | None = None
     phone_work: str | None = None
@@ -69,13 +75,52 @@ class SugarContact(SugarRecord):
     primary_address_country: str | None = None
 
 
+# Sugar's core bean classes and their modules. A hook's ``bean`` is the PHP class name, so a core
+# bean overridden as Sugar's developer guide documents ("Extending core beans": class CustomAccount
+# extends Account, registered in custom/Extension/application/Ext/Include) arrives as CustomAccount.
+CORE_BEAN_MODULES = {"Account": "Accounts", "Contact": "Contacts", "Quote": "Quotes",
+                     "ProductTemplate": "ProductTemplates", "Product": "Products"}
+MODULE_CORE_BEANS = {module: bean for bean, module in CORE_BEAN_MODULES.items()}
+
+
+def bean_module(bean: Any, configured: dict[str, str] | None = None) -> str | None:
+    """The module of a hook's bean class: configured classes first (mapping ``sugar_beans``), then
+    the core classes and their ``Custom<Class>`` overrides; None when unknown."""
+    name = str(bean or "")
+    if configured and name in configured:
+        return configured[name]
+    if name in CORE_BEAN_MODULES:
+        return CORE_BEAN_MODULES[name]
+    if name.startswith("Custom") and name[len("Custom"):] in CORE_BEAN_MODULES:
+        return CORE_BEAN_MODULES[name[len("Custom"):]]
+    return None
+
+
+def core_bean(bean: Any, configured: dict[str, str] | None = None) -> str | None:
+    """The core class a hook's bean stands for (``CustomAccount`` → ``Account``)."""
+    module = bean_module(bean, configured)
+    return MODULE_CORE_BEANS.get(module) if module else None
+
+
+def _configured_beans() -> dict[str, str]:
+    from shared.mapping.settings import mapping_file
+
+    return mapping_file().defaults.sugar_beans
+
+
+def _as_core_bean(value: Any) -> Any:
+    return core_bean(value, _configured_beans()) or value
+
+
 SugarEvent = Literal[
     "after_save", "after_delete", "after_relationship_add", "after_relationship_delete",
 ]
 
 
 class SugarHookBase(BaseModel):
-    """Fields common to every Web Logic Hook body (Sugar 8 adds ``isUpdate``; 12 drops it)."""
+    """Fields common to every Web Logic Hook body. ``after_save`` adds ``isUpdate`` (still sent by
+    Sugar 13.0.3's WebLogicHook) and ``dataChanges``; relationship events add ``related_id``,
+    ``related_module``, ``link``. Hook data has no ``_module`` or ``_acl`` (the REST API adds those)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -90,12 +135,12 @@ class SugarHookBase(BaseModel):
 
 
 class AccountHook(SugarHookBase):
-    bean: Literal["Account"]
+    bean: Annotated[Literal["Account"], BeforeValidator(_as_core_bean)]
     data: SugarAccount
 
 
 class ContactHook(SugarHookBase):
-    bean: Literal["Contact"]
+    bean: Annotated[Literal["Contact"], BeforeValidator(_as_core_bean)]
     data: SugarContact
 
 
@@ -117,7 +162,7 @@ SugarAmount = Annotated[Decimal | None, BeforeValidator(_blank_is_none), AfterVa
 class SugarProductTemplate(SugarRecord):
     """A catalogue entry (module ProductTemplates)."""
 
-    name: str = Field(min_length=1, max_length=255)
+    name: str = Field(min_length=1, max_length=20_000)  # longer than Xero's 50: cut, with a warning
     mft_part_num: str | None = None
     vendor_part_num: str | None = None
     discount_price: SugarAmount = Field(default=None, description="the selling price")
@@ -129,17 +174,17 @@ class SugarProductTemplate(SugarRecord):
 
 
 class ProductTemplateHook(SugarHookBase):
-    bean: Literal["ProductTemplate"]
+    bean: Annotated[Literal["ProductTemplate"], BeforeValidator(_as_core_bean)]
     data: SugarProductTemplate
 
 
 class SugarQuote(SugarRecord):
     """A quote (module Quotes). Its lines are not in the hook: the worker reads them through REST."""
 
-    name: str | None = Field(default=None, max_length=255)
+    name: str | None = Field(default=None, max_length=20_000)
     quote_num: int | str | None = None
     quote_stage: str = Field(min_length=1, max_length=100)
-    billing_account_id: str | None = Field(default=None, max_length=50)
+    billing_account_id: str | None = Field(default=None, max_length=50, pattern=SUGAR_ID_OR_EMPTY_PATTERN)
     billing_account_name: str | None = None
     billing_contact_id: str | None = None
     taxrate_id: str | None = None
@@ -158,5 +203,5 @@ class SugarQuote(SugarRecord):
 
 
 class QuoteHook(SugarHookBase):
-    bean: Literal["Quote"]
+    bean: Annotated[Literal["Quote"], BeforeValidator(_as_core_bean)]
     data: SugarQuote

@@ -10,6 +10,7 @@ from typing import Any
 from shared.models.jobs import Job
 from shared.state.payloads import S3PayloadStore, payload_attributes, read_payload
 from shared.state.records import Intent, Mapping, connection_key, intent_key, job_key, mapping_key, token_key
+from shared.state.sealing import SEALED_ATTRIBUTE, SEALED_FIELDS, KmsTokenSealer
 
 XERO_ID_INDEX = "by-xero-id"
 
@@ -66,10 +67,12 @@ def _plain(item: dict[str, Any]) -> dict[str, Any]:
 
 class SyncStateTable:
     def __init__(self, table_name: str, *, resource: Any | None = None, job_ttl_days: int = 30,
-                 payloads: S3PayloadStore | None = None):
+                 payloads: S3PayloadStore | None = None, sealer: KmsTokenSealer | None = None):
         self._table = (resource or dynamodb_resource()).Table(table_name)
         self._job_ttl_seconds = job_ttl_days * 86400
         self._payloads = payloads
+        # Seals access and refresh tokens (Xero's and Sugar's) with the stack's KMS key.
+        self._sealer = sealer
 
     # ---- jobs -------------------------------------------------------------------------------
     def create_job(self, job: Job, payload: dict[str, Any]) -> tuple[Job, bool]:
@@ -296,12 +299,24 @@ class SyncStateTable:
 
     # ---- tokens and connections --------------------------------------------------------------
     def get_token(self, connection_id: str) -> dict[str, Any] | None:
-        return self._table.get_item(Key=token_key(connection_id), ConsistentRead=True).get("Item")
+        item = self._table.get_item(Key=token_key(connection_id), ConsistentRead=True).get("Item")
+        if item and SEALED_ATTRIBUTE in item:
+            if self._sealer is None:
+                raise RuntimeError("the token set is sealed and no KMS key (TOKEN_KEY_ID) is configured")
+            return self._sealer.open(connection_id, item)
+        return item
+
+    def get_token_status(self, connection_id: str) -> dict[str, Any] | None:
+        """The token item without its (sealed) secrets: status, version, expiry. Needs no key."""
+        item = self._table.get_item(Key=token_key(connection_id), ConsistentRead=True).get("Item")
+        return {k: v for k, v in item.items() if k not in (SEALED_ATTRIBUTE, *SEALED_FIELDS)} if item else None
 
     def put_token(self, connection_id: str, token: dict[str, Any], *, expected_version: int | None) -> bool:
         """Compare-and-set: write only if the stored version is still ``expected_version``
         (None: only if there is no token yet). Returns False when another writer won."""
         new_version = (expected_version or 0) + 1
+        if self._sealer is not None:
+            token = self._sealer.seal(connection_id, token)
         item = {**token_key(connection_id), **token, "version": new_version}
         condition: dict[str, Any] = (
             {"ConditionExpression": "attribute_not_exists(PK)"} if expected_version is None

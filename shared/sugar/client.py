@@ -31,10 +31,15 @@ IDEMPOTENT_METHODS = frozenset({"GET", "PUT", "DELETE", "PATCH", "HEAD"})
 
 
 def _segment(value: str) -> str:
-    """One path segment, escaped so an id can never change the route."""
-    if not value:
+    """One path segment, escaped so an id can never change the route: ``/`` and every other
+    reserved character are percent-encoded, and the dot-segments ``.`` and ``..`` (which a URL
+    resolver or the server would apply) are refused."""
+    text = str(value) if value is not None else ""
+    if not text:
         raise ValueError("Sugar module, id and link names cannot be empty")
-    return quote(str(value), safe="")
+    if text.strip(".") == "":
+        raise ValueError(f"{text!r} is a path dot-segment, not a Sugar module, id or link name")
+    return quote(text, safe="")
 
 
 def record_path(module: str, record_id: str | None = None) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 import requests
 from urllib3.exceptions import ConnectTimeoutError
 
-from shared.backoff import backoff_seconds, retry_after_seconds
+from shared.backoff import backoff_seconds, call_timeout, retry_after_seconds, time_for_a_call, time_to_wait
 from shared.observability import logger
 from shared.sugar.errors import SugarError, SugarUnavailable, error_fields, sugar_error
 
@@ -77,10 +77,14 @@ class SugarTransport:
         where = f"{method} {log_path}"
         retried_statuses = RETRIED_STATUSES if idempotent else NOT_PROCESSED_STATUSES
         for attempt in range(1, self._max_attempts + 1):
+            if not time_for_a_call():
+                # Near the invocation's deadline: back to the queue rather than cut off mid-way.
+                raise SugarUnavailable(f"{where}: deferred before the function's timeout (attempt {attempt})",
+                                       label="deadline", retryable=True, retry_after=1.0)
             try:
                 self.requests_sent += 1
                 response = self._session.request(method, url, params=params, data=data,
-                                                 headers=all_headers, timeout=self._timeout)
+                                                 headers=all_headers, timeout=call_timeout(self._timeout))
             except (requests.ConnectionError, requests.Timeout) as error:
                 kind = type(error).__name__
                 if not idempotent and not _never_connected(error):
@@ -90,10 +94,11 @@ class SugarTransport:
                                      label="outcome_unknown", retryable=False) from error
                 logger.warning("Sugar call failed in transit",
                                extra={"sugar_call": where, "attempt": attempt, "error": kind})
-                if attempt >= self._max_attempts:
+                wait = backoff_seconds(attempt)
+                if attempt >= self._max_attempts or not time_to_wait(wait):
                     raise SugarError(f"{where}: {kind} after {attempt} attempts", label="transport_error",
                                      retryable=True) from error
-                self._sleep(backoff_seconds(attempt))
+                self._sleep(wait)
                 continue
             if response.status_code not in retried_statuses:
                 return response
@@ -102,11 +107,12 @@ class SugarTransport:
             logger.warning("Sugar asked to retry", extra={"sugar_call": where, "status": response.status_code,
                                                           "label": label, "attempt": attempt,
                                                           "retry_after": retry_after})
-            if attempt >= self._max_attempts or (retry_after or 0) > self._max_wait:
-                # Out of attempts, or asked to wait longer than a worker should block: the job's
-                # queue will bring the work back later.
+            wait = backoff_seconds(attempt, retry_after)
+            if attempt >= self._max_attempts or (retry_after or 0) > self._max_wait or not time_to_wait(wait):
+                # Out of attempts, asked to wait longer than a worker should block, or the wait
+                # would outlive the invocation: the job's queue will bring the work back later.
                 raise self._give_up(response, where, retry_after, attempt)
-            self._sleep(backoff_seconds(attempt, retry_after))
+            self._sleep(wait)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     @staticmethod

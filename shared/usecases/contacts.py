@@ -111,9 +111,16 @@ def _quoted(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _is_number_taken(messages: list[str]) -> bool:
+    """Xero's refusal of a ContactNumber another contact holds ("The contact number … is already
+    assigned to another contact. The contact number must be unique across all contacts.")."""
+    return any("contact number" in m.lower() and "already" in m.lower() for m in messages)
+
+
 def _is_name_taken(messages: list[str]) -> bool:
-    return any("already assigned to another contact" in m.lower() or
-               ("name" in m.lower() and "already" in m.lower()) for m in messages)
+    """Xero's refusal of a name another active contact holds; a ContactNumber clash is not one."""
+    return any("name" in m.lower() and "already" in m.lower() and "contact number" not in m.lower()
+               for m in messages)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -181,17 +188,32 @@ def sync_contacts(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappi
                 finish(jobs, item.job_id, "ignored",
                        warnings=["deleted in the CRM; on_crm_delete is 'ignore': Xero left as it is"])
             continue
+        mapping = known.get(key)
+        if doc.erased and mapping is None:
+            person_groups.pop(key, None)
+            for item, _ in group:
+                finish(jobs, item.job_id, "ignored", warnings=[
+                    "a Data Privacy erasure in the CRM of a record never pushed: nothing in Xero to erase"])
+            continue
         if key in person_groups:
             continue
         body = to_xero_contact(doc)
+        if doc.erased and config.contacts.on_erasure == "archive":
+            body["ContactStatus"] = "ARCHIVED"
         digest = content_hash(body)
-        mapping = known.get(key)
         if mapping and mapping.payload_hash == digest:
             _unchanged(run, key, group, mapping)
             continue
         if mapping:
-            body = to_xero_contact(doc, xero_contact_id=mapping.xero_id)
-        to_send.append(_Pending(key, group, body, digest, versions[key]))
+            body = {**to_xero_contact(doc, xero_contact_id=mapping.xero_id),
+                    **({"ContactStatus": body["ContactStatus"]} if "ContactStatus" in body else {})}
+        pending = _Pending(key, group, body, digest, versions[key])
+        if doc.erased:
+            pending.warnings.append(
+                f"Data Privacy erasure in the CRM: {', '.join(doc.erased)} erased on the Xero contact"
+                + (" and the contact archived" if body.get("ContactStatus") == "ARCHIVED" else "")
+                + "; its invoices and payments are kept")
+        to_send.append(pending)
 
     result = BatchResult()
     # Round one is the plain batch POST; later rounds carry only what Xero refused or what
@@ -252,6 +274,7 @@ class _Run:
         self.outcomes: dict[Key, tuple[Group, Outcome]] = {}
         self.conflicts: list[tuple[_Pending, list[str]]] = []
         self.broken_links: list[tuple[_Pending, list[str]]] = []
+        self.number_clashes: list[tuple[_Pending, list[str]]] = []
 
     # ---- sending ---------------------------------------------------------------------------
     def send(self, pendings: list[_Pending], batch_size: int, result: BatchResult) -> list[_Pending]:
@@ -308,6 +331,14 @@ class _Run:
             if id(pending.entry) in problems:
                 self.fail(pending, problems[id(pending.entry)])
         chunk = [p for p in chunk if id(p.entry) not in problems]
+        adopted = [p for p in chunk if p.entry and p.entry.adopt and p.entry.found]
+        if adopted:  # made by an attempt that died before storing Xero's answer: stored now
+            self.held = []
+            for pending in adopted:
+                self._answer(pending, pending.entry.found)  # type: ignore[union-attr,arg-type]
+            self.crash.reached(STATE_WRITTEN)
+            self.release()
+            chunk = [p for p in chunk if p not in adopted]
         bodies = [p.body for p in chunk]
         refused = self.journal.record([p.entry for p in chunk if p.entry], f"contacts-{content_hash(bodies)}")
         for pending in [p for p in chunk if p.entry in refused]:
@@ -339,6 +370,8 @@ class _Run:
                 self.fail(pending, f"Xero: {message}")
             elif "ContactID" in pending.body:
                 self.broken_links.append((pending, errors))
+            elif _is_number_taken(errors) and pending.body.get("ContactNumber"):
+                self.number_clashes.append((pending, errors))
             elif _is_name_taken(errors):
                 self.conflicts.append((pending, errors))
             else:
@@ -347,7 +380,8 @@ class _Run:
         survivor = answer.get("MergedToContactID")
         if survivor and survivor != contact_id and survivor != pending.body.get("ContactID"):
             return self._follow_merge(pending, survivor)
-        if answer.get("ContactStatus") == "ARCHIVED" and not pending.doc.deleted:
+        if answer.get("ContactStatus") == "ARCHIVED" and not pending.doc.deleted and \
+                pending.body.get("ContactStatus") != "ARCHIVED":  # archived on purpose (an erasure)
             if self._archived(pending, contact_id):
                 return True
         warnings = [w.get("Message", "") for w in answer.get("Warnings") or [] if w.get("Message")]
@@ -356,7 +390,10 @@ class _Run:
 
     def _follow_merge(self, pending: _Pending, survivor: str) -> bool:
         pending.warnings.append(f"the Xero contact was merged into {survivor}: re-mapped to it")
-        pending.body = {**pending.body, "ContactID": survivor}
+        # The merged (archived) contact keeps its ContactNumber, and a number is unique across all
+        # contacts: sending it with the survivor would be refused. The number stays where it is and
+        # still leads here through the merged contact's MergedToContactID.
+        pending.body = {k: v for k, v in pending.body.items() if k != "ContactNumber"} | {"ContactID": survivor}
         return True
 
     def _archived(self, pending: _Pending, contact_id: str) -> bool:
@@ -378,6 +415,43 @@ class _Run:
             again += self._resolve_links()
         if self.conflicts:
             again += self._resolve_conflicts()
+        if self.number_clashes:
+            again += self._resolve_numbers()
+        return again
+
+    def _resolve_numbers(self) -> list[_Pending]:
+        """A ContactNumber is unique across all Xero contacts and POST never updates by it: the
+        contact holding the CRM record's number is this record's contact. Find it by number
+        (archived ones too) and send again by its ContactID."""
+        clashes, self.number_clashes = self.number_clashes, []
+        numbers = [str(p.body["ContactNumber"]) for p, _ in clashes]
+        try:
+            holders: dict[str, dict[str, Any]] = {}
+            for chunk in _chunks(list(dict.fromkeys(numbers)), LOOKUPS_PER_CALL):
+                where = " OR ".join(f"ContactNumber=={_quoted(n)}" for n in chunk)
+                for contact in self.xero.get("Contacts", {"where": where, "includeArchived": "true"}).get(
+                        "Contacts") or []:
+                    holders[str(contact.get("ContactNumber"))] = contact
+        except (XeroError, ConnectionNotReady) as error:
+            for pending, errors in clashes:
+                self.fail(pending, "Xero: " + "; ".join(errors) + f" (and looking it up failed: {error})")
+            return []
+        again = []
+        for pending, errors in clashes:
+            holder = holders.get(str(pending.body["ContactNumber"]))
+            if holder is None:
+                self.fail(pending, "Xero: " + "; ".join(errors) + " (and no contact with that number was found)")
+                continue
+            pending.followed = True
+            pending.warnings.append(f"the Xero contact {holder['ContactID']} already carries this record's "
+                                    f"contact number {pending.body['ContactNumber']}: updated it")
+            pending.body = {**pending.body, "ContactID": holder["ContactID"]}
+            survivor = holder.get("MergedToContactID")
+            if survivor and survivor != holder["ContactID"]:
+                self._follow_merge(pending, survivor)
+            elif holder.get("ContactStatus") == "ARCHIVED" and not pending.doc.deleted:
+                self._archived(pending, holder["ContactID"])
+            again.append(pending)
         return again
 
     def _resolve_links(self) -> list[_Pending]:
@@ -494,7 +568,7 @@ class _Run:
 
     def succeed(self, pending: _Pending, contact_id: str, updated: Any, xero_warnings: list[str]) -> None:
         module, crm_id = pending.key
-        warnings = pending.warnings + xero_warnings
+        warnings = pending.doc.truncated + pending.warnings + xero_warnings  # text cut to fit Xero first
         status = "warning" if warnings else "synced"
         synced_at = _iso(updated)
         self.mappings.put_mapping(Mapping(tenant_id=self.xero.tenant_id, module=module, crm_id=crm_id,
@@ -513,6 +587,13 @@ class _Run:
 
 
 # ---- Sugar Contacts as contact persons on their Account's Xero contact -------------------------
+def _erased_person(gone: Any) -> dict[str, Any]:
+    """The contact person as the CRM had it before a Data Privacy erasure (from dataChanges)."""
+    return {k: v for k, v in {"FirstName": gone.first_name, "LastName": gone.last_name,
+                              "EmailAddress": gone.email}.items() if v}
+
+
+
 def _sync_persons(run: _Run, groups: dict[Key, Group], known: dict[Key, Mapping], batch_size: int,
                   result: BatchResult) -> None:
     xero, jobs = run.xero, run.jobs
@@ -561,7 +642,8 @@ def _sync_persons(run: _Run, groups: dict[Key, Group], known: dict[Key, Mapping]
             previous = known.get(key)
             owned |= {_email(group[0][1].email), _email(previous.xero_number if previous else None)}
         owned.discard("")
-        batch_persons = [to_xero_person(group[0][1]) for _, group, _ in entries]
+        batch_persons = [_erased_person(group[0][1].erased_person) if group[0][1].erased_person
+                         else to_xero_person(group[0][1]) for _, group, _ in entries]
         persons = [dict(p) for p in contact.get("ContactPersons") or []]
         ours = [p for p in persons if _email(p.get("EmailAddress")) in owned
                 or any(same_person(p, mine) for mine in batch_persons)]
@@ -569,11 +651,13 @@ def _sync_persons(run: _Run, groups: dict[Key, Group], known: dict[Key, Mapping]
         for key, group, _ in entries:  # oldest save first: the newest ends up first in the list
             doc = group[0][1]
             person = to_xero_person(doc)
+            if doc.erased and doc.erased_person:  # erased in the CRM: find the person as it was, remove it
+                person = _erased_person(doc.erased_person)
             previous = known.get(key)
             old_email = _email(previous.xero_number if previous else None)
             ours = [p for p in ours if not same_person(p, person)
                     and not (old_email and _email(p.get("EmailAddress")) == old_email)]
-            if not doc.deleted:
+            if not doc.deleted and not doc.erased:
                 ours.insert(0, person)
         room = max(0, MAX_PERSONS - len(theirs))
         left_out = [" ".join(filter(None, (p.get("FirstName"), p.get("LastName")))) or str(p.get("EmailAddress"))
@@ -599,6 +683,9 @@ def _sync_persons(run: _Run, groups: dict[Key, Group], known: dict[Key, Mapping]
                     pending.warnings.append(f"Xero keeps {MAX_PERSONS} contact persons, and the persons entered "
                                             "in Xero are kept: the least recently sent CRM contacts were left out "
                                             f"({', '.join(dropped)})")
+                if group[0][1].erased:
+                    pending.warnings.append("Data Privacy erasure in the CRM: the contact person was removed from "
+                                            f"the Xero contact {contact_id}")
                 pending.number = _email(group[0][1].email) or None
                 run.succeed(pending, contact_id, answer.get("UpdatedDateUTC"), [])
             if not errors and account_of.get(contact_id):

@@ -71,6 +71,7 @@ KIND_DOCUMENT = "document.push"
 KIND_QUOTE = "quote.push"
 KINDS = frozenset({KIND_DOCUMENT, KIND_QUOTE})
 UNIT_DECIMALS = {"unitdp": "4"}  # unit prices keep 4 decimals instead of Xero's default 2
+INVOICE_LINES = {"page": "1", **UNIT_DECIMALS}  # invoices by IDs= with their lines, prices to 4 decimals
 WRITE_BACK_PENDING = contacts.WRITE_BACK_PENDING
 WRITE_BACK_RETRY_SECONDS = contacts.WRITE_BACK_RETRY_SECONDS
 SUGAR_RETRY_SECONDS = 60.0
@@ -129,6 +130,7 @@ class _Run:
         self.answered: list[tuple[str, dict[str, Any]]] = []  # (resource, Xero's answer) of each document written
         self.config, self.result, self.crash = config, result, crash
         self.outcomes: dict[tuple[str, str], tuple[list[WorkItem], Outcome]] = {}
+        self.today = dt.datetime.now(dt.UTC).date()
         self.journal = Journal(mappings, xero)  # type: ignore[arg-type]
         self.held: list[tuple[Any, ...]] | None = None  # job endings waiting for the state writes
 
@@ -234,7 +236,7 @@ def _read_quotes(run: _Run, quote_items: list[tuple[WorkItem, SugarQuote, bool]]
             run.outcomes[(QUOTES, quote.id)] = ([item], Outcome(module=QUOTES, crm_id=quote.id, sync_status="failed",
                                                                 last_error=str(error), synced_at=now_iso()))
             continue
-        documents += [(item, doc, warnings) for doc in docs]
+        documents += [(item, doc, doc.truncated + warnings) for doc in docs]
     return documents
 
 
@@ -249,7 +251,8 @@ def _parse(run: _Run, items: list[WorkItem]) -> list[tuple[WorkItem, TradeDocume
                 quotes.append((item, SugarQuote.model_validate(body.get("quote") or {}),
                                body.get("event") == "after_delete"))
             else:
-                parsed.append((item, _DOCUMENT.validate_python(item.document), []))
+                document = _DOCUMENT.validate_python(item.document)
+                parsed.append((item, document, list(document.truncated)))  # text cut to fit Xero
         except ValidationError as error:
             finish(run.jobs, item.job_id, "failed", error=f"unreadable document: {error.errors()[:3]}")
     return parsed + _read_quotes(run, quotes)
@@ -411,6 +414,8 @@ def _decide(run: _Run, records: list[_Record], *, tax_rates: MappingOf[str, Deci
             elif action == "credit_note":
                 record.action = action
                 to_send.append(record)
+            elif (locked := _locked_period(record, check_references)) is not None:
+                run.fail(record, locked)
             else:
                 record.action = action
                 status = "DELETED" if action == "delete" else "VOIDED"
@@ -436,7 +441,11 @@ def _decide(run: _Run, records: list[_Record], *, tax_rates: MappingOf[str, Deci
         except DocumentRefused as error:
             run.fail(record, str(error))
             continue
-        problems = check_references(record.mapped.body) if check_references else []
+        body = record.mapped.body
+        if check_references and "Date" not in body and record.state is not None and record.state.date:
+            # an update keeps Xero's date, and Xero checks the lock against it all the same
+            body = {**body, "Date": record.state.date.isoformat()}
+        problems = check_references(body) if check_references else []
         if problems:
             run.fail(record, "not sent: " + "; ".join(problems))
             continue
@@ -446,10 +455,20 @@ def _decide(run: _Run, records: list[_Record], *, tax_rates: MappingOf[str, Deci
     return to_send
 
 
+def _locked_period(record: _Record, check_references: ReferenceCheck | None) -> str | None:
+    """Why a document dated in a locked period cannot be deleted or voided, else None."""
+    if check_references is None or record.state is None or record.state.date is None:
+        return None
+    problems = [p for p in check_references({"Date": record.state.date.isoformat()}) if "locked" in p]
+    return "not ended in Xero: " + "; ".join(problems) if problems else None
+
+
 def _locked_message(state: XeroDocumentState) -> str:
     what = f"Xero {state.target} {state.number or state.xero_id}"
     if state.has_payments:
         reason = f"has payments applied ({state.amount_paid:,.2f} paid)"
+    elif state.has_credit_allocated:
+        reason = f"has credit allocated ({state.amount_credited:,.2f} credited)"
     else:
         reason = f"is {state.status}"
     return f"{what} {reason}: {LOCKED_HINT}"
@@ -536,7 +555,15 @@ def _journal_chunk(run: _Run, resource: str, chunk: list[_Record]) -> list[_Reco
     for record in chunk:
         if id(record.entry) in problems:
             run.fail(record, problems[id(record.entry)])
-    return [r for r in chunk if id(r.entry) not in problems]
+    chunk = [r for r in chunk if id(r.entry) not in problems]
+    adopted = [r for r in chunk if r.entry and r.entry.adopt and r.entry.found]
+    if adopted:  # made by an attempt that died before storing Xero's answer: stored now, not sent again
+        run.held = []
+        for record in adopted:
+            _record_answer(run, record, record.entry.found)  # type: ignore[union-attr,arg-type]
+        run.crash.reached(STATE_WRITTEN)
+        run.release()
+    return [r for r in chunk if r not in adopted]
 
 
 def _batch_failed(run: _Run, chunk: list[_Record], error: Exception) -> None:
@@ -627,8 +654,11 @@ def _credit(run: _Run, records: list[_Record], batch_size: int) -> None:
     if not fresh:
         return
     try:
+        # page=1: an IDs= list without page is a summary without LineItems (Xero's Invoices
+        # documentation); unitdp=4 keeps 4-decimal unit prices, so the credit matches to the cent.
         invoices = {i["InvoiceID"]: i for i in run.xero.get_by_ids("Invoices", [r.state.xero_id for r in fresh
-                                                                                if r.state])}
+                                                                                if r.state],
+                                                                   params=INVOICE_LINES)}
     except (XeroError, ConnectionNotReady) as error:
         _batch_failed(run, fresh, error)
         return
@@ -639,11 +669,20 @@ def _credit(run: _Run, records: list[_Record], batch_size: int) -> None:
                 run.fail(record, "the Xero invoice to credit was not found")
         if not ready:
             continue
+        built = []
         for record in ready:
             assert record.state is not None
-            record.body = credit_note_body(record.state, invoices[record.state.xero_id])
+            try:
+                record.body = credit_note_body(record.state, invoices[record.state.xero_id])
+            except DocumentRefused as error:
+                run.fail(record, str(error))
+                continue
             record.entry = Entry(module=credit_modules[record.key], crm_id=record.doc.crm_id, resource="CreditNotes",
                                  body=record.body, version=record.version, job_ids=[i.job_id for i in record.items])
+            built.append(record)
+        ready = built
+        if not ready:
+            continue
         try:
             problems = run.journal.recover([r.entry for r in ready if r.entry],
                                            f"creditnotes-{content_hash([r.body for r in ready])}")
@@ -754,7 +793,7 @@ def _settle_allocation(run: _Run, record: _Record, note_module: str, note_id: st
         run.finish_items(record.items, "ignored", warnings=[OLDER])
         return False
     try:
-        allocate(note_id, invoice_id, amount)
+        allocate(note_id, invoice_id, amount, on=run.today)
     except (XeroError, ConnectionNotReady) as error:
         run.journal.call_failed([entry], error)
         return _allocation_not_done(run, record, note_number or note_id, amount, error)
@@ -791,10 +830,13 @@ def push_documents(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mapp
     result = BatchResult()
     run = _Run(xero=xero, jobs=jobs, mappings=mappings, crm=crm, config=config, result=result, crash=crash,
                job_tenant=job_tenant)
+    # ``today`` is the organisation's day (``OrganisationMetadata.today``); UTC only before the
+    # first metadata refresh has read the organisation's timezone.
+    run.today = today or dt.datetime.now(dt.UTC).date()
     records = _records(run, _parse(run, items))
     records = _settle_contacts(run, records, batch_size)
     to_send = _decide(run, records, tax_rates=tax_rates or {}, check_references=check_references,
-                      today=today or dt.date.today())
+                      today=run.today)
     _send(run, to_send, batch_size)
     _write_back(run)
     _fill_invoice_records(run)

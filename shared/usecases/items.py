@@ -123,6 +123,15 @@ def sync_items(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappings
                 _finish_group(jobs, groups[crm_id], "failed" if reason else "ignored", error=reason,
                               warnings=[] if reason else [OLDER])
             chunk = [c for c in chunk if id(entries[c[0]]) not in problems and entries[c[0]] not in refused]
+            adopted = [c for c in chunk if entries[c[0]].adopt and entries[c[0]].found]
+            if adopted:  # made by an attempt that died before storing Xero's answer: stored now
+                endings = [_record_answer(crm_id, groups[crm_id], body["Code"], entries[crm_id].found or {}, digest,
+                                          xero.tenant_id, mappings, journal, entries[crm_id])
+                           for crm_id, body, digest in adopted]
+                crash.reached(STATE_WRITTEN)
+                for group, status, outcome in endings:
+                    _finish_group(jobs, group, status, **outcome)
+                chunk = [c for c in chunk if c not in adopted]
             if not chunk:
                 continue
             bodies = [body for _, body, _ in chunk]
@@ -202,5 +211,6 @@ def _record_answer(crm_id: str, group: Group, code: str, answer: dict[str, Any],
     mappings.put_mapping(Mapping(tenant_id=tenant_id, module=CODE_MODULE, crm_id=code.upper(),
                                  xero_id=item_id, xero_number=crm_id))
     journal.confirmed(entry, item_id)
-    warnings = [w.get("Message", "") for w in answer.get("Warnings") or [] if w.get("Message")]
+    # Text cut to fit Xero first, then Xero's own warnings.
+    warnings = doc.truncated + [w.get("Message", "") for w in answer.get("Warnings") or [] if w.get("Message")]
     return group, "succeeded", {"xero": {"item_id": item_id, "code": code}, "warnings": warnings}

@@ -60,6 +60,7 @@ NUMBER_FIELDS = {"Invoices": "InvoiceNumber", "CreditNotes": "CreditNoteNumber",
 UNCONFIRMED = ("intent", "sent")
 GONE = {"DELETED", "VOIDED"}
 LOOKUPS_PER_CALL = 25  # OR-terms per where clause: keeps the URL well inside Xero's limit
+NUMBERS_PER_CALL = 50  # invoice numbers per InvoiceNumbers list (about 52 GUIDs fit in IDs=)
 # Xero keeps an Idempotency-Key "about 6 minutes" (../shared/reference/xero-api.md, unconfirmed):
 # an identical request is resent under its key only well inside that.
 IDENTICAL_RESEND_SECONDS = 60.0
@@ -115,6 +116,7 @@ class Entry:
     job_ids: list[str] = field(default_factory=list)
     intent: Intent | None = None
     found: dict[str, Any] | None = None  # the Xero record the marker found, as Xero listed it
+    adopt: bool = False  # found, and made from exactly this body: Xero's record is the answer
 
     @property
     def creates(self) -> bool:
@@ -172,12 +174,22 @@ class Journal:
                 continue
             by_field.setdefault((entry.resource, marker[0]), []).append((entry, marker[1]))
         for (resource, name), wanted in by_field.items():
-            for start in range(0, len(wanted), LOOKUPS_PER_CALL):
-                chunk = wanted[start:start + LOOKUPS_PER_CALL]
-                where = " OR ".join(dict.fromkeys(f"{name}=={_quoted(value)}" for _, value in chunk))
-                params = {"where": where}
+            # Invoice numbers go in Xero's explicit InvoiceNumbers list, which the spec recommends
+            # over OR-ed where terms and which fits 50 in a URL; other markers in where, 25 a call.
+            listed = resource == "Invoices" and name == "InvoiceNumber" and \
+                not any("," in value for _, value in wanted)
+            size = NUMBERS_PER_CALL if listed else LOOKUPS_PER_CALL
+            for start in range(0, len(wanted), size):
+                chunk = wanted[start:start + size]
+                params: dict[str, str]
+                if listed:
+                    params = {"InvoiceNumbers": ",".join(dict.fromkeys(value for _, value in chunk))}
+                else:
+                    params = {"where": " OR ".join(dict.fromkeys(f"{name}=={_quoted(value)}" for _, value in chunk))}
                 if resource == "Contacts":
                     params["includeArchived"] = "true"
+                elif resource in NUMBER_FIELDS:
+                    params["page"] = "1"  # a page carries the documents' lines (their LineItemIDs)
                 self.lookups += 1
                 found = self.xero.get(resource, params).get(resource) or []
                 for entry, value in chunk:
@@ -189,6 +201,15 @@ class Journal:
                                                "record's: remove the duplicate in Xero, then replay the job")
                     elif matches:
                         entry.found = matches[0]
+                        intent = self.load(entry.module, [entry.crm_id])[entry.crm_id]
+                        # Made from this very body: nothing to send again, Xero's record is the
+                        # answer the crashed attempt never stored (a merged or archived contact
+                        # is sent again, so that the usual rules apply to it).
+                        entry.adopt = (content_hash(entry.body) == intent.body_hash
+                                       and not matches[0].get("MergedToContactID")
+                                       and matches[0].get("ContactStatus", "ACTIVE") == "ACTIVE")
+                        if entry.adopt:
+                            entry.intent = intent
                         entry.body[ID_FIELDS[resource]] = matches[0][ID_FIELDS[resource]]
         return problems
 

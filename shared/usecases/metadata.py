@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
@@ -59,6 +59,13 @@ class OrganisationMetadata:
     currencies: frozenset[str] = frozenset()
     problems: tuple[str, ...] = ()  # the mapping configuration checked against these lists
     lock_date: str | None = None  # ISO date: nothing dated on or before it can be written (period locks)
+    timezone: str | None = None  # Organisation.Timezone (Xero's Windows-style name): the organisation's day
+
+    def today(self, now: datetime | None = None) -> date:
+        """Today in the organisation's timezone: how Xero dates a document without ``Date``."""
+        from shared.xero.timezones import organisation_today
+
+        return organisation_today(self.timezone, now)
 
     # ---- lookups the invoice worker uses --------------------------------------------------------
     def tax_rate(self, tax_type: str | None) -> Decimal | None:
@@ -78,14 +85,14 @@ class OrganisationMetadata:
     def as_json(self) -> dict[str, Any]:
         return {"refreshed_at": self.refreshed_at, "accounts": self.accounts, "tax_rates": self.tax_rates,
                 "tracking": self.tracking, "currencies": sorted(self.currencies), "problems": list(self.problems),
-                "lock_date": self.lock_date}
+                "lock_date": self.lock_date, "timezone": self.timezone}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> OrganisationMetadata:
         return cls(refreshed_at=str(data["refreshed_at"]), accounts=dict(data.get("accounts") or {}),
                    tax_rates=dict(data.get("tax_rates") or {}), tracking=dict(data.get("tracking") or {}),
                    currencies=frozenset(data.get("currencies") or ()), problems=tuple(data.get("problems") or ()),
-                   lock_date=data.get("lock_date") or None)
+                   lock_date=data.get("lock_date") or None, timezone=data.get("timezone") or None)
 
     @classmethod
     def from_xero(cls, lists: dict[str, list[dict[str, Any]]], refreshed_at: datetime) -> OrganisationMetadata:
@@ -111,7 +118,8 @@ class OrganisationMetadata:
         locks = [_iso_day(organisation.get(key)) for key in ("PeriodLockDate", "EndOfYearLockDate")]
         return cls(refreshed_at=refreshed_at.astimezone(UTC).isoformat(timespec="seconds"), accounts=accounts,
                    tax_rates=tax_rates, tracking=tracking, currencies=currencies,
-                   lock_date=max((d for d in locks if d), default=None))
+                   lock_date=max((d for d in locks if d), default=None),
+                   timezone=str(organisation.get("Timezone") or "") or None)
 
 
 def _iso_day(value: Any) -> str | None:

@@ -22,13 +22,19 @@ from typing import Any, Protocol
 
 import requests
 
-from shared.backoff import backoff_seconds, retry_after_seconds
+from shared.backoff import backoff_seconds, call_timeout, retry_after_seconds, time_for_a_call, time_to_wait
 from shared.errors import RateLimited, XeroError
 from shared.observability import MetricNames, logger, metrics
 
 API_PREFIX = "/api.xro/2.0"
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_IDS_PER_CALL = 50  # about what fits in one IDs= list
+WHERE_IDS_PER_CALL = 25  # ids in one where OR-list, for collections that take no IDs=
+IDS_PARAMETER_RESOURCES = frozenset({"Invoices", "Contacts"})  # GETs with IDs= in the spec (16.1.0)
+_ID_FIELDS = {"CreditNotes": "CreditNoteID", "Payments": "PaymentID", "Items": "ItemID"}  # GETs with where=
+ONE_BY_ONE_RESOURCES = frozenset({"Quotes", "PurchaseOrders"})  # GETs with neither IDs= nor where=
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+XERO_DEFAULT_PAGE_SIZE = 100  # what Xero pages by where it takes no pageSize (Quotes)
 
 TokenSource = Callable[[bool], str]
 """Returns a valid access token; called with True after a 401 to force a refresh."""
@@ -90,11 +96,11 @@ class XeroClient:
         return returned
 
     def allocate_credit_note(self, credit_note_id: str, invoice_id: str, amount: Decimal, *,
-                             on: date | None = None) -> dict[str, Any]:
+                             on: date) -> dict[str, Any]:
         """Allocate part of a credit note to an invoice (a call of its own in Xero). The key is
-        derived from the allocation, so a retried call is not applied twice."""
-        allocation = {"Invoice": {"InvoiceID": invoice_id}, "Amount": amount,
-                      "Date": (on or date.today()).isoformat()}
+        derived from the allocation, so a retried call is not applied twice. ``on`` is the
+        organisation's day (``OrganisationMetadata.today``), never the server's UTC date."""
+        allocation = {"Invoice": {"InvoiceID": invoice_id}, "Amount": amount, "Date": on.isoformat()}
         key = hashlib.sha256(f"{credit_note_id}|{invoice_id}|{amount}".encode()).hexdigest()
         return self._request("PUT", f"{API_PREFIX}/CreditNotes/{credit_note_id}/Allocations",
                              json_body=encode_json({"Allocations": [allocation]}),
@@ -118,18 +124,51 @@ class XeroClient:
             yield from elements
             pagination = answer.get("pagination") or {}
             last_page = pagination.get("pageCount")
-            if len(elements) < page_size or (last_page is not None and page >= int(last_page)):
+            if last_page is not None:
+                if page >= int(last_page):
+                    return
+                continue
+            # Where Xero ignores pageSize (GET /Quotes takes none) pages hold 100: a page of exactly
+            # 100 is not the last one just because it is shorter than the size asked for.
+            if not elements or (len(elements) < page_size and len(elements) != XERO_DEFAULT_PAGE_SIZE):
                 return
 
     def get_by_ids(self, resource: str, ids: list[str], *, params: dict[str, Any] | None = None,
-                   id_param: str = "IDs") -> list[dict[str, Any]]:
-        """Fetch resources by id, at most 50 ids a call (what fits in Xero's ``IDs=`` list)."""
+                   id_param: str = "IDs", with_lines: bool = False) -> list[dict[str, Any]]:
+        """Fetch resources by id, the way Xero's spec (16.1.0) allows for each collection.
+
+        Only ``GET /Invoices`` and ``GET /Contacts`` take an ``IDs=`` list (at most 50 ids a call:
+        Xero's gateway refuses a URL with more than about 52). Xero ignores ``IDs=`` elsewhere and
+        answers the whole collection, so the others are
+        asked with a ``where`` OR-list of Guid comparisons instead (CreditNotes, Payments, Items).
+
+        An invoice list without ``page`` is a summary without ``LineItems`` (Xero's Invoices
+        documentation); ``with_lines`` asks for page 1, which holds every one of up to 50 ids.
+        Quotes and PurchaseOrders take neither ``IDs=`` nor ``where``: they are read one by one."""
         unique = list(dict.fromkeys(ids))
         found: list[dict[str, Any]] = []
-        for start in range(0, len(unique), MAX_IDS_PER_CALL):
-            chunk = unique[start:start + MAX_IDS_PER_CALL]
-            answer = self.get(resource, {**(params or {}), id_param: ",".join(chunk)})
-            found += answer.get(resource) or []
+        extra = dict(params or {})
+        if with_lines:
+            extra["page"] = 1
+        if resource in IDS_PARAMETER_RESOURCES:
+            for start in range(0, len(unique), MAX_IDS_PER_CALL):
+                chunk = unique[start:start + MAX_IDS_PER_CALL]
+                answer = self.get(resource, {**extra, id_param: ",".join(chunk)})
+                found += answer.get(resource) or []
+            return found
+        if resource in ONE_BY_ONE_RESOURCES:  # no IDs= and no where: GET /Quotes/{QuoteID} per id
+            for record_id in unique:
+                if _GUID.match(record_id):
+                    found += self.get(f"{resource}/{record_id}", extra).get(resource) or []
+            return found
+        id_field = _ID_FIELDS.get(resource)
+        if id_field is None:
+            raise ValueError(f"Xero has no way to fetch {resource} by id in bulk")
+        guids = [i for i in unique if _GUID.match(i)]
+        for start in range(0, len(guids), WHERE_IDS_PER_CALL):
+            chunk = guids[start:start + WHERE_IDS_PER_CALL]
+            where = " OR ".join(f'{id_field}==Guid("{i}")' for i in chunk)
+            found += self.get(resource, {**extra, "where": where}).get(resource) or []
         return found
 
     # ---- transport -------------------------------------------------------------------------
@@ -138,6 +177,11 @@ class XeroClient:
                  extra_headers: dict[str, str] | None = None) -> dict[str, Any]:
         refreshed = False
         for attempt in range(1, self._max_attempts + 1):
+            if not time_for_a_call():
+                # The invocation's deadline is near: the work goes back to its queue, whole,
+                # rather than being cut off by the Lambda timeout half-way through.
+                raise XeroError(f"deferred before the function's timeout ({method} {path}, attempt {attempt})",
+                                retryable=True, retry_after=1.0)
             headers = {"Authorization": f"Bearer {self._token_source(False)}",
                        "xero-tenant-id": self.tenant_id, "Accept": "application/json"}
             if idempotency_key:
@@ -154,7 +198,8 @@ class XeroClient:
                 if body is not None:
                     headers["Content-Type"] = "application/json"
                 response = self._session.request(method, self.base_url + path, params=params,
-                                                 data=body, headers=headers, timeout=self._timeout)
+                                                 data=body, headers=headers,
+                                                 timeout=call_timeout(self._timeout))
             except (requests.ConnectionError, requests.Timeout) as error:
                 logger.warning("Xero call failed in transit", extra={"path": path, "attempt": attempt,
                                                                       "error": type(error).__name__})
@@ -190,18 +235,24 @@ class XeroClient:
                 return {}
             if response.status_code >= 400:
                 raise XeroError(_error_text(response), status=response.status_code)
-            return response.json() if response.content else {}
+            return parse_json(response.content) if response.content else {}
         raise XeroError("unreachable")  # _back_off raises on the last attempt
 
     def _back_off(self, attempt: int, retry_after: float | None, reason: str, *,
                   problem: str | None = None, status: int | None = None) -> None:
         wait = backoff_seconds(attempt, retry_after)
-        if attempt >= self._max_attempts or wait > self._max_wait:
+        if attempt >= self._max_attempts or wait > self._max_wait or not time_to_wait(wait):
             if status == 429 or retry_after is not None:
                 raise RateLimited(f"{reason}; retry in {wait:.0f}s", retry_after=wait, problem=problem)
             raise XeroError(f"{reason} after {attempt} attempts", status=status, retryable=True,
                             retry_after=wait)
         self._sleep(wait)
+
+
+def parse_json(content: bytes | str) -> Any:
+    """A Xero answer with every JSON number that has a fraction read as Decimal, digit for digit
+    (``response.json()`` would make 1.2345 a float)."""
+    return json.loads(content, parse_float=Decimal)
 
 
 def encode_json(body: Any) -> bytes:
@@ -230,7 +281,7 @@ _MARKED_NUMBER = re.compile(r'"([0-9a-f]{32})(-?[0-9]+(?:\.[0-9]+)?)"')
 
 def _error_text(response: requests.Response) -> str:
     try:
-        body = response.json()
+        body = parse_json(response.content)
     except ValueError:
         return f"Xero answered {response.status_code}: {response.text[:300]}"
     messages = []

@@ -1,4 +1,4 @@
-"""The template's DynamoDB tables, SQS queues, S3 buckets and secret, created on a moto server, and the
+"""The template's DynamoDB tables, SQS queues, S3 buckets, KMS keys and secret, created on a moto server, and the
 environment the handlers need to find them.
 
 Everything comes from the template's own resource Properties: a queue that refers to another
@@ -25,6 +25,7 @@ _QUEUE_TYPE = "AWS::SQS::Queue"
 _TABLE_TYPE = "AWS::DynamoDB::Table"
 _SECRET_TYPE = "AWS::SecretsManager::Secret"
 _BUCKET_TYPE = "AWS::S3::Bucket"
+_KEY_TYPE = "AWS::KMS::Key"
 
 # Queue properties that are not queue attributes of the SQS API.
 _NOT_QUEUE_ATTRIBUTES = {
@@ -50,6 +51,7 @@ class LocalAws:
     tables: dict[str, str] = field(default_factory=dict)  # logical id → table name
     secrets: dict[str, str] = field(default_factory=dict)  # logical id → arn
     buckets: dict[str, str] = field(default_factory=dict)  # logical id → bucket name
+    keys: dict[str, dict[str, str]] = field(default_factory=dict)  # logical id → key id, arn
     resolver: Resolver | None = None
 
     def queue_url_by_arn(self, arn: str) -> str | None:
@@ -162,6 +164,14 @@ def _create_bucket(s3: Any, logical_id: str, props: dict[str, Any], aws: LocalAw
     aws.buckets[logical_id] = name
 
 
+def _create_key(kms: Any, logical_id: str, props: dict[str, Any], aws: LocalAws) -> None:
+    request = {k: props[k] for k in ("Description", "KeyUsage", "KeySpec") if props.get(k)}
+    metadata = kms.create_key(**request)["KeyMetadata"]
+    if props.get("EnableKeyRotation"):
+        kms.enable_key_rotation(KeyId=metadata["KeyId"])
+    aws.keys[logical_id] = {"id": metadata["KeyId"], "arn": metadata["Arn"]}
+
+
 def create_resources(
     template: StackTemplate,
     endpoint_url: str,
@@ -178,6 +188,7 @@ def create_resources(
         "dynamodb": _client("dynamodb", endpoint_url, region),
         "secretsmanager": _client("secretsmanager", endpoint_url, region),
         "s3": _client("s3", endpoint_url, region),
+        "kms": _client("kms", endpoint_url, region),
     }
     creators = {
         _QUEUE_TYPE: lambda lid, props: _create_queue(clients["sqs"], lid, props, aws,
@@ -185,6 +196,7 @@ def create_resources(
         _TABLE_TYPE: lambda lid, props: _create_table(clients["dynamodb"], lid, props, aws),
         _SECRET_TYPE: lambda lid, props: _create_secret(clients["secretsmanager"], lid, props, aws, environ),
         _BUCKET_TYPE: lambda lid, props: _create_bucket(clients["s3"], lid, props, aws),
+        _KEY_TYPE: lambda lid, props: _create_key(clients["kms"], lid, props, aws),
     }
     waiting = {lid: r for lid, r in template.of_type(*creators).items() if _included(resolver, r)}
     # Resources that name others (a queue's RedrivePolicy → its DLQ) wait until those exist.
@@ -236,6 +248,10 @@ def _publish(resolver: Resolver, aws: LocalAws, logical_id: str, resource_type: 
         )
     elif resource_type == _TABLE_TYPE:
         resolver.refs[logical_id] = aws.tables[logical_id]
+    elif resource_type == _KEY_TYPE:
+        resolver.refs[logical_id] = aws.keys[logical_id]["id"]
+        resolver.attributes[(logical_id, "Arn")] = aws.keys[logical_id]["arn"]
+        resolver.attributes[(logical_id, "KeyId")] = aws.keys[logical_id]["id"]
     elif resource_type == _BUCKET_TYPE:
         name = aws.buckets[logical_id]
         resolver.refs[logical_id] = name

@@ -796,11 +796,16 @@ def quote_seed(quotes: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 def benchmark_quotes(
     accounts: int = 200, quotes: int = 1000, *, lines: int = 3, stage: str = "Closed Accepted",
-    tax_rate: str = "9", prefix: str = "bench",
+    tax_rate: str = "9", prefix: str = "bench", awkward: bool = False,
 ) -> dict[str, Any]:
     """``{"accounts": [...], "quotes": [...]}`` for ``seed_quotes``: quote ``n`` belongs to account
-    ``n % accounts``; whole-dollar prices, so Sugar's tax on the taxable subtotal and Xero's
-    per-line tax agree to the cent. Deterministic ids (``<prefix>-quote-0001``)."""
+    ``n % accounts``. Deterministic ids (``<prefix>-quote-0001``).
+
+    By default prices are whole dollars, so Sugar's tax on the taxable subtotal and Xero's per-line
+    tax agree to the cent. ``awkward`` seeds what real catalogues hold: 4-decimal unit prices,
+    fractional quantities and 12.5% discounts, with Sugar's totals computed as Sugar does (6-decimal
+    line totals, tax on the taxable subtotal), so some quotes differ from Xero's per-line arithmetic
+    by a cent or two."""
     if accounts < 1 or quotes < 0 or lines < 1:
         raise ValueError("accounts and lines must be at least 1, quotes at least 0")
     account_records = [
@@ -823,8 +828,12 @@ def benchmark_quotes(
             quantity = Decimal(1 + (n + line_number) % 4)
             price = Decimal(10 * (5 + (n * 7 + line_number * 3) % 40))
             percent = Decimal(10) if line_number == 1 else Decimal(0)
+            if awkward:
+                quantity += Decimal("0.5") if (n + line_number) % 3 == 0 else Decimal(0)
+                price += Decimal((n * 7919 + line_number * 104729) % 10000).scaleb(-4)  # 4 decimals
+                percent = Decimal("12.5") if line_number == 1 else Decimal(0)
             gross = quantity * price
-            line_total = gross * (100 - percent) / 100
+            line_total = (gross * (100 - percent) / 100).quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP)
             taxable_line = line_number != 2
             subtotal += gross
             discount += gross - line_total

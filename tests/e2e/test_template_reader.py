@@ -238,6 +238,7 @@ def test_the_project_template_builds_locally(moto_url):
         "WEBHOOK_DLQ_URL",
         "RECONCILE_DLQ_URL",
         "PAYLOAD_BUCKET",
+        "TOKEN_KEY_ID",
     ):
         assert env.get(name), name
     routes = {(r.method, r.path) for r in template.api_routes()}

@@ -343,9 +343,13 @@ def test_the_journal_records_each_attempt_and_its_outcome(xero):
     (intent,) = world.mappings.get_intents(xero.tenant_id, module, ["inv-1"]).values()
     assert intent.state == "intent" and intent.attempt == 1 and intent.marker_field == "Reference"
     assert intent.idempotency_key and intent.body_hash and intent.version == "2026-12-01T01:00:00.000000Z"
+    calls = xero.calls
     world.drain()
+    # Found by its marker, made from exactly the body the dead attempt sent: Xero's record is
+    # taken as the answer that was never stored; one lookup, nothing written again.
+    assert xero.calls == calls + 1
     (intent,) = world.mappings.get_intents(xero.tenant_id, module, ["inv-1"]).values()
-    assert intent.state == "confirmed" and intent.attempt == 2 and intent.found_id
+    assert intent.state == "confirmed" and intent.attempt == 1 and intent.found_id
     (invoice,) = world.records("Invoices")
     assert invoice["Reference"] == "CRM inv-1" and intent.found_id == invoice["InvoiceID"]
 

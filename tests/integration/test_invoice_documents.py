@@ -130,7 +130,9 @@ def test_the_accepted_quote_fixture_becomes_one_invoice_to_the_cent(xero, sugar)
     job = run.jobs.jobs[job_id]
     assert job.status == "succeeded", job.error
     (invoice,) = run.invoices()
-    assert (invoice["Total"], invoice["TotalTax"], invoice["SubTotal"]) == (13561.08, 1081.08, 12480.0)
+    assert (invoice["Total"], invoice["TotalTax"], invoice["SubTotal"]) == tuple(
+        map(Decimal, ("13561.08", "1081.08", "12480.00"))
+    )
     assert invoice["Type"] == "ACCREC" and invoice["Status"] == "AUTHORISED"
     assert invoice["Reference"] == "Quote 1042 / PO-HV-7781"
     assert [line["TaxType"] for line in invoice["LineItems"]] == ["OUTPUT", "OUTPUT", "EXEMPTOUTPUT"]
@@ -171,7 +173,7 @@ def test_a_changed_quote_updates_its_invoice_keeping_line_ids(xero, sugar):
     run.work()
     assert run.jobs.jobs[job_id].status == "succeeded", run.jobs.jobs[job_id].error
     (after,) = run.invoices()
-    assert after["InvoiceID"] == before["InvoiceID"] and after["Total"] == 14269.58
+    assert after["InvoiceID"] == before["InvoiceID"] and after["Total"] == Decimal("14269.58")
     assert [line["LineItemID"] for line in after["LineItems"]] == [line["LineItemID"] for line in before["LineItems"]]
 
 
@@ -199,7 +201,7 @@ def test_a_document_with_payments_is_not_overwritten_and_the_record_says_why(xer
     job = run.jobs.jobs[job_id]
     assert job.status == "failed" and "payments applied" in job.error
     (unchanged,) = run.invoices()
-    assert unchanged["Total"] == 13561.08
+    assert unchanged["Total"] == Decimal("13561.08")
     written = sugar.records[("Quotes", quote()["id"])]
     assert written["xero_sync_status_c"] == "failed" and "payments applied" in written["xero_last_error_c"]
 
@@ -215,7 +217,7 @@ def test_a_payment_the_connector_has_not_heard_of_is_reported_from_xeros_answer(
     run.work()
     job = run.jobs.jobs[job_id]
     assert job.status == "failed" and job.error.startswith("Xero:")
-    assert run.invoices()[0]["Total"] == 13561.08
+    assert run.invoices()[0]["Total"] == Decimal("13561.08")
 
 
 @pytest.mark.parametrize(("status", "ends_as"), [("DRAFT", "DELETED"), ("AUTHORISED", "VOIDED")])
@@ -246,7 +248,7 @@ def test_a_paid_invoice_cancelled_in_the_crm_is_credited_once(xero, sugar):
     assert job.status == "succeeded", job.error
     assert any("credit note" in w for w in job.warnings)
     notes = xero.get("CreditNotes")["CreditNotes"]
-    assert len(notes) == 1 and notes[0]["Total"] == 13561.08 and notes[0]["Type"] == "ACCRECCREDIT"
+    assert len(notes) == 1 and notes[0]["Total"] == Decimal("13561.08") and notes[0]["Type"] == "ACCRECCREDIT"
     # a repeat of the cancellation raises nothing more
     run.accept_quote(quote(deleted=True, date_modified="2026-11-28T00:00:00+00:00"), event="after_delete")
     run.work()
@@ -298,7 +300,7 @@ def test_the_configured_rounding_policy_settles_a_crm_that_taxes_the_total(xero,
     job = run.jobs.jobs[job_id]
     assert job.status == "succeeded" and any("Rounding line of +0.01" in w for w in job.warnings), job.warnings
     (invoice,) = run.invoices()
-    assert invoice["Total"] == 2.67
+    assert invoice["Total"] == Decimal("2.67")
 
     warn = Harness(xero, sugar, MappingConfig(invoices=InvoiceRules(rounding=RoundingRules(policy="warn"))))
     job_id = warn.accept_document(doc.model_copy(update={"crm_id": "b-2"}))
@@ -369,7 +371,7 @@ def test_a_quote_sent_to_the_customer_follows_its_stage_as_a_xero_quote(xero, su
     run.work()
     assert run.jobs.jobs[sent].status == "succeeded", run.jobs.jobs[sent].error
     (xero_quote,) = xero.get("Quotes")["Quotes"]
-    assert xero_quote["Status"] == "SENT" and xero_quote["Total"] == 13561.08
+    assert xero_quote["Status"] == "SENT" and xero_quote["Total"] == Decimal("13561.08")
     assert run.invoices() == []
     accepted = run.accept_quote(quote())
     run.work()

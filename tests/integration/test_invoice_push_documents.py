@@ -136,3 +136,21 @@ def test_the_worker_pushes_an_invoice_document_through_the_handler(handler, aws,
         status, job = get_job(handler, accepted["job_id"])
         assert job["status"] == "succeeded", job
         assert job["xero"]["total"] == "523.20" and job["xero"]["type"] == "ACCREC"
+
+
+@pytest.mark.parametrize("module", ["Users", "Employees", "Bookings"])
+def test_a_document_for_a_module_the_configuration_does_not_name_is_refused(handler, aws, invoice_queue,
+                                                                            module):
+    # Write-back lands on the module the document names: never on one nobody configured.
+    body = {**SalesInvoiceDocument.model_config["json_schema_extra"]["examples"][0], "crm_module": module}
+    status, answer = call(handler, api_event("POST", "/crm/invoices", body=body, query={"token": TOKEN}))
+    assert status == 422 and answer["error"] == "unknown_module" and "write_back.modules" in answer["message"]
+    assert queued(aws, invoice_queue) == [] and _jobs_in_table(aws) == []
+
+
+@pytest.mark.parametrize("crm_id", ["..", ".", "../Users/1", "a/b"])
+def test_a_document_whose_id_is_no_id_is_refused(handler, aws, invoice_queue, crm_id):
+    body = {**SalesInvoiceDocument.model_config["json_schema_extra"]["examples"][0], "crm_id": crm_id}
+    status, _ = call(handler, api_event("POST", "/crm/invoices", body=body, query={"token": TOKEN}))
+    assert status == 422
+    assert queued(aws, invoice_queue) == [] and _jobs_in_table(aws) == []

@@ -456,3 +456,17 @@ def test_connect_command_waits_for_the_callback(onboarding, tmp_path, monkeypatc
     assert run(["--url", "https://x.test/prod", "--wait", "--table", "sync-test", "--timeout", "60"],
                out=out, sleep=lambda s: None, clock=lambda: next(clock)) == 1
     assert "Not connected" in out.getvalue()
+
+
+def test_with_the_stacks_key_the_stored_set_is_sealed(onboarding, monkeypatch):
+    import boto3
+
+    key_id = boto3.client("kms").create_key(Description="token key")["KeyMetadata"]["KeyId"]
+    monkeypatch.setenv("TOKEN_KEY_ID", key_id)
+    wiring.reset()
+    assert call(onboarding, "GET", "/xero/callback", query=start(onboarding))[0] == 200
+    item = token_item(onboarding)
+    assert item["sealed"] and "access_token" not in item and "refresh_token" not in item
+    assert "xero-local-" not in json.dumps(item, default=str)  # no usable credential in the table
+    tokens = wiring.xero_tokens()
+    assert tokens.access_token().startswith("xero-local-token-") and tokens.token_calls == 0

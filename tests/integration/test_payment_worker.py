@@ -61,7 +61,8 @@ def event(resource_id: str, date: str, category: str = "INVOICE") -> dict[str, A
 
 
 class XeroDouble:
-    """GET /Invoices and /CreditNotes by IDs, and /Invoices/{id}/OnlineInvoice, over `responses`."""
+    """GET /Invoices by IDs, /CreditNotes by a where clause (Xero ignores IDs= there), and
+    /Invoices/{id}/OnlineInvoice, over `responses`."""
 
     def __init__(self, mock: responses.RequestsMock) -> None:
         self.documents: dict[str, dict[str, dict[str, Any]]] = {"Invoices": {}, "CreditNotes": {}}
@@ -80,7 +81,12 @@ class XeroDouble:
     def _list(self, resource: str, request) -> tuple[int, dict[str, str], str]:
         from urllib.parse import parse_qs, urlparse
 
-        ids = parse_qs(urlparse(request.url).query).get("IDs", [""])[0].split(",")
+        query = parse_qs(urlparse(request.url).query)
+        if resource == "Invoices":
+            ids = query.get("IDs", [""])[0].split(",")
+        else:  # GET /CreditNotes takes no IDs= (spec 16.1.0): only a where clause picks notes out
+            ids = re.findall(r'CreditNoteID==Guid\("([^"]+)"\)', query.get("where", [""])[0])
+            ids = ids if "where" in query else list(self.documents[resource])
         self.requests.append((resource, ids))
         if self.failures:
             status, headers = self.failures.pop(0)

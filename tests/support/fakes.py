@@ -50,6 +50,7 @@ class FakeJobs:
 class FakeMappings:
     def __init__(self) -> None:
         self.items: dict[tuple[str, str, str], Mapping] = {}
+        self.intents: dict[tuple[str, str, str], Intent] = {}
 
     def get_mappings(self, tenant_id: str, module: str, crm_ids: list[str]) -> dict[str, Mapping]:
         return {i: self.items[(tenant_id, module, i)] for i in crm_ids if (tenant_id, module, i) in self.items}
@@ -66,11 +67,11 @@ class FakeMappings:
 
     # the write-ahead journal, with the sync table's conditions (shared/state/dynamo.py)
     def get_intents(self, tenant_id: str, module: str, crm_ids: list[str]) -> dict[str, Intent]:
-        journal = self.__dict__.setdefault("intents", {})
+        journal = self.intents
         return {i: journal[(tenant_id, module, i)].model_copy() for i in crm_ids if (tenant_id, module, i) in journal}
 
     def record_intent(self, intent: Intent) -> Intent | None:
-        journal = self.__dict__.setdefault("intents", {})
+        journal = self.intents
         key = (intent.tenant_id, intent.module, intent.crm_id)
         stored = journal.get(key)
         if stored is not None and intent.version is not None and stored.version is not None \
@@ -85,7 +86,7 @@ class FakeMappings:
 
     def settle_intent(self, intent: Intent, state: str, *, found_id: str | None = None,
                       error: str | None = None) -> bool:
-        journal = self.__dict__.setdefault("intents", {})
+        journal = self.intents
         key = (intent.tenant_id, intent.module, intent.crm_id)
         stored = journal.get(key)
         if stored is None or stored.attempt != intent.attempt:

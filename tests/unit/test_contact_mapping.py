@@ -23,7 +23,8 @@ def test_account_fixture_maps_to_an_organisation_contact(fixture_body):
     assert body["Name"] == "Harbour View Properties Pte Ltd"
     assert body["ContactNumber"] == "4f1e6a7c-2b3d-11ef-9a1c-0242ac120002"
     assert body["EmailAddress"] == "accounts@harbourview.example.sg"
-    assert body["Website"] == "https://harbourview.example.sg"
+    # read only in Xero's Contacts documentation: never sent (Xero would drop them silently)
+    assert not {"Website", "IsSupplier", "IsCustomer"} & set(body)
     assert body["Phones"] == [{"PhoneType": "DEFAULT", "PhoneNumber": "+65 6221 0400"}]
     # billing → POBOX, street split into lines; the empty shipping address is left out
     assert body["Addresses"] == [{"AddressType": "POBOX", "AddressLine1": "10 Marina Boulevard",

@@ -185,19 +185,47 @@ def test_put_creates_and_post_updates_by_contact_id_keeping_fields(xero):
     assert len(xero.ok("GET", "/Contacts")["Contacts"]) == 1
 
 
-def test_post_matches_an_existing_contact_by_contact_number(xero):
+def test_post_never_updates_a_contact_found_by_its_number(xero):
+    """Xero documents no upsert by ContactNumber: a second contact with a number in use is refused,
+    whether PUT or POST, and the holder is unchanged; updates go by ContactID."""
     created = create_contact(xero, "Acme", ContactNumber="crm-7")
-    again = xero.ok(
+    for method in ("POST", "PUT"):
+        again = xero.call(method, "/Contacts", {"Contacts": [{"ContactNumber": "crm-7", "Name": "Acme Ltd"}]})
+        assert again.status_code == 400
+        assert again.json()["Elements"][0]["ValidationErrors"][0]["Message"] == (
+            "The contact number crm-7 is already assigned to another contact. "
+            "The contact number must be unique across all contacts."
+        )
+    fetched = xero.ok("GET", "/Contacts/crm-7")["Contacts"][0]  # Xero finds a contact by its number
+    assert (fetched["ContactID"], fetched["Name"]) == (created["ContactID"], "Acme")
+    update = {"ContactID": created["ContactID"], "ContactNumber": "crm-7", "Name": "Acme Ltd"}
+    by_id = xero.ok("POST", "/Contacts", {"Contacts": [update]})["Contacts"][0]
+    assert (by_id["ContactID"], by_id["Name"]) == (created["ContactID"], "Acme Ltd")
+    archived = create_contact(xero, "Old", ContactNumber="crm-8")
+    xero.ok("POST", "/Contacts", {"Contacts": [{"ContactID": archived["ContactID"], "ContactStatus": "ARCHIVED"}]})
+    reuse = xero.call("POST", "/Contacts", {"Contacts": [{"ContactNumber": "crm-8", "Name": "New"}]})
+    assert reuse.status_code == 400  # unique across all contacts, archived ones included
+
+
+def test_read_only_contact_fields_are_dropped_not_echoed(xero):
+    made = xero.ok(
         "POST",
         "/Contacts",
-        {"Contacts": [{"ContactNumber": "crm-7", "Name": "Acme Ltd", "FirstName": "Ann"}]},
+        {"Contacts": [{"Name": "Shop", "IsSupplier": True, "IsCustomer": True, "Website": "https://shop.test"}]},
+        params={"summarizeErrors": "false"},
     )["Contacts"][0]
-    assert again["ContactID"] == created["ContactID"]
-    assert (again["Name"], again["FirstName"], again["ContactNumber"]) == ("Acme Ltd", "Ann", "crm-7")
-    fetched = xero.ok("GET", "/Contacts/crm-7")["Contacts"][0]  # Xero also finds a contact by its number
-    assert fetched["ContactID"] == created["ContactID"]
-    put = xero.call("PUT", "/Contacts", {"Contacts": [{"ContactNumber": "crm-7", "Name": "Other"}]})
-    assert put.status_code == 400 and "contact number crm-7" in put.text
+    assert made["StatusAttributeString"] == "OK"
+    stored = xero.ok("GET", f"/Contacts/{made['ContactID']}")["Contacts"][0]
+    for answer in (made, stored):
+        assert answer["IsSupplier"] is False and answer["IsCustomer"] is False
+        assert "Website" not in answer
+
+
+def test_a_contact_has_at_most_five_contact_persons(xero):
+    persons = [{"FirstName": f"P{n}", "EmailAddress": f"p{n}@x.test"} for n in range(6)]
+    refused = xero.call("PUT", "/Contacts", {"Contacts": [{"Name": "Crowd", "ContactPersons": persons}]})
+    assert refused.status_code == 400 and "maximum of 5 contact persons" in refused.text
+    create_contact(xero, "Crowd", ContactPersons=persons[:5])
 
 
 def test_contact_names_are_unique_among_active_contacts_ignoring_case(xero):
@@ -270,13 +298,12 @@ def test_summarize_errors_false_answers_200_per_element_and_stores_the_good_ones
     answer = xero.ok(
         "POST",
         "/Contacts",
-        {"Contacts": [{"Name": "Fresh"}, {"Name": "taken"}, {"Name": "Also Fresh", "IsCustomer": True}]},
+        {"Contacts": [{"Name": "Fresh"}, {"Name": "taken"}, {"Name": "Also Fresh", "ContactNumber": "x"}]},
         params={"summarizeErrors": "false"},
     )["Contacts"]
-    assert [c["StatusAttributeString"] for c in answer] == ["OK", "ERROR", "WARNING"]
+    assert [c["StatusAttributeString"] for c in answer] == ["OK", "ERROR", "OK"]
     assert answer[1]["ValidationErrors"] == [{"Message": NAME_TAKEN.format("taken")}]
     assert answer[1]["HasValidationErrors"] is True
-    assert answer[2]["Warnings"]
     names = sorted(c["Name"] for c in xero.ok("GET", "/Contacts")["Contacts"])
     assert names == ["Also Fresh", "Fresh", "Taken"]
 
@@ -993,7 +1020,11 @@ def test_invoice_id_and_status_lists_filter_together(xero):
     ]
     ids = [i["InvoiceID"] for i in made]
     by_ids = xero.ok("GET", "/Invoices", params={"IDs": ",".join(ids[:3])})["Invoices"]
-    assert [i["InvoiceID"] for i in by_ids] == ids[:3] and by_ids[0]["LineItems"]  # IDs= keeps lines
+    # Xero's Invoices documentation: a list is a summary without lines, IDs= included; page= has them
+    assert [i["InvoiceID"] for i in by_ids] == ids[:3] and all("LineItems" not in i for i in by_ids)
+    paged = xero.ok("GET", "/Invoices", params={"IDs": ",".join(ids[:3]), "page": 1})["Invoices"]
+    assert [i["InvoiceID"] for i in paged] == ids[:3] and all(i["LineItems"] for i in paged)
+    assert xero.ok("GET", f"/Invoices/{ids[0]}")["Invoices"][0]["LineItems"]
     both = xero.ok("GET", "/Invoices", params={"IDs": ",".join(ids[:3]), "Statuses": "AUTHORISED,SUBMITTED"})
     assert [i["InvoiceID"] for i in both["Invoices"]] == ids[1:3]
     numbers = ",".join(i["InvoiceNumber"] for i in made[2:])

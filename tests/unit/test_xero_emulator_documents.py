@@ -240,8 +240,9 @@ def test_purchase_order_list_filters_and_pages(xero):
     assert listed(Status="AUTHORISED") == ids[1:3]
     assert listed(DateFrom="2026-11-01", DateTo="2026-11-30") == ids[1:3]
     assert listed(DateFrom="2026-11-02") == ids[2:]
-    assert listed(IDs=f"{ids[0]},{ids[3]}") == [ids[0], ids[3]]
-    assert listed(ContactIDs=other["ContactID"]) == [ids[2]]
+    # GET /PurchaseOrders takes no IDs or ContactIDs (spec 16.1.0): Xero ignores them
+    assert listed(IDs=f"{ids[0]},{ids[3]}") == ids
+    assert listed(ContactIDs=other["ContactID"]) == ids
     assert listed(order="PurchaseOrderNumber DESC") == ids[::-1]
     page = xero.ok("GET", "/PurchaseOrders", params={"page": 2, "pageSize": 3})
     assert [o["PurchaseOrderID"] for o in page["PurchaseOrders"]] == ids[3:]

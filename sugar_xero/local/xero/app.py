@@ -31,6 +31,7 @@ from werkzeug.wrappers import Request, Response
 from xero_local.server import create_router
 
 from .config import EmulatorConfig, FaultConfig
+from .parameters import allowed_parameters
 from .store import ID_FIELDS, RESOURCE_KEYS, EmulatorStore, Outcome, updated_ms
 from .traffic import FaultInjector, IdempotencyCache, RateLimiter, RequestLog, StoredResponse
 from .values import (
@@ -81,6 +82,7 @@ _DOCUMENT_CONTACT = (
 )
 _INVOICE_SUMMARY_DROP = ("LineItems", "Payments", "CreditNotes", "Prepayments", "Overpayments")
 
+_ALLOWED_PARAMETERS = "xero_emulator.allowed_parameters"
 _current_store: contextvars.ContextVar[EmulatorStore | None] = contextvars.ContextVar(
     "xero_emulator_store", default=None
 )
@@ -146,7 +148,11 @@ def _flag(request: Request, name: str, default: bool) -> bool:
 
 
 def _arg(request: Request, name: str) -> str | None:
+    """A query parameter the operation takes; Xero ignores the others, and so does the emulator."""
     lowered = name.lower()
+    allowed = request.environ.get(_ALLOWED_PARAMETERS)
+    if allowed is not None and lowered not in allowed:
+        return None
     for key, value in request.args.items():
         if key.lower() == lowered:
             return value
@@ -282,7 +288,7 @@ class XeroEmulator:
         entry["fault"] = fault
         if fault == "dropped":
             raise _Dropped()
-        if fault and fault.isdigit():
+        if fault and fault.isdigit():  # "500_after" is not: it answers after the work
             return self._injected_status(int(fault), tenant)
         admission = self.limiter.admit(tenant)
         if not admission.admitted:
@@ -311,6 +317,9 @@ class XeroEmulator:
         response.headers.update(admission.headers)
         if fault == "dropped_after":
             raise _Dropped()
+        if fault in ("500_after", "504_after"):
+            # the work is done and stored; the caller only learns that something went wrong
+            return self._injected_status(int(fault[:3]), tenant)
         return response
 
     def _injected_status(self, status: int, tenant: str) -> Response:
@@ -383,38 +392,42 @@ class XeroEmulator:
 
     def _dispatch(self, request: Request, tenant: str, body: bytes) -> Response:
         sub_path = request.path[len(API_PREFIX) :]
-        for pattern, methods, handler in self._routes:
+        for pattern, template, methods, handler in self._routes:
             match = pattern.match(sub_path)
             if match:
                 if request.method not in methods:
                     return Response("Method not allowed", status=405)
+                request.environ[_ALLOWED_PARAMETERS] = allowed_parameters(request.method, template)
                 try:
                     return handler(request, tenant, body, *match.groups())
                 except BadValue as error:
                     return _bad_request(str(error))
         return self._forward(request, body)
 
-    def _build_routes(self) -> list[tuple[re.Pattern[str], tuple[str, ...], Callable[..., Response]]]:
-        routes: list[tuple[re.Pattern[str], tuple[str, ...], Callable[..., Response]]] = []
+    def _build_routes(self) -> list[tuple[re.Pattern[str], str, tuple[str, ...], Callable[..., Response]]]:
+        routes: list[tuple[re.Pattern[str], str, tuple[str, ...], Callable[..., Response]]] = []
 
-        def add(path: str, methods: tuple[str, ...], handler: Callable[..., Response]) -> None:
-            routes.append((re.compile(f"^{path}/?$", re.IGNORECASE), methods, handler))
+        def add(template: str, methods: tuple[str, ...], handler: Callable[..., Response]) -> None:
+            """``template`` is the spec's path (``/Invoices/{InvoiceID}``): it names the operation
+            whose query parameters apply (``parameters.QUERY_PARAMETERS``)."""
+            path = re.sub(r"\{[^}]+\}", "([^/]+)", template)
+            routes.append((re.compile(f"^{path}/?$", re.IGNORECASE), template, methods, handler))
 
         for kind in ("contacts", "items", "invoices", "quotes", "payments", "purchase_orders", "credit_notes"):
             name = RESOURCE_KEYS[kind]
             add(f"/{name}", ("GET", "PUT", "POST"), self._collection_handler(kind))
-            add(f"/{name}/([^/]+)", ("GET", "POST"), self._single_handler(kind))
-        add("/Invoices/([^/]+)/OnlineInvoice", ("GET",), self._online_invoice)
+            add(f"/{name}/{{{ID_FIELDS[kind]}}}", ("GET", "POST"), self._single_handler(kind))
+        add("/Invoices/{InvoiceID}/OnlineInvoice", ("GET",), self._online_invoice)
         add(
-            "/CreditNotes/([^/]+)/Allocations",
+            "/CreditNotes/{CreditNoteID}/Allocations",
             ("PUT",),
             lambda r, t, b, note_id: self._write("allocations", r, t, b, None, parent_id=note_id),
         )
-        add("/CreditNotes/([^/]+)/Allocations/([^/]+)", ("DELETE",), self._delete_allocation)
+        add("/CreditNotes/{CreditNoteID}/Allocations/{AllocationID}", ("DELETE",), self._delete_allocation)
         add("/TaxRates", ("GET",), lambda r, t, b: self._setting_list(r, "TaxRates", self.config.tax_rates))
         add("/Accounts", ("GET",), lambda r, t, b: self._setting_list(r, "Accounts", self.config.accounts))
         add(
-            "/Accounts/([^/]+)",
+            "/Accounts/{AccountID}",
             ("GET",),
             lambda r, t, b, i: self._setting_one("Accounts", "AccountID", i, self.config.accounts),
         )
@@ -429,7 +442,7 @@ class XeroEmulator:
             lambda r, t, b: self._setting_list(r, "TrackingCategories", self.config.tracking_categories),
         )
         add(
-            "/TrackingCategories/([^/]+)",
+            "/TrackingCategories/{TrackingCategoryID}",
             ("GET",),
             lambda r, t, b, i: self._setting_one(
                 "TrackingCategories", "TrackingCategoryID", i, self.config.tracking_categories
@@ -564,9 +577,14 @@ class XeroEmulator:
             except ValueError:
                 raise BadValue("page and pageSize must be whole numbers") from None
             presented, extra["pagination"] = page_of(presented, page, size)
-        by_ids = any(_arg(request, name) for name in ("IDs", "InvoiceNumbers"))
-        if kind == "invoices" and not paged and not by_ids:
-            # Xero leaves line items out of an unpaged invoice list
+        if kind == "contacts" and page_arg is None:
+            # spec, Contact.MergedToContactID: "Only returned when using paging or when fetching a
+            # contact by ContactId or ContactNumber"
+            for record in presented:
+                record.pop("MergedToContactID", None)
+        if kind == "invoices" and page_arg is None:
+            # Xero's Invoices documentation: a list (IDs= and InvoiceNumbers= included) is a summary
+            # without line items unless ``page`` is given; one invoice by id or number has them.
             for record in presented:
                 record.pop("LineItems", None)
         if summary:
@@ -723,7 +741,7 @@ class XeroEmulator:
                         "OrganisationType": "COMPANY",
                         "OrganisationStatus": "ACTIVE",
                         "IsDemoCompany": False,
-                        "Timezone": "SINGAPORESTANDARDTIME",
+                        "Timezone": self.config.timezone.upper(),
                         "Version": "GLOBAL",
                         "SalesTaxBasis": "ACCRUALS",
                         "SalesTaxPeriod": "QUARTERLY",
@@ -779,6 +797,13 @@ class XeroEmulator:
                     return json_response({"error": "send a JSON object: tenant id → organisation name"}, 400)
                 self.config.organisations.update(data)
                 return json_response({"connections": self.store.get_connections()})
+            if action == "merge" and method == "POST":
+                # What a person does in Xero's app (Contacts → Merge); the API cannot merge.
+                data = request.get_json(force=True, silent=True) or {}
+                merged = self.store.merge_contacts(
+                    data.get("tenant_id"), str(data.get("from") or ""), str(data.get("into") or "")
+                )
+                return json_response(merged) if merged else json_response({"error": "unknown contact"}, 404)
             if action == "limits" and method == "GET":
                 return json_response(self.config.limits_json())
             if action == "limits" and method == "POST":

@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
 DEFAULT_TENANT_ID = "8d3f5e2a-6b1c-4c7e-9f40-5a2b3c4d5e6f"
 DEFAULT_TENANT_NAME = "Harbour Demo Pte Ltd"
 
-FAULT_KINDS = ("429", "500", "502", "503", "504", "slow", "dropped", "dropped_after")
+FAULT_KINDS = ("429", "500", "502", "503", "504", "slow", "dropped", "dropped_after", "500_after", "504_after")
 """What an injected fault can do: answer that status, sleep before answering, close the
-connection before doing anything, or do the work and then close the connection unanswered."""
+connection before doing anything, do the work and then close the connection unanswered, or do the
+work and then answer 500/504 instead of the result ("the work was done and the answer was lost")."""
+
+# Xero's Organisation.Timezone values are Windows zone ids, upper-cased without spaces (the spec's
+# TimeZone enum). The emulator knows the ones its tests and demo use; any other is refused at start.
+XERO_TIMEZONES = {
+    "SINGAPORESTANDARDTIME": "Asia/Singapore",
+    "NEWZEALANDSTANDARDTIME": "Pacific/Auckland",
+    "AUSEASTERNSTANDARDTIME": "Australia/Sydney",
+    "GMTSTANDARDTIME": "Europe/London",
+    "EASTERNSTANDARDTIME": "America/New_York",
+    "PACIFICSTANDARDTIME": "America/Los_Angeles",
+    "HAWAIIANSTANDARDTIME": "Pacific/Honolulu",
+    "UTC": "UTC",
+}
 
 
 def default_tax_rates() -> list[dict[str, Any]]:
@@ -227,6 +243,10 @@ class EmulatorConfig:
     # Xero refuses Accounting calls without a xero-tenant-id header; False serves them for tenant_id
     require_tenant_header: bool = True
     base_currency: str = "SGD"
+    # Organisation.Timezone: new documents without a Date are dated today in this zone
+    timezone: str = "SINGAPORESTANDARDTIME"
+    # the wall clock that decides what "today" is (tests move it)
+    wall_clock: Callable[[], float] = time.time
     tax_rates: list[dict[str, Any]] = field(default_factory=default_tax_rates)
     accounts: list[dict[str, Any]] = field(default_factory=default_accounts)
     currencies: list[dict[str, Any]] = field(default_factory=default_currencies)
@@ -256,6 +276,11 @@ class EmulatorConfig:
             if name == "latency_seconds" and number > FaultConfig.MAX_SLOW_SECONDS:
                 raise ValueError(f"latency_seconds must be at most {FaultConfig.MAX_SLOW_SECONDS}")
             setattr(self, name, int(number) if name.endswith("_limit") else number)
+
+    def today(self) -> dt.date:
+        """Today in the organisation's timezone."""
+        zone = ZoneInfo(XERO_TIMEZONES[self.timezone.upper()])
+        return dt.datetime.fromtimestamp(self.wall_clock(), tz=zone).date()
 
     def limits_json(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.LIMIT_FIELDS}

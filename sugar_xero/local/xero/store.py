@@ -141,6 +141,24 @@ class EmulatorStore(XeroStore):
             txn.commit()
             return outcomes, True
 
+    def merge_contacts(self, tenant_id: str | None, from_id: str, into_id: str) -> dict | None:
+        """Merge one contact into another as Xero's app does: the merged contact is archived and
+        points to the survivor (``MergedToContactID``); its documents move to the survivor."""
+        with self._lock:
+            tid = tenant_id or self.default_tenant_id()
+            contacts = self._resources(tid, "contacts")
+            if from_id not in contacts or into_id not in contacts or from_id == into_id:
+                return None
+            stamp = self.stamp()
+            contacts[from_id] = {**contacts[from_id], "ContactStatus": "ARCHIVED", "MergedToContactID": into_id,
+                                 **stamp}
+            for kind in ("invoices", "quotes", "credit_notes", "purchase_orders"):
+                records = self._resources(tid, kind)
+                for key, record in list(records.items()):
+                    if (record.get("Contact") or {}).get("ContactID") == from_id:
+                        records[key] = {**record, "Contact": {"ContactID": into_id}, **stamp}
+            return deepcopy(contacts[from_id])
+
     def delete_allocation(self, tenant_id: str | None, note_id: str, allocation_id: str) -> dict | None:
         with self._lock:
             txn = _Txn(self, tenant_id or self.default_tenant_id(), "DELETE", None, 2)

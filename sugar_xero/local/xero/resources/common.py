@@ -129,6 +129,10 @@ class _Txn:
         self.accounts_by_id = {a["AccountID"]: a for a in self.config.accounts if a.get("AccountID")}
         self.currencies = {c["Code"].upper() for c in self.config.currencies}
 
+    def today(self) -> dt.date:
+        """Today in the organisation's timezone (``EmulatorConfig.timezone``)."""
+        return self.config.today()
+
     def col(self, kind: str) -> dict[str, Any]:
         if kind not in self._staged:
             self._staged[kind] = dict(self.store._resources(self.tenant_id, kind))
@@ -185,8 +189,11 @@ def _next_number(txn: _Txn, counter: str, prefix: str, taken: set[str]) -> str:
 
 
 def _document_dates(
-    data: dict[str, Any], existing: dict[str, Any] | None, names: tuple[str, ...], errors: list[str]
+    txn: _Txn, data: dict[str, Any], existing: dict[str, Any] | None, names: tuple[str, ...], errors: list[str]
 ) -> dict[str, str]:
+    """Dates given, parsed; a new document without ``Date`` is dated today in the organisation's
+    timezone (spec, Invoice.Date: "the current date based on the timezone setting of the
+    organisation")."""
     fields: dict[str, str] = {}
     for name in names:
         if data.get(name):
@@ -195,7 +202,7 @@ def _document_dates(
             except BadValue as error:
                 errors.append(str(error))
         elif existing is None and name == "Date":
-            fields.update(date_fields("Date", dt.datetime.now(dt.UTC).date()))
+            fields.update(date_fields("Date", txn.today()))
     return fields
 
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 from copy import deepcopy
 from typing import Any
 
-from .common import _CONTACT_COMPUTED, Outcome, _echo, _find, _Txn, new_id
+from .common import _CONTACT_COMPUTED, Outcome, _echo, _Txn, new_id
 
 CONTACT_STATUSES = ("ACTIVE", "ARCHIVED", "GDPRREQUEST")
+MAX_CONTACT_PERSONS = 5  # Xero's Contacts documentation: "a maximum of 5 ContactPersons"
+# Read only in Xero's Contacts documentation (IsSupplier/IsCustomer are set by Xero when a bill or
+# invoice is raised; Website "read only"): whatever a request says is dropped, silently, as Xero does.
+READ_ONLY_CONTACT_FIELDS = frozenset({"IsSupplier", "IsCustomer", "Website", "Balances", "MergedToContactID"})
 
 
 def _upsert_contact(txn: _Txn, data: dict[str, Any]) -> Outcome:
@@ -17,7 +21,11 @@ def _upsert_contact(txn: _Txn, data: dict[str, Any]) -> Outcome:
     contact_id = txn.path_id or data.get("ContactID")
     number = data.get("ContactNumber")
     if contact_id:
-        existing = contacts.get(contact_id) or (_find(contacts, "contacts", contact_id) if txn.path_id else None)
+        # Only ContactID identifies the contact a write changes: Xero documents no update by
+        # ContactNumber (POST /Contacts/{ContactID}; "send ContactID to update").
+        existing = contacts.get(contact_id) or next(
+            (c for c in contacts.values() if c["ContactID"].lower() == str(contact_id).lower()), None
+        )
         if existing is None:
             return Outcome(
                 _echo(data, "ContactID", None),
@@ -25,9 +33,19 @@ def _upsert_contact(txn: _Txn, data: dict[str, Any]) -> Outcome:
                 [],
                 not_found=bool(txn.path_id),
             )
-    elif number:
-        existing = next((c for c in contacts.values() if c.get("ContactNumber") == number), None)
-        if existing is not None and txn.method == "PUT":
+    if number not in (None, ""):
+        # Unique across all contacts, archived ones included; a POST never updates the holder.
+        own_id = existing["ContactID"] if existing else None
+        holder = next(
+            (
+                c
+                for c in contacts.values()
+                # whether case matters is undocumented: the least convenient reading, it does not
+                if str(c.get("ContactNumber") or "").casefold() == str(number).casefold() and c["ContactID"] != own_id
+            ),
+            None,
+        )
+        if holder is not None:
             errors.append(
                 f"The contact number {number} is already assigned to another contact. "
                 "The contact number must be unique across all contacts."
@@ -43,6 +61,9 @@ def _upsert_contact(txn: _Txn, data: dict[str, Any]) -> Outcome:
         errors.append(f"ContactStatus {status!r} is not one of {', '.join(CONTACT_STATUSES)}")
     if number is not None and len(str(number)) > 50:
         errors.append("The contact number must be 50 characters or fewer")
+    persons = data.get("ContactPersons")
+    if isinstance(persons, list) and len(persons) > MAX_CONTACT_PERSONS:
+        errors.append(f"A contact can have a maximum of {MAX_CONTACT_PERSONS} contact persons")
     if name and status == "ACTIVE":
         folded = name.strip().casefold()
         own_id = existing["ContactID"] if existing else None
@@ -75,14 +96,13 @@ def _upsert_contact(txn: _Txn, data: dict[str, Any]) -> Outcome:
         }
     )
     for key, value in data.items():
-        if key not in _CONTACT_COMPUTED:
+        if key not in _CONTACT_COMPUTED and key not in READ_ONLY_CONTACT_FIELDS:
             record[key] = deepcopy(value)
     record["ContactStatus"] = status
     record["HasValidationErrors"] = False
     record.update(txn.store.stamp())
     contacts[record["ContactID"]] = record
-    warnings = [f"{key} is set by Xero and was ignored" for key in ("IsCustomer", "IsSupplier") if key in data]
-    return Outcome(record, [], warnings)
+    return Outcome(record, [], [])
 
 
 def _resolve_contact(txn: _Txn, reference: Any, errors: list[str]) -> dict[str, Any] | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from copy import deepcopy
 from decimal import Decimal
 from typing import Any
@@ -82,7 +81,7 @@ def _upsert_credit_note(txn: _Txn, data: dict[str, Any]) -> Outcome:
     lines, totals = _compute_lines(txn, raw_lines, old_lines, note_type, amount_types, status, errors)
     if status in ("SUBMITTED", "AUTHORISED") and not lines:
         errors.append("A credit note must have at least one line item before it can be submitted or approved")
-    dates = _document_dates(data, existing, ("Date", "DueDate"), errors)
+    dates = _document_dates(txn, data, existing, ("Date", "DueDate"), errors)
     currency = _currency(txn, data, existing, errors)
     number = data.get("CreditNoteNumber", (existing or {}).get("CreditNoteNumber"))
     taken = {
@@ -189,8 +188,8 @@ def _allocate_credit_note(txn: _Txn, data: dict[str, Any]) -> Outcome:
             errors.append("The amount allocated is greater than the remaining credit on this credit note")
         elif invoice is not None and invoice["Status"] == "AUTHORISED" and amount > invoice["AmountDue"]:
             errors.append("Credit note cannot be allocated as amount is greater than amount outstanding")
-    day = data.get("Date") or dt.datetime.now(dt.UTC).date().isoformat()
-    dates = _document_dates({"Date": day}, None, ("Date",), errors)
+    day = data.get("Date") or txn.today().isoformat()
+    dates = _document_dates(txn, {"Date": day}, None, ("Date",), errors)
     if errors:
         return Outcome(_echo(data, "AllocationID", None), errors, [])
     assert invoice is not None and amount is not None

@@ -103,7 +103,7 @@ def _upsert_invoice(txn: _Txn, data: dict[str, Any]) -> Outcome:
     lines, totals = _compute_lines(txn, raw_lines, old_lines, invoice_type, amount_types, status, errors)
     if status in ("SUBMITTED", "AUTHORISED") and not lines:
         errors.append("An invoice must have at least one line item before it can be submitted or approved")
-    dates = _document_dates(data, existing, ("Date", "DueDate"), errors)
+    dates = _document_dates(txn, data, existing, ("Date", "DueDate"), errors)
     currency = _currency(txn, data, existing, errors)
     number = data.get("InvoiceNumber", (existing or {}).get("InvoiceNumber"))
     if invoice_type == "ACCREC":

@@ -46,7 +46,7 @@ def _upsert_payment(txn: _Txn, data: dict[str, Any]) -> Outcome:
         errors.append("The payment Amount must be greater than zero")
     elif invoice is not None and amount > invoice["AmountDue"]:
         errors.append("Payment amount exceeds the amount outstanding on this document")
-    dates = _document_dates(data, None, ("Date",), errors)
+    dates = _document_dates(txn, data, None, ("Date",), errors)
     if errors:
         return Outcome(_echo(data, "PaymentID", None), errors, [])
     assert invoice is not None and amount is not None and account is not None

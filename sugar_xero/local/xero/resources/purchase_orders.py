@@ -72,7 +72,7 @@ def _upsert_purchase_order(txn: _Txn, data: dict[str, Any]) -> Outcome:
     lines, totals = _compute_lines(txn, raw_lines, old_lines, "PURCHASEORDER", amount_types, "DRAFT", errors)
     if status in ("SUBMITTED", "AUTHORISED") and not lines:
         errors.append("A purchase order must have at least one line item before it can be submitted or approved")
-    dates = _document_dates(data, existing, ("Date", "DeliveryDate", "ExpectedArrivalDate"), errors)
+    dates = _document_dates(txn, data, existing, ("Date", "DeliveryDate", "ExpectedArrivalDate"), errors)
     currency = _currency(txn, data, existing, errors)
     number = data.get("PurchaseOrderNumber", (existing or {}).get("PurchaseOrderNumber"))
     taken = {

@@ -77,7 +77,7 @@ def _upsert_quote(txn: _Txn, data: dict[str, Any]) -> Outcome:
     old_lines = (existing or {}).get("LineItems") or []
     raw_lines = data["LineItems"] if "LineItems" in data else old_lines
     lines, totals = _compute_lines(txn, raw_lines, old_lines, "QUOTE", amount_types, "DRAFT", errors)
-    dates = _document_dates(data, existing, ("Date", "ExpiryDate"), errors)
+    dates = _document_dates(txn, data, existing, ("Date", "ExpiryDate"), errors)
     currency = _currency(txn, data, existing, errors)
     number = data.get("QuoteNumber", (existing or {}).get("QuoteNumber"))
     taken = {
