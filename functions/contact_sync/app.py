@@ -24,7 +24,7 @@ from shared.observability import logger, metrics, tracer
 from shared.usecases import contacts, writeback
 from shared.usecases.accept import accept
 from shared.usecases.crash import from_environment as crash_points
-from shared.usecases.organisations import by_tenant, fan_out, for_the_default
+from shared.usecases.organisations import by_tenant, fan_out, for_the_default, without_write_back
 from shared.usecases.work import BatchResult, WorkItem, requeue, retry_after_for
 
 router = Router()
@@ -92,7 +92,9 @@ def work(items: list[WorkItem]) -> BatchResult:
             result.defer([item.message_id for item in group], retry_after_for(error))
             continue
         # The CRM's xero_* fields name the default organisation's contact: only its jobs write back.
+        config = mapping_file().for_tenant(xero.tenant_id)
         outcome = contacts.sync_contacts(group, xero=xero, jobs=wiring.job_store(), mappings=wiring.job_store(),
+                                         config=config if own else without_write_back(config),
                                          crm=crm if own else None, crash=crash_points())
         result.defer(sorted(outcome.retry), outcome.retry_after)
     return result

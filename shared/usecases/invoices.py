@@ -61,7 +61,7 @@ from shared.usecases import contacts
 from shared.usecases.accept import job_id_for
 from shared.usecases.crash import NO_CRASH, STATE_WRITTEN, XERO_ANSWERED, CrashPoints
 from shared.usecases.journal import Entry, Journal, add_marker
-from shared.usecases.organisations import organisation_job
+from shared.usecases.organisations import organisation_job, without_write_back
 from shared.usecases.versions import OLDER, SUPERSEDED, newest_per_record, version_of
 from shared.usecases.work import BatchResult, WorkItem, content_hash, finish, requeue, retry_after_for
 from shared.usecases.writeback import Outcome, write_back
@@ -362,7 +362,8 @@ def _settle_contacts(run: _Run, records: list[_Record], batch_size: int) -> list
         if items:
             # The CRM's xero_* fields name the default organisation's contact: only its pushes write back.
             outcome = contacts.sync_contacts(items, xero=run.xero, jobs=run.jobs, mappings=run.mappings,
-                                             crash=run.crash, batch_size=batch_size, config=run.config,
+                                             crash=run.crash, batch_size=batch_size,
+                                             config=without_write_back(run.config) if run.job_tenant else run.config,
                                              crm=None if run.job_tenant else run.crm)
             pushed = {(i.document["crm_module"], i.document["crm_id"]): i for i in items}
             found: dict[tuple[str, str], str] = {}

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.mapping.settings import Organisations
+from shared.mapping.settings import MappingConfig, Organisations
 from shared.models.jobs import TERMINAL_STATUSES, CrmRef, Job
 from shared.observability import logger
 from shared.ports import JobStore, MappingStore, WorkQueue
@@ -149,3 +149,9 @@ def for_the_default(items: list[WorkItem], fanned: FanOut, *, jobs: JobStore, or
 
 def _tenants_of(job_ids: list[str], jobs: JobStore) -> list[str]:
     return [job.tenant_id for job_id in job_ids if (job := jobs.get_job(job_id)) is not None and job.tenant_id]
+
+
+def without_write_back(config: MappingConfig) -> MappingConfig:
+    """The configuration for another organisation than the default: the CRM's ``xero_*`` fields
+    name the default organisation's records, so its pushes write nothing back to the CRM."""
+    return config.model_copy(update={"write_back": config.write_back.model_copy(update={"enabled": False})})

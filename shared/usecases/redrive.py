@@ -54,6 +54,7 @@ class RedriveResult:
     status_before: str | None = None
     queue: str | None = None
     crm: dict[str, str] | None = None
+    tenant_id: str | None = None  # the organisation a per-organisation job goes back to
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,7 +107,8 @@ def redrive_job(job_id: str, *, jobs: JobReader, queues: Mapping[str, WorkQueue]
         raise
     logger.info("job re-driven", extra={"job_id": job_id, "kind": job.kind, "crm_module": crm["module"],
                                         "crm_id": crm["id"], "status_before": job.status, "queue": name})
-    return RedriveResult(job_id, True, reason, kind=job.kind, status_before=job.status, queue=name, crm=crm)
+    return RedriveResult(job_id, True, reason, kind=job.kind, status_before=job.status, queue=name, crm=crm,
+                         tenant_id=job.tenant_id)
 
 
 # ---- dead-letter queues --------------------------------------------------------------------------

@@ -200,7 +200,12 @@ def test_replaying_an_organisation_job_sends_it_to_that_organisation(world, fixt
     assert jobs.get_job(child["job_id"]).status == "failed" and xero[MY].contacts == {}
 
     sent = redrive_job(child["job_id"], jobs=jobs, queues={"contact": wiring.contact_queue()})
-    assert sent.sent
+    assert sent.sent and sent.tenant_id == MY
+    from sugar_xero.replay import ReplayReport, render
+    from sugar_xero.status import StackTarget
+
+    shown = render(ReplayReport(jobs=[sent]), StackTarget(where="test", sync_table="sync-test"))
+    assert f"queued again on the contact queue for organisation {MY}" in shown
     (again,) = drain(world, "contact_queue")
     assert again["tenant_id"] == MY and again["document"] == child["document"]
     before = copy.deepcopy(xero[SG].contacts)
