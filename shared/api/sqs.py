@@ -63,7 +63,8 @@ def run_batch(event: dict[str, Any], context: Any, work: Callable[[list[WorkItem
             if body.get(DOCUMENT_STORED) and not document:
                 document = load_document(body["job_id"])
             items.append(WorkItem(message_id=record["messageId"], job_id=body["job_id"],
-                                  kind=body.get("kind", ""), document=document))
+                                  kind=body.get("kind", ""), document=document,
+                                  tenant_id=body.get("tenant_id") or None))
         except (ValueError, KeyError, TypeError):
             # Never silently dropped: it fails until the queue's redrive moves it to the DLQ.
             logger.error("unreadable queue message", extra={"message_id": record.get("messageId")})
