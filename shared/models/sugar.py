@@ -40,7 +40,7 @@ class SugarRecord(BaseModel):
 class SugarAccount(SugarRecord):
     # Required in Sugar, so absent only when a Data Privacy erasure emptied it (see ``erased_fields``);
     # longer than Xero's 255 is cut, with a warning
-    name: str | None = Field(default=None, max_length=20_000)
+    name: str | None = Field(default=None, min_length=1, max_length=20_000)  # "" is no name at all: 422
     account_type: str | None = None
     phone_office: str | None = None
     phone_fax: str | None = None
@@ -61,7 +61,7 @@ class SugarAccount(SugarRecord):
 class SugarContact(SugarRecord):
     first_name: str | None = Field(default=None, max_length=255)
     # Required in Sugar, so absent only when a Data Privacy erasure emptied it (see ``erased_fields``)
-    last_name: str | None = Field(default=None, max_length=255)
+    last_name: str | None = Field(default=None, min_length=1, max_length=255)
     account_id: str | None = Field(default=None, pattern=SUGAR_ID_OR_EMPTY_PATTERN)
     account_name: str | None = None
     title: str | None = None
