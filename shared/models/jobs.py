@@ -25,6 +25,10 @@ class Job(BaseModel):
                                                             "organisations)")
     xero: dict[str, Any] = Field(default_factory=dict)
     attempts: int = 0
+    attempt: int = Field(default=1, description="which attempt of the job this is: a repair (reconcile, "
+                                                "`sugar-xero replay --job`, a stuck-job re-drive) of a job that "
+                                                "failed, was overwritten or never confirmed starts a new one, "
+                                                "with the same job id and CRM document")
     error: str | None = None
     warnings: list[str] = Field(default_factory=list)
     created_at: str

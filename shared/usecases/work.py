@@ -21,6 +21,7 @@ class WorkItem:
     kind: str
     document: dict[str, Any]
     tenant_id: str | None = None  # the organisation the job writes to; None: the connection's default one
+    receive_count: int = 1  # SQS's ApproximateReceiveCount: this delivery's number
 
 
 @dataclass

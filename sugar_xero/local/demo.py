@@ -104,7 +104,14 @@ def run_demo(
     print(f"Sending {len(callouts)} Sugar callouts to {where.api_url}/crm/*", file=out)
     accepted: list[tuple[str, dict[str, Any], str]] = []
     failed = False
+    deadline = time.monotonic() + wait_seconds
     for label, body in callouts:
+        if body.get("bean") == "Contact":
+            # As a CRM user would: a person is saved after their Account has landed. Sent at once,
+            # the person's job may run first and wait a few seconds for the Account (a stack with
+            # SUGAR_XERO_LOCAL_MAX_RECEIVE_COUNT=1 would dead-letter it on that wait).
+            for _, _, earlier in accepted:
+                _wait_for_job(session, where.api_url, earlier, token, deadline)
         try:
             answer = session.post(
                 f"{where.api_url}{route_for(body)}", params={"token": token}, json=body, timeout=10
@@ -123,7 +130,6 @@ def run_demo(
         )
         accepted.append((label, body, job_id))
 
-    deadline = time.monotonic() + wait_seconds
     print("Jobs:", file=out)
     jobs: list[dict[str, Any]] = []
     for label, _, job_id in accepted:

@@ -299,6 +299,25 @@ def test_a_person_whose_account_is_not_synced_waits():
     assert world.xero.calls == []
 
 
+def test_a_person_waits_for_its_account_briefly_at_first_then_longer():
+    """The Account is usually being pushed in another batch at that moment: the first wait is
+    seconds, not a minute; later deliveries wait longer, so that maxReceiveCount covers minutes."""
+    from shared.usecases.contacts import ACCOUNT_WAIT_SECONDS, account_wait_seconds
+
+    waits = [account_wait_seconds(n) for n in range(1, 9)]
+    assert waits[0] <= 2 and waits == sorted(waits) and waits[-1] == ACCOUNT_WAIT_SECONDS
+    assert sum(waits[:-1]) >= 120  # the 7 waits before the 8th (last) delivery
+    world = World()
+    accept(kind=KIND, crm=CrmRef(module="Contacts", id="p1"), document=person(1, account="acc-not-yet")
+           .model_dump(mode="json"), jobs=world.jobs, queue=world.queue, status_base_url="https://x/prod")
+    [message] = world.queue.sent
+    for delivery in (1, 3):
+        item = WorkItem(message_id="m1", job_id=message["job_id"], kind=KIND, document=message["document"],
+                        receive_count=delivery)
+        result = sync_contacts([item], xero=world.xero, jobs=world.jobs, mappings=world.mappings, config=LINK)
+        assert result.retry == {"m1"} and result.retry_after == account_wait_seconds(delivery)
+
+
 def test_a_deleted_sugar_contact_leaves_the_accounts_persons():
     world = World()
     world.push(ContactDocument(crm_id="acc1", name="Acme"))
