@@ -180,6 +180,17 @@ def _run(*, faults: bool, resaved: float, seed: int = 11) -> dict[str, Any]:
                      "replayed by key": sum(1 for r in api if r["replayed"]),
                      "faulted": sum(1 for r in api if r["fault"]),
                      "lookups": sum(1 for r in api if r["method"] == "GET" and not r["fault"])}
+        # Where the calls beyond the least went: each lookup by collection and how many markers it
+        # carried, each fault by kind (a fault is a call Xero answered: it counts).
+        lookups = Counter()
+        for r in api:
+            if r["method"] == "GET" and not r["fault"]:
+                query = r.get("query") or {}
+                terms = (len(query["InvoiceNumbers"].split(",")) if query.get("InvoiceNumbers")
+                         else str(query.get("where") or "").count(" OR ") + 1)
+                lookups[f"{r['path'].rsplit('/', 1)[-1]} x{terms}"] += 1
+        breakdown["lookups by collection x markers"] = dict(sorted(lookups.items()))
+        breakdown["faults by kind"] = dict(sorted(Counter(str(r["fault"]) for r in api if r["fault"]).items()))
         left = sum(len(q.messages) for q in queues.values())
         statuses = Counter(job.status for job in (state.get_job(j) for j in _all_job_ids(state)) if job)
         contacts_in_xero = list(xero.iter_pages("Contacts"))
