@@ -254,6 +254,26 @@ def test_a_worker_killed_after_xero_made_the_items_makes_no_second_item_on_redel
         assert {job.status for job in run.jobs.jobs.values() if job.kind == "item.upsert"} == {"succeeded"}
 
 
+def test_a_product_whose_code_another_product_holds_leaves_its_line_without_a_code_and_says_why(xero, sugar):
+    """The item worker's code-collision rule holds for items pushed for a document too: the
+    product's item job fails naming the owner, and the quote's warning carries that reason."""
+    from shared.state.records import Mapping
+
+    run = Harness(xero, sugar)
+    _catalogue_in_crm(sugar)
+    for module, crm_id, number in (("ProductTemplates", "pt-other", "FEE-CERT"),
+                                   ("ProductTemplates.Code", "FEE-CERT", "pt-other")):
+        run.mappings.put_mapping(Mapping(tenant_id=xero.tenant_id, module=module, crm_id=crm_id,
+                                         xero_id="item-of-pt-other", xero_number=number))
+    job_id = run.accept_quote(quote())
+    run.work()
+    job = run.jobs.jobs[job_id]
+    assert job.status == "succeeded", job.error
+    assert any("FEE-CERT is already used by CRM product pt-other" in w for w in job.warnings), job.warnings
+    (invoice,) = run.invoices()
+    assert [line.get("ItemCode") for line in invoice["LineItems"]] == ["SVC-CHILL-01", "SVC-LIFT-02", None]
+
+
 def test_the_accepted_quote_fixture_becomes_one_invoice_to_the_cent(xero, sugar):
     run = Harness(xero, sugar)
     _catalogue(run)
