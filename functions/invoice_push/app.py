@@ -29,7 +29,6 @@ from shared.usecases import invoices, items, writeback
 from shared.usecases.accept import accept
 from shared.usecases.crash import from_environment as crash_points
 from shared.usecases.metadata import load_metadata, unknown_references
-from shared.usecases.organisation_items import push_missing_items
 from shared.usecases.organisations import by_tenant, fan_out, for_the_default
 from shared.usecases.routing import Router as OrganisationRouter
 from shared.usecases.work import BatchResult, WorkItem, requeue, retry_after_for
@@ -207,10 +206,9 @@ def work(queued: list[WorkItem]) -> BatchResult:
             xero = _client_or_wait(tenant_id, group, result)
             if xero is None:
                 continue
+            # The products its quotes need and it lacks go to this organisation first, through the
+            # item worker's journalled write (``invoices._push_missing_items``).
             other = tenant_id is not None and tenant_id != wiring.tenant_id()
-            if other:
-                # Another organisation than the catalogue's: the products its quotes need go there first.
-                push_missing_items(group, xero=xero, crm=crm, jobs=wiring.job_store(), mappings=wiring.job_store())
             pushed = invoices.push_documents(group, xero=xero, jobs=wiring.job_store(),
                                              mappings=wiring.job_store(), crm=crm, crash=crash_points(),
                                              job_tenant=tenant_id if other else None,

@@ -247,28 +247,53 @@ def _read_quotes(run: _Run, quote_items: list[tuple[WorkItem, SugarQuote, bool]]
 
 def _push_missing_items(run: _Run, template_ids: list[str], codes: dict[str, str]) -> list[str]:
     """Items before the documents that use them, in one batch as across batches: the catalogue
-    entries the quotes' lines name that Xero lacks are read from the CRM and pushed first; their
-    codes join ``codes``. What cannot be pushed leaves its lines without a code, with notes why."""
+    entries the quotes' lines name that this organisation lacks are read from the CRM and pushed
+    first, as ``item.upsert`` jobs through the item worker's own journalled write
+    (``shared.usecases.items.sync_items``: journal entry marked by the item's Code, newest wins,
+    mappings), so a worker killed between Xero's answer and the mapping write never makes a second
+    item. Their codes join ``codes``; what cannot be pushed leaves its lines without a code, with
+    notes why (it never blocks the document)."""
     if not template_ids or run.crm is None:
         return []
-    documents, notes = [], []
+    work: list[WorkItem] = []
+    notes: list[str] = []
     for template_id in template_ids:
         try:
             record = run.crm.get_record(catalogue.MODULE, template_id)
             hook = ProductTemplateHook.model_validate({"bean": "ProductTemplate", "event": "after_save",
                                                        "data": record})
-            documents.append(hook_to_item_document(hook))
+            work.append(_item_job(run, hook_to_item_document(hook).model_dump(mode="json")))
         except (SugarError, ValidationError) as error:
             notes.append(f"product {template_id}: not read from the CRM's catalogue: {str(error)[:200]}")
-    if not documents:
+    if not work:
         return notes
-    try:
-        pushed, refused = catalogue.push_missing_items(documents, xero=run.xero, mappings=run.mappings)
-    except (XeroError, ConnectionNotReady) as error:
-        logger.warning("missing catalogue items not pushed", extra={"count": len(documents), "error": str(error)})
-        return [*notes, f"the catalogue's missing items were not pushed: {error}"]
-    codes.update(pushed)
-    return notes + refused
+    outcome = catalogue.sync_items(work, xero=run.xero, jobs=run.jobs, mappings=run.mappings, crash=run.crash)
+    pushed = run.mappings.get_mappings(run.xero.tenant_id, catalogue.MODULE, [w.document["crm_id"] for w in work])
+    for item in work:
+        mapping = pushed.get(item.document["crm_id"])
+        if mapping and mapping.xero_number:
+            codes[item.document["crm_id"]] = mapping.xero_number
+            continue
+        job = run.jobs.get_job(item.job_id)
+        reason = (job.error if job else None) or "; ".join(job.warnings if job else []) or "not pushed yet"
+        notes.append(f"product {item.document.get('name')!r} ({item.document['crm_id']}): not in Xero's catalogue"
+                     f" ({'will be retried' if item.message_id in outcome.retry else 'see its job'} "
+                     f"{item.job_id}): {reason}")
+    return notes
+
+
+def _item_job(run: _Run, payload: dict[str, Any]) -> WorkItem:
+    """The job of a product pushed for a document (as a missing contact's): stamped with the
+    organisation when it is not the default one, so `sugar-xero replay` sends it there again."""
+    if run.job_tenant:
+        return organisation_job(catalogue.KIND, payload, run.job_tenant, jobs=run.jobs, message_prefix="item")[0]
+    job_id = job_id_for(catalogue.KIND, payload)
+    stamp = now_iso()
+    run.jobs.create_job(Job(job_id=job_id, status="queued", kind=catalogue.KIND,
+                            crm=CrmRef(module=catalogue.MODULE, id=str(payload["crm_id"])),
+                            created_at=stamp, updated_at=stamp),
+                        payload)  # the bare document, as accept() stores it: what a replay sends
+    return WorkItem(message_id=f"item:{job_id}", job_id=job_id, kind=catalogue.KIND, document=payload)
 
 
 def _parse(run: _Run, items: list[WorkItem]) -> list[tuple[WorkItem, TradeDocument, list[str]]]:

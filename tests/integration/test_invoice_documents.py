@@ -162,6 +162,118 @@ def test_a_product_the_crm_cannot_give_leaves_its_line_without_a_code_and_says_w
     assert any("pt-cert-fee: not read from the CRM's catalogue" in w for w in job.warnings)
 
 
+def _catalogue_in_crm(sugar: QuoteSugar) -> list[str]:
+    """The fixture's three products, readable from the CRM (not yet in Xero). Returns their codes."""
+    products = json.loads((FIXTURES / "quote_product_bundles.json").read_text())["records"][0]["products"]
+    for product in products:
+        sugar.records[("ProductTemplates", product["product_template_id"])] = {
+            "id": product["product_template_id"], "name": product["name"], "mft_part_num": product["mft_part_num"],
+            "discount_price": product["discount_price"], "tax_class": product["tax_class"]}
+    return [p["mft_part_num"] for p in products]
+
+
+def _count_item_writes(xero: XeroClient) -> list[int]:
+    """Counts the Items batch calls the worker makes (one entry per call: its size)."""
+    calls: list[int] = []
+    upsert = xero.upsert_batch
+
+    def counted(resource, bodies, **kwargs):
+        if resource == "Items":
+            calls.append(len(bodies))
+        return upsert(resource, bodies, **kwargs)
+
+    xero.upsert_batch = counted  # type: ignore[method-assign]
+    return calls
+
+
+@pytest.mark.parametrize("organisation", ["default", "another"])
+def test_missing_items_go_as_journalled_item_jobs_in_one_batch_call(xero, sugar, organisation):
+    """One path for every organisation: the products a quote needs are item jobs of their own
+    (stamped with the organisation when it is not the default one), pushed by the item worker's
+    journalled write in one batch call, each journal entry marked by the item's Code."""
+    run = Harness(xero, sugar)
+    codes = _catalogue_in_crm(sugar)
+    item_calls = _count_item_writes(xero)
+    job_id = run.accept_quote(quote())
+    run.work(job_tenant=xero.tenant_id if organisation == "another" else None)
+    assert run.jobs.jobs[job_id].status == "succeeded", run.jobs.jobs[job_id].error
+    assert not [w for w in run.jobs.jobs[job_id].warnings if "catalogue" in w], run.jobs.jobs[job_id].warnings
+    assert item_calls == [3]
+    item_jobs = [job for job in run.jobs.jobs.values() if job.kind == "item.upsert"]
+    assert sorted(job.xero["code"] for job in item_jobs) == sorted(codes)
+    assert {job.status for job in item_jobs} == {"succeeded"}
+    assert {job.tenant_id for job in item_jobs} == {xero.tenant_id if organisation == "another" else None}
+    intents = run.mappings.get_intents(xero.tenant_id, "ProductTemplates",
+                                       [job.crm.id for job in item_jobs])
+    assert {intent.state for intent in intents.values()} == {"confirmed"}
+    assert sorted((intent.marker_field, intent.marker_value) for intent in intents.values()) == sorted(
+        ("Code", code) for code in codes)
+
+
+@pytest.mark.parametrize("organisation", ["default", "another"])
+def test_a_worker_killed_after_xero_made_the_items_makes_no_second_item_on_redelivery(organisation, monkeypatch):
+    """Killed after Xero answered the item create and before the item mapping was written: the
+    redelivered quote finds the journal's unconfirmed intent, looks the item up by its Code and
+    adopts it. One Xero item per code, and the invoice's lines carry the codes."""
+    from shared.usecases import journal
+    from shared.usecases.crash import XERO_ANSWERED, CrashAt, WorkerCrashed
+
+    # SQS redelivers after its visibility timeout, when Xero may have forgotten the
+    # Idempotency-Key: the hardest case, so keys expire at once and no identical resend is trusted.
+    monkeypatch.setattr(journal, "IDENTICAL_RESEND_SECONDS", 0.0)
+    config = EmulatorConfig(idempotency_ttl_seconds=0.0)
+    with serve(config=config) as server:
+        xero = XeroClient(server.url, config.tenant_id, lambda force: "token", sleep=lambda s: None)
+        crm = QuoteSugar()
+        crm.records[("Accounts", ACCOUNT_ID)] = json.loads((FIXTURES / "account_after_save.json").read_text())["data"]
+        crm.add_quote_lines(quote()["id"], json.loads((FIXTURES / "quote_product_bundles.json").read_text())["records"])
+        run = Harness(xero, crm)
+        codes = _catalogue_in_crm(crm)
+        job_id = run.accept_quote(quote())
+        messages = list(run.queue.sent)
+        tenant = xero.tenant_id if organisation == "another" else None
+        crash = CrashAt(XERO_ANSWERED)
+        with pytest.raises(WorkerCrashed):
+            run.work(job_tenant=tenant, crash=crash)
+        assert crash.crashes == 1
+        assert sorted(item["Code"] for item in xero.get("/Items")["Items"]) == sorted(codes)  # Xero made them
+        assert not run.mappings.get_mappings(xero.tenant_id, "ProductTemplates", ["pt-cert-fee"])  # we never knew
+
+        run.queue.sent[:] = messages  # SQS redelivers the quote
+        item_calls = _count_item_writes(xero)
+        run.work(job_tenant=tenant)
+        # (Xero would also update an item sent again by its Code; the journal found them by Code
+        # and stored the answer the dead attempt never stored, sending nothing again.)
+        assert item_calls == []
+
+        assert sorted(item["Code"] for item in xero.get("/Items")["Items"]) == sorted(codes)  # none twice
+        assert run.jobs.jobs[job_id].status == "succeeded", run.jobs.jobs[job_id].error
+        assert not [w for w in run.jobs.jobs[job_id].warnings if "catalogue" in w], run.jobs.jobs[job_id].warnings
+        (invoice,) = run.invoices()
+        assert [line["ItemCode"] for line in invoice["LineItems"]] == codes
+        assert {job.status for job in run.jobs.jobs.values() if job.kind == "item.upsert"} == {"succeeded"}
+
+
+def test_a_product_whose_code_another_product_holds_leaves_its_line_without_a_code_and_says_why(xero, sugar):
+    """The item worker's code-collision rule holds for items pushed for a document too: the
+    product's item job fails naming the owner, and the quote's warning carries that reason."""
+    from shared.state.records import Mapping
+
+    run = Harness(xero, sugar)
+    _catalogue_in_crm(sugar)
+    for module, crm_id, number in (("ProductTemplates", "pt-other", "FEE-CERT"),
+                                   ("ProductTemplates.Code", "FEE-CERT", "pt-other")):
+        run.mappings.put_mapping(Mapping(tenant_id=xero.tenant_id, module=module, crm_id=crm_id,
+                                         xero_id="item-of-pt-other", xero_number=number))
+    job_id = run.accept_quote(quote())
+    run.work()
+    job = run.jobs.jobs[job_id]
+    assert job.status == "succeeded", job.error
+    assert any("FEE-CERT is already used by CRM product pt-other" in w for w in job.warnings), job.warnings
+    (invoice,) = run.invoices()
+    assert [line.get("ItemCode") for line in invoice["LineItems"]] == ["SVC-CHILL-01", "SVC-LIFT-02", None]
+
+
 def test_the_accepted_quote_fixture_becomes_one_invoice_to_the_cent(xero, sugar):
     run = Harness(xero, sugar)
     _catalogue(run)

@@ -109,3 +109,17 @@ def test_one_organisation_configured_or_organisation_jobs_themselves_fan_out_not
     fanned = fan_out([save("a-my")], module_of=lambda i: "Accounts", organisations=None, default_tenant="t-sg",
                      crm=None, jobs=jobs, mappings=FakeMappings(), queue=queue)
     assert queue.sent == [] and fanned.elsewhere == {}
+
+
+def test_status_names_the_organisation_of_a_failed_organisation_job():
+    from shared.usecases.status import gather
+    from sugar_xero.status import StackTarget, render
+    from tests.unit.test_status import NOW, FakeLimits, FakeProbe, FakeStore, connected_xero, job
+
+    items = [job("f-my", "failed", error="Xero refused it", tenant_id="t-my"), job("f-sg", "failed", age=200,
+                                                                                 error="Xero refused it too")]
+    report = gather(store=FakeStore(items + connected_xero()), probe=FakeProbe({}), limits=FakeLimits(),
+                    clock=lambda: NOW)
+    assert [f.get("tenant_id") for f in report.recent_failures] == ["t-my", None]
+    shown = render(report, StackTarget(where="test", sync_table="sync-test"))
+    assert "contact.upsert (organisation t-my)" in shown
