@@ -235,6 +235,18 @@ def _row(name: str, outcome: dict[str, Any], target: float) -> Row:
                 f"{ended}/{sum(outcome['statuses'].values())} jobs ended "
                 f"({dict(outcome['statuses'])}); {outcome['died']} of {outcome['invocations']} invocations killed "
                 f"{outcome['crashes'] or ''}; calls: {outcome['breakdown']}")
+    crashes_after_answer = (outcome["crashes"] or {}).get("xero_answered", 0)
+    if crashes_after_answer or outcome["breakdown"]["faulted"]:
+        # The least this run's faults and kills allow: every write once, every injected fault (a call
+        # Xero answered), one replay by key per answer lost in flight (how the worker learns what
+        # Xero did), and one recovery call (replay or marker lookup) per invocation killed after
+        # Xero answered (its answer died with it).
+        b = outcome["breakdown"]
+        floor = b["writes answered"] + b["faulted"] + b["replayed by key"] + crashes_after_answer
+        measured += (f"; floor for these faults and kills: {b['writes answered']} writes + {b['faulted']} faults + "
+                     f"{b['replayed by key']} replays + {crashes_after_answer} recoveries = {floor} "
+                     f"({floor / outcome['least']:.2f}); above it: {outcome['calls'] - floor} lookups "
+                     "(a contact lookup carries at most 25 markers; a batch killed again is looked up again)")
     return Row("11", name, measured, ratio, f"≤ {target:g}, 0 duplicates, 0 lost, newest", holds)
 
 
