@@ -25,6 +25,8 @@ BENCHMARKS = (
     "bench.webhook_answer",
     "bench.fuzz",
     "bench.exactly_once",
+    "bench.throughput",
+    "bench.idle_latency",
 )
 
 

@@ -21,6 +21,14 @@ STARTUP_SECONDS = 60
 
 @contextmanager
 def running_stack():
+    """The running stack's URLs by name (gateway, xero, sugar, aws)."""
+    with running_stack_state() as state_file:
+        yield json.loads(state_file.read_text())["urls"]
+
+
+@contextmanager
+def running_stack_state():
+    """The running stack's state file (URLs, queues, tables, the handlers' environment)."""
     folder = Path(tempfile.mkdtemp(prefix="sugar-xero-bench-"))
     state_file = folder / "state.json"
     process = subprocess.Popen(
@@ -38,7 +46,7 @@ def running_stack():
     try:
         if not ready.wait(STARTUP_SECONDS):
             raise RuntimeError("the local stack did not become ready in time")
-        yield json.loads(state_file.read_text())["urls"]
+        yield state_file
     finally:
         process.send_signal(signal.SIGINT)
         try:

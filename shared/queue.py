@@ -40,3 +40,41 @@ class SqsQueue:
         """Hold a received message back (e.g. for Xero's Retry-After) before it is seen again."""
         self._client.change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=receipt_handle,
                                                VisibilityTimeout=max(0, min(int(seconds), 43200)))
+
+    def max_receive_count(self) -> int | None:
+        """The RedrivePolicy's maxReceiveCount (deliveries before SQS moves a message to the DLQ),
+        read once per container; None without a policy."""
+        if not hasattr(self, "_max_receive_count"):
+            attributes = self._client.get_queue_attributes(QueueUrl=self.queue_url,
+                                                           AttributeNames=["RedrivePolicy"]).get("Attributes") or {}
+            policy = json.loads(attributes.get("RedrivePolicy") or "{}")
+            count = policy.get("maxReceiveCount")
+            self._max_receive_count = int(count) if count is not None else None
+        return self._max_receive_count
+
+    def release(self, receipt_handle: str) -> None:
+        """Hand a received message back at once (visible again), without it counting as a defer."""
+        self._client.change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=receipt_handle,
+                                               VisibilityTimeout=0)
+
+    def receive_waiting(self, max_messages: int) -> list[dict[str, Any]]:
+        """Messages already waiting (no long poll: this never waits), at most ``max_messages``,
+        as ReceiveMessage returns them."""
+        found: list[dict[str, Any]] = []
+        while len(found) < max_messages:
+            answer = self._client.receive_message(
+                QueueUrl=self.queue_url, MaxNumberOfMessages=min(10, max_messages - len(found)),
+                WaitTimeSeconds=0, AttributeNames=["All"], MessageAttributeNames=["All"])
+            messages = answer.get("Messages") or []
+            if not messages:
+                break
+            found.extend(messages)
+        return found
+
+    def delete(self, receipt_handles: list[str]) -> None:
+        """Delete received messages, 10 to a call (what Lambda does for a batch it invoked)."""
+        from shared.chunking import chunks
+
+        for chunk in chunks(receipt_handles, 10):
+            self._client.delete_message_batch(QueueUrl=self.queue_url, Entries=[
+                {"Id": str(index), "ReceiptHandle": handle} for index, handle in enumerate(chunk)])

@@ -21,6 +21,7 @@ PASS_THROUGH = {
                       "builds the Sugar Module Loadable Package: every field, hook and module the CRM needs"),
     "sugar-check": ("sugar_xero.sugar_check",
                     "compares the live Sugar instance with the fields and hooks the configuration needs"),
+    "openapi": ("sugar_xero.openapi", "prints the connector's own OpenAPI document (JSON)"),
 }
 
 
@@ -75,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="fire the scheduled functions this often (default: the template's schedule rate)",
     )
+    local.add_argument("--log-file", type=Path, default=None, metavar="PATH",
+                       help="write the functions' JSON logs, metric lines and warnings here instead of the "
+                            "terminal (make run: .sugar-xero-local.log)")
     local.add_argument("--verbose", action="store_true", help="log every server's requests")
     local.add_argument("--demo", action="store_true",
                        help="once ready, run `sugar-xero demo` against the stack (what `make run` does)")
@@ -123,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                 reconcile_every=args.reconcile_every,
                 verbose=args.verbose,
                 demo=args.demo,
+                log_file=args.log_file,
             )
         )
     if args.command == "demo":

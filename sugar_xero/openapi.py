@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from aws_lambda_powertools.event_handler.openapi.models import Server
@@ -26,10 +25,9 @@ _ERRORS = {
 
 
 def _version() -> str:
-    try:
-        return version("sugar-xero-connector")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "0.0.0"
+    from sugar_xero import __version__
+
+    return __version__
 
 
 # What Xero adds to the redirect (OAuth2 authorisation-code flow).
@@ -104,5 +102,13 @@ def build_spec(server_url: str = "/") -> dict[str, Any]:
     return spec
 
 
-def main() -> None:  # pragma: no cover - thin CLI wrapper
-    print(json.dumps(build_spec(), indent=2))
+def run(argv: list[str] | None = None) -> int:
+    """`sugar-xero openapi [--server-url URL]`: the document, as JSON, on standard output."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="sugar-xero openapi",
+                                     description="Print the connector's OpenAPI document (JSON).")
+    parser.add_argument("--server-url", default="/", help="the servers[0].url to put in the document (default /)")
+    args = parser.parse_args(argv)
+    print(json.dumps(build_spec(args.server_url), indent=2, ensure_ascii=False))
+    return 0

@@ -198,7 +198,8 @@ def render(report: ReplayReport, target: StackTarget) -> str:
         crm = f" {j.crm['module']}/{j.crm['id']}" if j.crm else ""
         what = f"  job {j.job_id} ({j.kind or 'unknown kind'}{crm}): "
         if j.sent:
-            lines.append(what + f"was {j.status_before}, queued again on the {j.queue} queue")
+            where = f" for organisation {j.tenant_id}" if j.tenant_id else ""
+            lines.append(what + f"was {j.status_before}, queued again on the {j.queue} queue{where}")
         else:
             lines.append(what + f"not sent: {j.reason}")
     lines.append("")

@@ -26,7 +26,8 @@ from shared.api.http import (
 from shared.api.sqs import is_sqs_event, run_batch
 from shared.config import settings
 from shared.errors import XeroError
-from shared.observability import logger, metrics, tracer
+from shared.mapping.settings import mapping_file
+from shared.observability import MetricNames, logger, metrics, tracer
 from shared.secrets import MissingSecret, get_secret
 from shared.usecases import onboarding, webhooks
 from shared.usecases.work import BatchResult, WorkItem, retry_after_for
@@ -61,29 +62,29 @@ def post_webhook():  # answers documented in `responses`; nothing for the resolv
         # Nothing can be verified, so nothing is accepted; a non-200 keeps Xero retrying (for
         # 24 hours) while the operator sets the key, instead of losing the events.
         logger.error("XERO_WEBHOOK_KEY is not set: webhook deliveries are refused")
-        metrics.add_metric(name="WebhookKeyMissing", unit="Count", value=1)
+        metrics.add_metric(name=MetricNames.WEBHOOK_KEY_MISSING, unit="Count", value=1)
         return _empty(503)
     if not signature_is_valid(body, signature, webhook_key):
-        metrics.add_metric(name="WebhookSignatureRejected", unit="Count", value=1)
+        metrics.add_metric(name=MetricNames.WEBHOOK_SIGNATURE_REJECTED, unit="Count", value=1)
         return _empty(401)
     try:
         delivery = webhooks.enqueue_delivery(body, queue=wiring.webhook_queue())
     except Exception:
         # Not accepted: a non-200 makes Xero deliver again later, which is what we want.
         logger.exception("webhook delivery could not be queued")
-        metrics.add_metric(name="WebhookEnqueueFailed", unit="Count", value=1)
+        metrics.add_metric(name=MetricNames.WEBHOOK_ENQUEUE_FAILED, unit="Count", value=1)
         return _empty(503)
     if not delivery.readable:
         # Correctly signed, so it is Xero's; a retry would send the same bytes and fail the same
         # way, and repeated non-200s make Xero disable the subscription. Answer 200, and make the
         # problem visible instead (log + metric) so that it is looked at.
         logger.error("signed webhook body is not a Xero delivery", extra={"bytes": len(body)})
-        metrics.add_metric(name="WebhookPayloadUnreadable", unit="Count", value=1)
+        metrics.add_metric(name=MetricNames.WEBHOOK_PAYLOAD_UNREADABLE, unit="Count", value=1)
     elif delivery.rejected_events:
         logger.error("webhook events without the fields the connector needs were left out",
                      extra={"rejected": delivery.rejected_events, "accepted": delivery.events})
-        metrics.add_metric(name="WebhookEventsRejected", unit="Count", value=delivery.rejected_events)
-    metrics.add_metric(name="WebhookEventsQueued", unit="Count", value=delivery.events)
+        metrics.add_metric(name=MetricNames.WEBHOOK_EVENTS_REJECTED, unit="Count", value=delivery.rejected_events)
+    metrics.add_metric(name=MetricNames.WEBHOOK_EVENTS_QUEUED, unit="Count", value=delivery.events)
     return _empty(200)
 
 
@@ -168,17 +169,38 @@ def callback():  # answers documented in `responses`
             xero_error=current.get_query_string_value("error"),
             states=wiring.oauth_states(), identity=wiring.xero_identity(),
             store=wiring.job_store(), connection_id=settings().connection_id,
-            preferred_tenant_id=settings().xero_tenant_id)
+            preferred_tenant_id=settings().xero_tenant_id or _default_organisation())
     except XeroError as error:
         logger.warning("Xero onboarding call failed", extra={"error": str(error)})
         return error_response(502, "xero_unavailable",
                               f"Xero did not complete the connection ({error}). "
                               "Start again at /xero/connect.")
-    metrics.add_metric(name="XeroConnected", unit="Count", value=1)
+    metrics.add_metric(name=MetricNames.XERO_CONNECTED, unit="Count", value=1)
+    if missing := _organisations_not_connected(connected):
+        connected.problem = " ".join(p for p in (connected.problem, missing) if p)
     page = _connected_page(connected, current.headers.get("accept") or current.headers.get("Accept") or "")
     path = urlsplit(f"{status_base_url(current).rstrip('/')}/xero/callback").path or "/"
     page.headers["Set-Cookie"] = _set_cookie("", path, 0)  # used: the browser forgets it
     return page
+
+
+def _default_organisation() -> str | None:
+    """One CRM, several organisations: the mapping configuration's default one is the CRM's own."""
+    organisations = mapping_file().organisations
+    return organisations.names[organisations.default] if organisations is not None else None
+
+
+def _organisations_not_connected(connected: onboarding.Connected) -> str | None:
+    """The organisations the mapping configuration names that this consent did not connect."""
+    organisations = mapping_file().organisations
+    if organisations is None or not connected.tenants:
+        return None
+    ids = {t.tenant_id for t in connected.tenants}
+    missing = [f"{name} ({tenant_id})" for name, tenant_id in organisations.names.items() if tenant_id not in ids]
+    if not missing:
+        return None
+    return (f"The mapping configuration names organisations Xero did not connect: {', '.join(missing)}; their "
+            "documents wait. Connect again and allow them in Xero's consent screen.")
 
 
 def _connected_page(connected: onboarding.Connected, accept: str) -> Response:
@@ -218,8 +240,8 @@ REFRESH_LIMIT = 250
 def work(items: list[WorkItem]) -> BatchResult:
     store = wiring.webhook_events()
     recorded = webhooks.record_events(items, store=store)
-    metrics.add_metric(name="WebhookEventsDuplicate", unit="Count", value=recorded.duplicates)
-    metrics.add_metric(name="WebhookResourcesPending", unit="Count", value=recorded.pending_written)
+    metrics.add_metric(name=MetricNames.WEBHOOK_EVENTS_DUPLICATE, unit="Count", value=recorded.duplicates)
+    metrics.add_metric(name=MetricNames.WEBHOOK_RESOURCES_PENDING, unit="Count", value=recorded.pending_written)
     logger.info("webhook events recorded", extra={
         "fresh": recorded.fresh, "duplicates": recorded.duplicates, "pending": recorded.pending_written,
         "superseded": recorded.superseded, "invalid": recorded.invalid, "retry": len(recorded.result.retry)})
@@ -250,16 +272,19 @@ def refresh_tenants(items: list[WorkItem], result: BatchResult, *, store: Any) -
             wait = retry_after_for(error) or REFRESH_RETRY_SECONDS
             logger.warning("refresh of changed Xero resources deferred",
                            extra={"tenant_id": tenant_id, "error": str(error), "retry_in": wait})
-            metrics.add_metric(name="XeroRefreshDeferred", unit="Count", value=1)
+            metrics.add_metric(name=MetricNames.XERO_REFRESH_DEFERRED, unit="Count", value=1)
             result.defer(message_ids, wait)
             continue
         applied = [r for r in (refreshed.invoices, refreshed.credit_notes) if r is not None]
-        metrics.add_metric(name="XeroDocumentsUpdated", unit="Count", value=sum(len(r.changes) for r in applied))
-        metrics.add_metric(name="XeroDocumentsIgnored", unit="Count", value=sum(len(r.ignored) for r in applied))
-        metrics.add_metric(name="XeroDocumentsImported", unit="Count", value=sum(len(r.imported) for r in applied))
-        metrics.add_metric(name="XeroResourcesRefreshed", unit="Count", value=refreshed.cleared)
+        metrics.add_metric(name=MetricNames.XERO_DOCUMENTS_UPDATED, unit="Count",
+                           value=sum(len(r.changes) for r in applied))
+        metrics.add_metric(name=MetricNames.XERO_DOCUMENTS_IGNORED, unit="Count",
+                           value=sum(len(r.ignored) for r in applied))
+        metrics.add_metric(name=MetricNames.XERO_DOCUMENTS_IMPORTED, unit="Count",
+                           value=sum(len(r.imported) for r in applied))
+        metrics.add_metric(name=MetricNames.XERO_RESOURCES_REFRESHED, unit="Count", value=refreshed.cleared)
         if refreshed.retry:
-            metrics.add_metric(name="XeroRefreshKept", unit="Count", value=len(refreshed.kept))
+            metrics.add_metric(name=MetricNames.XERO_REFRESH_KEPT, unit="Count", value=len(refreshed.kept))
             result.defer(message_ids, REFRESH_RETRY_SECONDS)
         elif refreshed.more:
             _continue_later(tenant_id, message_ids, result)
@@ -276,7 +301,7 @@ def _continue_later(tenant_id: str, message_ids: list[str], result: BatchResult)
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False)  # answers carry states, URLs, job data
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if is_sqs_event(event):

@@ -135,9 +135,9 @@ def _emit(report: TenantReport) -> None:
     """Metrics with the default dimension only (the template's alarms match on it); the
     per-tenant detail is in the stored report and the log line."""
     metrics.add_metric(name=MetricNames.DRIFT_RECORDS, unit="Count", value=report.drift_total)
-    metrics.add_metric(name="ReconcileRepaired", unit="Count", value=report.repaired_total)
+    metrics.add_metric(name=MetricNames.RECONCILE_REPAIRED, unit="Count", value=report.repaired_total)
     metrics.add_metric(name=MetricNames.RECONCILE_FAILED, unit="Count", value=1 if report.errors else 0)
-    metrics.add_metric(name="ReconcileIncomplete", unit="Count", value=0 if report.complete else 1)
+    metrics.add_metric(name=MetricNames.RECONCILE_INCOMPLETE, unit="Count", value=0 if report.complete else 1)
     if report.repaired.get("jobs_redriven"):
         metrics.add_metric(name=MetricNames.JOBS_RETRIED, unit="Count", value=report.repaired["jobs_redriven"])
     log = logger.error if report.errors else logger.info
@@ -200,7 +200,7 @@ def work(items: list[WorkItem]) -> BatchResult:
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False)  # answers carry states, URLs, job data
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if is_sqs_event(event):

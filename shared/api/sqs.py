@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from shared.backoff import deadline_of
 from shared.errors import ConnectionNotReady
-from shared.observability import logger, metrics
+from shared.observability import MetricNames, logger, metrics
 from shared.queue import DOCUMENT_STORED
 from shared.usecases.work import CONNECTION_RETRY_SECONDS, BatchResult, WorkItem
 
@@ -63,7 +63,8 @@ def run_batch(event: dict[str, Any], context: Any, work: Callable[[list[WorkItem
             if body.get(DOCUMENT_STORED) and not document:
                 document = load_document(body["job_id"])
             items.append(WorkItem(message_id=record["messageId"], job_id=body["job_id"],
-                                  kind=body.get("kind", ""), document=document))
+                                  kind=body.get("kind", ""), document=document,
+                                  tenant_id=body.get("tenant_id") or None))
         except (ValueError, KeyError, TypeError):
             # Never silently dropped: it fails until the queue's redrive moves it to the DLQ.
             logger.error("unreadable queue message", extra={"message_id": record.get("messageId")})
@@ -78,7 +79,7 @@ def run_batch(event: dict[str, Any], context: Any, work: Callable[[list[WorkItem
         # Raised while building the Xero client (no tenant, no token): nothing was sent, so the
         # whole batch waits for the operator rather than being failed or dropped.
         logger.error("Xero connection not ready; batch deferred", extra={"error": str(error)})
-        metrics.add_metric(name="BatchesDeferredNoConnection", unit="Count", value=1)
+        metrics.add_metric(name=MetricNames.BATCHES_DEFERRED_NO_CONNECTION, unit="Count", value=1)
         result = BatchResult()
         result.defer([item.message_id for item in items], CONNECTION_RETRY_SECONDS)
     if defer and result.retry and result.retry_after:

@@ -20,6 +20,9 @@ class Job(BaseModel):
     status: JobStatus
     kind: str = Field(description="what the job does, e.g. contact.upsert")
     crm: CrmRef
+    tenant_id: str | None = Field(default=None, description="the Xero organisation the job writes to, when it is "
+                                                            "not the connection's default one (one CRM, several "
+                                                            "organisations)")
     xero: dict[str, Any] = Field(default_factory=dict)
     attempts: int = 0
     error: str | None = None

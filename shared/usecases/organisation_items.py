@@ -3,13 +3,13 @@ organisations): before quotes are pushed to an organisation other than the defau
 products their lines name that this organisation does not have yet are read from the CRM and
 pushed to it, as the contact of a document is pushed first (``invoices._settle_contacts``).
 
-Each push is an ordinary ``item.upsert`` job, its id salted with the organisation so the same
-product pushed to two organisations is two jobs; the item worker (``shared.usecases.items``)
-does the rest, exactly once, keyed by the organisation. A product that cannot be pushed leaves
-the quote's line without an item code (the invoice worker's usual warning), never blocks it.
-(A job re-driven by `sugar-xero replay` runs against the default organisation, where it changes
-nothing; the next quote for the other organisation finds the product still missing there and
-pushes it again under the same job.)
+Each push is an ordinary ``item.upsert`` job of that organisation
+(``shared.usecases.organisations.organisation_job``: its id salted with the organisation, the
+tenant id on the job, so `sugar-xero replay` sends it to the same organisation); the item worker
+(``shared.usecases.items``) does the rest, exactly once, keyed by the organisation. A product that
+cannot be pushed leaves the quote's line without an item code (the invoice worker's usual
+warning), never blocks it. Later saves of the product reach this organisation too (it holds the
+product now: ``shared.usecases.organisations.fan_out``).
 """
 
 from __future__ import annotations
@@ -19,14 +19,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from shared.mapping.items import hook_to_item_document
-from shared.models.jobs import CrmRef, Job
 from shared.models.sugar import ProductTemplateHook
 from shared.observability import logger
-from shared.state.dynamo import now_iso
 from shared.sugar.errors import SugarError
 from shared.usecases import items
-from shared.usecases.accept import job_id_for
 from shared.usecases.invoices import KIND_QUOTE
+from shared.usecases.organisations import organisation_job
 from shared.usecases.work import WorkItem
 
 QUOTES = "Quotes"
@@ -71,15 +69,9 @@ def push_missing_items(documents: list[WorkItem], *, xero: Any, crm: Any, jobs: 
             logger.warning("a product the organisation needs cannot be read from the CRM",
                            extra={"crm_id": template_id, "tenant_id": xero.tenant_id, "error": str(error)})
             continue
-        payload = document.model_dump(mode="json")
-        job_id = job_id_for(items.KIND, {"organisation": xero.tenant_id, **payload})
-        stamp = now_iso()
-        jobs.create_job(Job(job_id=job_id, status="queued", kind=items.KIND,
-                            crm=CrmRef(module=document.crm_module, id=document.crm_id),
-                            created_at=stamp, updated_at=stamp),
-                        payload)  # as accept() stores it, so `sugar-xero replay` can send it again
-        work.append(WorkItem(message_id=f"item:{xero.tenant_id}:{job_id}", job_id=job_id, kind=items.KIND,
-                             document=payload))
+        # A job of its own, stamped with the organisation, so `sugar-xero replay` sends it there again.
+        work.append(organisation_job(items.KIND, document.model_dump(mode="json"), xero.tenant_id, jobs=jobs,
+                                     message_prefix="item")[0])
     if work:
         outcome = items.sync_items(work, xero=xero, jobs=jobs, mappings=mappings)
         if outcome.retry:

@@ -54,6 +54,7 @@ class RedriveResult:
     status_before: str | None = None
     queue: str | None = None
     crm: dict[str, str] | None = None
+    tenant_id: str | None = None  # the organisation a per-organisation job goes back to
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,7 +73,8 @@ def queue_for(kind: str, queues: Mapping[str, WorkQueue]) -> tuple[str, WorkQueu
 def redrive_job(job_id: str, *, jobs: JobReader, queues: Mapping[str, WorkQueue], force: bool = False,
                 reason: str = "re-driven by an operator") -> RedriveResult:
     """Send a stored job's payload to the queue of its kind again, as ``{"job_id", "kind",
-    "document"}``; the job goes back to ``queued`` with a note saying why.
+    "document"}`` (and ``tenant_id`` for a job of one organisation); the job goes back to
+    ``queued`` with a note saying why.
 
     A job that already succeeded (or was ignored) is left alone unless ``force``: re-sending it
     is harmless (the worker finds nothing changed) but is never what a sweep means."""
@@ -97,13 +99,16 @@ def redrive_job(job_id: str, *, jobs: JobReader, queues: Mapping[str, WorkQueue]
     # and its answer must not be overwritten by ours.
     jobs.update_job(job_id, status="queued", warnings=[*job.warnings, note])
     try:
-        queue.send({"job_id": job_id, "kind": job.kind, "document": payload})
+        # A per-organisation job goes back to its own organisation, never the default one.
+        queue.send({"job_id": job_id, "kind": job.kind, "document": payload,
+                    **({"tenant_id": job.tenant_id} if job.tenant_id else {})})
     except Exception:
         jobs.update_job(job_id, status=job.status, warnings=list(job.warnings))
         raise
     logger.info("job re-driven", extra={"job_id": job_id, "kind": job.kind, "crm_module": crm["module"],
                                         "crm_id": crm["id"], "status_before": job.status, "queue": name})
-    return RedriveResult(job_id, True, reason, kind=job.kind, status_before=job.status, queue=name, crm=crm)
+    return RedriveResult(job_id, True, reason, kind=job.kind, status_before=job.status, queue=name, crm=crm,
+                         tenant_id=job.tenant_id)
 
 
 # ---- dead-letter queues --------------------------------------------------------------------------

@@ -11,13 +11,12 @@ refresh" item per changed resource; the same worker then re-reads those resource
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from shared.chunking import chunks_by_json_size
 from shared.observability import logger
 from shared.ports import WorkQueue
 from shared.usecases.work import BatchResult, WorkItem
@@ -51,20 +50,6 @@ class Delivery:
     messages: int = 0
 
 
-def _chunks(events: list[dict[str, Any]], limit: int) -> Iterator[list[dict[str, Any]]]:
-    chunk: list[dict[str, Any]] = []
-    size = 0
-    for event in events:
-        event_size = len(json.dumps(event, separators=(",", ":"))) + 1
-        if chunk and size + event_size > limit:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(event)
-        size += event_size
-    if chunk:
-        yield chunk
-
-
 def enqueue_delivery(raw_body: bytes, *, queue: WorkQueue) -> Delivery:
     """Queue the events of a delivery whose signature has been verified already.
 
@@ -83,7 +68,7 @@ def enqueue_delivery(raw_body: bytes, *, queue: WorkQueue) -> Delivery:
     delivery_id = hashlib.sha256(raw_body).hexdigest()[:32]
     messages = 0
     for tenant_id, tenant_events in by_tenant.items():
-        for part in _chunks(tenant_events, MAX_EVENTS_BYTES):
+        for part in chunks_by_json_size(tenant_events, MAX_EVENTS_BYTES):
             queue.send({"job_id": f"xero-webhook-{delivery_id}-{messages}", "kind": KIND,
                         "document": {"tenant_id": tenant_id, "events": part,
                                      "first_event_sequence": payload.first_event_sequence,

@@ -15,8 +15,9 @@ from typing import Any, Protocol
 
 import requests
 
+from shared.backoff import call_timeout, time_for_a_call
 from shared.errors import ConnectionNotReady, XeroError
-from shared.observability import logger, metrics
+from shared.observability import MetricNames, logger, metrics
 
 EXPIRY_MARGIN_SECONDS = 60
 LEASE_SECONDS = 20
@@ -55,7 +56,7 @@ class XeroTokens:
         # lease bumps the version without changing the token).
         stale_token = (self._cached or {}).get("access_token") if force_refresh else None
         deadline = self._clock() + 2 * LEASE_SECONDS
-        while self._clock() < deadline:
+        while self._clock() < deadline and time_for_a_call():  # and the invocation's own deadline
             item = self._table.get_token(self._connection_id)
             if item and item.get("status") == "disconnected":
                 raise ConnectionNotReady("the Xero connection is disconnected; run `sugar-xero connect`")
@@ -85,11 +86,11 @@ class XeroTokens:
         form = ({"grant_type": "refresh_token", "refresh_token": refresh_token} if refresh_token
                 else {"grant_type": "client_credentials"})
         self.token_calls += 1
-        metrics.add_metric(name="XeroTokenRefreshes", unit="Count", value=1)
+        metrics.add_metric(name=MetricNames.TOKEN_REFRESHES, unit="Count", value=1)
         try:
             response = self._session.post(self._identity_url, data=form,
                                           auth=(self._client_id, self._client_secret),
-                                          timeout=TOKEN_CALL_TIMEOUT_SECONDS)
+                                          timeout=call_timeout(TOKEN_CALL_TIMEOUT_SECONDS))
         except requests.RequestException as error:
             self._give_back_lease(previous, lease_version)
             raise XeroError(f"Xero's token endpoint failed: {type(error).__name__}",
@@ -98,7 +99,7 @@ class XeroTokens:
             self._table.put_token(self._connection_id, {"status": "disconnected",
                                                         "disconnected_at": int(self._clock())},
                                   expected_version=lease_version)
-            metrics.add_metric(name="XeroConnectionDisconnected", unit="Count", value=1)
+            metrics.add_metric(name=MetricNames.CONNECTION_DISCONNECTED, unit="Count", value=1)
             logger.error("Xero refused the refresh token: connection marked disconnected",
                          extra={"connection": self._connection_id})
             raise ConnectionNotReady("Xero answered invalid_grant: reconnect with `sugar-xero connect`")

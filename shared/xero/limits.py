@@ -7,7 +7,7 @@ attribute ``expires_at`` so finished windows vanish by themselves):
 =====================  ====================  ================================================
 PK                     SK                    holds
 =====================  ====================  ================================================
-``LIMIT#<tenant>``     ``MIN#<epoch-min>``   ``calls`` started in that minute (limit 60)
+``LIMIT#<tenant>``     ``MINUTE``            tickets ``t<i>``: when each of the last 60 calls started
 ``LIMIT#<tenant>``     ``DAY#<yyyy-mm-dd>``  ``calls`` started that UTC day (5,000; 1,000 free tier)
 ``LIMIT#app``          ``MIN#<epoch-min>``   ``calls`` over every tenant (limit 10,000)
 ``LIMIT#<tenant>``     ``INFLIGHT``          permit slots ``slot<i>`` / ``slot<i>_until`` (5)
@@ -24,13 +24,23 @@ longest one HTTP attempt may take, plus a margin). ``release`` removes the slot 
 still holds our permit id, so a late release cannot free a slot another caller took after our
 lease lapsed.
 
-Windows: a conditional ``ADD calls :one`` with ``calls < :limit`` counts a call only while the
-window has room. When a later step refuses, the earlier steps are undone (counter ``ADD -1``,
-slot released) so a refused call does not use quota.
+The organisation's minute is a rolling 60 seconds, not the epoch minute: fixed windows let 120
+calls through in 60 rolling seconds (60 at 12:00:59, 60 at 12:01:00), and Xero counts the last 60
+seconds whenever a call arrives. The MINUTE item holds one ticket per permitted call (60), each the
+time a call started; a call takes a ticket whose time is at least 60 s (plus ``minute_margin``, for
+the moments between our stamp and Xero's arrival) in the past, with one conditional write
+(``attribute_not_exists(t<i>) OR t<i> <= :cutoff``), the same pattern as the in-flight slots. So
+any 60 rolling seconds hold at most 60 of our calls, whoever sends them, and the 61st waits exactly
+until the oldest ticket ages out. The day (a UTC day, as Xero's) and the app-wide minute (10,000
+over every organisation, far above one connector's use, and Xero's ``X-AppMinLimit-Remaining``
+is trusted over it) are counters in fixed windows: a conditional ``ADD calls :one`` with
+``calls < :limit``. The ticket is the last step before the call goes; when a step refuses, the
+earlier steps are undone (counter ``ADD -1``, slot released) so a refused call uses no quota.
 
 Xero's own figures win over ours: other apps, manual calls, and windows that reset at other
 moments than ours mean Xero may have fewer calls left than our counters think. ``observe``
-raises our counter to ``limit - X-*-Remaining`` when that is higher, and on 429 records a
+raises our counter to ``limit - X-*-Remaining`` when that is higher (for the minute: stamps
+free tickets with the current time until that many are live), and on 429 records a
 ``blocked_until`` from ``Retry-After`` and ``X-Rate-Limit-Problem`` so that every instance
 stops at once.
 
@@ -58,6 +68,9 @@ from shared.state.dynamo import conditional_check_failed
 
 APP_SCOPE = "app"
 PROBLEMS = ("minute", "day", "appminute", "concurrent")
+
+ROLLING_MINUTE_SECONDS = 60.0
+TICKETS_SK = "MINUTE"
 
 # How long a block lasts when a 429 names no Retry-After (Xero sends it for minute and day only).
 DEFAULT_BLOCK_SECONDS = {"minute": 60.0, "appminute": 60.0, "concurrent": 1.0}
@@ -95,6 +108,7 @@ class SharedRateGate:
     def __init__(self, table: Any, *, minute_limit: int = 60, day_limit: int = 5000,
                  concurrent_limit: int = 5, app_minute_limit: int = 10_000,
                  lease_seconds: float = 45.0, max_wait_seconds: float = 2.0,
+                 minute_margin_seconds: float = 1.0,
                  poll_seconds: float = 0.05, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep):
         """``table`` is a boto3 DynamoDB Table (the sync table). ``lease_seconds`` must cover the
@@ -105,6 +119,7 @@ class SharedRateGate:
         self.concurrent_limit = concurrent_limit
         self.app_minute_limit = app_minute_limit
         self._lease = lease_seconds
+        self._ticket_life = ROLLING_MINUTE_SECONDS + minute_margin_seconds
         self._max_wait = max_wait_seconds
         self._poll = poll_seconds
         self._clock = clock
@@ -112,6 +127,7 @@ class SharedRateGate:
         # What this instance already knows, to skip needless DynamoDB calls.
         self._known_blocks: dict[str, tuple[float, str]] = {}
         self._known_counts: dict[tuple[str, str], int] = {}
+        self._known_live_tickets: dict[str, int] = {}
 
     # ---- public ----------------------------------------------------------------------------
     def acquire(self, tenant_id: str) -> Permit:
@@ -132,12 +148,12 @@ class SharedRateGate:
             minute_sk, minute_end = self._minute_window(now)
             day_sk, day_end = self._day_window(now)
             for scope, sk, limit, window_end, ttl, problem in (
-                    (tenant_id, minute_sk, self.minute_limit, minute_end, minute_end + 120, "minute"),
                     (APP_SCOPE, minute_sk, self.app_minute_limit, minute_end, minute_end + 120,
                      "appminute"),
                     (tenant_id, day_sk, self.day_limit, day_end, day_end + 86400, "day")):
                 self._count_call(scope, sk, limit, window_end, ttl, problem, now)
                 counted.append((scope, sk))
+            self._take_ticket(tenant_id, items.get((tenant_id, TICKETS_SK), {}))
         except BaseException:
             for scope, sk in counted:
                 self._uncount_call(scope, sk)
@@ -172,8 +188,10 @@ class SharedRateGate:
         try:
             minute_sk, minute_end = self._minute_window(now)
             day_sk, day_end = self._day_window(now)
+            minute_remaining = _header_number(plain, "x-minlimit-remaining")
+            if minute_remaining is not None:
+                self._raise_live_tickets_to(tenant_id, int(self.minute_limit - max(0.0, minute_remaining)))
             for header, scope, sk, limit, ttl in (
-                    ("x-minlimit-remaining", tenant_id, minute_sk, self.minute_limit, minute_end + 120),
                     ("x-daylimit-remaining", tenant_id, day_sk, self.day_limit, day_end + 86400),
                     ("x-appminlimit-remaining", APP_SCOPE, minute_sk, self.app_minute_limit,
                      minute_end + 120)):
@@ -201,8 +219,9 @@ class SharedRateGate:
         now = self._clock()
         minute_sk, minute_end = self._minute_window(now)
         day_sk, day_end = self._day_window(now)
-        items = self._get_items([(tenant_id, minute_sk), (tenant_id, day_sk), (tenant_id, "INFLIGHT"),
+        items = self._get_items([(tenant_id, TICKETS_SK), (tenant_id, day_sk), (tenant_id, "INFLIGHT"),
                                  (tenant_id, "BLOCK"), (APP_SCOPE, minute_sk), (APP_SCOPE, "BLOCK")])
+        live = self._live_tickets(items.get((tenant_id, TICKETS_SK), {}), now)
 
         def calls(scope: str, sk: str) -> int:
             return int(items.get((scope, sk), {}).get("calls", 0))
@@ -216,8 +235,9 @@ class SharedRateGate:
         blocked = blocked_until > now
         return {
             "tenant_id": tenant_id,
-            "minute": {"used": calls(tenant_id, minute_sk), "limit": self.minute_limit,
-                       "resets_in_seconds": round(minute_end - now, 1)},
+            # rolling: the seconds until the oldest call in the last minute ages out (0: none counted)
+            "minute": {"used": len(live), "limit": self.minute_limit,
+                       "resets_in_seconds": round(min(live, default=now) - now, 1)},
             "day": {"used": calls(tenant_id, day_sk), "limit": self.day_limit,
                     "resets_in_seconds": round(day_end - now, 1)},
             "in_flight": {"used": in_flight, "limit": self.concurrent_limit},
@@ -228,8 +248,9 @@ class SharedRateGate:
 
     # ---- blocks ----------------------------------------------------------------------------
     def _read_state(self, tenant_id: str) -> dict[tuple[str, str], dict[str, Any]]:
-        """The app and tenant blocks and the tenant's slots, in one round trip."""
-        return self._get_items([(APP_SCOPE, "BLOCK"), (tenant_id, "BLOCK"), (tenant_id, "INFLIGHT")])
+        """The app and tenant blocks, the tenant's slots and its minute tickets, in one round trip."""
+        return self._get_items([(APP_SCOPE, "BLOCK"), (tenant_id, "BLOCK"), (tenant_id, "INFLIGHT"),
+                                (tenant_id, TICKETS_SK)])
 
     def _get_items(self, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
         """Items by (scope, SK), read consistently in one BatchGetItem (at most 100 keys)."""
@@ -317,6 +338,65 @@ class SharedRateGate:
             if conditional_check_failed(error):
                 return False
             raise
+
+    # ---- the rolling minute: tickets ----------------------------------------------------------
+    def _live_tickets(self, item: dict[str, Any], now: float) -> list[float]:
+        """When each ticket still counted at ``now`` frees (its call's start + 60 s + margin)."""
+        frees = (float(item.get(f"t{i}", 0)) + self._ticket_life for i in range(self.minute_limit))
+        return [free for free in frees if free > now]
+
+    def _take_ticket(self, tenant_id: str, item: dict[str, Any]) -> None:
+        """A ticket whose call started over a rolling minute ago, or ``RateLimited`` saying when the
+        oldest frees. ``item``: MINUTE as read at the start of ``acquire``; a contended ticket makes
+        us read it again (bounded)."""
+        for attempt in range(3):
+            now = self._clock()
+            if attempt:
+                item = self._table.get_item(Key={"PK": limit_pk(tenant_id), "SK": TICKETS_SK},
+                                            ConsistentRead=True).get("Item") or {}
+            stamps = {i: float(item.get(f"t{i}", 0)) for i in range(self.minute_limit)}
+            free = [i for i, stamp in stamps.items() if stamp + self._ticket_life <= now]
+            if not free:
+                retry_after = min(stamps.values()) + self._ticket_life - now
+                raise RateLimited(f"Xero's minute limit ({self.minute_limit} in any 60 s) is used up",
+                                  retry_after=max(0.1, retry_after), problem="minute")
+            random.shuffle(free)  # spread contending instances over the free tickets
+            for ticket in free[:8]:
+                if self._try_ticket(tenant_id, ticket, now):
+                    self._known_live_tickets[tenant_id] = self.minute_limit - len(free) + 1
+                    return
+        raise RateLimited("Xero's minute tickets are contended", retry_after=0.2, problem="minute")
+
+    def _try_ticket(self, tenant_id: str, ticket: int, now: float) -> bool:
+        try:
+            self._table.update_item(
+                Key={"PK": limit_pk(tenant_id), "SK": TICKETS_SK},
+                UpdateExpression="SET #t = :now, expires_at = :ttl",
+                ConditionExpression="attribute_not_exists(#t) OR #t <= :cutoff",
+                ExpressionAttributeNames={"#t": f"t{ticket}"},
+                ExpressionAttributeValues={":now": _number(now), ":cutoff": _number(now - self._ticket_life),
+                                           ":ttl": int(now + self._ticket_life) + 300})
+            return True
+        except ClientError as error:
+            if conditional_check_failed(error):
+                return False
+            raise
+
+    def _raise_live_tickets_to(self, tenant_id: str, floor: int) -> None:
+        """Xero says ``floor`` calls were made in its last minute: make at least that many tickets
+        live (stamped now, which holds them as long as possible: the safe side)."""
+        if floor <= self._known_live_tickets.get(tenant_id, 0):
+            return  # our own tickets already say as much: no read or write needed
+        item = self._table.get_item(Key={"PK": limit_pk(tenant_id), "SK": TICKETS_SK},
+                                    ConsistentRead=True).get("Item") or {}
+        now = self._clock()
+        live = len(self._live_tickets(item, now))
+        free = [i for i in range(self.minute_limit)
+                if float(item.get(f"t{i}", 0)) + self._ticket_life <= now]
+        for ticket in free[:max(0, floor - live)]:
+            if self._try_ticket(tenant_id, ticket, now):
+                live += 1
+        self._known_live_tickets[tenant_id] = live
 
     # ---- windows ---------------------------------------------------------------------------
     @staticmethod

@@ -251,7 +251,10 @@ def inject_failure(session: requests.Session, where: DemoTargets, account_hook: 
     while time.monotonic() < deadline:
         dead_lettered = _waiting(sqs, dlq_url) > 0
         job = session.get(f"{where.api_url}/jobs/{job_id}", params={"token": token}, timeout=10).json()
-        if dead_lettered or job.get("status") in TERMINAL_STATUSES:
+        # The worker marks the job failed "dead-lettered after N attempts" when its last delivery
+        # fails; SQS moves the message on the next receive: wait for both.
+        ended_otherwise = job.get("status") in TERMINAL_STATUSES and not _says_dead_lettered(job)
+        if (dead_lettered and _says_dead_lettered(job)) or ended_otherwise:
             break
         time.sleep(0.5)
     status_command, replay_command = _command("status", where), _command("replay", where, "--all")
@@ -259,7 +262,7 @@ def inject_failure(session: requests.Session, where: DemoTargets, account_hook: 
         _lift(session, where.xero_url)
         print(f"  it is in the contact dead-letter queue (job status {job.get('status')!r}, last error: "
               f"{job.get('error')!r}); the fault is lifted now.", file=out)
-    elif job.get("status") in TERMINAL_STATUSES:
+    elif job.get("status") in TERMINAL_STATUSES and not _says_dead_lettered(job):
         _lift(session, where.xero_url)
         print(f"  the job ended {job.get('status')!r} before it was dead-lettered; nothing to replay.", file=out)
         return job_id
@@ -271,6 +274,10 @@ def inject_failure(session: requests.Session, where: DemoTargets, account_hook: 
     print(f"  Clear it: {replay_command}   (the job runs again and updates the one Xero contact; "
           "nothing is duplicated)", file=out)
     return job_id
+
+
+def _says_dead_lettered(job: dict[str, Any]) -> bool:
+    return job.get("status") == "failed" and "dead-lettered after" in str(job.get("error") or "")
 
 
 def _lift(session: requests.Session, xero_url: str) -> None:

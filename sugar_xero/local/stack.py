@@ -56,6 +56,7 @@ class StackOptions:
     region: str = DEFAULT_REGION
     verbose: bool = False
     demo: bool = False  # run `sugar-xero demo` against the stack once it is ready (make run)
+    log_file: Path | None = None  # the functions' JSON logs, metric lines and warnings; None: stdout
 
 
 @dataclass
@@ -121,7 +122,8 @@ class LocalStack:
 
         self.environment = self._apply_environment()
         self._install_crm_package()
-        self.runtime = LocalRuntime(functions, self.options.region)
+        self._declare_organisations()
+        self.runtime = LocalRuntime(functions, self.options.region, log=self._open_log())
         self.runtime.load_all()  # imported only now, so that they read the environment above
         from shared import wiring
 
@@ -143,7 +145,25 @@ class LocalStack:
         self._wait_until_healthy()
         self._write_state_file()
         print(f"state file      {self.state_file}", file=out)
+        if self.options.log_file:
+            print(f"function logs   {self.options.log_file} (JSON lines, as CloudWatch Logs would hold them)", file=out)
         print("ready", file=out, flush=True)
+
+    def _open_log(self) -> Any:
+        """The functions' log; what they print (Powertools' metric lines) goes there too. The
+        stack's own lines are written to the ``out`` it was given, so they stay on the terminal."""
+        if self.options.log_file is None:
+            return None
+        self.options.log_file.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.options.log_file, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - closed at stop
+        terminal, sys.stdout = sys.stdout, log
+
+        def close() -> None:
+            sys.stdout = terminal
+            log.close()
+
+        self._stoppers.append(("log file", close))
+        return log
 
     def _bind(self, what: str, make: Callable[[], Any], port: int) -> Any:
         try:
@@ -179,7 +199,22 @@ class LocalStack:
             self.options.xero_port,
         )
         self.urls["xero"] = server.url.rstrip("/")
+        self._xero_emulator = server.app
         self._stoppers.append(("xero emulator", server.shutdown))
+
+    def _declare_organisations(self) -> None:
+        """The organisations the mapping configuration names exist in the emulated Xero, and its
+        user may access them all (as a group's finance login does): `/connections` lists each,
+        so `sugar-xero connect` onboards them in one consent, as with Xero."""
+        from shared.mapping.settings import load_mapping_file
+
+        organisations = load_mapping_file().organisations
+        if organisations is None:
+            return
+        default = self._xero_emulator.config.tenant_id
+        self._xero_emulator.config.organisations.update(
+            {tenant_id: f"{name} (emulated organisation)" for name, tenant_id in organisations.names.items()
+             if tenant_id != default})
 
     def _start_sugar_double(self) -> None:
         from sugar_xero.local import sugar_double
@@ -225,6 +260,8 @@ class LocalStack:
         local_urls = {
             "XERO_API_BASE_URL": self.urls["xero"],
             "XERO_IDENTITY_URL": self.urls["xero"] + "/connect/token",
+            # Xero's sign-in, emulated: `sugar-xero connect`'s link is granted at once
+            "XERO_AUTHORIZE_URL": self.urls["xero"] + "/identity/connect/authorize",
             "SUGAR_BASE_URL": self.urls["sugar"],
         }
         for name, value in local_urls.items():
@@ -251,6 +288,13 @@ class LocalStack:
         assert self.runtime is not None
         return self.runtime.invoke(function, event)
 
+    def _lane_invoker(self, lane: str) -> Callable[[str, dict[str, Any]], Any]:
+        def invoke(function: str, event: dict[str, Any]) -> Any:
+            assert self.runtime is not None
+            return self.runtime.invoke(function, event, lane=lane)
+
+        return invoke
+
     def _start_pollers(self) -> None:
         import boto3
 
@@ -262,16 +306,20 @@ class LocalStack:
             if not subscription.enabled or subscription.queue not in self.aws.queues:
                 continue
             queue = self.aws.queues[subscription.queue]
-            poller = QueuePoller(
-                subscription,
-                sqs=sqs,
-                queue_url=queue["url"],
-                queue_arn=queue["arn"],
-                region=self.aws.region,
-                invoke=self._invoke,
-            )
-            poller.start()
-            self.pollers.append(poller)
+            # As many pollers as the mapping's MaximumConcurrency, each gathering its own batch
+            # (invocations still run one at a time: every function is one local container).
+            for index in range(subscription.maximum_concurrency):
+                poller = QueuePoller(
+                    subscription,
+                    sqs=sqs,
+                    queue_url=queue["url"],
+                    queue_arn=queue["arn"],
+                    region=self.aws.region,
+                    invoke=self._lane_invoker(f"{subscription.queue}-{index}"),
+                )
+                poller.thread_name = f"poller-{subscription.queue}-{index}"
+                poller.start()
+                self.pollers.append(poller)
 
         def stop() -> None:
             for poller in self.pollers:

@@ -928,7 +928,23 @@ def fixture_seed(fixtures_dir: Path) -> dict[str, Any]:
                         "related_id": product["id"],
                     }
                 )
+    _catalogue_behind_the_lines(records)
     return {"records": records, "links": links}
+
+
+def _catalogue_behind_the_lines(records: dict[str, list[dict[str, Any]]]) -> None:
+    """In Sugar every quote line's ``product_template_id`` names a ProductTemplate: seed the ones
+    the fixtures do not hold, from the line's own catalogue fields, so the CRM is whole."""
+    templates = records.setdefault("ProductTemplates", [])
+    known = {template["id"] for template in templates}
+    for product in records.get("Products", []):
+        template_id = product.get("product_template_id")
+        if not template_id or template_id in known:
+            continue
+        known.add(template_id)
+        templates.append({"id": template_id, "name": product.get("name"), "mft_part_num": product.get("mft_part_num"),
+                          "discount_price": product.get("discount_price"), "tax_class": product.get("tax_class"),
+                          "status": "Available"})
 
 
 class SugarDoubleServer:

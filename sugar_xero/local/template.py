@@ -237,6 +237,9 @@ class QueueSubscription:
     batching_window_seconds: float
     report_batch_item_failures: bool
     enabled: bool = True
+    # ScalingConfig.MaximumConcurrency: concurrent invocations the mapping may make (Lambda's
+    # default, without it, is as many as the account allows; locally 1)
+    maximum_concurrency: int = 1
 
 
 @dataclass(frozen=True)
@@ -376,6 +379,7 @@ class StackTemplate:
                     report_batch_item_failures="ReportBatchItemFailures"
                     in (props.get("FunctionResponseTypes") or []),
                     enabled=enabled if isinstance(enabled, bool) else True,
+                    maximum_concurrency=int((props.get("ScalingConfig") or {}).get("MaximumConcurrency") or 1),
                 )
             )
         return found

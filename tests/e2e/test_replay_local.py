@@ -107,7 +107,10 @@ def test_status_shows_the_demo_failure_and_replay_clears_it(stack):
     assert contact["dlq"]["visible"] + contact["dlq"]["in_flight"] == 1
     assert any("contact dead-letter queue" in p and "sugar-xero replay" in p for p in report["problems"])
     job = requests.get(f"{stack['gateway']}/jobs/{job_id}", params={"token": TOKEN}, timeout=10).json()
-    assert job["status"] == "queued" and "503" in (job["error"] or "")
+    # the job says what happened, and status lists it among the latest failures
+    assert job["status"] == "failed" and job["error"].startswith("dead-lettered after 1 attempt: ")
+    assert "503" in job["error"]
+    assert job_id in [failure["job_id"] for failure in report["recent_failures"]]
     writes_before = [w for w in contact_writes(stack) if w["status"] == 200]
     assert len(contacts_numbered(stack, account_id)) == 1
 

@@ -196,6 +196,10 @@ def test_the_shared_fixtures_seed_a_quote_with_bundles_and_products():
         f"/rest/v11/ProductBundles/{bundles['records'][0]['id']}/link/products", headers=headers
     ).get_json()
     assert [p["id"] for p in products["records"]] == ["p-001", "p-002", "p-003"]
+    # every line's catalogue entry exists, as in Sugar (the fixtures hold one; the others come from the lines)
+    for template_id in ("pt-chiller-visit", "pt-lift-insp", "pt-cert-fee"):
+        template = client.get(f"/rest/v11/ProductTemplates/{template_id}", headers=headers)
+        assert template.status_code == 200 and template.get_json()["id"] == template_id
     assert client.get(f"/rest/v11/Accounts/{quote['billing_account_id']}", headers=headers).status_code == 200
 
 

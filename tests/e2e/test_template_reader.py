@@ -169,7 +169,8 @@ def test_functions_routes_queues_and_schedules_come_from_the_template(small_temp
         subscription.batch_size,
         subscription.batching_window_seconds,
         subscription.report_batch_item_failures,
-    ) == ("WorkQueue", 25, 2.0, True)
+        subscription.maximum_concurrency,
+    ) == ("WorkQueue", 25, 2.0, True, 1)  # no ScalingConfig: one poller locally
     [schedule] = small_template.schedules()
     assert (schedule.function, schedule.every_seconds) == ("Fn", 120)
 
@@ -228,7 +229,6 @@ def test_the_project_template_builds_locally(moto_url):
     env = handler_environment(template, aws).resources
     for name in (
         "SYNC_TABLE",
-        "IDEMPOTENCY_TABLE",
         "CONTACT_QUEUE_URL",
         "INVOICE_QUEUE_URL",
         "WEBHOOK_QUEUE_URL",

@@ -15,6 +15,7 @@ from shared.mapping.settings import InvoiceRules, MappingConfig, RoundingRules
 from shared.models.invoices import ContactRef, LineDocument, PurchaseDocument, SalesInvoiceDocument
 from shared.models.jobs import CrmRef
 from shared.state.records import document_module
+from shared.sugar.errors import SugarError
 from shared.usecases import invoices
 from shared.usecases.accept import accept
 from shared.usecases.work import WorkItem
@@ -52,6 +53,8 @@ class QuoteSugar(FakeSugar):
 
     def get_record(self, module, record_id, fields=None):
         self.reads.append(f"{module}/{record_id}")
+        if (module, record_id) not in self.records:  # as Sugar answers: 404 not_found
+            raise SugarError(f"{module}/{record_id} not found", status=404, label="not_found")
         return copy.deepcopy(self.records[(module, record_id)])
 
 
@@ -119,6 +122,44 @@ def _catalogue(run: Harness) -> None:
     for p in products:
         run.mappings.put_mapping(Mapping(tenant_id=run.xero.tenant_id, module="ProductTemplates", xero_id="item",
                                          crm_id=p["product_template_id"], xero_number=p["mft_part_num"]))
+
+
+def test_products_xero_lacks_are_pushed_before_the_quote_that_uses_them(xero, sugar):
+    """Items before documents, as contacts: the catalogue entries the lines name are read from the
+    CRM and pushed first, so the invoice lands with its item codes and without a warning."""
+    run = Harness(xero, sugar)
+    for product in json.loads((FIXTURES / "quote_product_bundles.json").read_text())["records"][0]["products"]:
+        sugar.records[("ProductTemplates", product["product_template_id"])] = {
+            "id": product["product_template_id"], "name": product["name"], "mft_part_num": product["mft_part_num"],
+            "discount_price": product["discount_price"], "tax_class": product["tax_class"]}
+    job_id = run.accept_quote(quote())
+    run.work()
+    job = run.jobs.jobs[job_id]
+    assert job.status == "succeeded", job.error
+    assert not [w for w in job.warnings if "catalogue" in w], job.warnings
+    (invoice,) = run.invoices()
+    assert [line["ItemCode"] for line in invoice["LineItems"]] == ["SVC-CHILL-01", "SVC-LIFT-02", "FEE-CERT"]
+    assert {item["Code"] for item in xero.get("/Items")["Items"]} == {"SVC-CHILL-01", "SVC-LIFT-02", "FEE-CERT"}
+    assert run.mappings.get_mappings(xero.tenant_id, "ProductTemplates", ["pt-cert-fee"])["pt-cert-fee"].xero_number \
+        == "FEE-CERT"
+
+    # the next quote finds them mapped: no second read of the catalogue, no second Items call
+    sugar.reads.clear()
+    run.accept_quote(quote(id="c3d9f0a8-0000-11ef-9a1c-0242ac120002", quote_num=1043))
+    sugar.add_quote_lines("c3d9f0a8-0000-11ef-9a1c-0242ac120002",
+                          json.loads((FIXTURES / "quote_product_bundles.json").read_text())["records"])
+    run.work()
+    assert not [read for read in sugar.reads if read.startswith("ProductTemplates/")]
+
+
+def test_a_product_the_crm_cannot_give_leaves_its_line_without_a_code_and_says_why(xero, sugar):
+    run = Harness(xero, sugar)
+    job_id = run.accept_quote(quote())
+    run.work()
+    job = run.jobs.jobs[job_id]
+    assert job.status == "succeeded", job.error
+    assert any("not in Xero's catalogue yet" in w for w in job.warnings)
+    assert any("pt-cert-fee: not read from the CRM's catalogue" in w for w in job.warnings)
 
 
 def test_the_accepted_quote_fixture_becomes_one_invoice_to_the_cent(xero, sugar):
@@ -413,3 +454,109 @@ def test_a_state_a_webhook_stored_while_the_push_was_in_flight_is_never_moved_ba
     run.work()
     stored = run.mappings.get_mappings(xero.tenant_id, "Quotes#ACCREC", [quote_id])[quote_id].document
     assert stored["status"] == "PAID" and stored["updated_utc"].startswith("2099")
+
+
+def test_the_customer_pushed_first_has_a_job_whose_payload_is_the_bare_document(xero, sugar):
+    """As accept() stores it: a replay of that job sends a document the contact worker reads."""
+    from shared.usecases import contacts
+    from shared.usecases.redrive import redrive_job
+
+    run = Harness(xero, sugar)
+    _catalogue(run)
+    run.accept_quote(quote())
+    run.work()
+    (job_id,) = [j for j, job in run.jobs.jobs.items() if job.kind == contacts.KIND]
+    payload = run.jobs.payloads[job_id]
+    assert payload["crm_module"] == "Accounts" and payload["crm_id"] == ACCOUNT_ID
+    assert "document" not in payload and "job_id" not in payload
+    assert run.jobs.jobs[job_id].tenant_id is None
+    replayed = FakeQueue()
+    assert redrive_job(job_id, jobs=run.jobs, queues={"contact": replayed}, force=True).sent
+    (message,) = replayed.sent
+    assert message == {"job_id": job_id, "kind": contacts.KIND, "document": payload}
+
+
+def test_for_another_organisation_the_customer_job_is_stamped_with_it_and_not_written_back(xero, sugar):
+    """The CRM's xero_* fields name the default organisation's contact; a push to another
+    organisation keeps its own job (salted id, tenant id) and leaves them alone."""
+    from shared.usecases import contacts
+
+    run = Harness(xero, sugar)
+    _catalogue(run)
+    run.accept_quote(quote())
+    run.work(job_tenant=xero.tenant_id)
+    (job_id,) = [j for j, job in run.jobs.jobs.items() if job.kind == contacts.KIND]
+    assert run.jobs.jobs[job_id].tenant_id == xero.tenant_id and run.jobs.jobs[job_id].status == "succeeded"
+    assert "document" not in run.jobs.payloads[job_id]
+    assert not [u for module, u in sugar.calls if module == "Accounts"]
+    (contact,) = list(xero.iter_pages("Contacts"))
+    assert run.mappings.get_mappings(xero.tenant_id, "Accounts", [ACCOUNT_ID])[ACCOUNT_ID].xero_id == \
+        contact["ContactID"]
+
+
+class FillingSugar(QuoteSugar):
+    """The quote reads as above; the Xero Invoices module's upserts go to the Sugar double over
+    loopback HTTP (``PATCH /v11_10/<module>/sync_key/<id>`` inside ``/bulk``)."""
+
+    def __init__(self, client) -> None:
+        super().__init__()
+        self.client = client
+
+    def bulk(self, requests):
+        return self.client.bulk(requests)
+
+
+@pytest.fixture
+def filling_sugar():
+    from shared.sugar import SugarClient
+    from shared.sugar.invoice_module import installed_vardefs
+    from sugar_xero.local.sugar_double import SugarDouble, SugarDoubleServer
+    from tests.integration.test_invoice_records import Tokens
+
+    double = SugarDouble()
+    double.install_fields(installed_vardefs())
+    server = SugarDoubleServer(double)
+    crm = FillingSugar(SugarClient(server.url, "xero-connector", "local-sugar-password", "xero_connector", Tokens(),
+                                   sleep=lambda s: None))
+    crm.records[("Accounts", ACCOUNT_ID)] = json.loads((FIXTURES / "account_after_save.json").read_text())["data"]
+    crm.add_quote_lines(quote()["id"], json.loads((FIXTURES / "quote_product_bundles.json").read_text())["records"])
+    yield double, crm
+    server.shutdown()
+
+
+def test_the_connectors_own_push_fills_the_xero_invoices_module_at_once(xero, filling_sugar):
+    """Not only through the later webhook or reconcile: the record is there when the push ends,
+    related to the quote and the Account, and writing it again (a redelivery, the webhook) keeps
+    one record."""
+    from shared.sugar.invoice_module import MODULE
+    from shared.usecases.invoice_records import fill_invoice_records
+
+    double, crm = filling_sugar
+    config = MappingConfig.model_validate({"xero_invoices": {"enabled": True}})
+    run = Harness(xero, crm, config)
+    _catalogue(run)
+    run.accept_quote(quote())
+    run.work()
+    (invoice,) = run.invoices()
+    (record,) = double.store.records.get(MODULE, {}).values()
+    assert record["sync_key"] == invoice["InvoiceID"] and record["xero_id"] == invoice["InvoiceID"]
+    assert record["invoice_number"] == invoice["InvoiceNumber"] and record["total"] == "13561.08"
+    assert record["parent_type"] == "Quotes" and record["parent_id"] == quote()["id"]
+    assert record["account_id"] == ACCOUNT_ID and record["xero_tenant_id"] == xero.tenant_id
+    assert [line["item_code"] for line in json.loads(record["lines_json"])] == ["SVC-CHILL-01", "SVC-LIFT-02",
+                                                                              "FEE-CERT"]
+    # the webhook's later fill of the same invoice is the same upsert by Xero id: still one record
+    fill_invoice_records("Invoices", [invoice], tenant_id=xero.tenant_id, crm=crm, mappings=run.mappings,
+                         config=config)
+    assert len(double.store.records[MODULE]) == 1
+
+
+def test_without_the_module_enabled_the_push_writes_no_invoice_records(xero, filling_sugar):
+    from shared.sugar.invoice_module import MODULE
+
+    double, crm = filling_sugar
+    run = Harness(xero, crm)
+    _catalogue(run)
+    run.accept_quote(quote())
+    run.work()
+    assert len(run.invoices()) == 1 and not double.store.records.get(MODULE)

@@ -184,9 +184,8 @@ def test_merged_contact_is_followed_to_the_survivor_and_remapped():
     world.mappings.put_mapping(Mapping(tenant_id="tenant-1", module="Accounts", crm_id="a1", xero_id=X1))
     (job,) = world.push(ContactDocument(crm_id="a1", name="Acme Holdings"))
     assert job.status == "succeeded" and job.xero == {"contact_id": X2} and world.mapped("a1") == X2
-    # ContactNumber is unique across all contacts, archived ones included: it stays on the merged
-    # contact (which leads to the survivor) and is not sent with the survivor, where Xero would refuse it
-    assert "ContactNumber" not in world.xero.contacts[X2]
+    # The merged contact keeps the number (unique across all contacts): the survivor is not sent it
+    assert "ContactNumber" not in world.xero.contacts[X2] and world.xero.contacts[X1]["ContactNumber"] == "a1"
     assert any(f"merged into {X2}" in w for w in job.warnings)
     assert world.xero.gets == [("Contacts", {"IDs": X1, "includeArchived": "true"})]
 

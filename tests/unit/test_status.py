@@ -308,7 +308,7 @@ def test_headroom_reads_the_gates_own_items(moto_dynamodb):
     reader = SharedRateGate(table, day_limit=1000, clock=clock)  # a separate process: shares only the table
 
     assert reader.headroom("t-1") == {
-        "tenant_id": "t-1", "minute": {"used": 0, "limit": 60, "resets_in_seconds": 50.0},
+        "tenant_id": "t-1", "minute": {"used": 0, "limit": 60, "resets_in_seconds": 0.0},
         "day": {"used": 0, "limit": 1000, "resets_in_seconds": 86400 - (9 * 3600 + 30 * 60 + 10)},
         "in_flight": {"used": 0, "limit": 5}, "app_minute": {"used": 0, "limit": 10000},
         "blocked_until": None, "blocked_problem": None}
@@ -329,7 +329,7 @@ def test_headroom_reads_the_gates_own_items(moto_dynamodb):
     gate.observe("t-2", {"Retry-After": "5", "X-Rate-Limit-Problem": "appminute"}, 429)
     assert reader.headroom("t-1")["blocked_problem"] == "appminute"  # the app's block stops every tenant
 
-    clock.now += 50  # the next minute; the leases (45 s) of the two held permits have lapsed
+    clock.now += 61  # the rolling minute (and its 1 s margin) has passed; the 45 s leases have lapsed
     room = reader.headroom("t-1")
     assert (room["minute"]["used"], room["day"]["used"], room["in_flight"]["used"]) == (0, 20, 0)
     assert reader.headroom("t-2")["blocked_until"] is None

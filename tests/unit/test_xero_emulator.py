@@ -771,8 +771,25 @@ def test_minute_limit_answers_429_with_retry_after(start):
     assert limited.headers["Retry-After"] == "40"
     other_tenant = Xero(xero.server, tenant="99999999-9999-4999-8999-999999999999")
     assert other_tenant.call("GET", "/Contacts").status_code == 200  # limits are per tenant
-    now[0] = 60.0
-    assert xero.call("GET", "/Contacts").status_code == 200  # a new window
+    now[0] = 60.0  # a rolling minute after the first three: all three have aged out
+    assert xero.call("GET", "/Contacts").status_code == 200
+
+
+def test_the_minute_is_rolling_so_a_window_boundary_lets_nothing_extra_through(start):
+    now = [59.0]
+    xero = start(minute_limit=3, clock=lambda: now[0])
+    assert [xero.call("GET", "/Contacts").status_code for _ in range(3)] == [200] * 3
+    now[0] = 60.5  # an epoch-minute boundary has passed, the rolling minute has not
+    limited = xero.call("GET", "/Contacts")
+    assert limited.status_code == 429 and limited.headers["Retry-After"] == "59"
+    now[0] = 119.0
+    assert xero.call("GET", "/Contacts").status_code == 200
+
+
+def test_latency_is_drawn_from_a_range(start):
+    xero = start(latency_seconds=0.05, latency_max_seconds=0.25, latency_seed=3)
+    draws = [xero.server.app.latency.draw() for _ in range(200)]
+    assert 0.05 <= min(draws) < 0.07 and 0.23 < max(draws) <= 0.25
 
 
 def test_sixty_calls_a_minute_by_default(start):

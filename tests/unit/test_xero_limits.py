@@ -67,17 +67,42 @@ def calls_through(gate: SharedRateGate, tenant: str, n: int) -> None:
 
 
 # ---- minute window ---------------------------------------------------------------------------
-def test_sixty_calls_a_minute_then_the_61st_waits_for_the_next_window(dynamodb, clock):
-    gate = make_gate(clock)
-    calls_through(gate, TENANT, 60)
+def test_sixty_calls_in_any_rolling_minute_then_the_61st_waits_for_the_oldest(dynamodb, clock):
+    gate = make_gate(clock, minute_margin_seconds=0.0)
+    calls_through(gate, TENANT, 30)
+    clock.now += 20
+    calls_through(gate, TENANT, 30)
     with pytest.raises(RateLimited) as refused:
         gate.acquire(TENANT)
     assert refused.value.problem == "minute"
-    assert 0 < refused.value.retry_after <= 60
-    assert refused.value.retry_after == pytest.approx(50, abs=0.01)  # START is 10 s into its minute
+    assert refused.value.retry_after == pytest.approx(40, abs=0.01)  # the first 30 age out at +60 s
 
-    clock.now += 50  # the next minute
-    calls_through(gate, TENANT, 1)
+    clock.now += 40  # 60 s after the first 30: exactly those 30 are free again, not one more
+    calls_through(gate, TENANT, 30)
+    with pytest.raises(RateLimited):
+        gate.acquire(TENANT)
+
+
+def test_an_epoch_minute_boundary_does_not_let_120_through(dynamodb, clock):
+    """The fixed-window flaw: 60 at 12:00:59 and 60 more at 12:01:00 would be 120 in 60 s."""
+    clock.now = datetime(2026, 3, 2, 12, 0, 59, tzinfo=UTC).timestamp()
+    gate = make_gate(clock, minute_margin_seconds=0.0)
+    calls_through(gate, TENANT, 60)
+    clock.now += 1.0  # 12:01:00, a new epoch minute
+    with pytest.raises(RateLimited) as refused:
+        gate.acquire(TENANT)
+    assert refused.value.retry_after == pytest.approx(59, abs=0.01)
+
+
+def test_the_margin_holds_a_ticket_past_the_minute_for_the_trip_to_xero(dynamodb, clock):
+    gate = make_gate(clock)  # default margin: 1 s
+    calls_through(gate, TENANT, 60)
+    clock.now += 60.5
+    with pytest.raises(RateLimited) as refused:
+        gate.acquire(TENANT)
+    assert refused.value.retry_after == pytest.approx(0.5, abs=0.01)
+    clock.now += 0.5
+    calls_through(gate, TENANT, 60)
 
 
 def test_the_minute_limit_is_shared_by_gate_instances(dynamodb, clock):
@@ -95,6 +120,11 @@ def counted(scope: str, sk: str) -> int:
     return int(item.get("calls", 0))
 
 
+def live_tickets(tenant: str) -> int:
+    item = new_table().get_item(Key={"PK": f"LIMIT#{tenant}", "SK": "MINUTE"}).get("Item") or {}
+    return sum(1 for k in item if k.startswith("t") and k[1:].isdigit())
+
+
 def slots_held(tenant: str) -> list[str]:
     item = new_table().get_item(Key={"PK": f"LIMIT#{tenant}", "SK": "INFLIGHT"}).get("Item") or {}
     return [k for k in item if k.startswith("slot") and not k.endswith("_until")]
@@ -108,7 +138,7 @@ def test_a_call_refused_by_a_later_limit_gives_back_what_it_took(dynamodb, clock
         gate.acquire(OTHER_TENANT)
     assert refused.value.problem == "appminute"
     minute = f"MIN#{int(clock.now // 60)}"
-    assert counted(OTHER_TENANT, minute) == 1  # its tenant-minute count was given back
+    assert live_tickets(OTHER_TENANT) == 1  # the refused call took no minute ticket
     assert counted("app", minute) == 2
     assert slots_held(OTHER_TENANT) == []
 
@@ -117,7 +147,7 @@ def test_a_call_refused_by_a_later_limit_gives_back_what_it_took(dynamodb, clock
     with pytest.raises(RateLimited) as refused:
         day_gate.acquire("tenant-c")
     assert refused.value.problem == "day"
-    assert counted("tenant-c", minute) == 1
+    assert live_tickets("tenant-c") == 1
     assert counted("app", minute) == 3
     assert slots_held("tenant-c") == []
 
@@ -216,16 +246,21 @@ def test_concurrent_429_without_retry_after_blocks_briefly(dynamodb, clock):
     make_gate(clock).acquire(TENANT)
 
 
-def test_min_limit_remaining_zero_blocks_until_the_next_window(dynamodb, clock):
-    gate = make_gate(clock)
+def test_min_limit_remaining_zero_blocks_for_a_rolling_minute(dynamodb, clock):
+    gate = make_gate(clock, minute_margin_seconds=0.0)
     calls_through(gate, TENANT, 3)
+    clock.now += 10
     gate.observe(TENANT, {"X-MinLimit-Remaining": "0", "X-DayLimit-Remaining": "4900"}, 200)
     with pytest.raises(RateLimited) as refused:
-        make_gate(clock).acquire(TENANT)
+        make_gate(clock, minute_margin_seconds=0.0).acquire(TENANT)
     assert refused.value.problem == "minute"
-    assert refused.value.retry_after == pytest.approx(50, abs=0.01)
+    assert refused.value.retry_after == pytest.approx(50, abs=0.01)  # our own 3 age out first
     clock.now += 50
-    calls_through(make_gate(clock), TENANT, 1)  # a new window
+    calls_through(make_gate(clock, minute_margin_seconds=0.0), TENANT, 3)
+    with pytest.raises(RateLimited):  # the others Xero told of were stamped when we heard of them
+        make_gate(clock, minute_margin_seconds=0.0).acquire(TENANT)
+    clock.now += 10
+    calls_through(make_gate(clock, minute_margin_seconds=0.0), TENANT, 57)
 
 
 def test_xero_numbers_win_when_fewer_calls_remain_than_we_counted(dynamodb, clock):

@@ -33,7 +33,7 @@ from xero_local.server import create_router
 from .config import EmulatorConfig, FaultConfig
 from .parameters import allowed_parameters
 from .store import ID_FIELDS, RESOURCE_KEYS, EmulatorStore, Outcome, updated_ms
-from .traffic import FaultInjector, IdempotencyCache, RateLimiter, RequestLog, StoredResponse
+from .traffic import FaultInjector, IdempotencyCache, Latency, RateLimiter, RequestLog, StoredResponse
 from .values import (
     BadValue,
     WhereFilter,
@@ -166,6 +166,7 @@ class XeroEmulator:
         self.config = config or EmulatorConfig()
         self.store = EmulatorStore(self.config)
         self.limiter = RateLimiter(self.config)
+        self.latency = Latency(self.config)
         self.idempotency = IdempotencyCache(self.config)
         self.faults = FaultInjector(self.config.faults)
         self.log = RequestLog(self.config.request_log_size)
@@ -306,7 +307,7 @@ class XeroEmulator:
                 headers,
             )
         try:
-            delay = self.config.latency_seconds + (
+            delay = self.latency.draw() + (
                 self.faults.faults.slow_seconds if fault == "slow" else 0.0
             )
             if delay > 0:
@@ -727,7 +728,7 @@ class XeroEmulator:
         return json_response(_envelope(key, _copy(found))) if found else _not_found()
 
     def _organisation(self, tenant: str) -> Response:
-        name = self.config.tenant_name if tenant == self.config.tenant_id else f"Organisation {tenant[:8]}"
+        name = self.store.organisation_name(tenant) or f"Organisation {tenant[:8]}"
         return json_response(
             _envelope(
                 "Organisations",
@@ -790,6 +791,13 @@ class XeroEmulator:
                         "usage": self.limiter.usage(),
                     }
                 )
+            if action == "organisations" and method == "POST":
+                # Another organisation the emulated user can access (as adding one to a Xero login).
+                data = request.get_json(force=True, silent=True)
+                if not isinstance(data, dict) or not all(isinstance(v, str) and v for v in data.values()):
+                    return json_response({"error": "send a JSON object: tenant id → organisation name"}, 400)
+                self.config.organisations.update(data)
+                return json_response({"connections": self.store.get_connections()})
             if action == "merge" and method == "POST":
                 # What a person does in Xero's app (Contacts → Merge); the API cannot merge.
                 data = request.get_json(force=True, silent=True) or {}

@@ -222,6 +222,10 @@ class EmulatorConfig:
 
     tenant_id: str = DEFAULT_TENANT_ID
     tenant_name: str = DEFAULT_TENANT_NAME
+    # Further organisations the emulated Xero user may access (tenant id → name): Xero's
+    # GET /connections lists every organisation the user authorised for the app, not one
+    # (developer.xero.com/documentation/guides/oauth2/tenants), so one login onboards them all.
+    organisations: dict[str, str] = field(default_factory=dict)
     # Xero's per-organisation limits, and the app-wide one
     minute_limit: int = 60
     concurrent_limit: int = 5
@@ -231,6 +235,9 @@ class EmulatorConfig:
     day_window_seconds: float = 86400.0
     idempotency_ttl_seconds: float = 360.0
     latency_seconds: float = 0.0
+    # > latency_seconds: each call's latency is drawn from [latency_seconds, latency_max_seconds]
+    latency_max_seconds: float = 0.0
+    latency_seed: int | None = None
     faults: FaultConfig = field(default_factory=FaultConfig)
     # Validate request bodies against Xero's OpenAPI spec (required: a missing file stops the emulator)
     validate_spec: bool = True
@@ -259,6 +266,7 @@ class EmulatorConfig:
         "day_window_seconds",
         "idempotency_ttl_seconds",
         "latency_seconds",
+        "latency_max_seconds",
     )
 
     def update_limits(self, data: dict[str, Any]) -> None:
@@ -269,8 +277,8 @@ class EmulatorConfig:
             number = float(value)
             if number < 0:
                 raise ValueError(f"{name} must not be negative")
-            if name == "latency_seconds" and number > FaultConfig.MAX_SLOW_SECONDS:
-                raise ValueError(f"latency_seconds must be at most {FaultConfig.MAX_SLOW_SECONDS}")
+            if name.startswith("latency") and number > FaultConfig.MAX_SLOW_SECONDS:
+                raise ValueError(f"{name} must be at most {FaultConfig.MAX_SLOW_SECONDS}")
             setattr(self, name, int(number) if name.endswith("_limit") else number)
 
     def today(self) -> dt.date:

@@ -23,9 +23,27 @@ class _Window:
     count: int = 0
 
 
+class _Rolling:
+    """Calls admitted in the last ``length`` seconds, whenever one asks: Xero's "60 calls per
+    minute" read the least convenient way for a client (a rolling minute, so no burst at a window
+    boundary gets through twice). Source: developer.xero.com/documentation/guides/oauth2/limits/
+    gives "60 calls per minute" without naming a window; we take the strictest reading."""
+
+    def __init__(self) -> None:
+        self.times: deque[float] = deque()
+
+    def count(self, now: float, length: float) -> int:
+        while self.times and self.times[0] <= now - length:
+            self.times.popleft()
+        return len(self.times)
+
+    def frees_in(self, now: float, length: float) -> float:
+        return (self.times[0] + length - now) if self.times else 0.0
+
+
 @dataclass
 class _TenantUsage:
-    minute: _Window = field(default_factory=_Window)
+    minute: _Rolling = field(default_factory=_Rolling)
     day: _Window = field(default_factory=_Window)
     in_flight: int = 0
 
@@ -39,9 +57,9 @@ class Admission:
 
 
 class RateLimiter:
-    """Xero's limits per tenant: calls per minute and per day in fixed windows that start at each
-    tenant's first call (so they reset at a different moment for each), calls in flight, and the
-    app-wide minute limit. Only admitted calls use quota."""
+    """Xero's limits per tenant: calls in any rolling minute, calls per day in a fixed window that
+    starts at each tenant's first call (so it resets at a different moment for each), calls in
+    flight, and the app-wide minute limit. Only admitted calls use quota."""
 
     def __init__(self, config: EmulatorConfig):
         self.config = config
@@ -63,27 +81,27 @@ class RateLimiter:
         with self._lock:
             now = config.clock()
             usage = self._tenants.setdefault(tenant, _TenantUsage())
-            self._roll(usage.minute, config.minute_window_seconds, now)
+            minute = config.minute_window_seconds
             self._roll(usage.day, config.day_window_seconds, now)
-            self._roll(self._app, config.minute_window_seconds, now)
+            self._roll(self._app, minute, now)
             problem, retry_after = None, None
             if usage.day.count >= config.day_limit:
                 problem = "day"
                 retry_after = usage.day.started + config.day_window_seconds - now
-            elif usage.minute.count >= config.minute_limit:
+            elif usage.minute.count(now, minute) >= config.minute_limit:
                 problem = "minute"
-                retry_after = usage.minute.started + config.minute_window_seconds - now
+                retry_after = usage.minute.frees_in(now, minute)
             elif self._app.count >= config.app_minute_limit:
                 problem = "appminute"
                 retry_after = self._app.started + config.minute_window_seconds - now
             elif usage.in_flight >= config.concurrent_limit:
                 problem = "concurrent"
             if problem is None:
-                usage.minute.count += 1
+                usage.minute.times.append(now)
                 usage.day.count += 1
                 self._app.count += 1
                 usage.in_flight += 1
-            headers = self._headers(usage)
+            headers = self._headers(usage, now)
             seconds = None if retry_after is None else max(1, math.ceil(retry_after))
             return Admission(problem is None, headers, problem, seconds)
 
@@ -93,10 +111,11 @@ class RateLimiter:
             if usage and usage.in_flight > 0:
                 usage.in_flight -= 1
 
-    def _headers(self, usage: _TenantUsage) -> dict[str, str]:
+    def _headers(self, usage: _TenantUsage, now: float) -> dict[str, str]:
         config = self.config
+        minute = usage.minute.count(now, config.minute_window_seconds)
         return {
-            "X-MinLimit-Remaining": str(max(0, config.minute_limit - usage.minute.count)),
+            "X-MinLimit-Remaining": str(max(0, config.minute_limit - minute)),
             "X-DayLimit-Remaining": str(max(0, config.day_limit - usage.day.count)),
             "X-AppMinLimit-Remaining": str(max(0, config.app_minute_limit - self._app.count)),
         }
@@ -105,16 +124,35 @@ class RateLimiter:
         with self._lock:
             now = self.config.clock()
             usage = self._tenants.setdefault(tenant, _TenantUsage())
-            self._roll(usage.minute, self.config.minute_window_seconds, now)
             self._roll(usage.day, self.config.day_window_seconds, now)
-            return self._headers(usage)
+            return self._headers(usage, now)
 
     def usage(self) -> dict[str, Any]:
         with self._lock:
+            now = self.config.clock()
             return {
-                tenant: {"minute": u.minute.count, "day": u.day.count, "in_flight": u.in_flight}
+                tenant: {"minute": u.minute.count(now, self.config.minute_window_seconds),
+                         "day": u.day.count, "in_flight": u.in_flight}
                 for tenant, u in self._tenants.items()
             }
+
+
+class Latency:
+    """Seconds each admitted call takes before Xero answers: ``latency_seconds``, or a draw from
+    [``latency_seconds``, ``latency_max_seconds``] when the latter is larger (seeded, so a run
+    can be repeated)."""
+
+    def __init__(self, config: EmulatorConfig):
+        self.config = config
+        self._lock = threading.Lock()
+        self._random = random.Random(config.latency_seed)  # noqa: S311 - test determinism
+
+    def draw(self) -> float:
+        low, high = self.config.latency_seconds, self.config.latency_max_seconds
+        if high <= low:
+            return low
+        with self._lock:
+            return self._random.uniform(low, high)
 
 
 # ---- idempotency ------------------------------------------------------------------------------
