@@ -117,6 +117,7 @@ class _Record:
     version: str | None = None
     superseded: list[WorkItem] = field(default_factory=list)  # older saves of the record in this batch
     entry: Entry | None = None
+    accept_after: bool = False  # a quote sent as SENT now, ACCEPTED by its own journal step after
 
     @property
     def key(self) -> tuple[str, str]:
@@ -487,6 +488,11 @@ def _decide(run: _Run, records: list[_Record], *, tax_rates: MappingOf[str, Deci
         assert record.contact_id is not None
         record.digest = _document_digest(record.doc, record.contact_id)
         if record.mapping and record.mapping.payload_hash == record.digest and record.state is not None:
+            if _wants_acceptance(record, record.state):  # the document is in Xero, its ACCEPTED step is not
+                warnings = list(record.warnings)
+                if (accepted := _settle_acceptance(run, record, record.state, record.mapping, warnings)):
+                    run.succeed(record, accepted, warnings)
+                continue
             _unchanged(run, record)
             continue
         if record.state is not None and record.state.locked:
@@ -508,6 +514,12 @@ def _decide(run: _Run, records: list[_Record], *, tax_rates: MappingOf[str, Deci
             continue
         record.body = record.mapped.body
         record.warnings += record.mapped.warnings
+        if (record.resource == "Quotes" and record.body.get("Status") == ACCEPTED and record.state is not None
+                and record.state.status in THROUGH_SENT):
+            # Xero refuses DRAFT → ACCEPTED and DECLINED → ACCEPTED: the quote goes as SENT, then
+            # the ACCEPTED step of its own (_settle_acceptance) follows
+            record.body["Status"] = "SENT"
+            record.accept_after = True
         to_send.append(record)
     return to_send
 
@@ -675,16 +687,98 @@ def _record_answer(run: _Run, record: _Record, answer: dict[str, Any],
         state = latest  # a newer state stored meanwhile: the push never moves the record backwards
     else:
         run.answered.append((record.resource, answer))  # for the Xero Invoices module (_fill_invoice_records)
-    run.mappings.put_mapping(Mapping(
+    mapping = Mapping(
         tenant_id=run.xero.tenant_id, module=record.module, crm_id=record.doc.crm_id, xero_id=state.xero_id,
         xero_number=state.number, payload_hash=record.digest or (record.mapping.payload_hash if record.mapping
                                                                   else None),
         crm_modified=record.doc.crm_modified, xero_updated=state.updated_utc,
         sync_status="warning" if warnings else "synced", last_error="; ".join(warnings) or None,
-        document=state.model_dump(mode="json"), version=record.version))
+        document=state.model_dump(mode="json"), version=record.version)
+    run.mappings.put_mapping(mapping)
     if record.entry:
         run.journal.confirmed(record.entry, state.xero_id)
+    if record.accept_after or _wants_acceptance(record, state):
+        accepted = _settle_acceptance(run, record, state, mapping, warnings)
+        if accepted is None:
+            return
+        state = accepted
     run.succeed(record, state, warnings)
+
+
+ACCEPTED = "ACCEPTED"
+ACCEPT_STEP = "ACCEPT"  # the journal module suffix of a quote's move to ACCEPTED
+# Xero's quote status transitions (developer.xero.com/documentation/api/accounting/quotes, "Quote
+# status codes"; the emulator's QUOTE_TRANSITIONS): ACCEPTED is reached only from SENT.
+THROUGH_SENT = ("DRAFT", "DECLINED")
+
+
+def _wants_acceptance(record: _Record, state: XeroDocumentState) -> bool:
+    return (record.resource == "Quotes" and record.action == "push"
+            and getattr(record.doc, "quote_status", None) == ACCEPTED and state.status != ACCEPTED)
+
+
+def _settle_acceptance(run: _Run, record: _Record, state: XeroDocumentState, mapping: Mapping | Any,
+                       warnings: list[str]) -> XeroDocumentState | None:
+    """Quote → ACCEPTED as a journal step of its own (``{module}#ACCEPT``): recorded before the
+    call, confirmed after, through SENT first where Xero requires it. Returns the accepted state
+    (stored in the mapping), or None when the job was ended here: deferred (Xero busy: the message
+    comes back and the step is retried) or failed visibly on the job and the CRM record (Xero
+    refused the transition).
+
+    An unconfirmed earlier attempt (the worker died after Xero's answer) reads the quote's Status
+    in Xero first, so a transition Xero already made is never sent again."""
+    module = f"{record.module}#{ACCEPT_STEP}"
+    crm_id, quote_id = record.doc.crm_id, state.xero_id
+    step = run.journal.load(module, [crm_id]).get(crm_id)
+    current = state.status
+    try:
+        if step is not None and step.state in ("intent", "sent", "confirmed"):
+            (quote,) = run.xero.get(f"Quotes/{quote_id}").get("Quotes") or [{}]
+            current = str(quote.get("Status") or current).upper()
+    except (XeroError, ConnectionNotReady) as error:
+        return _acceptance_not_done(run, record, state, error)
+    entry = Entry(module=module, crm_id=crm_id, resource="QuoteStatus",
+                  body={"QuoteID": quote_id, "Status": ACCEPTED}, version=record.version,
+                  job_ids=[i.job_id for i in record.items], intent=step)
+    if current != ACCEPTED:
+        entry.intent = None
+        if run.journal.record([entry], f"quote-accept-{quote_id}-{content_hash(record.version or '')}"):
+            run.finish_items(record.items, "ignored", warnings=[OLDER])
+            return None
+        common: dict[str, Any] = {"QuoteID": quote_id}
+        if state.contact_id:  # Xero wants the contact and date on quote updates
+            common["Contact"] = {"ContactID": state.contact_id}
+        if state.date:
+            common["Date"] = state.date.isoformat()
+        path = (["SENT"] if current in THROUGH_SENT else []) + [ACCEPTED]
+        try:
+            for status in path:
+                attempt = entry.intent.attempt if entry.intent else 0
+                (answer,) = run.xero.upsert_batch("Quotes", [{**common, "Status": status}],
+                                                  idempotency_key=f"quote-{quote_id}-{status.lower()}-{attempt}")
+                refused = (answer.get("StatusAttributeString") or "OK").upper() == "ERROR"
+                if refused or answer.get("HasValidationErrors"):
+                    message = "; ".join(validation_messages(answer)) or "Xero refused the status change"
+                    raise XeroError(message, status=400)
+        except (XeroError, ConnectionNotReady) as error:
+            run.journal.call_failed([entry], error)
+            return _acceptance_not_done(run, record, state, error)
+        run.crash.reached(XERO_ANSWERED)
+    if entry.intent is not None and entry.intent.state != "confirmed":
+        run.journal.confirmed(entry, quote_id)
+    accepted = state.model_copy(update={"status": ACCEPTED})
+    run.mappings.put_mapping(mapping.model_copy(update={"document": accepted.model_dump(mode="json")}))
+    return accepted
+
+
+def _acceptance_not_done(run: _Run, record: _Record, state: XeroDocumentState, error: Exception) -> None:
+    if isinstance(error, ConnectionNotReady) or getattr(error, "retryable", False):
+        run.defer(record.items, error)
+    else:
+        record.state = state
+        run.fail(record, f"Xero quote {state.number or state.xero_id} is {state.status} in Xero and could not be "
+                         f"moved to ACCEPTED ({error}); fix it in Xero, then replay the job")
+    return None
 
 
 def _credit(run: _Run, records: list[_Record], batch_size: int) -> None:

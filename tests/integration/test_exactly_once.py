@@ -452,3 +452,88 @@ def test_a_quick_identical_redelivery_resends_the_same_request_under_its_key(mon
         assert client.calls == calls + 1  # the one identical POST, no GET
         assert len(world.records("Invoices")) == 3
         assert {world.jobs.jobs[j].status for j in jobs} == {"succeeded"}
+
+
+class StatusLog:
+    """Every quote status the connector sends to Xero, in order (the emulator applies them)."""
+
+    def __init__(self, xero: XeroClient, refuse: str | None = None):
+        self.sent: list[str] = []
+        real = xero.upsert_batch
+
+        def upsert_batch(resource: str, elements: list[dict[str, Any]], **kwargs: Any) -> list[dict[str, Any]]:
+            if resource == "Quotes":
+                self.sent += [e.get("Status", "") for e in elements]
+                if refuse and any(e.get("Status") == refuse and set(e) <= {"QuoteID", "Status", "Contact", "Date"}
+                                  for e in elements):
+                    return [{"StatusAttributeString": "ERROR", "HasValidationErrors": True,
+                             "ValidationErrors": [{"Message": "Quote status cannot change from SENT to ACCEPTED"}]}]
+            return real(resource, elements, **kwargs)
+
+        xero.upsert_batch = upsert_batch  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("before", ["DRAFT", "DECLINED"])
+def test_a_quote_accepted_in_the_crm_goes_through_sent_and_survives_a_crash_after_the_transition(xero, before):
+    world = World(xero)
+    _contacts_first(world)
+    world.accept(invoices.KIND_DOCUMENT, _quote(1, quote_status=before))
+    world.drain()
+    (quote,) = world.records("Quotes")
+    assert quote["Status"] == before
+    log = StatusLog(xero)
+    job = world.accept(invoices.KIND_DOCUMENT, _quote(2, quote_status="ACCEPTED"))
+    # the first Xero answer is the quote's (sent as SENT), the second the ACCEPTED step's: die after it
+    assert world.deliver(CrashAt(XERO_ANSWERED, skip=1)) is False
+    assert log.sent == ["SENT", "ACCEPTED"]
+    world.drain()
+    assert log.sent == ["SENT", "ACCEPTED"]  # the redelivery read the Status and sent no transition again
+    (quote,) = world.records("Quotes")
+    assert quote["Status"] == "ACCEPTED" and quote["SubTotal"] == 200.0
+    assert world.jobs.jobs[job].status == "succeeded", world.jobs.jobs[job].error
+    mapping = world.mappings.get_mappings(xero.tenant_id, document_module("Opportunities", "QUOTE"), ["q-1"])
+    assert mapping["q-1"].document["status"] == "ACCEPTED"
+    step = world.mappings.get_intents(xero.tenant_id, document_module("Opportunities", "QUOTE") + "#ACCEPT", ["q-1"])
+    assert step["q-1"].state == "confirmed"
+
+
+def test_a_quote_accepted_in_the_crm_is_moved_once_and_a_second_delivery_sends_nothing(xero):
+    world = World(xero)
+    _contacts_first(world)
+    world.accept(invoices.KIND_DOCUMENT, _quote(1, quote_status="DRAFT"))
+    world.drain()
+    log = StatusLog(xero)
+    job = world.accept(invoices.KIND_DOCUMENT, _quote(2, quote_status="ACCEPTED"))
+    world.drain()
+    assert log.sent == ["SENT", "ACCEPTED"]
+    assert world.records("Quotes")[0]["Status"] == "ACCEPTED"
+    assert world.jobs.jobs[job].status == "succeeded"
+    # the same save delivered again: accepted already, nothing sent
+    world.pending.append({"job_id": job, "kind": invoices.KIND_DOCUMENT,
+                          "document": _quote(2, quote_status="ACCEPTED").model_dump(mode="json")})
+    world.drain()
+    assert log.sent == ["SENT", "ACCEPTED"]
+    assert world.jobs.jobs[job].status == "succeeded"
+
+
+def test_an_acceptance_xero_refuses_fails_visibly_and_a_replay_retries_only_the_step(xero):
+    world = World(xero)
+    _contacts_first(world)
+    world.accept(invoices.KIND_DOCUMENT, _quote(1, quote_status="DRAFT"))
+    world.drain()
+    real = xero.upsert_batch
+    refusing = StatusLog(xero, refuse="ACCEPTED")
+    job = world.accept(invoices.KIND_DOCUMENT, _quote(2, quote_status="ACCEPTED"))
+    world.drain()
+    outcome = world.jobs.jobs[job]
+    assert outcome.status == "failed" and "could not be moved to ACCEPTED" in outcome.error
+    assert refusing.sent == ["SENT", "ACCEPTED"] and world.records("Quotes")[0]["Status"] == "SENT"
+    # a later delivery of the same save (a replay) finds the document unchanged and takes the step only
+    xero.upsert_batch = real  # type: ignore[method-assign]
+    log2 = StatusLog(xero)
+    world.pending.append({"job_id": job, "kind": invoices.KIND_DOCUMENT,
+                          "document": _quote(2, quote_status="ACCEPTED").model_dump(mode="json")})
+    world.drain()
+    assert log2.sent == ["ACCEPTED"]
+    assert world.records("Quotes")[0]["Status"] == "ACCEPTED"
+    assert world.jobs.jobs[job].status == "succeeded"
