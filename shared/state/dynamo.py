@@ -250,6 +250,8 @@ class SyncStateTable:
             fields["version"] = intent.version
         if intent.found_id is not None:
             fields["found_id"] = intent.found_id
+        if intent.step_values is not None:
+            fields["step_values"] = intent.step_values
         names = {f"#{k}": k for k in fields}
         values: dict[str, Any] = {f":{k}": v for k, v in fields.items()}
         values[":one"] = 1

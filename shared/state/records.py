@@ -80,3 +80,4 @@ class Intent(BaseModel):
     job_ids: list[str] = []
     error: str | None = None
     updated_at: str | None = None
+    step_values: str | None = None  # a follow-up step's exact request (JSON), for one redone as it was

@@ -28,7 +28,7 @@ from shared.usecases.crash import NO_CRASH, STATE_WRITTEN, XERO_ANSWERED, CrashP
 from shared.usecases.journal import Entry, Journal
 from shared.usecases.versions import OLDER, SUPERSEDED, newest_per_record, version_of
 from shared.usecases.work import BatchResult, WorkItem, content_hash, finish, requeue, retry_after_for
-from shared.usecases.writeback import CrmWriter, Outcome, write_back
+from shared.usecases.writeback import CrmWriter, Outcome, Steps, unfinished_step, write_back, write_back_refused
 from shared.xero.client import validation_messages
 
 KIND = "contact.upsert"
@@ -237,12 +237,14 @@ def sync_contacts(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappi
         # After the organisations: an Account pushed in this batch is mapped by now.
         _sync_persons(run, person_groups, known, batch_size, result)
 
-    report = write_back([outcome for _, outcome in run.outcomes.values()], crm=crm, config=config)
+    report = write_back([outcome for _, outcome in run.outcomes.values()], crm=crm, config=config,
+                        steps=Steps(mappings, xero.tenant_id))  # type: ignore[arg-type]
     for key, error in report.pending.items():
         group = _warn(jobs, run.outcomes[key][0], f"{WRITE_BACK_PENDING}: {error}")
         result.defer([item.message_id for item, _ in group], WRITE_BACK_RETRY_SECONDS)
     for key, error in report.failed.items():
-        _warn(jobs, run.outcomes[key][0], f"crm write-back refused: {error}")
+        for item, _doc in run.outcomes[key][0]:
+            jobs.update_job(item.job_id, status="failed", error=write_back_refused(error))
     return result
 
 
@@ -262,6 +264,9 @@ def _unchanged(run: _Run, key: Key, group: Group, mapping: Mapping) -> None:
     for item, _ in group:
         job = run.jobs.get_job(item.job_id)
         pending_write_back |= bool(job and any(WRITE_BACK_PENDING in w for w in job.warnings))
+    # a write-back step recorded and never confirmed (the worker died during the Sugar call)
+    recorded = unfinished_step(Steps(run.mappings, run.xero.tenant_id), key[0], key[1])  # type: ignore[arg-type]
+    pending_write_back |= recorded is not None
     note = "xero done earlier: crm write-back retried" if pending_write_back else \
         "unchanged since the last push: nothing sent to Xero"
     for item, _ in group:
@@ -270,7 +275,7 @@ def _unchanged(run: _Run, key: Key, group: Group, mapping: Mapping) -> None:
         run.outcomes[key] = (group, Outcome(module=key[0], crm_id=key[1], xero_id=mapping.xero_id,
                                             sync_status=mapping.sync_status or "synced",
                                             last_error=mapping.last_error,
-                                            synced_at=_iso(mapping.xero_updated)))
+                                            synced_at=_iso(mapping.xero_updated), recorded=recorded))
 
 
 class _Run:

@@ -66,7 +66,7 @@ from shared.usecases.journal import Entry, Journal, add_marker
 from shared.usecases.organisations import organisation_job, without_write_back
 from shared.usecases.versions import OLDER, SUPERSEDED, newest_per_record, version_of
 from shared.usecases.work import BatchResult, WorkItem, content_hash, finish, requeue, retry_after_for
-from shared.usecases.writeback import Outcome, write_back
+from shared.usecases.writeback import Outcome, Steps, unfinished_step, write_back, write_back_refused
 from shared.xero.client import validation_messages
 
 KIND_DOCUMENT = "document.push"
@@ -551,6 +551,10 @@ def _unchanged(run: _Run, record: _Record) -> None:
     for item in record.items:
         job = run.jobs.get_job(item.job_id)
         pending |= bool(job and any(WRITE_BACK_PENDING in w for w in job.warnings))
+    # a write-back step recorded and never confirmed (the worker died during the Sugar call)
+    recorded = unfinished_step(Steps(run.mappings, run.xero.tenant_id),  # type: ignore[arg-type]
+                               record.doc.crm_module, record.doc.crm_id) if record.doc.write_back else None
+    pending |= recorded is not None
     note = "xero done earlier: crm write-back retried" if pending else \
         "unchanged since the last push: nothing sent to Xero"
     run.finish_items(record.items, "succeeded", xero=_job_xero(record.state), warnings=[note])
@@ -558,7 +562,7 @@ def _unchanged(run: _Run, record: _Record) -> None:
         run.outcomes[(record.doc.crm_module, record.doc.crm_id)] = (record.items, Outcome(
             module=record.doc.crm_module, crm_id=record.doc.crm_id, sync_status=record.mapping.sync_status,
             xero_id=record.state.xero_id, last_error=record.mapping.last_error,
-            synced_at=record.mapping.updated_at, values=write_back_values(record.state)))
+            synced_at=record.mapping.updated_at, values=write_back_values(record.state), recorded=recorded))
 
 
 # ---- step 5: sending -------------------------------------------------------------------------------
@@ -1020,7 +1024,8 @@ def _fill_invoice_records(run: _Run) -> None:
 
 
 def _write_back(run: _Run) -> None:
-    report = write_back([outcome for _, outcome in run.outcomes.values()], crm=run.crm, config=run.config)
+    report = write_back([outcome for _, outcome in run.outcomes.values()], crm=run.crm, config=run.config,
+                        steps=Steps(run.mappings, run.xero.tenant_id))  # type: ignore[arg-type]
     for key, error in report.pending.items():
         items = run.outcomes[key][0]
         for item in items:
@@ -1030,6 +1035,4 @@ def _write_back(run: _Run) -> None:
         run.result.defer([item.message_id for item in items], WRITE_BACK_RETRY_SECONDS)
     for key, error in report.failed.items():
         for item in run.outcomes[key][0]:
-            job = run.jobs.get_job(item.job_id)
-            run.jobs.update_job(item.job_id, warnings=[*(job.warnings if job else []),
-                                                       f"crm write-back refused: {error}"])
+            run.jobs.update_job(item.job_id, status="failed", error=write_back_refused(error))

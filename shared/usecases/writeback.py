@@ -3,15 +3,27 @@
 
 The values come only from stored state (the mapping and Xero's answer), so a write-back that
 is retried later writes exactly what the first attempt meant to write.
+
+With a journal (``steps``), the write-back is a journal step of its own per record
+(``{module}#WRITEBACK``, ``docs/exactly-once.md``): recorded with the exact values before the
+Sugar bulk call, ``confirmed`` after Sugar wrote them, ``sent`` while Sugar's answer is unknown or
+retryable, ``failed`` when Sugar refuses for good. A step left unconfirmed (the worker died during
+the call, or Sugar was down) is redone on redelivery with the recorded values
+(``unfinished_step``): Sugar's record update sets fields to values, so writing them twice leaves
+the record as writing them once did, and a resend is safe.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shared.mapping.settings import MappingConfig
 from shared.observability import logger
+from shared.state.dynamo import now_iso
+from shared.state.records import Intent
 
 # Fields Sugar itself changes on every save: a save touching only these and the connector's
 # own write-back fields is the connector's write-back coming round again, not a user's edit.
@@ -19,6 +31,8 @@ SUGAR_BOOKKEEPING_FIELDS = frozenset({"date_modified", "modified_user_id", "modi
                                       "date_entered"})
 WRITE_BACK_VALUES = ("xero_id", "sync_status", "last_error", "synced_at")
 BULK_CHUNK = 20
+STEP = "WRITEBACK"  # the journal module suffix of a record's write-back step
+UNCONFIRMED = ("intent", "sent")
 
 
 class CrmWriter(Protocol):
@@ -38,6 +52,40 @@ class Outcome:
     synced_at: str | None = None
     # Trade documents: Xero's own values (number, status, amounts, url...), by write-back name.
     values: dict[str, Any] = field(default_factory=dict)
+    # The Sugar fields exactly as an earlier unconfirmed step recorded them: sent as they are.
+    recorded: dict[str, Any] | None = None
+
+
+class StepStore(Protocol):
+    def get_intents(self, tenant_id: str, module: str, crm_ids: list[str]) -> dict[str, Intent]: ...
+
+    def record_intent(self, intent: Intent) -> Intent | None: ...
+
+    def settle_intent(self, intent: Intent, state: str, *, found_id: str | None = None,
+                      error: str | None = None) -> bool: ...
+
+
+@dataclass
+class Steps:
+    """Where a batch's write-back steps are journalled: the sync table, the organisation."""
+
+    store: StepStore
+    tenant_id: str
+
+
+def step_module(module: str) -> str:
+    return f"{module}#{STEP}"
+
+
+def unfinished_step(steps: Steps | None, module: str, crm_id: str) -> dict[str, Any] | None:
+    """The Sugar fields of this record's write-back step when it was recorded and never
+    confirmed (the worker died during the Sugar call, or Sugar was down); else None."""
+    if steps is None:
+        return None
+    step = steps.store.get_intents(steps.tenant_id, step_module(module), [crm_id]).get(crm_id)
+    if step is None or step.state not in UNCONFIRMED or not step.step_values:
+        return None
+    return dict(json.loads(step.step_values))
 
 
 @dataclass
@@ -60,7 +108,7 @@ def payload(outcome: Outcome, config: MappingConfig) -> dict[str, Any]:
 
 
 def write_back(outcomes: list[Outcome], *, crm: CrmWriter | None,
-               config: MappingConfig) -> WriteBackReport:
+               config: MappingConfig, steps: Steps | None = None) -> WriteBackReport:
     report = WriteBackReport(written=set(), pending={}, failed={})
     if not outcomes or not config.write_back.enabled:
         return report
@@ -70,13 +118,14 @@ def write_back(outcomes: list[Outcome], *, crm: CrmWriter | None,
         return report
     by_module: dict[str, dict[str, dict[str, Any]]] = {}
     for outcome in outcomes:
-        fields = payload(outcome, config)
+        fields = outcome.recorded if outcome.recorded is not None else payload(outcome, config)
         if fields:
             by_module.setdefault(outcome.module, {})[outcome.crm_id] = fields
     for module, updates in by_module.items():
         ids = list(updates)
         for start in range(0, len(ids), BULK_CHUNK):
             chunk = {crm_id: updates[crm_id] for crm_id in ids[start:start + BULK_CHUNK]}
+            recorded = _record_steps(steps, module, chunk)
             try:
                 results = crm.update_records_bulk(module, chunk, chunk_size=BULK_CHUNK)
             except Exception as error:  # noqa: BLE001 - Sugar being down must never fail the Xero job
@@ -84,19 +133,51 @@ def write_back(outcomes: list[Outcome], *, crm: CrmWriter | None,
                                                                  "error": str(error)})
                 for crm_id in chunk:
                     report.pending[(module, crm_id)] = str(error)
+                    _settle_step(steps, recorded.get(crm_id), "sent", str(error))
                 continue
             for crm_id in chunk:
                 result = results.get(crm_id)
                 problem = result.error(f"PUT /{module}/{crm_id}") if result is not None else None
+                step = recorded.get(crm_id)
                 if result is None:
                     report.pending[(module, crm_id)] = "Sugar gave no answer for this record"
+                    _settle_step(steps, step, "sent", report.pending[(module, crm_id)])
                 elif problem is None:
                     report.written.add((module, crm_id))
+                    _settle_step(steps, step, "confirmed")
                 elif getattr(problem, "retryable", False):
                     report.pending[(module, crm_id)] = str(problem)
+                    _settle_step(steps, step, "sent", str(problem))
                 else:
                     report.failed[(module, crm_id)] = str(problem)
+                    _settle_step(steps, step, "failed", str(problem))
     return report
+
+
+def write_back_refused(error: str) -> str:
+    """The job's failure when Sugar refuses a write-back for good (the record deleted: 404)."""
+    return (f"the Xero write is done, but the CRM write-back was refused for good ({error}); "
+            "the CRM record was not updated (deleted in the CRM?): check it, then replay the job")
+
+
+def _record_steps(steps: Steps | None, module: str, chunk: dict[str, dict[str, Any]]) -> dict[str, Intent]:
+    """Each record's write-back intent, with the exact values, before the Sugar call."""
+    if steps is None:
+        return {}
+    recorded: dict[str, Intent] = {}
+    for crm_id, fields in chunk.items():
+        text = json.dumps(fields, sort_keys=True, default=str)
+        intent = steps.store.record_intent(Intent(
+            tenant_id=steps.tenant_id, module=step_module(module), crm_id=crm_id, resource="SugarWriteBack",
+            body_hash=hashlib.sha256(text.encode()).hexdigest(), step_values=text, updated_at=now_iso()))
+        if intent is not None:
+            recorded[crm_id] = intent
+    return recorded
+
+
+def _settle_step(steps: Steps | None, step: Intent | None, state: str, error: str | None = None) -> None:
+    if steps is not None and step is not None:
+        steps.store.settle_intent(step, state, error=error)
 
 
 def _changed_fields(data_changes: Any) -> set[str] | None:

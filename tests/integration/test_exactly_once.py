@@ -24,9 +24,10 @@ from shared.usecases.crash import JOB_MARKED, NO_CRASH, POINTS, XERO_ANSWERED, C
 from shared.usecases.journal import ID_FIELDS
 from shared.usecases.versions import OLDER
 from shared.usecases.work import WorkItem
+from shared.usecases.writeback import step_module
 from shared.xero.client import XeroClient, encode_json
 from sugar_xero.local.xero_emulator import EmulatorConfig, serve
-from tests.support.fakes import FakeJobs, FakeMappings, FakeQueue
+from tests.support.fakes import FakeJobs, FakeMappings, FakeQueue, FakeSugar
 
 SGD_GST = {"OUTPUT": Decimal("9"), "INPUT": Decimal("9"), "NONE": Decimal("0")}
 CUSTOMER = ContactDocument(crm_module="Accounts", crm_id="acc-1", name="Harbour Foods Pte Ltd",
@@ -78,6 +79,7 @@ class World:
         self.config = config or MappingConfig()
         self.pending: list[dict[str, Any]] = []
         self.crashes = 0
+        self.crm: Any = None  # the Sugar the write-back goes to (none: skipped)
 
     def accept(self, kind: str, doc: Any) -> str:
         accepted = accept(kind=kind, crm=CrmRef(module=doc.crm_module, id=doc.crm_id),
@@ -124,7 +126,7 @@ class World:
 
     def _documents(self, batch: list[WorkItem], crash: Any):
         return invoices.push_documents(batch, xero=self.xero, jobs=self.jobs, mappings=self.mappings,
-                                       config=self.config, tax_rates=SGD_GST, crash=crash)
+                                       config=self.config, tax_rates=SGD_GST, crash=crash, crm=self.crm)
 
     def records(self, resource: str) -> list[dict[str, Any]]:
         found = list(self.xero.iter_pages(resource, params={"includeArchived": "true"}
@@ -537,3 +539,46 @@ def test_an_acceptance_xero_refuses_fails_visibly_and_a_replay_retries_only_the_
     assert log2.sent == ["ACCEPTED"]
     assert world.records("Quotes")[0]["Status"] == "ACCEPTED"
     assert world.jobs.jobs[job].status == "succeeded"
+
+
+class SugarDyingOnce(FakeSugar):
+    """Sugar writes the records of the first bulk call, then the worker dies before reading
+    Sugar's answer (a Lambda timeout during the call)."""
+
+    def update_records_bulk(self, module: str, updates: dict[str, dict[str, Any]], chunk_size: int = 20):
+        answer = super().update_records_bulk(module, updates, chunk_size)
+        if len(self.calls) == 1:
+            raise WorkerCrashed(XERO_ANSWERED)
+        return answer
+
+
+def test_an_invoice_write_back_cut_off_by_a_crash_is_redone_with_the_values_it_recorded(xero):
+    world = World(xero)
+    _contacts_first(world)
+    world.crm = SugarDyingOnce()
+    job = world.accept(invoices.KIND_DOCUMENT, _sales(1))
+    assert world.deliver() is False  # died during the Sugar bulk call
+    module = step_module("Invoices")
+    assert world.mappings.get_intents(xero.tenant_id, module, ["inv-1"])["inv-1"].state == "intent"
+    calls = xero.calls
+    world.drain()
+    assert xero.calls == calls  # nothing sent to Xero again
+    (first, again) = world.crm.calls  # one bulk call per delivery, the same values
+    assert first == again and first[1]["inv-1"]["xero_sync_status_c"] == "synced"
+    assert world.mappings.get_intents(xero.tenant_id, module, ["inv-1"])["inv-1"].state == "confirmed"
+    assert world.jobs.jobs[job].status == "succeeded"
+    assert len(world.records("Invoices")) == 1
+
+
+def test_an_invoice_write_back_sugar_refuses_for_good_fails_the_job_visibly(xero):
+    world = World(xero)
+    _contacts_first(world)
+    world.crm = FakeSugar()
+    world.crm.missing.add("inv-1")
+    job = world.accept(invoices.KIND_DOCUMENT, _sales(1))
+    world.drain()
+    outcome = world.jobs.jobs[job]
+    assert outcome.status == "failed" and "write-back was refused for good" in outcome.error
+    assert len(world.crm.calls) == 1 and len(world.records("Invoices")) == 1
+    step = world.mappings.get_intents(xero.tenant_id, step_module("Invoices"), ["inv-1"])["inv-1"]
+    assert step.state == "failed"

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from shared.mapping.settings import MappingConfig, WriteBack
 from shared.models.documents import ContactDocument
 from shared.models.jobs import CrmRef
@@ -9,8 +13,9 @@ from shared.models.sugar import AccountHook
 from shared.sugar.errors import SugarError
 from shared.usecases.accept import accept
 from shared.usecases.contacts import KIND, WRITE_BACK_PENDING, sync_contacts
+from shared.usecases.crash import XERO_ANSWERED, WorkerCrashed
 from shared.usecases.work import WorkItem
-from shared.usecases.writeback import Outcome, own_write_back, payload, write_back
+from shared.usecases.writeback import Outcome, own_write_back, payload, step_module, write_back
 from tests.support.fakes import FakeJobs, FakeMappings, FakeQueue, FakeSugar, FakeXero
 
 CONFIG = MappingConfig()
@@ -83,13 +88,56 @@ def test_sugar_down_leaves_the_xero_job_succeeded_and_retries_the_same_values_la
     assert jobs.jobs[job.job_id].status == "succeeded"
 
 
-def test_a_record_gone_from_sugar_is_reported_not_retried():
-    sugar = FakeSugar()
+def test_a_record_gone_from_sugar_fails_the_job_visibly_and_is_not_retried():
+    sugar, mappings = FakeSugar(), FakeMappings()
     sugar.missing.add("a1")
-    result, jobs, _ = run([ContactDocument(crm_id="a1", name="Acme")], crm=sugar)
+    result, jobs, _ = run([ContactDocument(crm_id="a1", name="Acme")], crm=sugar, mappings=mappings)
     (job,) = jobs.jobs.values()
-    assert result.retry == set() and job.status == "succeeded"
-    assert any("crm write-back refused" in w for w in job.warnings)
+    assert result.retry == set() and job.status == "failed"
+    assert "write-back was refused for good" in job.error and "404" in job.error
+    step = mappings.get_intents("tenant-1", step_module("Accounts"), ["a1"])["a1"]
+    assert step.state == "failed"
+    # `sugar-xero status` lists it among the failures, with the reason
+    from shared.usecases.status import gather
+
+    class Table:
+        def scan_status_items(self):
+            return [("job", j.job_id, j.model_dump(mode="json")) for j in jobs.jobs.values()]
+
+    report = gather(store=Table(), probe=None, limits=None)
+    assert report.jobs["failed"] == 1
+    assert [f for f in report.recent_failures if "write-back was refused" in str(f)]
+
+
+class DyingSugar(FakeSugar):
+    """Sugar writes the records, then the worker dies before reading the answer (a timeout)."""
+
+    def update_records_bulk(self, module, updates, chunk_size=20):
+        super().update_records_bulk(module, updates, chunk_size)
+        raise WorkerCrashed(XERO_ANSWERED)
+
+
+def test_the_write_back_is_a_journal_step_recorded_before_the_call_and_redone_when_unconfirmed():
+    sugar, jobs, mappings, xero = DyingSugar(), FakeJobs(), FakeMappings(), FakeXero()
+    doc = ContactDocument(crm_id="a1", name="Acme")
+    with pytest.raises(WorkerCrashed):
+        run([doc], jobs=jobs, mappings=mappings, xero=xero, crm=sugar)
+    step = mappings.get_intents(xero.tenant_id, step_module("Accounts"), ["a1"])["a1"]
+    assert step.state == "intent" and json.loads(step.step_values) == sugar.calls[0][1]["a1"]
+    first_try = sugar.calls[0][1]["a1"]
+    # SQS delivers the message again: Xero is not written again; the unconfirmed step is redone
+    # with the values it recorded (one bulk call), and confirmed
+    (job_id,) = jobs.jobs
+    sugar = FakeSugar()
+    items = [WorkItem(message_id="m0", job_id=job_id, kind=KIND, document=doc.model_dump(mode="json"))]
+    result = sync_contacts(items, xero=xero, jobs=jobs, mappings=mappings, crm=sugar, config=CONFIG)
+    assert result.retry == set() and len(xero.calls) == 1
+    assert sugar.calls == [("Accounts", {"a1": first_try})]
+    assert mappings.get_intents(xero.tenant_id, step_module("Accounts"), ["a1"])["a1"].state == "confirmed"
+    assert jobs.jobs[job_id].status == "succeeded"
+    # confirmed: a further delivery writes nothing back
+    sync_contacts(items, xero=xero, jobs=jobs, mappings=mappings, crm=sugar, config=CONFIG)
+    assert len(sugar.calls) == 1
 
 
 def test_no_sugar_configured_or_disabled_skips_the_write_back():
