@@ -711,8 +711,9 @@ def _record_answer(run: _Run, record: _Record, answer: dict[str, Any],
 
 ACCEPTED = "ACCEPTED"
 ACCEPT_STEP = "ACCEPT"  # the journal module suffix of a quote's move to ACCEPTED
-# Xero's quote status transitions (developer.xero.com/documentation/api/accounting/quotes, "Quote
-# status codes"; the emulator's QUOTE_TRANSITIONS): ACCEPTED is reached only from SENT.
+# Quote statuses (../shared/reference/xero-api.md); the API reference lists them but not which
+# moves it allows, so the least convenient reading holds, the path Xero's app offers (a quote is
+# sent before it is accepted or declined; the emulator's QUOTE_TRANSITIONS): ACCEPTED from SENT only.
 THROUGH_SENT = ("DRAFT", "DECLINED")
 
 
