@@ -52,6 +52,15 @@ def test_only_the_latest_attempt_settles(table):
     assert stored.state == "sent" and stored.attempt == 2 and stored.error == "connection lost"
 
 
+def test_a_write_back_step_keeps_the_values_it_will_resend(table):
+    values = '{"xero_id_c": "x-1", "xero_sync_status_c": "synced"}'
+    step = table.record_intent(Intent(tenant_id="t", module="Invoices#WRITEBACK", crm_id="inv-1",
+                                      resource="SugarWriteBack", body_hash="h", step_values=values))
+    assert step is not None and step.step_values == values
+    (stored,) = table.get_intents("t", "Invoices#WRITEBACK", ["inv-1"]).values()
+    assert stored.state == "intent" and stored.step_values == values
+
+
 def test_journal_entries_never_show_in_the_by_xero_id_index(table):
     intent = table.record_intent(_intent("2026-12-03T02:00:00.000000Z"))
     assert intent is not None
