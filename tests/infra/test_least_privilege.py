@@ -97,6 +97,9 @@ def test_only_reconcile_scans_and_the_internet_facing_function_least_of_all(expa
         granted = _actions_of(expanded, function)
         assert ("dynamodb:Scan" in granted) == (function == "ReconcileFunction"), function
         assert granted["kms:Decrypt"] == [{"Fn::GetAtt": ["TokenKey", "Arn"]}]
+        # envelope encryption: data keys from GenerateDataKey; nothing is encrypted by KMS directly
+        assert granted["kms:GenerateDataKey"] == [{"Fn::GetAtt": ["TokenKey", "Arn"]}]
+        assert "kms:Encrypt" not in granted
         assert granted["secretsmanager:GetSecretValue"] == [{"Ref": "ConnectorSecret"}]
     webhook = _actions_of(expanded, "PaymentWebhookFunction")
     assert webhook["sqs:ReceiveMessage"] == [{"Fn::GetAtt": ["PaymentWebhookQueue", "Arn"]}]

@@ -86,7 +86,8 @@ def test_layer_wheels_are_built_for_cpython_313_manylinux_x86_64(build_dir: Path
     layer = build_dir / "SharedLayer" / "python"
     assert (layer / "pydantic_core" / f"_pydantic_core.{LAMBDA_ABI}.so").is_file()
     assert (layer / "yaml" / f"_yaml.{LAMBDA_ABI}.so").is_file()
-    for package in ("aws_lambda_powertools", "aws_xray_sdk", "pydantic", "requests", "boto3", "botocore"):
+    for package in ("aws_lambda_powertools", "aws_xray_sdk", "pydantic", "requests", "boto3", "botocore",
+                    "cryptography"):
         assert (layer / package / "__init__.py").is_file(), package
     extensions = [p.name for p in layer.rglob("*.so")]
     wrong = [name for name in extensions if LAMBDA_ABI not in name and ".abi3." not in name]

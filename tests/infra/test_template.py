@@ -298,6 +298,7 @@ def test_function_has_its_own_role_scoped_to_its_resources(resources, logical_id
     assert "sqs:ChangeMessageVisibility" in statements["OwnQueue"]["Action"]  # deferring needs it
     assert statements["Secret"]["Resource"] == {"Ref": "ConnectorSecret"}
     assert statements["SealTokens"]["Resource"] == {"Fn::GetAtt": ["TokenKey", "Arn"]}
+    assert sorted(statements["SealTokens"]["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
     assert {"Fn::GetAtt": ["SyncTable", "Arn"]} in statements["SyncTable"]["Resource"]
 
 
