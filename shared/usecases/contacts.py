@@ -28,7 +28,15 @@ from shared.usecases.crash import NO_CRASH, STATE_WRITTEN, XERO_ANSWERED, CrashP
 from shared.usecases.journal import Entry, Journal
 from shared.usecases.versions import OLDER, SUPERSEDED, newest_per_record, version_of
 from shared.usecases.work import BatchResult, WorkItem, content_hash, finish, requeue, retry_after_for
-from shared.usecases.writeback import CrmWriter, Outcome, Steps, unfinished_step, write_back, write_back_refused
+from shared.usecases.writeback import (
+    CrmWriter,
+    Outcome,
+    Steps,
+    step_module,
+    unfinished_step,
+    write_back,
+    write_back_refused,
+)
 from shared.xero.client import validation_messages
 
 KIND = "contact.upsert"
@@ -181,6 +189,8 @@ def sync_contacts(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappi
         for crm_id, mapping in mappings.get_mappings(xero.tenant_id, module, ids).items():
             known[(module, crm_id)] = mapping
         run.journal.load(module, ids)
+        if config.write_back.enabled and crm is not None:  # unfinished write-back steps, one read
+            run.journal.load(step_module(module), [i for i in ids if (module, i) in known])
     for key in [k for k in groups if run.journal.is_older(k[0], k[1], versions[k])]:
         for item, _ in groups.pop(key):
             finish(jobs, item.job_id, "ignored", warnings=[OLDER])
@@ -265,7 +275,7 @@ def _unchanged(run: _Run, key: Key, group: Group, mapping: Mapping) -> None:
         job = run.jobs.get_job(item.job_id)
         pending_write_back |= bool(job and any(WRITE_BACK_PENDING in w for w in job.warnings))
     # a write-back step recorded and never confirmed (the worker died during the Sugar call)
-    recorded = unfinished_step(Steps(run.mappings, run.xero.tenant_id), key[0], key[1])  # type: ignore[arg-type]
+    recorded = unfinished_step(run.journal, key[0], key[1]) if run.config.write_back.enabled else None
     pending_write_back |= recorded is not None
     note = "xero done earlier: crm write-back retried" if pending_write_back else \
         "unchanged since the last push: nothing sent to Xero"

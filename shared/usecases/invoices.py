@@ -66,7 +66,7 @@ from shared.usecases.journal import Entry, Journal, add_marker
 from shared.usecases.organisations import organisation_job, without_write_back
 from shared.usecases.versions import OLDER, SUPERSEDED, newest_per_record, version_of
 from shared.usecases.work import BatchResult, WorkItem, content_hash, finish, requeue, retry_after_for
-from shared.usecases.writeback import Outcome, Steps, unfinished_step, write_back, write_back_refused
+from shared.usecases.writeback import Outcome, Steps, step_module, unfinished_step, write_back, write_back_refused
 from shared.xero.client import validation_messages
 
 KIND_DOCUMENT = "document.push"
@@ -458,6 +458,13 @@ def _decide(run: _Run, records: list[_Record], *, tax_rates: MappingOf[str, Deci
             check_references: ReferenceCheck | None, today: dt.date) -> list[_Record]:
     to_send: list[_Record] = []
     credit_with_payments = run.config.invoices.cancel_with_payments == "credit_note"
+    if run.config.write_back.enabled and run.crm is not None:  # unfinished write-back steps, one read a module
+        pushed: dict[str, list[str]] = {}
+        for record in records:
+            if record.mapping is not None and record.doc.write_back:
+                pushed.setdefault(record.doc.crm_module, []).append(record.doc.crm_id)
+        for module, crm_ids in pushed.items():
+            run.journal.load(step_module(module), crm_ids)
     for record in records:
         if record.doc.cancelled:
             if record.state is None:
@@ -552,8 +559,8 @@ def _unchanged(run: _Run, record: _Record) -> None:
         job = run.jobs.get_job(item.job_id)
         pending |= bool(job and any(WRITE_BACK_PENDING in w for w in job.warnings))
     # a write-back step recorded and never confirmed (the worker died during the Sugar call)
-    recorded = unfinished_step(Steps(run.mappings, run.xero.tenant_id),  # type: ignore[arg-type]
-                               record.doc.crm_module, record.doc.crm_id) if record.doc.write_back else None
+    recorded = unfinished_step(run.journal, record.doc.crm_module, record.doc.crm_id) \
+        if record.doc.write_back and run.config.write_back.enabled and run.crm is not None else None
     pending |= recorded is not None
     note = "xero done earlier: crm write-back retried" if pending else \
         "unchanged since the last push: nothing sent to Xero"

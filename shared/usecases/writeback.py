@@ -77,12 +77,15 @@ def step_module(module: str) -> str:
     return f"{module}#{STEP}"
 
 
-def unfinished_step(steps: Steps | None, module: str, crm_id: str) -> dict[str, Any] | None:
+class StepReader(Protocol):
+    def load(self, module: str, crm_ids: Any) -> dict[str, Intent]: ...
+
+
+def unfinished_step(journal: StepReader, module: str, crm_id: str) -> dict[str, Any] | None:
     """The Sugar fields of this record's write-back step when it was recorded and never
-    confirmed (the worker died during the Sugar call, or Sugar was down); else None."""
-    if steps is None:
-        return None
-    step = steps.store.get_intents(steps.tenant_id, step_module(module), [crm_id]).get(crm_id)
+    confirmed (the worker died during the Sugar call, or Sugar was down); else None.
+    ``journal`` is the run's ``Journal``: load a batch's steps at once beforehand."""
+    step = journal.load(step_module(module), [crm_id]).get(crm_id)
     if step is None or step.state not in UNCONFIRMED or not step.step_values:
         return None
     return dict(json.loads(step.step_values))

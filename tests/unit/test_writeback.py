@@ -192,3 +192,21 @@ def test_a_save_that_changes_nothing_in_xero_writes_nothing_back():
     run([ContactDocument(crm_id="a1", name="Acme", crm_modified="t2")], jobs=jobs, mappings=mappings,
         xero=xero, crm=sugar)
     assert len(sugar.calls) == 1 and len(xero.calls) == 1
+
+
+def test_a_redelivered_batch_reads_its_write_back_steps_in_one_read():
+    class CountingMappings(FakeMappings):
+        def __init__(self):
+            super().__init__()
+            self.step_reads = 0
+
+        def get_intents(self, tenant_id, module, crm_ids):
+            self.step_reads += module.endswith("#WRITEBACK")
+            return super().get_intents(tenant_id, module, crm_ids)
+
+    sugar, mappings, xero = FakeSugar(), CountingMappings(), FakeXero()
+    docs = [ContactDocument(crm_id=f"a{n}", name=f"Customer {n}") for n in range(5)]
+    _, jobs, items = run(docs, mappings=mappings, xero=xero, crm=sugar)
+    mappings.step_reads = 0
+    sync_contacts(items, xero=xero, jobs=jobs, mappings=mappings, crm=sugar, config=CONFIG)
+    assert mappings.step_reads == 1 and len(sugar.calls) == 1  # unchanged and confirmed: nothing written
