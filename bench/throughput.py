@@ -219,9 +219,10 @@ def pace_xero_path(documents: int) -> dict[str, Any]:
                         not_before, (resource, elements) = pending.get_nowait()
                     except queues.Empty:
                         return
-                    if not_before > time.monotonic():
+                    wait = not_before - time.monotonic()
+                    if wait > 0:
                         pending.put((not_before, (resource, elements)))
-                        time.sleep(min(0.05, not_before - time.monotonic()))
+                        time.sleep(min(0.05, wait))
                         continue
                     try:
                         client.upsert_batch(resource, elements, idempotency_key=f"{resource}-{elements[0]}"[:128])
