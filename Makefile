@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install php run test test-fast lint build bench bench-readme clean
+.PHONY: install php checkov run test test-fast lint build bench bench-readme clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,20 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## checkov (a dev dependency: the pyproject's `checkov` extra) lives in its own environment: its
+## pins (boto3 < 1.36, packaging 23) would downgrade the project's. tests/infra/test_checkov.py runs it.
+CHECKOV_VENV ?= .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+
+$(CHECKOV_STAMP): pyproject.toml
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet "$$($(PYTHON) -c 'import tomllib;print(tomllib.load(open("pyproject.toml","rb"))["project"]["optional-dependencies"]["checkov"][0])')"
+	touch $(CHECKOV_STAMP)
+
+checkov: $(CHECKOV_STAMP)
+	$(CHECKOV_VENV)/bin/checkov -f infra/template.yaml --framework cloudformation --quiet \
+		--skip-check "$$($(PYTHON) -c 'import yaml;print(",".join(yaml.safe_load(open("infra/checkov-skips.yaml"))))')"
 
 ## php-cli checks the Sugar package's PHP files (`php -l`); installed from Debian where missing.
 php:
@@ -28,10 +42,10 @@ run: install
 	SUGAR_XERO_LOCAL_MAX_RECEIVE_COUNT=2 $(VENV)/bin/sugar-xero local --demo --log-file .sugar-xero-local.log
 
 ## Every test: unit, integration, contract, template checks, end to end.
-test: install php
+test: install php $(CHECKOV_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: install php
+test-fast: install php $(CHECKOV_STAMP)
 	$(PY) -m pytest -m "not e2e and not slow" $(PYTEST_ARGS)
 
 lint: install

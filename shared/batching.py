@@ -110,6 +110,10 @@ def run_topped_up(event: dict[str, Any], queue: Any,
                                             if f["itemIdentifier"] in own]}
 
 
+# The note a job gets while its CRM write-back waits for Sugar (shared.usecases.contacts).
+WRITE_BACK_PENDING = "xero done, crm write-back pending"
+
+
 def mark_dead_lettered(records: list[dict[str, Any]], answer: dict[str, Any], *, queue: Any, jobs: Any) -> None:
     """A message that fails its last delivery goes to the dead-letter queue next (SQS moves it on
     the receive after ``maxReceiveCount``): its job stops saying ``queued`` and says ``failed``,
@@ -131,8 +135,17 @@ def mark_dead_lettered(records: list[dict[str, Any]], answer: dict[str, Any], *,
         if record["messageId"] not in failed or deliveries < limit or job_id is None:
             continue
         job = jobs.get_job(job_id)
+        attempts = f"{deliveries} attempt{'' if deliveries == 1 else 's'}"
+        pending = [w for w in getattr(job, "warnings", None) or [] if WRITE_BACK_PENDING in str(w)]
+        if job is not None and job.status == "succeeded" and pending:
+            # The Xero write is done; its follow-up step, the CRM write-back, is not: the job fails
+            # visibly (status lists it, `sugar-xero replay` brings it back and the worker writes
+            # back from the stored outcome) instead of a forgotten note on a succeeded job.
+            jobs.update_job(job_id, status="failed",
+                            error=f"dead-lettered after {attempts}: the Xero write is done, the CRM "
+                                  f"write-back is not ({pending[-1]})")
+            continue
         if job is None or job.status in ("succeeded", "failed", "ignored"):
             continue
         last = job.error or "no error given"
-        attempts = f"{deliveries} attempt{'' if deliveries == 1 else 's'}"
         finish(jobs, job_id, "failed", error=f"dead-lettered after {attempts}: {last}")

@@ -171,12 +171,40 @@ def reset() -> None:
 def xero_client_for(tenant_id: str) -> XeroClient:
     """A Xero client for one organisation (webhook events name theirs): the connection's token
     set and the shared rate gate, with that organisation's ``xero-tenant-id``."""
+    _check_connected(tenant_id)
     return XeroClient(settings().xero_api_base_url, tenant_id, xero_tokens(), session=http_session(),
                       gate=rate_gate())
 
 
+def _check_connected(tenant_id: str) -> None:
+    """One CRM, several organisations: an organisation the mapping configuration names but the
+    administrator did not allow at onboarding (the connection records every organisation Xero's
+    /connections listed) waits for `sugar-xero connect`, saying so, instead of failing each call."""
+    from shared.mapping.settings import mapping_file
+
+    organisations = mapping_file().organisations
+    if organisations is None:
+        return
+    tenants = (job_store().get_connection(settings().connection_id) or {}).get("tenants") or []
+    if tenants and tenant_id not in {str(t.get("tenant_id")) for t in tenants}:
+        name = organisations.name_of(tenant_id) or tenant_id
+        raise ConnectionNotReady(f"the Xero organisation {name} ({tenant_id}) is not connected: run "
+                                 "`sugar-xero connect` and allow it in Xero's consent screen")
+
+
 # ---- reconciliation (functions/reconcile) ------------------------------------------------------
 @cache
+def organisation_today(tenant_id: str):
+    """Today in the Xero organisation's timezone (from the cached nightly metadata), as Xero
+    dates documents; the UTC date before the first metadata refresh."""
+    from datetime import UTC, datetime
+
+    from shared.usecases.metadata import load_metadata
+
+    metadata = load_metadata(reconcile_state(), tenant_id)
+    return metadata.today() if metadata is not None else datetime.now(UTC).date()
+
+
 def reconcile_state():
     """Watermarks, the last pass's report, the cached organisation metadata, the audit cursor."""
     from shared.state.watermarks import ReconcileStateTable
@@ -202,7 +230,6 @@ def billing_rules(tenant_id: str):
     an ``on_changes`` callable; None when it has no rules. A change whose rules failed in a way
     worth retrying is raised back (``ChangesFailed``): its state is then not stored, and the same
     news is applied again. The webhook worker and the reconciliation both use this one."""
-    from datetime import UTC, datetime
 
     from shared.billing.rules import rules_file
     from shared.observability import MetricNames, logger, metrics
@@ -221,7 +248,7 @@ def billing_rules(tenant_id: str):
 
     def on_changes(changes):
         report = billing.run_billing_rules(changes, rules=rules, crm=crm, accept_purchase=accept_purchase,
-                                           ledger=ledger, today=datetime.now(UTC).date())
+                                           ledger=ledger, today=organisation_today(tenant_id))
         metrics.add_metric(name=MetricNames.BILLING_RULES_FAILED, unit="Count", value=len(report.failed))
         if report.retry:
             raise xero_updates.ChangesFailed(f"billing rules to retry for {len(report.retry)} documents",

@@ -50,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--job", action="append", default=[], metavar="ID",
                         help="send this job's stored document to its queue again (repeatable)")
     parser.add_argument("--force", action="store_true",
-                        help="with --job: send it even if it already succeeded (the worker then finds "
-                             "nothing changed and writes nothing)")
+                        help="with --job: start a new attempt even if it already succeeded (e.g. it was "
+                             "overwritten in Xero since; the worker writes only what changed). A live attempt "
+                             "(queued or in progress within the last 6 minutes) is refused even so")
     parser.add_argument("--max", type=int, default=1000, metavar="N",
                         help="move at most N messages per dead-letter queue (default 1000)")
     parser.add_argument("--json", action="store_true", help="print what moved as JSON")
@@ -198,7 +199,9 @@ def render(report: ReplayReport, target: StackTarget) -> str:
         crm = f" {j.crm['module']}/{j.crm['id']}" if j.crm else ""
         what = f"  job {j.job_id} ({j.kind or 'unknown kind'}{crm}): "
         if j.sent:
-            lines.append(what + f"was {j.status_before}, queued again on the {j.queue} queue")
+            where = f" for organisation {j.tenant_id}" if j.tenant_id else ""
+            lines.append(what + f"was {j.status_before}, queued again on the {j.queue} queue{where} "
+                         f"(attempt {j.attempt})")
         else:
             lines.append(what + f"not sent: {j.reason}")
     lines.append("")

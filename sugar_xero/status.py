@@ -313,7 +313,8 @@ def render(report: StatusReport, target: StackTarget) -> str:
     lines += ["", f"Latest failures ({len(report.recent_failures)}, newest first)"]
     if report.recent_failures:
         lines += _table(["JOB", "KIND", "CRM", "UPDATED", "ATTEMPTS", "ERROR"],
-                        [[f["job_id"], f["kind"], f"{f['crm_module']}/{f['crm_id']}", f["updated_at"],
+                        [[f["job_id"], f["kind"] + (f" (organisation {f['tenant_id']})" if f.get("tenant_id") else ""),
+                          f"{f['crm_module']}/{f['crm_id']}", f["updated_at"],
                           str(f["attempts"]), _clip(f["error"], 100)] for f in report.recent_failures])
     else:
         lines.append("  none")

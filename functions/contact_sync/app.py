@@ -14,6 +14,7 @@ from shared.api.http import build_resolver, common_router, handle_http, status_b
 from shared.api.sqs import is_sqs_event, run_batch
 from shared.batching import run_topped_up
 from shared.config import settings
+from shared.errors import ConnectionNotReady
 from shared.mapping.settings import mapping_file
 from shared.mapping.sugar_contacts import hook_to_document
 from shared.models.callouts import ContactCallout
@@ -24,6 +25,8 @@ from shared.observability import MetricNames, logger, metrics, tracer
 from shared.usecases import contacts, writeback
 from shared.usecases.accept import accept
 from shared.usecases.crash import from_environment as crash_points
+from shared.usecases.organisations import by_tenant, fan_out, for_the_default, without_write_back
+from shared.usecases.work import BatchResult, WorkItem, requeue, retry_after_for
 
 router = Router()
 
@@ -66,14 +69,40 @@ app.include_router(router)
 app.include_router(common_router)
 
 
-def work(items):
+def work(items: list[WorkItem]) -> BatchResult:
+    """Each job against its organisation: the callout's own jobs against the default one (when it
+    needs the save), after queuing the same save for every other organisation that holds the
+    customer or is routed it (``shared.usecases.organisations``); those jobs come back here
+    carrying their tenant id."""
     crm = wiring.sugar_client() if settings().sugar_base_url else None
-    return contacts.sync_contacts(items, xero=wiring.xero_client(), jobs=wiring.job_store(),
-                                  mappings=wiring.job_store(), crm=crm, crash=crash_points())
+    organisations = mapping_file().organisations
+    default = wiring.tenant_id() if organisations is not None else None
+    fanned = fan_out(items, module_of=lambda item: str(item.document.get("crm_module")),
+                     organisations=organisations, default_tenant=str(default), crm=crm, jobs=wiring.job_store(),
+                     mappings=wiring.job_store(), queue=wiring.contact_queue())
+    items = for_the_default(items, fanned, jobs=wiring.job_store(), organisations=organisations)
+    result = BatchResult()
+    for tenant_id, group in by_tenant(items).items():
+        own = tenant_id is None or tenant_id == default
+        try:
+            xero = wiring.xero_client() if tenant_id is None else wiring.xero_client_for(tenant_id)
+        except ConnectionNotReady as error:  # that organisation waits; the others go on
+            logger.warning("an organisation's work waits for its connection",
+                           extra={"tenant_id": tenant_id, "error": str(error)})
+            requeue(wiring.job_store(), [item.job_id for item in group], error)
+            result.defer([item.message_id for item in group], retry_after_for(error))
+            continue
+        # The CRM's xero_* fields name the default organisation's contact: only its jobs write back.
+        config = mapping_file().for_tenant(xero.tenant_id)
+        outcome = contacts.sync_contacts(group, xero=xero, jobs=wiring.job_store(), mappings=wiring.job_store(),
+                                         config=config if own else without_write_back(config),
+                                         crm=crm if own else None, crash=crash_points())
+        result.defer(sorted(outcome.retry), outcome.retry_after)
+    return result
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False)  # answers carry states, URLs, job data
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if is_sqs_event(event):

@@ -15,7 +15,7 @@ from shared.api.http import build_resolver, common_router, handle_http, status_b
 from shared.api.sqs import is_sqs_event, run_batch
 from shared.batching import run_topped_up
 from shared.config import settings
-from shared.errors import BadInput
+from shared.errors import BadInput, ConnectionNotReady
 from shared.mapping.items import hook_to_item_document
 from shared.mapping.settings import mapping_file
 from shared.mapping.sugar_quotes import quote_intent
@@ -29,9 +29,9 @@ from shared.usecases import invoices, items, writeback
 from shared.usecases.accept import accept
 from shared.usecases.crash import from_environment as crash_points
 from shared.usecases.metadata import load_metadata, unknown_references
-from shared.usecases.organisation_items import push_missing_items
+from shared.usecases.organisations import by_tenant, fan_out, for_the_default
 from shared.usecases.routing import Router as OrganisationRouter
-from shared.usecases.work import BatchResult, WorkItem
+from shared.usecases.work import BatchResult, WorkItem, requeue, retry_after_for
 
 router = Router()
 
@@ -156,6 +156,40 @@ def _by_organisation(documents: list[WorkItem], crm: Any, result: BatchResult) -
         return {}
 
 
+def _client_or_wait(tenant_id: str | None, group: list[WorkItem], result: BatchResult) -> Any:
+    """The organisation's Xero client; None (its work waits, the other organisations' goes on)
+    when that organisation is not connected."""
+    try:
+        return wiring.xero_client() if tenant_id is None else wiring.xero_client_for(tenant_id)
+    except ConnectionNotReady as error:
+        logger.warning("an organisation's work waits for its connection", extra={"tenant_id": tenant_id,
+                                                                                   "error": str(error)})
+        requeue(wiring.job_store(), [item.job_id for item in group], error)
+        result.defer([item.message_id for item in group], retry_after_for(error))
+        return None
+
+
+def _work_products(products: list[WorkItem], crm: Any, result: BatchResult) -> None:
+    """Each product job against its organisation: the callout's own against the default one,
+    after queuing the same save for every other organisation holding the product or routed it
+    (``shared.usecases.organisations``); those jobs come back here carrying their tenant id."""
+    organisations = mapping_file().organisations
+    default = wiring.tenant_id() if organisations is not None else None
+    if organisations is None:
+        crm = None  # one organisation: nothing to route, no CRM read
+    fanned = fan_out(products, module_of=lambda item: items.MODULE, organisations=organisations,
+                     default_tenant=str(default), crm=crm, jobs=wiring.job_store(), mappings=wiring.job_store(),
+                     queue=wiring.invoice_queue())
+    products = for_the_default(products, fanned, jobs=wiring.job_store(), organisations=organisations)
+    for tenant_id, group in by_tenant(products).items():
+        xero = _client_or_wait(tenant_id, group, result)
+        if xero is None:
+            continue
+        outcome = items.sync_items(group, xero=xero, jobs=wiring.job_store(), mappings=wiring.job_store(),
+                                   crash=crash_points())
+        result.defer(sorted(outcome.retry), outcome.retry_after)
+
+
 def work(queued: list[WorkItem]) -> BatchResult:
     """Each kind to its worker. A kind nobody here handles is kept (retried, and in the end
     redriven to the DLQ), never dropped."""
@@ -163,18 +197,21 @@ def work(queued: list[WorkItem]) -> BatchResult:
     documents = [item for item in queued if item.kind in invoices.KINDS]
     unknown = [item for item in queued if item.kind != items.KIND and item.kind not in invoices.KINDS]
     result = BatchResult()
+    routed = documents or mapping_file().organisations is not None
+    crm = wiring.sugar_client() if settings().sugar_base_url and routed else None
     if products:  # products first: a quote in the same batch then finds its item codes
-        result = items.sync_items(products, xero=wiring.xero_client(), jobs=wiring.job_store(),
-                                  mappings=wiring.job_store(), crash=crash_points())
+        _work_products(products, crm, result)
     if documents:
-        crm = wiring.sugar_client() if settings().sugar_base_url else None
         for tenant_id, group in _by_organisation(documents, crm, result).items():
-            xero = wiring.xero_client() if tenant_id is None else wiring.xero_client_for(tenant_id)
-            if tenant_id is not None and tenant_id != wiring.tenant_id():
-                # Another organisation than the catalogue's: the products its quotes need go there first.
-                push_missing_items(group, xero=xero, crm=crm, jobs=wiring.job_store(), mappings=wiring.job_store())
+            xero = _client_or_wait(tenant_id, group, result)
+            if xero is None:
+                continue
+            # The products its quotes need and it lacks go to this organisation first, through the
+            # item worker's journalled write (``invoices._push_missing_items``).
+            other = tenant_id is not None and tenant_id != wiring.tenant_id()
             pushed = invoices.push_documents(group, xero=xero, jobs=wiring.job_store(),
                                              mappings=wiring.job_store(), crm=crm, crash=crash_points(),
+                                             job_tenant=tenant_id if other else None,
                                              **_organisation_checks(xero.tenant_id))
             result.defer(sorted(pushed.retry), pushed.retry_after)
     if unknown:
@@ -185,7 +222,7 @@ def work(queued: list[WorkItem]) -> BatchResult:
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False)  # answers carry states, URLs, job data
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if is_sqs_event(event):

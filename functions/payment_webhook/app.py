@@ -26,6 +26,7 @@ from shared.api.http import (
 from shared.api.sqs import is_sqs_event, run_batch
 from shared.config import settings
 from shared.errors import XeroError
+from shared.mapping.settings import mapping_file
 from shared.observability import MetricNames, logger, metrics, tracer
 from shared.secrets import MissingSecret, get_secret
 from shared.usecases import onboarding, webhooks
@@ -168,17 +169,38 @@ def callback():  # answers documented in `responses`
             xero_error=current.get_query_string_value("error"),
             states=wiring.oauth_states(), identity=wiring.xero_identity(),
             store=wiring.job_store(), connection_id=settings().connection_id,
-            preferred_tenant_id=settings().xero_tenant_id)
+            preferred_tenant_id=settings().xero_tenant_id or _default_organisation())
     except XeroError as error:
         logger.warning("Xero onboarding call failed", extra={"error": str(error)})
         return error_response(502, "xero_unavailable",
                               f"Xero did not complete the connection ({error}). "
                               "Start again at /xero/connect.")
     metrics.add_metric(name=MetricNames.XERO_CONNECTED, unit="Count", value=1)
+    if missing := _organisations_not_connected(connected):
+        connected.problem = " ".join(p for p in (connected.problem, missing) if p)
     page = _connected_page(connected, current.headers.get("accept") or current.headers.get("Accept") or "")
     path = urlsplit(f"{status_base_url(current).rstrip('/')}/xero/callback").path or "/"
     page.headers["Set-Cookie"] = _set_cookie("", path, 0)  # used: the browser forgets it
     return page
+
+
+def _default_organisation() -> str | None:
+    """One CRM, several organisations: the mapping configuration's default one is the CRM's own."""
+    organisations = mapping_file().organisations
+    return organisations.names[organisations.default] if organisations is not None else None
+
+
+def _organisations_not_connected(connected: onboarding.Connected) -> str | None:
+    """The organisations the mapping configuration names that this consent did not connect."""
+    organisations = mapping_file().organisations
+    if organisations is None or not connected.tenants:
+        return None
+    ids = {t.tenant_id for t in connected.tenants}
+    missing = [f"{name} ({tenant_id})" for name, tenant_id in organisations.names.items() if tenant_id not in ids]
+    if not missing:
+        return None
+    return (f"The mapping configuration names organisations Xero did not connect: {', '.join(missing)}; their "
+            "documents wait. Connect again and allow them in Xero's consent screen.")
 
 
 def _connected_page(connected: onboarding.Connected, accept: str) -> Response:
@@ -279,7 +301,7 @@ def _continue_later(tenant_id: str, message_ids: list[str], result: BatchResult)
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False)  # answers carry states, URLs, job data
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if is_sqs_event(event):

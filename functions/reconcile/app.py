@@ -118,14 +118,12 @@ def _overdue_rules(tenant_id: str, report: TenantReport) -> None:
     on_changes = wiring.billing_rules(tenant_id)
     if on_changes is None:
         return
-    from datetime import UTC, datetime
-
     from shared.billing.rules import rules_file
     from shared.usecases.billing import overdue_pass
 
     try:
         handed = overdue_pass(tenant_id, state=wiring.reconcile_state(), rules=rules_file(),
-                              on_changes=on_changes, today=datetime.now(UTC).date())
+                              on_changes=on_changes, today=wiring.organisation_today(tenant_id))
     except Exception as error:  # noqa: BLE001 - reported and tried again by the next pass
         report.errors.append(f"overdue billing rules: {error}")
         return
@@ -202,7 +200,7 @@ def work(items: list[WorkItem]) -> BatchResult:
 
 
 @logger.inject_lambda_context
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False)  # answers carry states, URLs, job data
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if is_sqs_event(event):

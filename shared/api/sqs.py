@@ -51,6 +51,13 @@ def _stored_document(job_id: str) -> dict[str, Any]:
     return payload
 
 
+def _receive_count(record: dict[str, Any]) -> int:
+    try:
+        return max(1, int((record.get("attributes") or {}).get("ApproximateReceiveCount") or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
 def run_batch(event: dict[str, Any], context: Any, work: Callable[[list[WorkItem]], BatchResult],
               *, defer: Callable[[str, int], None] | None = None,
               load_document: Callable[[str], dict[str, Any]] = _stored_document) -> dict[str, Any]:
@@ -63,7 +70,9 @@ def run_batch(event: dict[str, Any], context: Any, work: Callable[[list[WorkItem
             if body.get(DOCUMENT_STORED) and not document:
                 document = load_document(body["job_id"])
             items.append(WorkItem(message_id=record["messageId"], job_id=body["job_id"],
-                                  kind=body.get("kind", ""), document=document))
+                                  kind=body.get("kind", ""), document=document,
+                                  tenant_id=body.get("tenant_id") or None,
+                                  receive_count=_receive_count(record)))
         except (ValueError, KeyError, TypeError):
             # Never silently dropped: it fails until the queue's redrive moves it to the DLQ.
             logger.error("unreadable queue message", extra={"message_id": record.get("messageId")})

@@ -28,6 +28,8 @@ from shared.money import quantity as round_quantity
 
 HUNDRED = Decimal(100)
 ROUNDING_LINE_ID = "rounding"
+# Documents whose POST takes no unitdp in Xero's spec (16.1.0): unit prices are kept to the cent
+TWO_DECIMAL_PRICES = frozenset({"QUOTE", "PURCHASEORDER"})
 
 
 money = cents  # the names this module's callers use; the rules live in shared.money
@@ -174,6 +176,11 @@ def to_xero_document(doc: TradeDocument, config: MappingConfig, *, contact_id: s
     amounts: list[tuple[Decimal, Decimal]] = []
     unknown_rate = False
     for number, line in enumerate(doc.lines, start=1):
+        if target in TWO_DECIMAL_PRICES and cents(line.unit_amount) != line.unit_amount:
+            # POST /Quotes and /PurchaseOrders take no unitdp (spec 16.1.0): Xero keeps 2 decimals
+            warnings.append(f"line {number}: Xero {resource} keep unit prices to the cent: "
+                            f"{line.unit_amount.normalize()} is sent as {cents(line.unit_amount)}")
+            line = line.model_copy(update={"unit_amount": cents(line.unit_amount)})
         tax_type = tax_type_for(line, sales=sales, config=config)
         lines.append(_line_body(line, sales=sales, config=config, tax_type=tax_type,
                                 line_item_id=line_ids.get(line.crm_id or "")))

@@ -20,8 +20,15 @@ class Job(BaseModel):
     status: JobStatus
     kind: str = Field(description="what the job does, e.g. contact.upsert")
     crm: CrmRef
+    tenant_id: str | None = Field(default=None, description="the Xero organisation the job writes to, when it is "
+                                                            "not the connection's default one (one CRM, several "
+                                                            "organisations)")
     xero: dict[str, Any] = Field(default_factory=dict)
     attempts: int = 0
+    attempt: int = Field(default=1, description="which attempt of the job this is: a repair (reconcile, "
+                                                "`sugar-xero replay --job`, a stuck-job re-drive) of a job that "
+                                                "failed, was overwritten or never confirmed starts a new one, "
+                                                "with the same job id and CRM document")
     error: str | None = None
     warnings: list[str] = Field(default_factory=list)
     created_at: str

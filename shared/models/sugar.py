@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from shared.models.ids import SUGAR_ID_OR_EMPTY_PATTERN, SUGAR_ID_PATTERN
 
@@ -40,7 +40,7 @@ class SugarRecord(BaseModel):
 class SugarAccount(SugarRecord):
     # Required in Sugar, so absent only when a Data Privacy erasure emptied it (see ``erased_fields``);
     # longer than Xero's 255 is cut, with a warning
-    name: str | None = Field(default=None, max_length=20_000)
+    name: str | None = Field(default=None, min_length=1, max_length=20_000)  # "" is no name at all: 422
     account_type: str | None = None
     phone_office: str | None = None
     phone_fax: str | None = None
@@ -57,11 +57,18 @@ class SugarAccount(SugarRecord):
     shipping_address_postalcode: str | None = None
     shipping_address_country: str | None = None
 
+    @model_validator(mode="after")
+    def _name_absent_or_given(self) -> SugarAccount:
+        # absent: a Data Privacy erasure; present but blank: nothing Xero could take
+        if "name" in self.model_fields_set and not (self.name or "").strip():
+            raise ValueError("name is empty: an Account needs a name (an erasure leaves it out instead)")
+        return self
+
 
 class SugarContact(SugarRecord):
     first_name: str | None = Field(default=None, max_length=255)
     # Required in Sugar, so absent only when a Data Privacy erasure emptied it (see ``erased_fields``)
-    last_name: str | None = Field(default=None, max_length=255)
+    last_name: str | None = Field(default=None, min_length=1, max_length=255)
     account_id: str | None = Field(default=None, pattern=SUGAR_ID_OR_EMPTY_PATTERN)
     account_name: str | None = None
     title: str | None = None
@@ -73,6 +80,13 @@ class SugarContact(SugarRecord):
     primary_address_state: str | None = None
     primary_address_postalcode: str | None = None
     primary_address_country: str | None = None
+
+    @model_validator(mode="after")
+    def _last_name_absent_or_given(self) -> SugarContact:
+        # absent: a Data Privacy erasure; present but blank: nothing Xero could take
+        if "last_name" in self.model_fields_set and not (self.last_name or "").strip():
+            raise ValueError("last_name is empty: a Contact needs one (an erasure leaves it out instead)")
+        return self
 
 
 # Sugar's core bean classes and their modules. A hook's ``bean`` is the PHP class name, so a core

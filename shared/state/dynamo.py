@@ -62,7 +62,7 @@ def batch_get(table: Any, keys: list[dict[str, Any]], *, projection: str | None 
 
 def _plain(item: dict[str, Any]) -> dict[str, Any]:
     """DynamoDB hands numbers back as Decimal; jobs only hold ints."""
-    return {k: (int(v) if k == "attempts" else v) for k, v in item.items()}
+    return {k: (int(v) if k in ("attempts", "attempt") else v) for k, v in item.items()}
 
 
 class SyncStateTable:

@@ -52,13 +52,15 @@ def accept(*, kind: str, crm: CrmRef, document: dict[str, Any], jobs: JobStore, 
             jobs.delete_job(job_id)  # so that the caller's retry is not taken for a duplicate
             raise
     elif repair and stored.status not in LIVE:
+        attempt = stored.attempt + 1
         note = f"{stamp} a new attempt, queued by {repair}: the last one was {stored.status}" + \
-            (f" ({stored.error})" if stored.error else "")
-        jobs.update_job(job_id, status="queued", error=None, warnings=[*stored.warnings, note][-20:])
+            (f" ({stored.error})" if stored.error else "") + f"; this is attempt {attempt}"
+        jobs.update_job(job_id, status="queued", error=None, attempt=attempt, warnings=[*stored.warnings, note][-20:])
         try:
             queue.send({"job_id": job_id, "kind": kind, "document": document})
         except Exception:
-            jobs.update_job(job_id, status=stored.status, error=stored.error, warnings=list(stored.warnings))
+            jobs.update_job(job_id, status=stored.status, error=stored.error, attempt=stored.attempt,
+                            warnings=list(stored.warnings))
             raise
         return Accepted(job_id=job_id, status="queued", duplicate=False,
                         status_url=f"{status_base_url.rstrip('/')}/jobs/{job_id}")

@@ -36,7 +36,16 @@ LOOKUPS_PER_CALL = 25
 WRITE_BACK_PENDING = "xero done, crm write-back pending"
 WRITE_BACK_RETRY_SECONDS = 120.0
 MAX_ROUNDS = 3
+# A Sugar Contact whose Account is not in Xero yet waits for it. The Account is usually being
+# pushed at that very moment (saved together, delivered in another batch), so the first waits are
+# short and grow with each delivery: 2, 4, 8 ... s, at most ACCOUNT_WAIT_SECONDS, so that the
+# queue's maxReceiveCount (8) still covers an Account held up for minutes (e.g. Xero's 429s).
+ACCOUNT_WAIT_FIRST_SECONDS = 2.0
 ACCOUNT_WAIT_SECONDS = 60.0
+
+
+def account_wait_seconds(receive_count: int) -> float:
+    return min(ACCOUNT_WAIT_SECONDS, ACCOUNT_WAIT_FIRST_SECONDS * 2 ** max(0, receive_count - 1))
 MAX_PERSONS = 5  # Xero keeps at most five contact persons on a contact
 PERSONS_MODULE = "Accounts.Persons"  # per Account: the emails of the persons the connector pushed
 
@@ -608,7 +617,8 @@ def _sync_persons(run: _Run, groups: dict[Key, Group], known: dict[Key, Mapping]
             reason = f"will retry: the Account {doc.parent_crm_id} is not synced to Xero yet"
             for item, _ in group:
                 jobs.update_job(item.job_id, status="queued", error=reason)
-            result.defer([item.message_id for item, _ in group], ACCOUNT_WAIT_SECONDS)
+            result.defer([item.message_id for item, _ in group],
+                         account_wait_seconds(max(item.receive_count for item, _ in group)))
             continue
         digest = content_hash({"parent": account.xero_id, "person": to_xero_person(doc), "deleted": doc.deleted})
         mapping = known.get(key)

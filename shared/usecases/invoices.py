@@ -63,6 +63,7 @@ from shared.usecases import items as catalogue
 from shared.usecases.accept import job_id_for
 from shared.usecases.crash import NO_CRASH, STATE_WRITTEN, XERO_ANSWERED, CrashPoints
 from shared.usecases.journal import Entry, Journal, add_marker
+from shared.usecases.organisations import organisation_job, without_write_back
 from shared.usecases.versions import OLDER, SUPERSEDED, newest_per_record, version_of
 from shared.usecases.work import BatchResult, WorkItem, content_hash, finish, requeue, retry_after_for
 from shared.usecases.writeback import Outcome, write_back
@@ -124,8 +125,11 @@ class _Record:
 
 class _Run:
     def __init__(self, *, xero: XeroApi, jobs: JobStore, mappings: MappingStore, crm: QuoteReader | None,
-                 config: MappingConfig, result: BatchResult, crash: CrashPoints = NO_CRASH):
+                 config: MappingConfig, result: BatchResult, crash: CrashPoints = NO_CRASH,
+                 job_tenant: str | None = None):
         self.xero, self.jobs, self.mappings, self.crm = xero, jobs, mappings, crm
+        self.job_tenant = job_tenant  # set when the organisation is not the default one
+        self.answered: list[tuple[str, dict[str, Any]]] = []  # (resource, Xero's answer) of each document written
         self.config, self.result, self.crash = config, result, crash
         self.outcomes: dict[tuple[str, str], tuple[list[WorkItem], Outcome]] = {}
         self.today = dt.datetime.now(dt.UTC).date()
@@ -243,28 +247,53 @@ def _read_quotes(run: _Run, quote_items: list[tuple[WorkItem, SugarQuote, bool]]
 
 def _push_missing_items(run: _Run, template_ids: list[str], codes: dict[str, str]) -> list[str]:
     """Items before the documents that use them, in one batch as across batches: the catalogue
-    entries the quotes' lines name that Xero lacks are read from the CRM and pushed first; their
-    codes join ``codes``. What cannot be pushed leaves its lines without a code, with notes why."""
+    entries the quotes' lines name that this organisation lacks are read from the CRM and pushed
+    first, as ``item.upsert`` jobs through the item worker's own journalled write
+    (``shared.usecases.items.sync_items``: journal entry marked by the item's Code, newest wins,
+    mappings), so a worker killed between Xero's answer and the mapping write never makes a second
+    item. Their codes join ``codes``; what cannot be pushed leaves its lines without a code, with
+    notes why (it never blocks the document)."""
     if not template_ids or run.crm is None:
         return []
-    documents, notes = [], []
+    work: list[WorkItem] = []
+    notes: list[str] = []
     for template_id in template_ids:
         try:
             record = run.crm.get_record(catalogue.MODULE, template_id)
             hook = ProductTemplateHook.model_validate({"bean": "ProductTemplate", "event": "after_save",
                                                        "data": record})
-            documents.append(hook_to_item_document(hook))
+            work.append(_item_job(run, hook_to_item_document(hook).model_dump(mode="json")))
         except (SugarError, ValidationError) as error:
             notes.append(f"product {template_id}: not read from the CRM's catalogue: {str(error)[:200]}")
-    if not documents:
+    if not work:
         return notes
-    try:
-        pushed, refused = catalogue.push_missing_items(documents, xero=run.xero, mappings=run.mappings)
-    except (XeroError, ConnectionNotReady) as error:
-        logger.warning("missing catalogue items not pushed", extra={"count": len(documents), "error": str(error)})
-        return [*notes, f"the catalogue's missing items were not pushed: {error}"]
-    codes.update(pushed)
-    return notes + refused
+    outcome = catalogue.sync_items(work, xero=run.xero, jobs=run.jobs, mappings=run.mappings, crash=run.crash)
+    pushed = run.mappings.get_mappings(run.xero.tenant_id, catalogue.MODULE, [w.document["crm_id"] for w in work])
+    for item in work:
+        mapping = pushed.get(item.document["crm_id"])
+        if mapping and mapping.xero_number:
+            codes[item.document["crm_id"]] = mapping.xero_number
+            continue
+        job = run.jobs.get_job(item.job_id)
+        reason = (job.error if job else None) or "; ".join(job.warnings if job else []) or "not pushed yet"
+        notes.append(f"product {item.document.get('name')!r} ({item.document['crm_id']}): not in Xero's catalogue"
+                     f" ({'will be retried' if item.message_id in outcome.retry else 'see its job'} "
+                     f"{item.job_id}): {reason}")
+    return notes
+
+
+def _item_job(run: _Run, payload: dict[str, Any]) -> WorkItem:
+    """The job of a product pushed for a document (as a missing contact's): stamped with the
+    organisation when it is not the default one, so `sugar-xero replay` sends it there again."""
+    if run.job_tenant:
+        return organisation_job(catalogue.KIND, payload, run.job_tenant, jobs=run.jobs, message_prefix="item")[0]
+    job_id = job_id_for(catalogue.KIND, payload)
+    stamp = now_iso()
+    run.jobs.create_job(Job(job_id=job_id, status="queued", kind=catalogue.KIND,
+                            crm=CrmRef(module=catalogue.MODULE, id=str(payload["crm_id"])),
+                            created_at=stamp, updated_at=stamp),
+                        payload)  # the bare document, as accept() stores it: what a replay sends
+    return WorkItem(message_id=f"item:{job_id}", job_id=job_id, kind=catalogue.KIND, document=payload)
 
 
 def _parse(run: _Run, items: list[WorkItem]) -> list[tuple[WorkItem, TradeDocument, list[str]]]:
@@ -375,17 +404,23 @@ def _settle_contacts(run: _Run, records: list[_Record], batch_size: int) -> list
                 problems[key] = f"the customer/supplier {key[1]} cannot be pushed: {error}"
                 continue
             payload = document.model_dump(mode="json")
+            if run.job_tenant:  # another organisation than the default: a job of its own, stamped with it
+                items.append(organisation_job(contacts.KIND, payload, run.job_tenant, jobs=run.jobs,
+                                              message_prefix="contact")[0])
+                continue
             job_id = job_id_for(contacts.KIND, payload)
             stamp = now_iso()
             run.jobs.create_job(Job(job_id=job_id, status="queued", kind=contacts.KIND,
                                     crm=CrmRef(module=document.crm_module, id=document.crm_id),
                                     created_at=stamp, updated_at=stamp),
-                                {"job_id": job_id, "kind": contacts.KIND, "document": payload})
+                                payload)  # the bare document, as accept() stores it: what a replay sends
             items.append(WorkItem(message_id=f"contact:{job_id}", job_id=job_id, kind=contacts.KIND, document=payload))
         if items:
+            # The CRM's xero_* fields name the default organisation's contact: only its pushes write back.
             outcome = contacts.sync_contacts(items, xero=run.xero, jobs=run.jobs, mappings=run.mappings,
-                                             crash=run.crash,
-                                             batch_size=batch_size, config=run.config, crm=run.crm)
+                                             crash=run.crash, batch_size=batch_size,
+                                             config=without_write_back(run.config) if run.job_tenant else run.config,
+                                             crm=None if run.job_tenant else run.crm)
             pushed = {(i.document["crm_module"], i.document["crm_id"]): i for i in items}
             found: dict[tuple[str, str], str] = {}
             for module in {m for m, _ in pushed}:
@@ -638,6 +673,8 @@ def _record_answer(run: _Run, record: _Record, answer: dict[str, Any],
         warnings.append("cancelled in the CRM: voided in Xero")
     if latest is not None and not is_newer(state, latest):
         state = latest  # a newer state stored meanwhile: the push never moves the record backwards
+    else:
+        run.answered.append((record.resource, answer))  # for the Xero Invoices module (_fill_invoice_records)
     run.mappings.put_mapping(Mapping(
         tenant_id=run.xero.tenant_id, module=record.module, crm_id=record.doc.crm_id, xero_id=state.xero_id,
         xero_number=state.number, payload_hash=record.digest or (record.mapping.payload_hash if record.mapping
@@ -837,15 +874,19 @@ def push_documents(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mapp
                    crm: QuoteReader | None = None, config: MappingConfig | None = None,
                    tax_rates: MappingOf[str, Decimal] | None = None,
                    check_references: ReferenceCheck | None = None, today: dt.date | None = None,
-                   batch_size: int = 50, crash: CrashPoints = NO_CRASH) -> BatchResult:
+                   batch_size: int = 50, crash: CrashPoints = NO_CRASH, job_tenant: str | None = None) -> BatchResult:
     """Work one batch of ``document.push`` and ``quote.push`` messages (see the module docstring).
+
+    ``job_tenant``: ``xero``'s organisation when it is not the default one; the customers pushed
+    there first then get jobs of their own stamped with it (``shared.usecases.organisations``).
 
     ``tax_rates`` (Xero TaxType → percent) and ``check_references`` (names account codes, tax
     types, tracking or currencies the organisation lacks) come from the cached organisation
     metadata when there is one."""
     config = config or mapping_file().for_tenant(xero.tenant_id)
     result = BatchResult()
-    run = _Run(xero=xero, jobs=jobs, mappings=mappings, crm=crm, config=config, result=result, crash=crash)
+    run = _Run(xero=xero, jobs=jobs, mappings=mappings, crm=crm, config=config, result=result, crash=crash,
+               job_tenant=job_tenant)
     # ``today`` is the organisation's day (``OrganisationMetadata.today``); UTC only before the
     # first metadata refresh has read the organisation's timezone.
     run.today = today or dt.datetime.now(dt.UTC).date()
@@ -855,7 +896,33 @@ def push_documents(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mapp
                       today=run.today)
     _send(run, to_send, batch_size)
     _write_back(run)
+    _fill_invoice_records(run)
     return result
+
+
+def _fill_invoice_records(run: _Run) -> None:
+    """The documents just written, as records of the CRM's Xero Invoices module at once (when it
+    is enabled), from Xero's own answers: the same idempotent upsert by Xero id the webhook
+    worker and reconcile make later (``shared.usecases.invoice_records``). What Sugar does not
+    take now is left to them: the push itself is done, so nothing is retried for it."""
+    if not run.config.xero_invoices.enabled or run.crm is None or not run.answered:
+        return
+    from shared.usecases.invoice_records import fill_invoice_records
+
+    by_resource: dict[str, list[dict[str, Any]]] = {}
+    for resource, answer in run.answered:
+        by_resource.setdefault(resource, []).append(answer)
+    for resource, answers in by_resource.items():
+        try:
+            report = fill_invoice_records(resource, answers, tenant_id=run.xero.tenant_id, crm=run.crm,
+                                          mappings=run.mappings, config=run.config)
+        except Exception as error:  # noqa: BLE001 - the push is done; the webhook or reconcile fills later
+            logger.warning("Xero Invoices records not written at push time; the webhook or reconcile writes them",
+                           extra={"resource": resource, "error": str(error)[:300]})
+            continue
+        if report.pending:
+            logger.warning("Xero Invoices records not written at push time; the webhook or reconcile writes them",
+                           extra={"resource": resource, "pending": dict(list(report.pending.items())[:10])})
 
 
 def _write_back(run: _Run) -> None:

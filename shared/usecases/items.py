@@ -17,7 +17,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from shared.chunking import chunks
 from shared.errors import ConnectionNotReady, XeroError
 from shared.mapping.items import to_xero_item
 from shared.mapping.settings import CatalogueRules, mapping_file
@@ -216,44 +215,3 @@ def _record_answer(crm_id: str, group: Group, code: str, answer: dict[str, Any],
     warnings = doc.truncated + [w.get("Message", "") for w in answer.get("Warnings") or [] if w.get("Message")]
     return group, "succeeded", {"xero": {"item_id": item_id, "code": code}, "warnings": warnings}
 
-
-def push_missing_items(documents: list[ItemDocument], *, xero: XeroApi, mappings: MappingStore,
-                       catalogue: CatalogueRules | Callable[[str], CatalogueRules] = _catalogue_for,
-                       batch_size: int = 50) -> tuple[dict[str, str], list[str]]:
-    """Catalogue entries that documents in this batch use and Xero does not hold yet, pushed before
-    those documents (as the invoice worker pushes missing contacts), so their lines carry item
-    codes. Returns CRM product id -> item code for what Xero took, and a note for what it did not
-    (a code another CRM product holds is never taken over). A Xero error is raised: the caller
-    decides. Xero matches an item by its Code, so a crash between Xero's answer and the mapping
-    write only means the next batch sends the same item again and Xero updates it."""
-    rules = catalogue(xero.tenant_id) if callable(catalogue) else catalogue
-    candidates = [(doc, to_xero_item(doc, rules)) for doc in documents]
-    codes = list(dict.fromkeys(body["Code"].upper() for _, body in candidates))
-    claims = mappings.get_mappings(xero.tenant_id, CODE_MODULE, codes) if codes else {}
-    pushed: dict[str, str] = {}
-    notes: list[str] = []
-    sendable = []
-    for doc, body in candidates:
-        claim = claims.get(body["Code"].upper())
-        if claim and claim.xero_number and claim.xero_number != doc.crm_id:
-            notes.append(f"product {doc.name!r}: its code {body['Code']} belongs to CRM product {claim.xero_number}")
-        else:
-            sendable.append((doc, body))
-    for chunk in chunks(sendable, batch_size):
-        bodies = [body for _, body in chunk]
-        answers = xero.upsert_batch("Items", bodies, idempotency_key=f"items-{content_hash(bodies)}",
-                                    params=UNIT_DECIMALS)
-        for (doc, body), answer in zip(chunk, answers, strict=True):
-            item_id = answer.get("ItemID")
-            if (answer.get("StatusAttributeString") or "OK").upper() == "ERROR" or not item_id:
-                notes.append(f"product {doc.name!r}: Xero refused it: {'; '.join(validation_messages(answer))}")
-                continue
-            code = body["Code"]
-            mappings.put_mapping(Mapping(tenant_id=xero.tenant_id, module=MODULE, crm_id=doc.crm_id, xero_id=item_id,
-                                         xero_number=code, payload_hash=content_hash(body),
-                                         crm_modified=doc.crm_modified, xero_updated=answer.get("UpdatedDateUTC"),
-                                         version=version_of(doc.crm_modified, None)))
-            mappings.put_mapping(Mapping(tenant_id=xero.tenant_id, module=CODE_MODULE, crm_id=code.upper(),
-                                         xero_id=item_id, xero_number=doc.crm_id))
-            pushed[doc.crm_id] = code
-    return pushed, notes

@@ -14,7 +14,7 @@ States (``docs/exactly-once.md``): ``intent`` → ``confirmed`` | ``failed``, or
 call ended without an answer the worker could read (Xero may have acted).
 
 Markers, from Xero's API reference (``xero_accounting.yaml`` 16.1.0 field descriptions and
-``../shared/reference/xero-api.md``); every one is searchable with ``where``:
+``../shared/reference/xero-api.md``); each is asked for as its resource's GET allows (``_candidates``):
 - Contacts: ``ContactNumber`` = CRM id ("used to identify contacts in external systems", unique
   across all contacts, archived ones included). POST does NOT update by it (a second create is
   refused as a duplicate number), hence the lookup, with ``includeArchived``.
@@ -46,6 +46,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from shared.errors import ConnectionNotReady, XeroError
 from shared.ports import JournalStore, XeroApi
@@ -64,6 +65,8 @@ NUMBERS_PER_CALL = 50  # invoice numbers per InvoiceNumbers list (about 52 GUIDs
 # Xero keeps an Idempotency-Key "about 6 minutes" (../shared/reference/xero-api.md, unconfirmed):
 # an identical request is resent under its key only well inside that.
 IDENTICAL_RESEND_SECONDS = 60.0
+XERO_PAGE_SIZE = 100  # Xero's page when pageSize is not taken (Quotes, PurchaseOrders)
+MAX_LOOKUP_PAGES = 100  # bounds a marker search that must page (10,000 records)
 
 
 def connector_marker(crm_id: str) -> str:
@@ -176,22 +179,7 @@ class Journal:
         for (resource, name), wanted in by_field.items():
             # Invoice numbers go in Xero's explicit InvoiceNumbers list, which the spec recommends
             # over OR-ed where terms and which fits 50 in a URL; other markers in where, 25 a call.
-            listed = resource == "Invoices" and name == "InvoiceNumber" and \
-                not any("," in value for _, value in wanted)
-            size = NUMBERS_PER_CALL if listed else LOOKUPS_PER_CALL
-            for start in range(0, len(wanted), size):
-                chunk = wanted[start:start + size]
-                params: dict[str, str]
-                if listed:
-                    params = {"InvoiceNumbers": ",".join(dict.fromkeys(value for _, value in chunk))}
-                else:
-                    params = {"where": " OR ".join(dict.fromkeys(f"{name}=={_quoted(value)}" for _, value in chunk))}
-                if resource == "Contacts":
-                    params["includeArchived"] = "true"
-                elif resource in NUMBER_FIELDS:
-                    params["page"] = "1"  # a page carries the documents' lines (their LineItemIDs)
-                self.lookups += 1
-                found = self.xero.get(resource, params).get(resource) or []
+            for chunk, found in self._candidates(resource, name, wanted):
                 for entry, value in chunk:
                     matches = [c for c in found if _same_document(entry, name, value, c)]
                     if len(matches) > 1:
@@ -212,6 +200,67 @@ class Journal:
                             entry.intent = intent
                         entry.body[ID_FIELDS[resource]] = matches[0][ID_FIELDS[resource]]
         return problems
+
+    def _candidates(self, resource: str, name: str, wanted: list[tuple[Entry, str]]
+                    ) -> Iterable[tuple[list[tuple[Entry, str]], list[dict[str, Any]]]]:
+        """Xero's records that may carry these markers, a chunk of markers at a time, asked the
+        way each resource's GET allows (``xero_accounting.yaml`` 16.1.0). Xero ignores a parameter
+        an operation does not take, so asking Quotes or PurchaseOrders with ``where`` would
+        silently answer their first page only."""
+        if resource == "Quotes":
+            # GET /Quotes takes neither IDs nor where: it filters by QuoteNumber, or by ContactID
+            for pair in wanted:
+                if name == "QuoteNumber":
+                    yield [pair], self._listing(resource, {"QuoteNumber": pair[1], "page": "1"})
+                else:
+                    contact = (pair[0].body.get("Contact") or {}).get("ContactID")
+                    yield [pair], self._every_page(resource, {"ContactID": contact} if contact else {})
+            return
+        if resource == "PurchaseOrders":
+            # GET /PurchaseOrders filters by no marker; GET /PurchaseOrders/{PurchaseOrderNumber}
+            # (getPurchaseOrderByNumber) finds one by its number
+            for pair in wanted:
+                if name == "PurchaseOrderNumber":
+                    yield [pair], self._one(f"PurchaseOrders/{quote(pair[1], safe='')}", resource)
+                else:
+                    yield [pair], self._every_page(resource, {})
+            return
+        listed = resource == "Invoices" and name == "InvoiceNumber" and not any("," in value for _, value in wanted)
+        size = NUMBERS_PER_CALL if listed else LOOKUPS_PER_CALL
+        for start in range(0, len(wanted), size):
+            chunk = wanted[start:start + size]
+            params: dict[str, str]
+            if listed:
+                params = {"InvoiceNumbers": ",".join(dict.fromkeys(value for _, value in chunk))}
+            else:
+                params = {"where": " OR ".join(dict.fromkeys(f"{name}=={_quoted(value)}" for _, value in chunk))}
+            if resource == "Contacts":
+                params["includeArchived"] = "true"
+            elif resource in NUMBER_FIELDS:
+                params["page"] = "1"  # a page carries the documents' lines (their LineItemIDs)
+            yield chunk, self._listing(resource, params)
+
+    def _listing(self, resource: str, params: dict[str, str]) -> list[dict[str, Any]]:
+        self.lookups += 1
+        return self.xero.get(resource, params).get(resource) or []
+
+    def _every_page(self, resource: str, params: dict[str, str]) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        for page in range(1, MAX_LOOKUP_PAGES + 1):
+            listing = self._listing(resource, {**params, "page": str(page)})
+            found += listing
+            if len(listing) < XERO_PAGE_SIZE:
+                break
+        return found
+
+    def _one(self, path: str, resource: str) -> list[dict[str, Any]]:
+        self.lookups += 1
+        try:
+            return self.xero.get(path).get(resource) or []
+        except XeroError as error:
+            if error.status == 404:  # "The resource you're looking for cannot be found"
+                return []
+            raise
 
     def record(self, entries: list[Entry], idempotency_key: str) -> list[Entry]:
         """Store each entry's intent before the call. Returns the entries refused because a

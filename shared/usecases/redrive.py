@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from shared.models.jobs import Job
@@ -31,6 +32,11 @@ KIND_QUEUES: dict[str, str] = {
 }
 # States a job is re-sent from without --force: it has not (yet) done its work.
 REDRIVABLE = frozenset({"queued", "in_progress", "failed"})
+LIVE = frozenset({"queued", "in_progress"})
+# A queued or in-progress job touched more recently than this is a live attempt (its message is in
+# the queue or a worker holds it): the work queues' visibility timeout (infra/template.yaml, 360 s).
+# Older, it is stuck (never confirmed) and gets a new attempt.
+LIVE_SECONDS = 360.0
 RECEIVE_BATCH = 10  # SQS hands out at most 10 messages per receive
 MOVE_VISIBILITY_SECONDS = 60  # a message being moved stays hidden from other readers meanwhile
 
@@ -54,6 +60,8 @@ class RedriveResult:
     status_before: str | None = None
     queue: str | None = None
     crm: dict[str, str] | None = None
+    tenant_id: str | None = None  # the organisation a per-organisation job goes back to
+    attempt: int | None = None  # the new attempt's number, when one was started
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,19 +77,40 @@ def queue_for(kind: str, queues: Mapping[str, WorkQueue]) -> tuple[str, WorkQueu
     return None
 
 
-def redrive_job(job_id: str, *, jobs: JobReader, queues: Mapping[str, WorkQueue], force: bool = False,
-                reason: str = "re-driven by an operator") -> RedriveResult:
-    """Send a stored job's payload to the queue of its kind again, as ``{"job_id", "kind",
-    "document"}``; the job goes back to ``queued`` with a note saying why.
+def _age_seconds(stamp: str | None, now: datetime | None = None) -> float:
+    try:
+        then = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    except ValueError:
+        return float("inf")
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
+    return ((now or datetime.now(UTC)) - then).total_seconds()
 
-    A job that already succeeded (or was ignored) is left alone unless ``force``: re-sending it
-    is harmless (the worker finds nothing changed) but is never what a sweep means."""
+
+def redrive_job(job_id: str, *, jobs: JobReader, queues: Mapping[str, WorkQueue], force: bool = False,
+                reason: str = "re-driven by an operator", live_seconds: float = LIVE_SECONDS,
+                now: datetime | None = None) -> RedriveResult:
+    """Start a new attempt of a stored job: the same job id and CRM document, the next attempt
+    number on the job, its payload sent to the queue of its kind again as ``{"job_id", "kind",
+    "document"}`` (and ``tenant_id`` for a job of one organisation); the job goes back to
+    ``queued`` with a note saying why. The journal counts the Xero write's attempt by itself.
+
+    Started when the last attempt failed, or never finished (queued or in progress, untouched
+    for ``live_seconds``: stuck), or, with ``force``, succeeded or was ignored (an operator
+    knows it was overwritten since: the worker finds what changed, or nothing). A live attempt
+    (queued or in progress, touched within ``live_seconds``) is refused even with ``force``:
+    two messages for it would be two workers on one record."""
     job = jobs.get_job(job_id)
     if job is None:
         return RedriveResult(job_id, False, "no such job (never accepted, or expired)")
     crm = job.crm.model_dump()
     if job.status not in REDRIVABLE and not force:
         return RedriveResult(job_id, False, f"the job is {job.status}; pass force to send it again",
+                             kind=job.kind, status_before=job.status, crm=crm)
+    if job.status in LIVE and (age := _age_seconds(job.updated_at, now)) < live_seconds:
+        return RedriveResult(job_id, False, f"attempt {job.attempt} is live ({job.status}, last touched "
+                             f"{max(age, 0):.0f} s ago): a worker has it or its message waits in the queue; "
+                             f"re-drive it if it is still {job.status} after {live_seconds:.0f} s",
                              kind=job.kind, status_before=job.status, crm=crm)
     found = queue_for(job.kind, queues)
     if found is None:
@@ -92,18 +121,23 @@ def redrive_job(job_id: str, *, jobs: JobReader, queues: Mapping[str, WorkQueue]
         return RedriveResult(job_id, False, "the job's document is not stored: nothing to send",
                              kind=job.kind, status_before=job.status, crm=crm)
     name, queue = found
-    note = f"{now_iso()} {reason} (was {job.status}" + (f": {job.error}" if job.error else "") + ")"
+    attempt = job.attempt + 1
+    note = f"{now_iso()} {reason}: attempt {attempt} (was {job.status}" + (f": {job.error}" if job.error else "") + ")"
     # Marked queued before the send: a fast worker may finish the job before this call returns,
     # and its answer must not be overwritten by ours.
-    jobs.update_job(job_id, status="queued", warnings=[*job.warnings, note])
+    jobs.update_job(job_id, status="queued", attempt=attempt, warnings=[*job.warnings, note])
     try:
-        queue.send({"job_id": job_id, "kind": job.kind, "document": payload})
+        # A per-organisation job goes back to its own organisation, never the default one.
+        queue.send({"job_id": job_id, "kind": job.kind, "document": payload,
+                    **({"tenant_id": job.tenant_id} if job.tenant_id else {})})
     except Exception:
-        jobs.update_job(job_id, status=job.status, warnings=list(job.warnings))
+        jobs.update_job(job_id, status=job.status, attempt=job.attempt, warnings=list(job.warnings))
         raise
     logger.info("job re-driven", extra={"job_id": job_id, "kind": job.kind, "crm_module": crm["module"],
-                                        "crm_id": crm["id"], "status_before": job.status, "queue": name})
-    return RedriveResult(job_id, True, reason, kind=job.kind, status_before=job.status, queue=name, crm=crm)
+                                        "crm_id": crm["id"], "status_before": job.status, "queue": name,
+                                        "attempt": attempt})
+    return RedriveResult(job_id, True, reason, kind=job.kind, status_before=job.status, queue=name, crm=crm,
+                         tenant_id=job.tenant_id, attempt=attempt)
 
 
 # ---- dead-letter queues --------------------------------------------------------------------------

@@ -55,6 +55,10 @@ class Router:
             name = field[len(ACCOUNT_PREFIX):]
             if quote is not None:
                 account_id = quote.get("billing_account_id")
+            elif "contact" not in document and document.get("crm_module") in ("Accounts", "Contacts"):
+                # a customer itself (contact_sync): an Account, or a Contact's Account
+                account_id = document.get("crm_id") if document.get("crm_module") == "Accounts" \
+                    else document.get("parent_crm_id")
             else:
                 contact = document.get("contact") or {}
                 inline = contact.get("contact") or {}

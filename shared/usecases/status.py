@@ -153,7 +153,9 @@ def _failure(job_id: str, item: dict[str, Any]) -> dict[str, Any]:
     return {"job_id": str(item.get("job_id") or job_id), "kind": str(item.get("kind") or ""),
             "crm_module": str(crm.get("module") or ""), "crm_id": str(crm.get("id") or ""),
             "attempts": int(_number(item.get("attempts"), default=0)),
-            "updated_at": str(item.get("updated_at") or ""), "error": redact(str(item.get("error") or ""))}
+            "updated_at": str(item.get("updated_at") or ""), "error": redact(str(item.get("error") or "")),
+            # a job of one organisation (one CRM, several): which one
+            **({"tenant_id": str(item["tenant_id"])} if item.get("tenant_id") else {})}
 
 
 def redact(text: str) -> str:

@@ -20,6 +20,8 @@ class WorkItem:
     job_id: str
     kind: str
     document: dict[str, Any]
+    tenant_id: str | None = None  # the organisation the job writes to; None: the connection's default one
+    receive_count: int = 1  # SQS's ApproximateReceiveCount: this delivery's number
 
 
 @dataclass

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import requests
 
+from shared.backoff import call_timeout, time_for_a_call
 from shared.errors import ConnectionNotReady, XeroError
 from shared.observability import MetricNames, logger, metrics
 
@@ -55,7 +56,7 @@ class XeroTokens:
         # lease bumps the version without changing the token).
         stale_token = (self._cached or {}).get("access_token") if force_refresh else None
         deadline = self._clock() + 2 * LEASE_SECONDS
-        while self._clock() < deadline:
+        while self._clock() < deadline and time_for_a_call():  # and the invocation's own deadline
             item = self._table.get_token(self._connection_id)
             if item and item.get("status") == "disconnected":
                 raise ConnectionNotReady("the Xero connection is disconnected; run `sugar-xero connect`")
@@ -89,7 +90,7 @@ class XeroTokens:
         try:
             response = self._session.post(self._identity_url, data=form,
                                           auth=(self._client_id, self._client_secret),
-                                          timeout=TOKEN_CALL_TIMEOUT_SECONDS)
+                                          timeout=call_timeout(TOKEN_CALL_TIMEOUT_SECONDS))
         except requests.RequestException as error:
             self._give_back_lease(previous, lease_version)
             raise XeroError(f"Xero's token endpoint failed: {type(error).__name__}",

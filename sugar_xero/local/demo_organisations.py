@@ -1,17 +1,21 @@
 """The demo's part for one CRM with several Xero organisations: when the running stack's mapping
 configuration names organisations (``make run`` uses ``demo_mapping.yaml``: Singapore and
-Malaysia), one accepted quote per organisation is sent, and the demo prints which organisation
-each invoice landed in."""
+Malaysia), both organisations are connected through the connector's connect/callback flow (the
+emulator's user may access both, so one consent connects both), one accepted quote per
+organisation is sent, and the demo prints which organisation each invoice landed in."""
 
 from __future__ import annotations
 
+import os
 import time
 from decimal import Decimal
 from typing import Any, TextIO
 
 import requests
 
+from shared.config import LOCAL_SECRET_DEFAULTS
 from shared.mapping.settings import MappingConfigError, Organisations, load_mapping_file
+from sugar_xero.local.onboard import OnboardingFailed, connect_through_browser_flow
 
 TERMINAL = {"succeeded", "failed", "ignored"}
 # A customer per organisation, by the field the demo configuration routes on.
@@ -50,6 +54,19 @@ def route_one_quote_to_each(session: requests.Session, *, api_url: str, xero_url
     print("", file=out)
     print(f"One CRM, {len(organisations.names)} Xero organisations ({', '.join(organisations.names)}): "
           f"quotes routed by the Account's country", file=out)
+    # Onboarded as an administrator does it after `sugar-xero connect`: one consent, every organisation.
+    try:
+        connected = connect_through_browser_flow(api_url, os.environ.get("ADMIN_TOKEN")
+                                                 or LOCAL_SECRET_DEFAULTS["ADMIN_TOKEN"], session=session)
+    except (OnboardingFailed, requests.RequestException, ValueError) as error:
+        print(f"  connecting the organisations failed: {error}", file=out)
+        return False
+    for tenant in connected.get("tenants") or []:
+        name = organisations.name_of(tenant["tenant_id"]) or "not in the mapping configuration"
+        print(f"  connected: {tenant['tenant_name']} ({tenant['tenant_id']}) = {name}"
+              f"{', the default' if tenant.get('selected') else ''}", file=out)
+    if connected.get("message") and connected["message"] != "Connected.":
+        print(f"  {connected['message']}", file=out)
     seeded = session.post(f"{sugar_url}/_sugar/seed/quotes", timeout=10, json={
         "accounts": [{"id": account_id, "name": name, "billing_address_country": country}
                      for country, account_id, name in routed],

@@ -122,6 +122,7 @@ class LocalStack:
 
         self.environment = self._apply_environment()
         self._install_crm_package()
+        self._declare_organisations()
         self.runtime = LocalRuntime(functions, self.options.region, log=self._open_log())
         self.runtime.load_all()  # imported only now, so that they read the environment above
         from shared import wiring
@@ -198,7 +199,22 @@ class LocalStack:
             self.options.xero_port,
         )
         self.urls["xero"] = server.url.rstrip("/")
+        self._xero_emulator = server.app
         self._stoppers.append(("xero emulator", server.shutdown))
+
+    def _declare_organisations(self) -> None:
+        """The organisations the mapping configuration names exist in the emulated Xero, and its
+        user may access them all (as a group's finance login does): `/connections` lists each,
+        so `sugar-xero connect` onboards them in one consent, as with Xero."""
+        from shared.mapping.settings import load_mapping_file
+
+        organisations = load_mapping_file().organisations
+        if organisations is None:
+            return
+        default = self._xero_emulator.config.tenant_id
+        self._xero_emulator.config.organisations.update(
+            {tenant_id: f"{name} (emulated organisation)" for name, tenant_id in organisations.names.items()
+             if tenant_id != default})
 
     def _start_sugar_double(self) -> None:
         from sugar_xero.local import sugar_double
@@ -244,6 +260,8 @@ class LocalStack:
         local_urls = {
             "XERO_API_BASE_URL": self.urls["xero"],
             "XERO_IDENTITY_URL": self.urls["xero"] + "/connect/token",
+            # Xero's sign-in, emulated: `sugar-xero connect`'s link is granted at once
+            "XERO_AUTHORIZE_URL": self.urls["xero"] + "/identity/connect/authorize",
             "SUGAR_BASE_URL": self.urls["sugar"],
         }
         for name, value in local_urls.items():

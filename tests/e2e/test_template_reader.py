@@ -229,7 +229,6 @@ def test_the_project_template_builds_locally(moto_url):
     env = handler_environment(template, aws).resources
     for name in (
         "SYNC_TABLE",
-        "IDEMPOTENCY_TABLE",
         "CONTACT_QUEUE_URL",
         "INVOICE_QUEUE_URL",
         "WEBHOOK_QUEUE_URL",

@@ -2,7 +2,9 @@
 routes each quote by its Account's country; two accepted quotes become two invoices in two
 organisations (each customer created in its own organisation first); payments made in both
 organisations come back through Xero's webhooks (one delivery per organisation, signed) and are
-written to the right quotes."""
+written to the right quotes. Both organisations are onboarded first through the connector's
+connect/callback flow; afterwards a product's and a customer's later saves in the CRM reach every
+organisation that holds them."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import hmac
 import json
 import time
 import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -19,10 +22,12 @@ import requests
 
 from bench.local_stack import running_stack, wait_for_jobs
 from shared.config import LOCAL_SECRET_DEFAULTS
+from sugar_xero.local.onboard import connect_through_browser_flow
 from sugar_xero.local.xero.config import DEFAULT_TENANT_ID
 
 pytestmark = pytest.mark.e2e
 TOKEN = LOCAL_SECRET_DEFAULTS["CRM_TOKEN"]
+ADMIN_TOKEN = LOCAL_SECRET_DEFAULTS["ADMIN_TOKEN"]
 WEBHOOK_KEY = LOCAL_SECRET_DEFAULTS["XERO_WEBHOOK_KEY"]
 SG, MY = DEFAULT_TENANT_ID, "5e0b7a3c-9d21-4f6e-8a10-2b3c4d5e6f70"
 MAPPING = f"""
@@ -55,6 +60,11 @@ def test_two_quotes_two_organisations_and_payments_from_both(tmp_path, monkeypat
     monkeypatch.setenv("MAPPING_CONFIG", str(mapping))
     with running_stack() as urls:
         api, xero, sugar = urls["gateway"], urls["xero"], urls["sugar"]
+        # Both organisations onboarded as an administrator does it (`sugar-xero connect`): one
+        # consent, Xero's /connections lists both, the callback records both, SG is the CRM's.
+        connected = connect_through_browser_flow(api, ADMIN_TOKEN)
+        assert [(t["tenant_id"], t["selected"]) for t in connected["tenants"]] == [(SG, True), (MY, False)], connected
+        assert connected["message"] == "Connected."
         seeded = requests.post(f"{sugar}/_sugar/seed/quotes", timeout=10, json={
             "accounts": [{"id": "acc-sg", "name": "Lion City Pte Ltd", "billing_address_country": "Singapore"},
                          {"id": "acc-my", "name": "Kuala Trading Sdn Bhd", "billing_address_country": "Malaysia"}],
@@ -124,3 +134,29 @@ def test_two_quotes_two_organisations_and_payments_from_both(tmp_path, monkeypat
             assert quotes[quote_id]["xero_number_c"] == invoice["InvoiceNumber"]
             assert quotes[quote_id]["xero_id_c"] == invoice["InvoiceID"]
             assert quotes[quote_id]["xero_amount_due_c"] == "0.00"
+
+        # Later saves in the CRM reach every organisation holding the record: the product (now in
+        # both) and the Malaysian customer (in MY only: the default organisation is not given it).
+        changed = {**product, "discount_price": "120.000000",
+                   "date_modified": datetime.now(UTC).isoformat(timespec="seconds")}
+        saved = requests.post(f"{api}/crm/products", params={"token": TOKEN}, timeout=30,
+                              json={"bean": "ProductTemplate", "event": "after_save", "data": changed})
+        renamed = {"id": "acc-my", "name": "Kuala Trading Berhad", "billing_address_country": "Malaysia",
+                   "date_modified": datetime.now(UTC).isoformat(timespec="seconds")}  # newer than its push
+        requests.post(f"{sugar}/_sugar/seed", timeout=10,
+                      json={"records": {"Accounts": [renamed]}}).raise_for_status()
+        account = requests.post(f"{api}/crm/contacts", params={"token": TOKEN}, timeout=30,
+                                json={"bean": "Account", "event": "after_save", "data": renamed})
+        assert saved.status_code == 202 and account.status_code == 202, (saved.text, account.text)
+        deadline, tenants = time.monotonic() + 90, {}
+        while time.monotonic() < deadline:
+            tenants = requests.get(f"{xero}/_emulator/state", timeout=10).json()["tenants"]
+            prices = {t: [Decimal(str(i["SalesDetails"]["UnitPrice"])) for i in tenants[t].get("items", [])]
+                      for t in (SG, MY)}
+            names = {t: sorted(c.get("Name") for c in tenants[t].get("contacts", [])) for t in (SG, MY)}
+            if prices == {SG: [Decimal("120")], MY: [Decimal("120")]} and "Kuala Trading Berhad" in names[MY]:
+                break
+            time.sleep(0.5)
+        assert prices == {SG: [Decimal("120")], MY: [Decimal("120")]}, prices
+        assert names[MY] == ["Kuala Trading Berhad"] and "Kuala Trading Berhad" not in names[SG], (
+            names, requests.get(f"{api}/jobs/{account.json()['job_id']}", params={"token": TOKEN}, timeout=10).json())

@@ -241,9 +241,14 @@ def test_lambda_requirements_pin_every_runtime_dependency_within_pyproject_range
 def test_environment_names_are_those_the_code_reads(template):
     variables = template["Globals"]["Function"]["Environment"]["Variables"]
     settings_names = {name.upper() for name in Settings.model_fields}
-    powertools = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "LOG_LEVEL"}
+    powertools = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "LOG_LEVEL",
+                  "POWERTOOLS_TRACER_CAPTURE_RESPONSE"}
     assert set(variables) - powertools <= settings_names, "a variable that Settings never reads"
-    assert {"SYNC_TABLE", "IDEMPOTENCY_TABLE", "CONTACT_QUEUE_URL", "INVOICE_QUEUE_URL", "WEBHOOK_QUEUE_URL",
+    # X-Ray never records a handler's answer (a Location with a live OAuth state, job data).
+    assert variables["POWERTOOLS_TRACER_CAPTURE_RESPONSE"] == "false"
+    assert variables["PAYLOAD_BUCKET"] == {"Ref": "PayloadBucket"}
+    assert variables["TOKEN_KEY_ID"] == {"Fn::GetAtt": ["TokenKey", "Arn"]}
+    assert {"SYNC_TABLE", "CONTACT_QUEUE_URL", "INVOICE_QUEUE_URL", "WEBHOOK_QUEUE_URL",
             "RECONCILE_QUEUE_URL", "SECRETS_ARN", "XERO_API_BASE_URL", "XERO_IDENTITY_URL",
             "SUGAR_BASE_URL"} | powertools <= set(variables)
     assert variables["POWERTOOLS_SERVICE_NAME"] == "sugar-xero"
@@ -280,21 +285,20 @@ def test_function_reads_its_queue_in_batches_with_partial_failures(template, res
 
 
 @pytest.mark.parametrize("logical_id", sorted(QUEUES))
-def test_function_policies_are_scoped_to_its_resources(resources, logical_id):
-    policies = resources[logical_id]["Properties"]["Policies"]
-    assert all(isinstance(p, dict) and len(p) == 1 for p in policies), "SAM policy templates only"
-    by_template: dict[str, list[Any]] = {}
-    for policy in policies:
-        [(name, args)] = policy.items()
-        by_template.setdefault(name, []).append(args)
-    queue_id = QUEUES[logical_id][0]
-    own_queue = {"QueueName": {"Fn::GetAtt": [queue_id, "QueueName"]}}
-    assert {"TableName": {"Ref": "SyncTable"}} in by_template["DynamoDBCrudPolicy"]
-    # SQSPollerPolicy brings ChangeMessageVisibility, which deferring a rate-limited message needs;
-    # the SQS event source alone grants only receive and delete.
-    assert by_template["SQSPollerPolicy"] == [own_queue]
-    assert own_queue in by_template["SQSSendMessagePolicy"]
-    assert by_template["AWSSecretsManagerGetSecretValuePolicy"] == [{"SecretArn": {"Ref": "ConnectorSecret"}}]
+def test_function_has_its_own_role_scoped_to_its_resources(resources, logical_id):
+    """One explicit role per function (SAM's generated roles would add AWSLambdaSQSQueueExecutionRole,
+    receive and delete on every queue); tests/infra/test_least_privilege.py reads the expansion."""
+    props = resources[logical_id]["Properties"]
+    assert "Policies" not in props
+    role_id = props["Role"]["Fn::GetAtt"][0]
+    role = resources[role_id]["Properties"]
+    assert "ManagedPolicyArns" not in role
+    statements = {s["Sid"]: s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]}
+    assert statements["OwnQueue"]["Resource"] == {"Fn::GetAtt": [QUEUES[logical_id][0], "Arn"]}
+    assert "sqs:ChangeMessageVisibility" in statements["OwnQueue"]["Action"]  # deferring needs it
+    assert statements["Secret"]["Resource"] == {"Ref": "ConnectorSecret"}
+    assert statements["SealTokens"]["Resource"] == {"Fn::GetAtt": ["TokenKey", "Arn"]}
+    assert {"Fn::GetAtt": ["SyncTable", "Arn"]} in statements["SyncTable"]["Resource"]
 
 
 @pytest.mark.parametrize("logical_id", sorted(QUEUES))
@@ -339,13 +343,40 @@ def test_sync_table_has_the_keys_index_and_ttl_the_state_adapter_uses(resources)
     assert props["SSESpecification"] == {"SSEEnabled": True}
 
 
-def test_idempotency_table_is_the_powertools_layout(resources):
-    props = resources["IdempotencyTable"]["Properties"]
-    assert props["BillingMode"] == "PAY_PER_REQUEST"
-    assert props["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
-    assert props["AttributeDefinitions"] == [{"AttributeName": "id", "AttributeType": "S"}]
-    assert props["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
-    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+def test_the_unused_idempotency_table_is_removed(template, resources):
+    # No code used it (a job is its own idempotency record); IDEMPOTENCY_TABLE stays a reserved,
+    # documented name (README changelog), read by Settings and set by no one.
+    assert "IdempotencyTable" not in resources
+    assert "IDEMPOTENCY_TABLE" not in template["Globals"]["Function"]["Environment"]["Variables"]
+
+
+def test_payload_bucket_is_private_encrypted_tls_only_and_expires(resources):
+    props = resources["PayloadBucket"]["Properties"]
+    assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert all(props["PublicAccessBlockConfiguration"].values())
+    [rule] = props["LifecycleConfiguration"]["Rules"]
+    assert rule["Status"] == "Enabled" and rule["Prefix"] == "payloads/" and rule["ExpirationInDays"] > 30
+    [statement] = resources["PayloadBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Deny" and statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_token_key_rotates_and_is_kept(resources):
+    key = resources["TokenKey"]
+    assert key["Properties"]["EnableKeyRotation"] is True and key["DeletionPolicy"] == "Retain"
+
+
+def test_crm_routes_have_their_own_throttles_and_waf_is_optional(template, resources):
+    settings = resources["ConnectorApi"]["Properties"]["MethodSettings"]
+    crm = {s["ResourcePath"]: s for s in settings if s["ResourcePath"].startswith("/~1crm~1")}
+    assert set(crm) == {f"/~1crm~1{r}" for r in ("contacts", "products", "quotes", "invoices", "purchases")}
+    assert all(s["ThrottlingRateLimit"] == {"Ref": "CrmThrottlingRateLimit"} for s in crm.values())
+    onboarding = [s for s in settings if s["ResourcePath"].startswith("/~1xero~1c")]
+    assert len(onboarding) == 2 and all(s["ThrottlingRateLimit"] <= 1 for s in onboarding)
+    assert template["Parameters"]["EnableWafRateLimit"]["Default"] == "false"
+    acl = resources["ApiWebAcl"]
+    assert acl["Condition"] == "UseWafRateLimit" and resources["ApiWebAclAssociation"]["Condition"] == "UseWafRateLimit"
+    [rule] = acl["Properties"]["Rules"]
+    assert rule["Statement"]["RateBasedStatement"]["Limit"] == {"Ref": "WafRateLimitPer5Minutes"}
 
 
 def test_secret_holds_exactly_the_names_the_code_reads(resources):
@@ -383,7 +414,7 @@ def test_outputs_give_the_urls_an_operator_registers(template):
     assert api_url.endswith("/${StageName}")
     assert outputs["WebhookUrl"]["Value"]["Fn::Sub"] == api_url + "/xero/webhooks"
     assert outputs["CrmContactsUrl"]["Value"]["Fn::Sub"] == api_url + "/crm/contacts"
-    for name in ("SyncTableName", "IdempotencyTableName", "ContactSyncQueueUrl", "InvoicePushQueueUrl",
+    for name in ("SyncTableName", "ContactSyncQueueUrl", "InvoicePushQueueUrl",
                  "PaymentWebhookQueueUrl", "ReconcileQueueUrl", "ConnectorSecretArn"):
         assert name in outputs
 

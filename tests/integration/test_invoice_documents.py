@@ -162,6 +162,118 @@ def test_a_product_the_crm_cannot_give_leaves_its_line_without_a_code_and_says_w
     assert any("pt-cert-fee: not read from the CRM's catalogue" in w for w in job.warnings)
 
 
+def _catalogue_in_crm(sugar: QuoteSugar) -> list[str]:
+    """The fixture's three products, readable from the CRM (not yet in Xero). Returns their codes."""
+    products = json.loads((FIXTURES / "quote_product_bundles.json").read_text())["records"][0]["products"]
+    for product in products:
+        sugar.records[("ProductTemplates", product["product_template_id"])] = {
+            "id": product["product_template_id"], "name": product["name"], "mft_part_num": product["mft_part_num"],
+            "discount_price": product["discount_price"], "tax_class": product["tax_class"]}
+    return [p["mft_part_num"] for p in products]
+
+
+def _count_item_writes(xero: XeroClient) -> list[int]:
+    """Counts the Items batch calls the worker makes (one entry per call: its size)."""
+    calls: list[int] = []
+    upsert = xero.upsert_batch
+
+    def counted(resource, bodies, **kwargs):
+        if resource == "Items":
+            calls.append(len(bodies))
+        return upsert(resource, bodies, **kwargs)
+
+    xero.upsert_batch = counted  # type: ignore[method-assign]
+    return calls
+
+
+@pytest.mark.parametrize("organisation", ["default", "another"])
+def test_missing_items_go_as_journalled_item_jobs_in_one_batch_call(xero, sugar, organisation):
+    """One path for every organisation: the products a quote needs are item jobs of their own
+    (stamped with the organisation when it is not the default one), pushed by the item worker's
+    journalled write in one batch call, each journal entry marked by the item's Code."""
+    run = Harness(xero, sugar)
+    codes = _catalogue_in_crm(sugar)
+    item_calls = _count_item_writes(xero)
+    job_id = run.accept_quote(quote())
+    run.work(job_tenant=xero.tenant_id if organisation == "another" else None)
+    assert run.jobs.jobs[job_id].status == "succeeded", run.jobs.jobs[job_id].error
+    assert not [w for w in run.jobs.jobs[job_id].warnings if "catalogue" in w], run.jobs.jobs[job_id].warnings
+    assert item_calls == [3]
+    item_jobs = [job for job in run.jobs.jobs.values() if job.kind == "item.upsert"]
+    assert sorted(job.xero["code"] for job in item_jobs) == sorted(codes)
+    assert {job.status for job in item_jobs} == {"succeeded"}
+    assert {job.tenant_id for job in item_jobs} == {xero.tenant_id if organisation == "another" else None}
+    intents = run.mappings.get_intents(xero.tenant_id, "ProductTemplates",
+                                       [job.crm.id for job in item_jobs])
+    assert {intent.state for intent in intents.values()} == {"confirmed"}
+    assert sorted((intent.marker_field, intent.marker_value) for intent in intents.values()) == sorted(
+        ("Code", code) for code in codes)
+
+
+@pytest.mark.parametrize("organisation", ["default", "another"])
+def test_a_worker_killed_after_xero_made_the_items_makes_no_second_item_on_redelivery(organisation, monkeypatch):
+    """Killed after Xero answered the item create and before the item mapping was written: the
+    redelivered quote finds the journal's unconfirmed intent, looks the item up by its Code and
+    adopts it. One Xero item per code, and the invoice's lines carry the codes."""
+    from shared.usecases import journal
+    from shared.usecases.crash import XERO_ANSWERED, CrashAt, WorkerCrashed
+
+    # SQS redelivers after its visibility timeout, when Xero may have forgotten the
+    # Idempotency-Key: the hardest case, so keys expire at once and no identical resend is trusted.
+    monkeypatch.setattr(journal, "IDENTICAL_RESEND_SECONDS", 0.0)
+    config = EmulatorConfig(idempotency_ttl_seconds=0.0)
+    with serve(config=config) as server:
+        xero = XeroClient(server.url, config.tenant_id, lambda force: "token", sleep=lambda s: None)
+        crm = QuoteSugar()
+        crm.records[("Accounts", ACCOUNT_ID)] = json.loads((FIXTURES / "account_after_save.json").read_text())["data"]
+        crm.add_quote_lines(quote()["id"], json.loads((FIXTURES / "quote_product_bundles.json").read_text())["records"])
+        run = Harness(xero, crm)
+        codes = _catalogue_in_crm(crm)
+        job_id = run.accept_quote(quote())
+        messages = list(run.queue.sent)
+        tenant = xero.tenant_id if organisation == "another" else None
+        crash = CrashAt(XERO_ANSWERED)
+        with pytest.raises(WorkerCrashed):
+            run.work(job_tenant=tenant, crash=crash)
+        assert crash.crashes == 1
+        assert sorted(item["Code"] for item in xero.get("/Items")["Items"]) == sorted(codes)  # Xero made them
+        assert not run.mappings.get_mappings(xero.tenant_id, "ProductTemplates", ["pt-cert-fee"])  # we never knew
+
+        run.queue.sent[:] = messages  # SQS redelivers the quote
+        item_calls = _count_item_writes(xero)
+        run.work(job_tenant=tenant)
+        # (Xero would also update an item sent again by its Code; the journal found them by Code
+        # and stored the answer the dead attempt never stored, sending nothing again.)
+        assert item_calls == []
+
+        assert sorted(item["Code"] for item in xero.get("/Items")["Items"]) == sorted(codes)  # none twice
+        assert run.jobs.jobs[job_id].status == "succeeded", run.jobs.jobs[job_id].error
+        assert not [w for w in run.jobs.jobs[job_id].warnings if "catalogue" in w], run.jobs.jobs[job_id].warnings
+        (invoice,) = run.invoices()
+        assert [line["ItemCode"] for line in invoice["LineItems"]] == codes
+        assert {job.status for job in run.jobs.jobs.values() if job.kind == "item.upsert"} == {"succeeded"}
+
+
+def test_a_product_whose_code_another_product_holds_leaves_its_line_without_a_code_and_says_why(xero, sugar):
+    """The item worker's code-collision rule holds for items pushed for a document too: the
+    product's item job fails naming the owner, and the quote's warning carries that reason."""
+    from shared.state.records import Mapping
+
+    run = Harness(xero, sugar)
+    _catalogue_in_crm(sugar)
+    for module, crm_id, number in (("ProductTemplates", "pt-other", "FEE-CERT"),
+                                   ("ProductTemplates.Code", "FEE-CERT", "pt-other")):
+        run.mappings.put_mapping(Mapping(tenant_id=xero.tenant_id, module=module, crm_id=crm_id,
+                                         xero_id="item-of-pt-other", xero_number=number))
+    job_id = run.accept_quote(quote())
+    run.work()
+    job = run.jobs.jobs[job_id]
+    assert job.status == "succeeded", job.error
+    assert any("FEE-CERT is already used by CRM product pt-other" in w for w in job.warnings), job.warnings
+    (invoice,) = run.invoices()
+    assert [line.get("ItemCode") for line in invoice["LineItems"]] == ["SVC-CHILL-01", "SVC-LIFT-02", None]
+
+
 def test_the_accepted_quote_fixture_becomes_one_invoice_to_the_cent(xero, sugar):
     run = Harness(xero, sugar)
     _catalogue(run)
@@ -454,3 +566,109 @@ def test_a_state_a_webhook_stored_while_the_push_was_in_flight_is_never_moved_ba
     run.work()
     stored = run.mappings.get_mappings(xero.tenant_id, "Quotes#ACCREC", [quote_id])[quote_id].document
     assert stored["status"] == "PAID" and stored["updated_utc"].startswith("2099")
+
+
+def test_the_customer_pushed_first_has_a_job_whose_payload_is_the_bare_document(xero, sugar):
+    """As accept() stores it: a replay of that job sends a document the contact worker reads."""
+    from shared.usecases import contacts
+    from shared.usecases.redrive import redrive_job
+
+    run = Harness(xero, sugar)
+    _catalogue(run)
+    run.accept_quote(quote())
+    run.work()
+    (job_id,) = [j for j, job in run.jobs.jobs.items() if job.kind == contacts.KIND]
+    payload = run.jobs.payloads[job_id]
+    assert payload["crm_module"] == "Accounts" and payload["crm_id"] == ACCOUNT_ID
+    assert "document" not in payload and "job_id" not in payload
+    assert run.jobs.jobs[job_id].tenant_id is None
+    replayed = FakeQueue()
+    assert redrive_job(job_id, jobs=run.jobs, queues={"contact": replayed}, force=True).sent
+    (message,) = replayed.sent
+    assert message == {"job_id": job_id, "kind": contacts.KIND, "document": payload}
+
+
+def test_for_another_organisation_the_customer_job_is_stamped_with_it_and_not_written_back(xero, sugar):
+    """The CRM's xero_* fields name the default organisation's contact; a push to another
+    organisation keeps its own job (salted id, tenant id) and leaves them alone."""
+    from shared.usecases import contacts
+
+    run = Harness(xero, sugar)
+    _catalogue(run)
+    run.accept_quote(quote())
+    run.work(job_tenant=xero.tenant_id)
+    (job_id,) = [j for j, job in run.jobs.jobs.items() if job.kind == contacts.KIND]
+    assert run.jobs.jobs[job_id].tenant_id == xero.tenant_id and run.jobs.jobs[job_id].status == "succeeded"
+    assert "document" not in run.jobs.payloads[job_id]
+    assert not [u for module, u in sugar.calls if module == "Accounts"]
+    (contact,) = list(xero.iter_pages("Contacts"))
+    assert run.mappings.get_mappings(xero.tenant_id, "Accounts", [ACCOUNT_ID])[ACCOUNT_ID].xero_id == \
+        contact["ContactID"]
+
+
+class FillingSugar(QuoteSugar):
+    """The quote reads as above; the Xero Invoices module's upserts go to the Sugar double over
+    loopback HTTP (``PATCH /v11_10/<module>/sync_key/<id>`` inside ``/bulk``)."""
+
+    def __init__(self, client) -> None:
+        super().__init__()
+        self.client = client
+
+    def bulk(self, requests):
+        return self.client.bulk(requests)
+
+
+@pytest.fixture
+def filling_sugar():
+    from shared.sugar import SugarClient
+    from shared.sugar.invoice_module import installed_vardefs
+    from sugar_xero.local.sugar_double import SugarDouble, SugarDoubleServer
+    from tests.integration.test_invoice_records import Tokens
+
+    double = SugarDouble()
+    double.install_fields(installed_vardefs())
+    server = SugarDoubleServer(double)
+    crm = FillingSugar(SugarClient(server.url, "xero-connector", "local-sugar-password", "xero_connector", Tokens(),
+                                   sleep=lambda s: None))
+    crm.records[("Accounts", ACCOUNT_ID)] = json.loads((FIXTURES / "account_after_save.json").read_text())["data"]
+    crm.add_quote_lines(quote()["id"], json.loads((FIXTURES / "quote_product_bundles.json").read_text())["records"])
+    yield double, crm
+    server.shutdown()
+
+
+def test_the_connectors_own_push_fills_the_xero_invoices_module_at_once(xero, filling_sugar):
+    """Not only through the later webhook or reconcile: the record is there when the push ends,
+    related to the quote and the Account, and writing it again (a redelivery, the webhook) keeps
+    one record."""
+    from shared.sugar.invoice_module import MODULE
+    from shared.usecases.invoice_records import fill_invoice_records
+
+    double, crm = filling_sugar
+    config = MappingConfig.model_validate({"xero_invoices": {"enabled": True}})
+    run = Harness(xero, crm, config)
+    _catalogue(run)
+    run.accept_quote(quote())
+    run.work()
+    (invoice,) = run.invoices()
+    (record,) = double.store.records.get(MODULE, {}).values()
+    assert record["sync_key"] == invoice["InvoiceID"] and record["xero_id"] == invoice["InvoiceID"]
+    assert record["invoice_number"] == invoice["InvoiceNumber"] and record["total"] == "13561.08"
+    assert record["parent_type"] == "Quotes" and record["parent_id"] == quote()["id"]
+    assert record["account_id"] == ACCOUNT_ID and record["xero_tenant_id"] == xero.tenant_id
+    assert [line["item_code"] for line in json.loads(record["lines_json"])] == ["SVC-CHILL-01", "SVC-LIFT-02",
+                                                                              "FEE-CERT"]
+    # the webhook's later fill of the same invoice is the same upsert by Xero id: still one record
+    fill_invoice_records("Invoices", [invoice], tenant_id=xero.tenant_id, crm=crm, mappings=run.mappings,
+                         config=config)
+    assert len(double.store.records[MODULE]) == 1
+
+
+def test_without_the_module_enabled_the_push_writes_no_invoice_records(xero, filling_sugar):
+    from shared.sugar.invoice_module import MODULE
+
+    double, crm = filling_sugar
+    run = Harness(xero, crm)
+    _catalogue(run)
+    run.accept_quote(quote())
+    run.work()
+    assert len(run.invoices()) == 1 and not double.store.records.get(MODULE)

@@ -85,3 +85,15 @@ def test_an_update_without_a_date_is_checked_against_the_lock_date(xero, monkeyp
     assert cancelled.status == "failed" and "locked" in cancelled.error
     (invoice,) = xero.iter_pages("Invoices")
     assert invoice["Status"] == "DRAFT" and invoice["LineItems"][0]["Description"] == "a"
+
+
+def test_the_functions_date_documents_on_the_organisations_day_from_the_cached_metadata(aws, monkeypatch):
+    from shared import wiring
+    from shared.usecases import metadata as metadata_module
+
+    metadata = OrganisationMetadata(refreshed_at="2026-11-30T00:00:00+00:00", timezone="NEWZEALANDSTANDARDTIME")
+    wiring.reconcile_state().put_metadata("tenant-nz", metadata.as_json())
+    real_today = metadata_module.OrganisationMetadata.today
+    monkeypatch.setattr(metadata_module.OrganisationMetadata, "today",
+                        lambda self, now=None: real_today(self, now or LATE_EVENING_UTC))
+    assert wiring.organisation_today("tenant-nz") == dt.date(2026, 12, 1)  # UTC still says 30 November

@@ -118,6 +118,19 @@ def test_a_succeeded_job_needs_force_and_an_unknown_one_is_reported(aws, environ
     assert len(messages(aws, aws["queue_url"])) == 1
 
 
+def test_a_job_still_live_is_refused_and_a_stuck_one_gets_a_new_attempt(aws, environ, tmp_path):
+    add_job(aws, "job-4", "in_progress")  # touched long ago: stuck, never confirmed
+    add_job(aws, "job-5", "queued")
+    store(aws).update_job("job-5", status="queued")  # touched now: its message is in the queue
+    code, out, _ = replay(["--job", "job-4", "--job", "job-5", "--force"], environ, tmp_path)
+    assert code == 1
+    assert "job job-4 (contact.upsert Accounts/acc-job-4): was in_progress, queued again on the contact queue " \
+           "(attempt 2)" in out
+    assert "job job-5 (contact.upsert Accounts/acc-job-5): not sent: attempt 1 is live" in out
+    assert len(messages(aws, aws["queue_url"])) == 1
+    assert store(aws).get_job("job-4").attempt == 2 and store(aws).get_job("job-5").attempt == 1
+
+
 def test_refusals_exit_2(aws, environ, tmp_path):
     code, _, err = replay([], environ, tmp_path)
     assert code == 2 and "--all, --dlq NAME or --job ID" in err

@@ -164,3 +164,31 @@ def test_a_contact_merged_in_xero_is_followed_to_its_survivor(xero):
                                          crm_modified="2026-11-02T00:00:00+00:00"))]
     assert job.status == "succeeded", job.error
     assert mappings.get_mappings(xero.tenant_id, "Accounts", ["acc-5"])["acc-5"].xero_id == survivor
+
+
+def test_a_xero_quote_with_four_decimal_prices_is_sent_to_the_cent_with_a_warning(xero):
+    """POST /Quotes takes no unitdp (spec 16.1.0): Xero keeps 2 decimals, so the connector sends
+    what Xero will keep and computes the total Xero will show."""
+    from shared.mapping.invoices import to_xero_document
+    from shared.models.invoices import QuoteDocument
+
+    contact_id = _contact(xero, "Quoted Ltd")
+    line = LineDocument(description="x", quantity=Decimal("3"), unit_amount=Decimal("1.2345"), tax_type="OUTPUT")
+    doc = QuoteDocument(kind="quote", crm_module="Quotes", crm_id="q-4dp",
+                        contact=ContactRef(xero_contact_id=contact_id), lines=[line], date="2026-11-02")
+    mapped = to_xero_document(doc, MappingConfig(), contact_id=contact_id, tax_rates=SGD_GST)
+    assert mapped.body["LineItems"][0]["UnitAmount"] == Decimal("1.23") and any("to the cent" in w
+                                                                                for w in mapped.warnings)
+    (quote,) = xero.upsert_batch("Quotes", [mapped.body], idempotency_key="q4", params={"unitdp": "4"})
+    assert quote["Total"] == mapped.totals.total  # 3 × 1.23 = 3.69 + 9% = 4.02, as Xero computes it
+
+
+def test_every_quote_is_listed_although_xero_pages_quotes_by_100(xero):
+    """GET /Quotes takes no pageSize (spec 16.1.0): pages hold 100, and a full page is not the last."""
+    contact_id = _contact(xero, "Many Quotes Ltd")
+    for batch in range(3):
+        xero.upsert_batch("Quotes", [
+            {"Contact": {"ContactID": contact_id}, "Date": "2026-11-02",
+             "LineItems": [{"Description": f"q{batch}-{n}", "Quantity": 1, "UnitAmount": Decimal("1"),
+                            "AccountCode": "200"}]} for n in range(50)], idempotency_key=f"quotes-{batch}")
+    assert len(list(xero.iter_pages("Quotes"))) == 150

@@ -33,6 +33,9 @@ class FakeJobs:
     def get_job(self, job_id: str) -> Job | None:
         return self.jobs.get(job_id)
 
+    def get_job_payload(self, job_id: str) -> dict[str, Any] | None:
+        return self.payloads.get(job_id)
+
     def delete_job(self, job_id: str) -> None:
         self.jobs.pop(job_id, None)
 
@@ -54,6 +57,13 @@ class FakeMappings:
 
     def put_mapping(self, mapping: Mapping) -> None:
         self.items[(mapping.tenant_id, mapping.module, mapping.crm_id)] = mapping
+
+    def find_by_xero_ids(self, tenant_id: str, xero_ids: list[str]) -> dict[str, list[Mapping]]:
+        found: dict[str, list[Mapping]] = {}
+        for mapping in self.items.values():
+            if mapping.tenant_id == tenant_id and mapping.xero_id in xero_ids:
+                found.setdefault(mapping.xero_id, []).append(mapping)
+        return found
 
     # the write-ahead journal, with the sync table's conditions (shared/state/dynamo.py)
     def get_intents(self, tenant_id: str, module: str, crm_ids: list[str]) -> dict[str, Intent]:

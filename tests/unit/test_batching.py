@@ -69,8 +69,8 @@ def test_a_copy_of_a_job_already_in_the_batch_is_handed_back_not_worked_twice():
 
 
 class Job:
-    def __init__(self, status, error=None):
-        self.status, self.error = status, error
+    def __init__(self, status, error=None, warnings=()):
+        self.status, self.error, self.warnings = status, error, list(warnings)
 
 
 class Jobs:
@@ -102,6 +102,24 @@ def test_a_message_failing_its_last_delivery_marks_its_job_dead_lettered():
     assert list(jobs.updates) == ["m0"]  # m1 has deliveries left; m2 succeeded
     assert jobs.updates["m0"]["status"] == "failed"
     assert jobs.updates["m0"]["error"] == "dead-lettered after 3 attempts: Xero 503: will retry"
+
+
+def test_a_succeeded_job_whose_crm_write_back_never_landed_fails_visibly_when_dead_lettered():
+    """Issue 11, Deliver 4: the write-back is a step of the job; out of deliveries, it is a failure
+    status lists and replay brings back, never a note on a succeeded job."""
+    from shared.batching import mark_dead_lettered
+    from shared.usecases.contacts import WRITE_BACK_PENDING
+
+    records = lambda_event(2)["Records"]
+    for record in records:
+        record["attributes"] = {"ApproximateReceiveCount": "3"}
+    jobs = Jobs(m0=Job("succeeded", warnings=[f"{WRITE_BACK_PENDING}: Sugar answered 503"]), m1=Job("succeeded"))
+    answer = {"batchItemFailures": [{"itemIdentifier": "m0"}, {"itemIdentifier": "m1"}]}
+    mark_dead_lettered(records, answer, queue=RedrivenQueue(0), jobs=jobs)
+    assert list(jobs.updates) == ["m0"]
+    assert jobs.updates["m0"]["status"] == "failed"
+    assert jobs.updates["m0"]["error"] == ("dead-lettered after 3 attempts: the Xero write is done, the CRM "
+                                           f"write-back is not ({WRITE_BACK_PENDING}: Sugar answered 503)")
 
 
 class ArrivingQueue(FakeQueue):

@@ -184,7 +184,8 @@ def test_merged_contact_is_followed_to_the_survivor_and_remapped():
     world.mappings.put_mapping(Mapping(tenant_id="tenant-1", module="Accounts", crm_id="a1", xero_id=X1))
     (job,) = world.push(ContactDocument(crm_id="a1", name="Acme Holdings"))
     assert job.status == "succeeded" and job.xero == {"contact_id": X2} and world.mapped("a1") == X2
-    assert world.xero.contacts[X2]["ContactNumber"] == "a1"
+    # The merged contact keeps the number (unique across all contacts): the survivor is not sent it
+    assert "ContactNumber" not in world.xero.contacts[X2] and world.xero.contacts[X1]["ContactNumber"] == "a1"
     assert any(f"merged into {X2}" in w for w in job.warnings)
     assert world.xero.gets == [("Contacts", {"IDs": X1, "includeArchived": "true"})]
 
@@ -296,6 +297,25 @@ def test_a_person_whose_account_is_not_synced_waits():
     (job,) = world.push(person(1, account="acc-not-yet"))
     assert job.status == "queued" and "not synced to Xero yet" in job.error
     assert world.xero.calls == []
+
+
+def test_a_person_waits_for_its_account_briefly_at_first_then_longer():
+    """The Account is usually being pushed in another batch at that moment: the first wait is
+    seconds, not a minute; later deliveries wait longer, so that maxReceiveCount covers minutes."""
+    from shared.usecases.contacts import ACCOUNT_WAIT_SECONDS, account_wait_seconds
+
+    waits = [account_wait_seconds(n) for n in range(1, 9)]
+    assert waits[0] <= 2 and waits == sorted(waits) and waits[-1] == ACCOUNT_WAIT_SECONDS
+    assert sum(waits[:-1]) >= 120  # the 7 waits before the 8th (last) delivery
+    world = World()
+    accept(kind=KIND, crm=CrmRef(module="Contacts", id="p1"), document=person(1, account="acc-not-yet")
+           .model_dump(mode="json"), jobs=world.jobs, queue=world.queue, status_base_url="https://x/prod")
+    [message] = world.queue.sent
+    for delivery in (1, 3):
+        item = WorkItem(message_id="m1", job_id=message["job_id"], kind=KIND, document=message["document"],
+                        receive_count=delivery)
+        result = sync_contacts([item], xero=world.xero, jobs=world.jobs, mappings=world.mappings, config=LINK)
+        assert result.retry == {"m1"} and result.retry_after == account_wait_seconds(delivery)
 
 
 def test_a_deleted_sugar_contact_leaves_the_accounts_persons():

@@ -115,3 +115,41 @@ def test_a_disconnected_xero_connection_keeps_jobs_queued_for_five_minutes():
     result = sync_contacts(items_from(queue), xero=xero, jobs=jobs, mappings=mappings)
     assert result.retry == {"m0"} and result.retry_after == 300
     assert jobs.jobs[job_id].status == "queued" and "invalid_grant" in jobs.jobs[job_id].error
+
+
+class XeroRefusingASecondContactNumber(FakeXero):
+    """Xero as documented (../shared/reference/xero-api.md, Corrections): POST /Contacts does not
+    update a contact found by its ContactNumber; the number must be unique, so a second create
+    with it is refused."""
+
+    def _upsert(self, element):
+        number = element.get("ContactNumber")
+        if "ContactID" not in element and number and any(c.get("ContactNumber") == number
+                                                          for c in self.contacts.values()):
+            message = (f"The contact number {number} is already assigned to another contact. "
+                       "The contact number must be unique across all contacts.")
+            return {**element, "StatusAttributeString": "ERROR", "HasValidationErrors": True,
+                    "ValidationErrors": [{"Message": message}]}
+        return super()._upsert(element)
+
+
+def test_a_worker_killed_after_xero_created_the_contact_finds_it_by_contact_number():
+    from shared.usecases import journal
+    from shared.usecases.crash import XERO_ANSWERED, CrashAt, WorkerCrashed
+
+    jobs, queue, mappings, xero = FakeJobs(), FakeQueue(), FakeMappings(), XeroRefusingASecondContactNumber()
+    job_id = queued(jobs, queue, ContactDocument(crm_id="a1", name="Acme", crm_modified="2026-12-03T09:00:00+08:00"))
+    try:
+        sync_contacts(items_from(queue), xero=xero, jobs=jobs, mappings=mappings, crash=CrashAt(XERO_ANSWERED))
+    except WorkerCrashed:
+        pass
+    assert len(xero.contacts) == 1 and mappings.items == {}  # Xero made it; nothing stored
+    journal.IDENTICAL_RESEND_SECONDS, saved = 0.0, journal.IDENTICAL_RESEND_SECONDS  # redelivered later
+    try:
+        sync_contacts(items_from(queue), xero=xero, jobs=jobs, mappings=mappings)
+    finally:
+        journal.IDENTICAL_RESEND_SECONDS = saved
+    assert jobs.jobs[job_id].status == "succeeded", jobs.jobs[job_id].error
+    (contact_id,) = xero.contacts
+    assert mappings.items[("tenant-1", "Accounts", "a1")].xero_id == contact_id
+    assert [path for path, _ in xero.gets] == ["Contacts"]  # one lookup by ContactNumber

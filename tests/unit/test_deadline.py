@@ -113,3 +113,21 @@ def test_a_deadline_reads_the_lambda_context():
     assert deadline.call_timeout(30.0) == pytest.approx(15.0) and deadline.allows(10.0)
     assert not deadline.allows(14.0)
     assert Deadline.from_context(object()) is None
+
+
+def test_a_token_refresh_is_not_started_or_awaited_past_the_deadline():
+    from shared.xero.auth import XeroTokens
+
+    class Table:
+        def get_token(self, connection_id):
+            return {"version": 1, "lease_until": 10 ** 12}  # someone else holds the lease, forever
+
+        def put_token(self, *args, **kwargs):
+            raise AssertionError("nothing is written this close to the deadline")
+
+    clock = Clock()
+    tokens = XeroTokens(Table(), "default", identity_url="http://127.0.0.1:9/token", client_id="i",
+                        client_secret="s", session=SlowService(clock), clock=clock, sleep=clock.sleep)
+    with deadline_of(Context(clock, 8_000), clock=clock), pytest.raises(XeroError) as raised:
+        tokens.access_token()
+    assert raised.value.retryable and clock.now - 1000.0 < 8.0 - FINISH_SECONDS

@@ -393,8 +393,10 @@ def test_a_record_whose_last_job_failed_with_identical_content_is_queued_again(w
     assert again.repaired["crm_records_queued"] == 1
     job = world["jobs"].get_job(job_id)
     assert job.status == "queued" and "a new attempt, queued by reconcile: the last one was failed" in job.warnings[-1]
+    assert job.attempt == 2 and job.warnings[-1].endswith("this is attempt 2")
     third = run(world, now=NOW + timedelta(minutes=4))  # still queued: live, not sent again
     assert len(world["contact"].sent) == 2 and third.checked.get("crm_already_queued") == 1
+    assert world["jobs"].get_job(job_id).attempt == 2
 
 
 def test_changed_products_and_quotes_at_the_invoicing_stage_are_queued(world):

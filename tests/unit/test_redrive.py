@@ -4,6 +4,7 @@ claim that none of it duplicates anything in Xero (the contact worker run on wha
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -14,7 +15,8 @@ from shared.models.documents import ContactDocument
 from shared.models.jobs import CrmRef
 from shared.usecases.accept import accept
 from shared.usecases.contacts import KIND, sync_contacts
-from shared.usecases.redrive import KIND_QUEUES, QueueMessage, job_id_of, redrive_dlq, redrive_job
+from shared.state.dynamo import now_iso
+from shared.usecases.redrive import KIND_QUEUES, LIVE_SECONDS, QueueMessage, job_id_of, redrive_dlq, redrive_job
 from shared.usecases.work import WorkItem
 from tests.support.fakes import FakeJobs, FakeMappings, FakeQueue, FakeXero
 
@@ -89,6 +91,7 @@ def test_a_failed_job_is_sent_again_as_its_original_message_and_goes_back_to_que
 def test_queues_may_be_keyed_by_kind_or_by_queue_name():
     jobs, intake, by_kind = Jobs(), FakeQueue(), FakeQueue()
     job_id = accepted(jobs, intake, ContactDocument(crm_id="a1", name="Acme"))
+    jobs.update_job(job_id, status="failed")
     result = redrive_job(job_id, jobs=jobs, queues={KIND: by_kind, "contact": FakeQueue()})
     assert result.sent and result.queue == KIND and len(by_kind.sent) == 1
     assert KIND_QUEUES[KIND] == "contact"
@@ -112,12 +115,13 @@ def test_unknown_job_unknown_kind_and_missing_payload_send_nothing():
     jobs, intake, queue = Jobs(), FakeQueue(), FakeQueue()
     assert not redrive_job("nope", jobs=jobs, queues={"contact": queue}).sent
     job_id = accepted(jobs, intake, ContactDocument(crm_id="a1", name="Acme"))
+    jobs.update_job(job_id, status="failed")
     no_queue = redrive_job(job_id, jobs=jobs, queues={"invoice": queue})
     assert not no_queue.sent and "no work queue" in no_queue.reason
     del jobs.payloads[job_id]
     no_payload = redrive_job(job_id, jobs=jobs, queues={"contact": queue})
     assert not no_payload.sent and "not stored" in no_payload.reason
-    assert queue.sent == [] and jobs.get_job(job_id).status == "queued"
+    assert queue.sent == [] and jobs.get_job(job_id).status == "failed"
 
 
 def test_a_send_that_fails_puts_the_job_back_as_it_was():
@@ -127,7 +131,53 @@ def test_a_send_that_fails_puts_the_job_back_as_it_was():
     with pytest.raises(ConnectionError):
         redrive_job(job_id, jobs=jobs, queues={"contact": FailingQueue()})
     job = jobs.get_job(job_id)
-    assert job.status == "failed" and job.warnings == []
+    assert job.status == "failed" and job.warnings == [] and job.attempt == 1
+
+
+# ---- new attempts (issue 11, Deliver 3) -------------------------------------------------------
+def test_a_failed_job_gets_a_new_attempt_of_the_same_job_and_document():
+    jobs, intake, queue = Jobs(), FakeQueue(), FakeQueue()
+    job_id = accepted(jobs, intake, ContactDocument(crm_id="a1", name="Acme"))
+    assert jobs.get_job(job_id).attempt == 1
+    for expected in (2, 3):
+        jobs.update_job(job_id, status="failed", error="Xero refused it")
+        result = redrive_job(job_id, jobs=jobs, queues={"contact": queue})
+        assert result.sent and result.attempt == expected
+        job = jobs.get_job(job_id)
+        assert job.job_id == job_id and job.attempt == expected and job.status == "queued"
+        assert f"attempt {expected} (was failed: Xero refused it)" in job.warnings[-1]
+    assert [m["document"] for m in queue.sent] == [intake.sent[0]["document"]] * 2
+    assert {m["job_id"] for m in queue.sent} == {job_id}
+
+
+@pytest.mark.parametrize("status", ["queued", "in_progress"])
+def test_a_live_attempt_is_refused_even_when_forced(status):
+    jobs, intake, queue = Jobs(), FakeQueue(), FakeQueue()
+    job_id = accepted(jobs, intake, ContactDocument(crm_id="a1", name="Acme"))
+    jobs.update_job(job_id, status=status, updated_at=now_iso())
+    for force in (False, True):
+        refused = redrive_job(job_id, jobs=jobs, queues={"contact": queue}, force=force)
+        assert not refused.sent and "is live" in refused.reason and refused.attempt is None
+    assert queue.sent == [] and jobs.get_job(job_id).attempt == 1 and jobs.get_job(job_id).status == status
+
+
+@pytest.mark.parametrize("status", ["queued", "in_progress"])
+def test_an_attempt_never_confirmed_past_the_visibility_timeout_is_stuck_and_gets_a_new_one(status):
+    jobs, intake, queue = Jobs(), FakeQueue(), FakeQueue()
+    job_id = accepted(jobs, intake, ContactDocument(crm_id="a1", name="Acme"))
+    touched = datetime.now(UTC) - timedelta(seconds=LIVE_SECONDS + 5)
+    jobs.update_job(job_id, status=status, updated_at=touched.isoformat())
+    result = redrive_job(job_id, jobs=jobs, queues={"contact": queue}, reason="re-driven by the reconciliation")
+    assert result.sent and result.attempt == 2 and result.status_before == status
+    assert jobs.get_job(job_id).attempt == 2 and len(queue.sent) == 1
+
+
+def test_a_succeeded_job_overwritten_since_gets_a_new_attempt_when_forced():
+    jobs, intake, queue = Jobs(), FakeQueue(), FakeQueue()
+    job_id = accepted(jobs, intake, ContactDocument(crm_id="a1", name="Acme"))
+    jobs.update_job(job_id, status="succeeded")
+    forced = redrive_job(job_id, jobs=jobs, queues={"contact": queue}, force=True)
+    assert forced.sent and forced.attempt == 2 and jobs.get_job(job_id).attempt == 2
 
 
 # ---- nothing duplicated ----------------------------------------------------------------------
@@ -140,6 +190,8 @@ def test_re_driving_duplicates_nothing_in_xero():
     xero.fail_next = [XeroError("Xero answered 503 after 5 attempts", status=503, retryable=True)] * 1
     result = work(intake.sent, xero=xero, jobs=jobs, mappings=mappings)
     assert result.retry and xero.contacts == {}
+    # Its last delivery failed: the worker marks it so (shared.batching.mark_dead_lettered).
+    jobs.update_job(job_id, status="failed", error="dead-lettered after 1 attempt: Xero answered 503")
 
     # The operator re-drives the job while its dead-lettered copy is also moved back: two messages.
     queue = FakeQueue()

@@ -728,7 +728,7 @@ class XeroEmulator:
         return json_response(_envelope(key, _copy(found))) if found else _not_found()
 
     def _organisation(self, tenant: str) -> Response:
-        name = self.config.tenant_name if tenant == self.config.tenant_id else f"Organisation {tenant[:8]}"
+        name = self.store.organisation_name(tenant) or f"Organisation {tenant[:8]}"
         return json_response(
             _envelope(
                 "Organisations",
@@ -791,6 +791,13 @@ class XeroEmulator:
                         "usage": self.limiter.usage(),
                     }
                 )
+            if action == "organisations" and method == "POST":
+                # Another organisation the emulated user can access (as adding one to a Xero login).
+                data = request.get_json(force=True, silent=True)
+                if not isinstance(data, dict) or not all(isinstance(v, str) and v for v in data.values()):
+                    return json_response({"error": "send a JSON object: tenant id → organisation name"}, 400)
+                self.config.organisations.update(data)
+                return json_response({"connections": self.store.get_connections()})
             if action == "merge" and method == "POST":
                 # What a person does in Xero's app (Contacts → Merge); the API cannot merge.
                 data = request.get_json(force=True, silent=True) or {}

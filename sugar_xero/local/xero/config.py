@@ -222,6 +222,10 @@ class EmulatorConfig:
 
     tenant_id: str = DEFAULT_TENANT_ID
     tenant_name: str = DEFAULT_TENANT_NAME
+    # Further organisations the emulated Xero user may access (tenant id → name): Xero's
+    # GET /connections lists every organisation the user authorised for the app, not one
+    # (developer.xero.com/documentation/guides/oauth2/tenants), so one login onboards them all.
+    organisations: dict[str, str] = field(default_factory=dict)
     # Xero's per-organisation limits, and the app-wide one
     minute_limit: int = 60
     concurrent_limit: int = 5

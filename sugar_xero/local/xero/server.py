@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5001)
     parser.add_argument("--tenant-id", default=EmulatorConfig.tenant_id)
+    parser.add_argument("--organisation", action="append", default=[], metavar="TENANT_ID=NAME",
+                        help="a further organisation the user can access, listed by /connections (repeatable)")
     parser.add_argument("--minute-limit", type=int, default=60)
     parser.add_argument("--concurrent-limit", type=int, default=5)
     parser.add_argument("--day-limit", type=int, default=5000)
@@ -84,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = EmulatorConfig(
         tenant_id=args.tenant_id,
+        organisations=dict(value.split("=", 1) for value in args.organisation if "=" in value),
         minute_limit=args.minute_limit,
         concurrent_limit=args.concurrent_limit,
         day_limit=args.day_limit,

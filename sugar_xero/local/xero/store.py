@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from copy import deepcopy
 from typing import Any
 
@@ -64,6 +65,21 @@ class EmulatorStore(XeroStore):
 
     def default_tenant_id(self) -> str:
         return self._default_tenant["tenantId"]
+
+    def organisation_name(self, tenant_id: str) -> str | None:
+        if tenant_id == self.config.tenant_id:
+            return self.config.tenant_name
+        return self.config.organisations.get(tenant_id)
+
+    def get_connections(self) -> list[dict[str, Any]]:
+        """Xero's GET /connections: one connection per organisation the user authorised (the
+        default one and ``config.organisations``), all from the same authorisation event."""
+        with self._lock:
+            first = deepcopy(self._default_tenant)
+            others = [{**first, "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"connection/{tenant_id}")),
+                       "tenantId": tenant_id, "tenantName": name}
+                      for tenant_id, name in self.config.organisations.items() if tenant_id != first["tenantId"]]
+            return [first, *others]
 
     def stamp(self) -> dict[str, str]:
         """UpdatedDateUTC for a change now, strictly later than the previous one."""

@@ -1,0 +1,83 @@
+"""The journal finds a dead attempt's quote or purchase order the way Xero lets you ask.
+
+GET /Quotes and GET /PurchaseOrders take no ``where`` and no ``IDs`` (``xero_accounting.yaml``
+16.1.0), and Xero ignores a parameter an operation does not take: a ``where`` lookup answers the
+first page of every quote, so a marker on page two is never found and the document is created a
+second time. The emulator ignores unknown parameters as Xero does, so these tests put the
+document past the first page."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.state.records import Intent
+from shared.usecases.journal import Entry, Journal
+from shared.xero.client import XeroClient
+from sugar_xero.local.xero_emulator import EmulatorConfig, serve
+from tests.support.fakes import FakeMappings
+
+EARLIER = 120  # more than Xero's page of 100
+
+
+@pytest.fixture
+def xero():
+    config = EmulatorConfig()
+    with serve(config=config) as server:
+        yield XeroClient(server.url, config.tenant_id, lambda force: "token", sleep=lambda s: None)
+
+
+def _seed(xero: XeroClient, resource: str, number_field: str | None, prefix: str, contact_id: str) -> None:
+    bodies = []
+    for n in range(EARLIER):
+        body = {"Contact": {"ContactID": contact_id}, "Date": "2026-12-01",
+                "LineItems": [{"Description": f"Earlier {n}", "Quantity": 1, "UnitAmount": 10, "AccountCode": "200"}]}
+        if number_field:
+            body[number_field] = f"{prefix}-{n:04d}"
+        bodies.append(body)
+    for start in range(0, len(bodies), 50):
+        xero.upsert_batch(resource, bodies[start:start + 50], idempotency_key=f"seed-{resource}-{start}")
+
+
+def _dead_attempt(journal_store: FakeMappings, xero: XeroClient, module: str, resource: str,
+                  body: dict) -> tuple[Entry, str]:
+    """Xero made the document, then the worker died before its mapping was stored."""
+    (made,) = xero.upsert_batch(resource, [dict(body)], idempotency_key=f"dead-{module}")
+    journal_store.record_intent(Intent(tenant_id=xero.tenant_id, module=module, crm_id="crm-1", resource=resource))
+    return Entry(module=module, crm_id="crm-1", resource=resource, body=dict(body)), made
+
+
+def _contact(xero: XeroClient) -> str:
+    (contact,) = xero.upsert_batch("Contacts", [{"Name": "Harbour Foods Pte Ltd"}], idempotency_key="contact")
+    return contact["ContactID"]
+
+
+@pytest.mark.parametrize("resource, number_field, id_field", [
+    ("Quotes", "QuoteNumber", "QuoteID"),
+    ("PurchaseOrders", "PurchaseOrderNumber", "PurchaseOrderID"),
+])
+def test_a_document_past_the_first_page_is_found_by_its_number(xero, resource, number_field, id_field):
+    contact_id = _contact(xero)
+    _seed(xero, resource, number_field, "EARLY", contact_id)
+    store = FakeMappings()
+    body = {"Contact": {"ContactID": contact_id}, "Date": "2026-12-02", number_field: "CRM-TARGET",
+            "LineItems": [{"Description": "Lift inspection", "Quantity": 1, "UnitAmount": 250, "AccountCode": "200"}]}
+    entry, made = _dead_attempt(store, xero, f"Quotes#{resource}", resource, body)
+    journal = Journal(store, xero)
+
+    assert journal.recover([entry]) == {}
+    assert entry.found is not None and entry.body[id_field] == made[id_field]  # updated, never created again
+    assert journal.lookups == 1  # one call by number, not a walk through every page
+
+
+def test_a_quote_marked_by_reference_is_found_among_its_customers_quotes_on_any_page(xero):
+    contact_id = _contact(xero)
+    _seed(xero, "Quotes", None, "", contact_id)
+    store = FakeMappings()
+    body = {"Contact": {"ContactID": contact_id}, "Date": "2026-12-02", "Reference": "CRM q-77",
+            "LineItems": [{"Description": "Lift inspection", "Quantity": 1, "UnitAmount": 250, "AccountCode": "200"}]}
+    entry, made = _dead_attempt(store, xero, "Quotes#Quotes", "Quotes", body)
+    journal = Journal(store, xero)
+
+    assert journal.recover([entry]) == {}
+    assert entry.body["QuoteID"] == made["QuoteID"]
+    assert journal.lookups == 2  # the customer's quotes, page by page (121: two pages)
