@@ -29,7 +29,7 @@ from shared.usecases.work import finish
 
 XERO_BATCH = 50
 # While a top-up keeps finding messages (a burst is arriving), it looks again for up to this long.
-GATHER_SECONDS = 1.0
+GATHER_SECONDS = 2.0
 GATHER_PAUSE_SECONDS = 0.1
 
 

@@ -93,6 +93,8 @@ def run_demo(
     wait_seconds: float = DEFAULT_WAIT_SECONDS,
     out: TextIO = sys.stdout,
 ) -> int:
+    """The demo's story: what was sent, what landed in Xero and in the CRM, an injected failure
+    and how to clear it, and where to look."""
     try:
         where = targets(url, state_file)
     except DemoError as error:
@@ -101,53 +103,13 @@ def run_demo(
     token = os.environ.get("CRM_TOKEN") or LOCAL_SECRET_DEFAULTS["CRM_TOKEN"]
     session = requests.Session()
     callouts = demo_callouts()
-    print(f"Sending {len(callouts)} Sugar callouts to {where.api_url}/crm/*", file=out)
-    accepted: list[tuple[str, dict[str, Any], str]] = []
-    failed = False
-    deadline = time.monotonic() + wait_seconds
-    for label, body in callouts:
-        if body.get("bean") == "Contact":
-            # As a CRM user would: a person is saved after their Account has landed. Sent at once,
-            # the person's job may run first and wait a few seconds for the Account (a stack with
-            # SUGAR_XERO_LOCAL_MAX_RECEIVE_COUNT=1 would dead-letter it on that wait).
-            for _, _, earlier in accepted:
-                _wait_for_job(session, where.api_url, earlier, token, deadline)
-        try:
-            answer = session.post(
-                f"{where.api_url}{route_for(body)}", params={"token": token}, json=body, timeout=10
-            )
-        except requests.RequestException as error:
-            print(f"sugar-xero demo: cannot reach {where.api_url}: {error}", file=sys.stderr)
-            return 2
-        if answer.status_code != 202:
-            print(f"  {label}: HTTP {answer.status_code} {answer.text[:300]}", file=out)
-            failed = True
-            continue
-        job_id = answer.json()["job_id"]
-        print(
-            f"  {label}: {body['data'].get('_module', body.get('bean'))} {body['data']['id']} → job {job_id}",
-            file=out,
-        )
-        accepted.append((label, body, job_id))
-
-    print("Jobs:", file=out)
-    jobs: list[dict[str, Any]] = []
-    for label, _, job_id in accepted:
-        job = _wait_for_job(session, where.api_url, job_id, token, deadline)
-        jobs.append(job)
-        status = job.get("status")
-        detail = job.get("xero") or {}
-        line = f"  {job_id}  {status:<10} {label}"
-        if detail:
-            line += "  xero " + ", ".join(f"{k}={v}" for k, v in detail.items())
-        if job.get("error"):
-            line += f"  error: {job['error']}"
-        if status not in TERMINAL_STATUSES:
-            line += f"  (still {status} after {wait_seconds:.0f} s)"
-        print(line, file=out)
-        if status not in {"succeeded", "ignored"}:
-            failed = True
-
+    try:
+        accepted, failed = _send_callouts(session, where, callouts, token, out)
+    except requests.RequestException as error:
+        print(f"sugar-xero demo: cannot reach {where.api_url}: {error}", file=sys.stderr)
+        return 2
+    jobs, unfinished = _report_jobs(session, where, accepted, token, wait_seconds, out)
+    failed = failed or unfinished
     crm_ids = {body["data"]["id"] for _, body in callouts}
     xero_ids = {str(v) for job in jobs for k, v in (job.get("xero") or {}).items()
                 if k == "id" or k.endswith("_id")}
@@ -162,10 +124,75 @@ def run_demo(
     if accepted and not failed:
         # Only once the samples landed: the failing job updates a contact that exists.
         inject_failure(session, where, accepted[0][1], token, wait_seconds, out)
+    _print_where_to_look(where, out)
     return 1 if failed else 0
 
 
-# ---- one failure, on purpose ---------------------------------------------------------------------
+ACCOUNT_WAIT_SECONDS = 15.0
+
+
+def _send_callouts(session: requests.Session, where: DemoTargets, callouts: list[tuple[str, dict[str, Any]]],
+                   token: str, out: TextIO) -> tuple[list[tuple[str, dict[str, Any], str]], bool]:
+    """Post each sample hook as Sugar would; the accepted ones with their job ids, and whether any
+    was refused."""
+    print(f"Sending {len(callouts)} Sugar callouts to {where.api_url}/crm/*", file=out)
+    accepted: list[tuple[str, dict[str, Any], str]] = []
+    refused = False
+    for label, body in callouts:
+        answer = session.post(f"{where.api_url}{route_for(body)}", params={"token": token}, json=body, timeout=10)
+        if answer.status_code != 202:
+            print(f"  {label}: HTTP {answer.status_code} {answer.text[:300]}", file=out)
+            refused = True
+            continue
+        job_id = answer.json()["job_id"]
+        module = body["data"].get("_module", body.get("bean"))
+        print(f"  {label}: {module} {body['data']['id']} → job {job_id}", file=out)
+        accepted.append((label, body, job_id))
+        if body.get("bean") == "Account":
+            # As Sugar's cron sends an account's hook before its people's: the people then find it
+            # in Xero at once instead of waiting a retry (which the demo's short redrive would end).
+            _wait_for_job(session, where.api_url, job_id, token, time.monotonic() + ACCOUNT_WAIT_SECONDS)
+    return accepted, refused
+
+
+def _report_jobs(session: requests.Session, where: DemoTargets, accepted: list[tuple[str, dict[str, Any], str]],
+                 token: str, wait_seconds: float, out: TextIO) -> tuple[list[dict[str, Any]], bool]:
+    """Wait for each job and print how it ended, with its Xero ids, error and warnings."""
+    deadline = time.monotonic() + wait_seconds
+    print("Jobs:", file=out)
+    jobs: list[dict[str, Any]] = []
+    unfinished = False
+    for label, _, job_id in accepted:
+        job = _wait_for_job(session, where.api_url, job_id, token, deadline)
+        jobs.append(job)
+        status = job.get("status")
+        line = f"  {job_id}  {status:<10} {label}"
+        if job.get("xero"):
+            line += "  xero " + ", ".join(f"{k}={v}" for k, v in job["xero"].items())
+        if job.get("error"):
+            line += f"  error: {job['error']}"
+        if status not in TERMINAL_STATUSES:
+            line += f"  (still {status} after {wait_seconds:.0f} s)"
+        print(line, file=out)
+        for warning in job.get("warnings") or []:
+            print(f"      warning: {warning}", file=out)
+        unfinished = unfinished or status not in {"succeeded", "ignored"}
+    return jobs, unfinished
+
+
+def _print_where_to_look(where: DemoTargets, out: TextIO) -> None:
+    state = where.state or {}
+    print("\nWhere to look:", file=out)
+    if state.get("log_file"):
+        print(f"  the functions' JSON logs     {state['log_file']}", file=out)
+    print(f"  health, jobs, failures       {_command('status', where)}", file=out)
+    if where.xero_url:
+        print(f"  what Xero holds              {where.xero_url}/_emulator/state", file=out)
+    if where.sugar_url:
+        print(f"  what the CRM holds           {where.sugar_url}/_sugar/state", file=out)
+    print(f"  the API (OpenAPI)            sugar-xero openapi   (served at {where.api_url})", file=out)
+
+
 def _sqs(state: dict[str, Any]) -> Any:
     import boto3
 

@@ -388,6 +388,7 @@ class LocalStack:
             "queues": self.aws.queues,
             "tables": self.aws.tables,
             "secrets": self.aws.secrets,
+            "log_file": str(self.options.log_file) if self.options.log_file else None,
             "environment": {
                 k: v
                 for k, v in self.environment.items()

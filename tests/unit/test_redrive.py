@@ -13,9 +13,9 @@ from shared.errors import XeroError
 from shared.mapping.settings import MappingConfig
 from shared.models.documents import ContactDocument
 from shared.models.jobs import CrmRef
+from shared.state.dynamo import now_iso
 from shared.usecases.accept import accept
 from shared.usecases.contacts import KIND, sync_contacts
-from shared.state.dynamo import now_iso
 from shared.usecases.redrive import KIND_QUEUES, LIVE_SECONDS, QueueMessage, job_id_of, redrive_dlq, redrive_job
 from shared.usecases.work import WorkItem
 from tests.support.fakes import FakeJobs, FakeMappings, FakeQueue, FakeXero
