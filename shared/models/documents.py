@@ -19,6 +19,14 @@ from shared.models.ids import SUGAR_ID_OR_EMPTY_PATTERN, SUGAR_ID_PATTERN
 # refusing it would leave the CRM record out of Xero with nobody told (Sugar shows no hook error).
 TEXT_ACCEPTED = 20_000
 
+# Fields every CRM document carries, described once (they are in the connector's OpenAPI).
+CrmModified = Annotated[str | None, Field(
+    default=None, description="when the record was saved in the CRM (date_modified), ISO-8601 with its UTC "
+                              "offset; compared as an instant: the newest save wins and an older one than the "
+                              "last pushed is ignored. Left out: the time the connector received the callout")]
+Truncated = Annotated[list[str], Field(default_factory=list, description=(
+    "filled in by the connector: what it cut to fit Xero's limits (becomes the job's warnings)"))]
+
 CurrencyCode = Field(default=None, pattern=r"^[A-Z]{3}$", description="ISO 4217 code enabled in Xero")
 
 
@@ -88,12 +96,8 @@ class ContactDocument(BaseModel):
     erased_person: Person | None = Field(
         default=None, description="a Sugar Contact erased in the CRM: the person as it was before (from the hook's "
                                   "dataChanges), to find and remove it from its Account's Xero contact")
-    crm_modified: str | None = Field(
-        default=None, description="when the record was saved in the CRM (date_modified), ISO-8601 with its UTC "
-                                  "offset; compared as an instant: the newest save wins and an older one than the "
-                                  "last pushed is ignored. Left out: the time the connector received the callout")
-    truncated: list[str] = Field(default_factory=list, description=(
-        "filled in by the connector: what it cut to fit Xero's limits (becomes the job's warnings)"))
+    crm_modified: CrmModified = None
+    truncated: Truncated
 
     @model_validator(mode="after")
     def _fit_xero(self) -> ContactDocument:
@@ -137,12 +141,8 @@ class ItemDocument(BaseModel):
                                       description="left out: purchased when a purchase price is given")
     active: bool = Field(default=True, description="false: no longer sold (IsSold false in Xero)")
     deleted: bool = Field(default=False, description="the CRM record was deleted: no longer sold")
-    crm_modified: str | None = Field(
-        default=None, description="when the record was saved in the CRM (date_modified), ISO-8601 with its UTC "
-                                  "offset; compared as an instant: the newest save wins and an older one than the "
-                                  "last pushed is ignored. Left out: the time the connector received the callout")
-    truncated: list[str] = Field(default_factory=list, description=(
-        "filled in by the connector: what it cut to fit Xero's limits (becomes the job's warnings)"))
+    crm_modified: CrmModified = None
+    truncated: Truncated
 
     @model_validator(mode="after")
     def _fit_xero(self) -> ItemDocument:

@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from shared.mapping.text import fit
-from shared.models.documents import TEXT_ACCEPTED, ContactDocument
+from shared.models.documents import TEXT_ACCEPTED, ContactDocument, CrmModified, Truncated
 from shared.models.ids import DOCUMENT_KEY_PATTERN, SUGAR_ID_PATTERN, SUGAR_MODULE_PATTERN
 
 
@@ -139,12 +139,8 @@ class TradeDocument(Strict):
     expected_tax: Money | None = Field(default=None, description="the CRM's tax total: checked to the cent")
     cancelled: bool = Field(default=False, description="cancelled or deleted in the CRM: end it in Xero")
     write_back: bool = Field(default=True, description="write the Xero result onto the CRM record")
-    crm_modified: str | None = Field(
-        default=None, description="when the record was saved in the CRM (date_modified), ISO-8601 with its UTC "
-                                  "offset; compared as an instant: the newest save wins and an older one than the "
-                                  "last pushed is ignored. Left out: the time the connector received the callout")
-    truncated: list[str] = Field(default_factory=list, description=(
-        "filled in by the connector: what it cut to fit Xero's limits (becomes the job's warnings)"))
+    crm_modified: CrmModified = None
+    truncated: Truncated
 
     @model_validator(mode="after")
     def _fit_xero(self) -> TradeDocument:
