@@ -81,15 +81,9 @@ class _Deadline:
 def run_in_process(environment: Mapping[str, str], event: dict[str, Any], *, local: bool) -> dict[str, Any]:
     """The pass here, with ``environment`` as the functions' settings. Logs go to stderr, so the
     report on stdout stays clean."""
-    os.environ.update({k: v for k, v in environment.items() if isinstance(v, str)})
-    if local:
-        from sugar_xero.local.aws_resources import DEFAULT_REGION, FAKE_CREDENTIALS
+    from sugar_xero.local.aws_resources import act_as_local_functions
 
-        for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "SECRETS_ARN"):  # never real AWS for a local stack
-            os.environ.pop(name, None)
-        os.environ.update(FAKE_CREDENTIALS)
-        os.environ.setdefault("AWS_REGION", DEFAULT_REGION)
-        os.environ.setdefault("AWS_DEFAULT_REGION", os.environ["AWS_REGION"])
+    act_as_local_functions(environment, local=local)
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     from shared import wiring
     from shared.mapping.settings import mapping_file

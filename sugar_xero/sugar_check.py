@@ -74,15 +74,9 @@ def _environment(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[
 def run_check(env: Mapping[str, str], *, local: bool, api_url: str | None, config: Any, rules: Any,
               store_result: bool = True) -> CrmCheck:
     """The check with ``env`` as the connector's settings (as the functions read them)."""
-    os.environ.update({k: v for k, v in env.items() if isinstance(v, str)})
-    if local:
-        from sugar_xero.local.aws_resources import DEFAULT_REGION, FAKE_CREDENTIALS
+    from sugar_xero.local.aws_resources import act_as_local_functions
 
-        for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "SECRETS_ARN"):  # never real AWS for a local stack
-            os.environ.pop(name, None)
-        os.environ.update(FAKE_CREDENTIALS)
-        os.environ.setdefault("AWS_REGION", DEFAULT_REGION)
-        os.environ.setdefault("AWS_DEFAULT_REGION", os.environ["AWS_REGION"])
+    act_as_local_functions(env, local=local)
     from shared import wiring
     from shared.config import settings
     from shared.secrets import get_secret

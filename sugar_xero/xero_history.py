@@ -53,14 +53,9 @@ def _environment(state_file: Path | None) -> bool:
     state = read_state_file(state_file or find_state_file())
     if not state:
         return False
-    from sugar_xero.local.aws_resources import DEFAULT_REGION, FAKE_CREDENTIALS
+    from sugar_xero.local.aws_resources import act_as_local_functions
 
-    os.environ.update({k: v for k, v in (state.get("environment") or {}).items() if isinstance(v, str)})
-    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "SECRETS_ARN"):
-        os.environ.pop(name, None)
-    os.environ.update(FAKE_CREDENTIALS)
-    os.environ.setdefault("AWS_REGION", DEFAULT_REGION)
-    os.environ.setdefault("AWS_DEFAULT_REGION", os.environ["AWS_REGION"])
+    act_as_local_functions(state.get("environment") or {}, local=True)
     return True
 
 

@@ -8,6 +8,8 @@ Everything comes from the template's own resource Properties: a queue that refer
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +22,19 @@ FAKE_CREDENTIALS = {
     "AWS_SESSION_TOKEN": "local",
 }
 DEFAULT_REGION = "eu-west-1"
+
+
+def act_as_local_functions(environment: Mapping[str, str], *, local: bool) -> None:
+    """Take ``environment`` (the functions' settings) into this process, as the functions read
+    them. For a local stack, never real AWS: no profile or deployed secret, moto's fake credentials."""
+    os.environ.update({k: v for k, v in environment.items() if isinstance(v, str)})
+    if not local:
+        return
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "SECRETS_ARN"):
+        os.environ.pop(name, None)
+    os.environ.update(FAKE_CREDENTIALS)
+    os.environ.setdefault("AWS_REGION", DEFAULT_REGION)
+    os.environ.setdefault("AWS_DEFAULT_REGION", os.environ["AWS_REGION"])
 
 _QUEUE_TYPE = "AWS::SQS::Queue"
 _TABLE_TYPE = "AWS::DynamoDB::Table"
