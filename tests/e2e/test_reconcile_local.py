@@ -141,9 +141,10 @@ def test_one_pass_repairs_every_kind_of_loss_and_everything_agrees_afterwards():
     with local_stack() as (state, state_file):
         stack = Stack(state, state_file)
         # A lost Sugar hook: the Account was saved, no callout reached the connector.
-        requests.post(f"{stack.urls['sugar']}/_sugar/seed", timeout=10, json={"records": {"Accounts": [{
-            "id": "acc-lost-hook", "name": "Lost Hook Trading", "billing_address_city": "Singapore"}]}}
-                      ).raise_for_status()
+        # The stuck job's Account is in the CRM too (a write-back to a deleted record fails the job).
+        requests.post(f"{stack.urls['sugar']}/_sugar/seed", timeout=10, json={"records": {"Accounts": [
+            {"id": "acc-lost-hook", "name": "Lost Hook Trading", "billing_address_city": "Singapore"},
+            {"id": "acc-stuck", "name": "Crashed Ltd"}]}}).raise_for_status()
         # A payment made in Xero while the webhook subscription was off.
         paid = stack.pushed_invoice("q-paid")
         stack.xero("PUT", "Payments", {"Payments": [{"Invoice": {"InvoiceID": paid["InvoiceID"]},
