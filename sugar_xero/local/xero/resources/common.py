@@ -188,6 +188,18 @@ def _next_number(txn: _Txn, counter: str, prefix: str, taken: set[str]) -> str:
             return candidate
 
 
+def _document_lines(data: dict[str, Any], existing: dict[str, Any] | None, errors: list[str]
+                    ) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
+    """A document's LineAmountTypes (kept from the stored document when not sent; Exclusive by
+    default), its stored lines, and the lines to compute: the sent ones, or the stored ones."""
+    amount_types = data.get("LineAmountTypes") or (existing or {}).get("LineAmountTypes") or "Exclusive"
+    if amount_types not in LINE_AMOUNT_TYPES:
+        errors.append(f"LineAmountTypes must be one of {', '.join(LINE_AMOUNT_TYPES)}")
+        amount_types = "Exclusive"
+    old_lines = (existing or {}).get("LineItems") or []
+    return amount_types, old_lines, (data["LineItems"] if "LineItems" in data else old_lines)
+
+
 def _document_dates(
     txn: _Txn, data: dict[str, Any], existing: dict[str, Any] | None, names: tuple[str, ...], errors: list[str]
 ) -> dict[str, str]:

@@ -14,13 +14,13 @@ from ..values import (
 from .common import (
     INVOICE_CREATE_STATUSES,
     INVOICE_TRANSITIONS,
-    LINE_AMOUNT_TYPES,
     LOCKED_BY_ALLOCATION,
     NOT_MODIFIABLE,
     Outcome,
     _copy_fields,
     _currency,
     _document_dates,
+    _document_lines,
     _echo,
     _existing_document,
     _find,
@@ -72,12 +72,7 @@ def _upsert_credit_note(txn: _Txn, data: dict[str, Any]) -> Outcome:
     contact = None
     if "Contact" in data or existing is None:
         contact = _resolve_contact(txn, data.get("Contact"), errors)
-    amount_types = data.get("LineAmountTypes") or (existing or {}).get("LineAmountTypes") or "Exclusive"
-    if amount_types not in LINE_AMOUNT_TYPES:
-        errors.append(f"LineAmountTypes must be one of {', '.join(LINE_AMOUNT_TYPES)}")
-        amount_types = "Exclusive"
-    old_lines = (existing or {}).get("LineItems") or []
-    raw_lines = data["LineItems"] if "LineItems" in data else old_lines
+    amount_types, old_lines, raw_lines = _document_lines(data, existing, errors)
     lines, totals = _compute_lines(txn, raw_lines, old_lines, note_type, amount_types, status, errors)
     if status in ("SUBMITTED", "AUTHORISED") and not lines:
         errors.append("A credit note must have at least one line item before it can be submitted or approved")

@@ -15,12 +15,12 @@ from .common import (
     _DOCUMENT_COMPUTED,
     INVOICE_CREATE_STATUSES,
     INVOICE_TRANSITIONS,
-    LINE_AMOUNT_TYPES,
     LOCKED_BY_ALLOCATION,
     NOT_MODIFIABLE,
     Outcome,
     _currency,
     _document_dates,
+    _document_lines,
     _echo,
     _find,
     _has_allocations,
@@ -94,12 +94,7 @@ def _upsert_invoice(txn: _Txn, data: dict[str, Any]) -> Outcome:
         contact = _resolve_contact(txn, data.get("Contact"), errors)
     else:
         existing_contact = txn.col("contacts").get(existing["Contact"]["ContactID"])
-    amount_types = data.get("LineAmountTypes") or (existing or {}).get("LineAmountTypes") or "Exclusive"
-    if amount_types not in LINE_AMOUNT_TYPES:
-        errors.append(f"LineAmountTypes must be one of {', '.join(LINE_AMOUNT_TYPES)}")
-        amount_types = "Exclusive"
-    old_lines = (existing or {}).get("LineItems") or []
-    raw_lines = data["LineItems"] if "LineItems" in data else old_lines
+    amount_types, old_lines, raw_lines = _document_lines(data, existing, errors)
     lines, totals = _compute_lines(txn, raw_lines, old_lines, invoice_type, amount_types, status, errors)
     if status in ("SUBMITTED", "AUTHORISED") and not lines:
         errors.append("An invoice must have at least one line item before it can be submitted or approved")

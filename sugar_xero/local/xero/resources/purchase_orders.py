@@ -7,12 +7,12 @@ from decimal import Decimal
 from typing import Any
 
 from .common import (
-    LINE_AMOUNT_TYPES,
     NOT_MODIFIABLE,
     Outcome,
     _copy_fields,
     _currency,
     _document_dates,
+    _document_lines,
     _echo,
     _existing_document,
     _next_number,
@@ -62,12 +62,7 @@ def _upsert_purchase_order(txn: _Txn, data: dict[str, Any]) -> Outcome:
     contact = None
     if "Contact" in data or existing is None:
         contact = _resolve_contact(txn, data.get("Contact"), errors)
-    amount_types = data.get("LineAmountTypes") or (existing or {}).get("LineAmountTypes") or "Exclusive"
-    if amount_types not in LINE_AMOUNT_TYPES:
-        errors.append(f"LineAmountTypes must be one of {', '.join(LINE_AMOUNT_TYPES)}")
-        amount_types = "Exclusive"
-    old_lines = (existing or {}).get("LineItems") or []
-    raw_lines = data["LineItems"] if "LineItems" in data else old_lines
+    amount_types, old_lines, raw_lines = _document_lines(data, existing, errors)
     # account codes are optional on purchase orders, whatever the status: "DRAFT" skips that rule
     lines, totals = _compute_lines(txn, raw_lines, old_lines, "PURCHASEORDER", amount_types, "DRAFT", errors)
     if status in ("SUBMITTED", "AUTHORISED") and not lines:
