@@ -30,22 +30,9 @@ from sugar_xero.local.sugar_double import SugarDouble, SugarDoubleServer
 from tests.conftest import SYNC_TABLE_NAME
 from tests.integration.test_payment_worker import TENANT, XERO_BASE, XeroDouble, deliver, event, invoice, receive
 from tests.integration.test_payment_worker import run as run_worker
+from tests.support.fakes import FakeTokens as Tokens
 
 CONTACT = "c0ffee00-0000-4000-8000-000000000001"  # the contact of test_payment_worker's invoices
-
-
-class Tokens:
-    def __init__(self):
-        self.items = {}
-
-    def get(self, key):
-        return self.items.get(key)
-
-    def put(self, key, token, expected_version):
-        if (self.items.get(key) or {}).get("version") != expected_version:
-            return False
-        self.items[key] = {**token, "version": (expected_version or 0) + 1}
-        return True
 
 
 @pytest.fixture

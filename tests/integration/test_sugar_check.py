@@ -16,6 +16,7 @@ from shared.sugar.schema import HOOKS, as_vardefs, required_fields
 from shared.usecases.sugar_check import check_crm, expected_hooks, render_table
 from sugar_xero import sugar_check
 from sugar_xero.local.sugar_double import SugarDouble, SugarDoubleServer
+from tests.support.fakes import FakeTokens as Tokens
 
 RULES = parse_rules("""
 version: 1
@@ -30,20 +31,6 @@ rules:
 MAPPING = MappingFile()
 API = "https://api.example.test/prod"
 TOKEN = "local-crm-token"  # the documented local default of CRM_TOKEN
-
-
-class Tokens:
-    def __init__(self):
-        self.items = {}
-
-    def get(self, key):
-        return self.items.get(key)
-
-    def put(self, key, token, expected_version):
-        if (self.items.get(key) or {}).get("version") != expected_version:
-            return False
-        self.items[key] = {**token, "version": (expected_version or 0) + 1}
-        return True
 
 
 @pytest.fixture

@@ -193,6 +193,22 @@ class FakeXero:
         return {resource: copy.deepcopy(found)}
 
 
+class FakeTokens:
+    """A token store with the compare-and-set on version that the Sugar client's lease needs."""
+
+    def __init__(self):
+        self.items: dict[str, Any] = {}
+
+    def get(self, key):
+        return self.items.get(key)
+
+    def put(self, key, token, expected_version):
+        if (self.items.get(key) or {}).get("version") != expected_version:
+            return False
+        self.items[key] = {**token, "version": (expected_version or 0) + 1}
+        return True
+
+
 class FakeSugar:
     """Sugar's ``update_records_bulk``: records each call; ``down`` makes the bulk call raise,
     ``missing`` ids answer 404 like a record deleted in Sugar."""
