@@ -1,20 +1,23 @@
-"""Full Xero batches without a long batching window.
+"""Full Xero batches without a batching window: adapt to the organisation's headroom.
 
-The event source mapping hands a worker what it gathered within MaximumBatchingWindowInSeconds
-(1 s, the least Lambda allows for a BatchSize above 10; it was 5 s, which a lone save waited out
-even when the organisation had every call of its minute to spare). Two things then keep Xero
-batches full without making anyone wait:
+The document queues' event source mappings hand a worker what one receive returns (BatchSize 10,
+MaximumBatchingWindowInSeconds 0: Lambda invokes at once with what is there; a BatchSize above 10
+would force a window of at least 1 s, which a lone save would wait out). Before working a batch
+short of Xero's 50, the worker gathers from its own queue (``gather``), by one rule:
 
-- Top-up: before working a batch short of Xero's 50, the worker takes from its own queue whatever
-  is already waiting (no long poll). While each look finds more, a burst is arriving: it looks
-  again for up to GATHER_SECONDS. A lone save finds nothing at the first look and goes at once. Those messages
-  are the worker's own: it deletes the ones that succeeded and leaves the others to come back after
-  their visibility timeout or the defer the work gave them, exactly as Lambda does for its batch,
-  and reports to Lambda only the failures among Lambda's records.
-- Scarcity gathers by itself: while calls are plentiful a batch goes at once; when the rolling
-  minute is used up, the rate gate refuses and the batch is deferred until a call frees, while new
-  saves queue up behind it, so the next batch is fuller. Nothing waits for a window that has nothing
-  to wait for.
+- Calls plentiful and nothing more arriving: the first look (no long poll) finds nothing, and the
+  batch goes at once. A lone save waits for nothing but Xero.
+- A burst arriving: each look finds more; the worker keeps looking until the batch holds 50, or
+  nothing new has come for QUIET_SECONDS (the burst has ended), or MAX_GATHER_SECONDS have passed
+  (well inside the function's timeout). So a burst goes to Xero in full batches even when the saves
+  trickle in slower than a batch takes to fill.
+- Calls scarce (fewer than PLENTIFUL_CALLS left in the organisation's rolling minute, or the next
+  call must wait): the call would wait for the rate gate anyway, so the worker uses that wait to
+  gather, at least QUIET_SECONDS, up to when the next call may go (bounded as above).
+
+The gathered messages are the worker's own: it deletes the ones that succeeded and leaves the
+others to come back after their visibility timeout or the defer the work gave them, exactly as
+Lambda does for its batch, and reports to Lambda only the failures among Lambda's records.
 """
 
 from __future__ import annotations
@@ -22,15 +25,47 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from shared.observability import logger
 from shared.usecases.work import finish
 
 XERO_BATCH = 50
-# While a top-up keeps finding messages (a burst is arriving), it looks again for up to this long.
-GATHER_SECONDS = 2.0
+# A burst has ended when nothing new came for this long. Saves from a CRM under load arrive with
+# gaps of a few hundred ms; a lone save never waits for this (its first look finds nothing).
+QUIET_SECONDS = 1.0
+# Gathering never holds a batch longer than this (the workers' Timeout is 60 s).
+MAX_GATHER_SECONDS = 15.0
 GATHER_PAUSE_SECONDS = 0.1
+# Calls are plentiful while at least this many of the rolling minute's 60 are left: a third, so
+# that lone saves going at once can never by themselves crowd out a burst's full batches.
+PLENTIFUL_CALLS = 20
+
+
+@dataclass(frozen=True)
+class Headroom:
+    """What is left of the organisation's Xero calls now: ``calls_left`` in the rolling minute
+    (and the day), and ``next_call_in`` seconds until a call may go (0: now)."""
+
+    calls_left: int
+    next_call_in: float = 0.0
+
+    @property
+    def plentiful(self) -> bool:
+        return self.calls_left >= PLENTIFUL_CALLS and self.next_call_in <= 0
+
+    @classmethod
+    def from_gate(cls, state: dict[str, Any], *, now: float | None = None) -> Headroom:
+        """From ``SharedRateGate.headroom``'s answer (``now``: epoch seconds, as its block's)."""
+        minute, day = state["minute"], state["day"]
+        left = min(minute["limit"] - minute["used"], day["limit"] - day["used"])
+        waits = [0.0]
+        if minute["used"] >= minute["limit"]:
+            waits.append(float(minute["resets_in_seconds"]))
+        if state.get("blocked_until"):
+            waits.append(float(state["blocked_until"]) - (time.time() if now is None else now))
+        return cls(calls_left=max(0, int(left)), next_call_in=max(waits))
 
 
 def lambda_record(message: dict[str, Any], *, like: dict[str, Any]) -> dict[str, Any]:
@@ -45,13 +80,19 @@ def lambda_record(message: dict[str, Any], *, like: dict[str, Any]) -> dict[str,
     }
 
 
-def topped_up(event: dict[str, Any], queue: Any, *, limit: int = XERO_BATCH) -> tuple[dict[str, Any], list[dict]]:
-    """``event`` with waiting messages added up to ``limit`` records, and the added records."""
+def topped_up(event: dict[str, Any], queue: Any, *, limit: int = XERO_BATCH,
+              headroom: Callable[[], Headroom | None] | None = None,
+              clock: Callable[[], float] = time.monotonic,
+              sleep: Callable[[float], None] = time.sleep) -> tuple[dict[str, Any], list[dict]]:
+    """``event`` with messages gathered up to ``limit`` records (``gather``), and the added records.
+    ``headroom`` tells the organisation's calls left; unknown (None, or it fails) counts as plentiful:
+    the rate gate still holds every call to Xero's limits."""
     records = list(event.get("Records") or [])
     if not records or len(records) >= limit:
         return event, []
     try:
-        waiting = _gather(queue, limit - len(records))
+        waiting = gather(queue, limit - len(records), headroom=_read_headroom(headroom),
+                         clock=clock, sleep=sleep)
     except Exception as error:  # noqa: BLE001 - a top-up is an optimisation: the batch goes as it is
         logger.warning("could not top the batch up from the queue", extra={"error": str(error)})
         return event, []
@@ -67,17 +108,39 @@ def topped_up(event: dict[str, Any], queue: Any, *, limit: int = XERO_BATCH) -> 
     return {**event, "Records": records + added_records}, added_records
 
 
-def _gather(queue: Any, wanted: int) -> list[dict[str, Any]]:
-    """What is waiting; while each look finds more (saves are arriving: a burst), look again for
-    up to GATHER_SECONDS. A lone save finds nothing at the first look and goes at once."""
+def _read_headroom(headroom: Callable[[], Headroom | None] | None) -> Headroom | None:
+    if headroom is None:
+        return None
+    try:
+        return headroom()
+    except Exception as error:  # noqa: BLE001 - unknown headroom: gather by arrivals alone
+        logger.warning("could not read the organisation's Xero headroom", extra={"error": str(error)})
+        return None
+
+
+def gather(queue: Any, wanted: int, *, headroom: Headroom | None = None,
+           clock: Callable[[], float] = time.monotonic,
+           sleep: Callable[[float], None] = time.sleep) -> list[dict[str, Any]]:
+    """Up to ``wanted`` messages from ``queue`` (``receive_waiting``: no long poll), by the rule in
+    this module's docstring. Bounded: at most MAX_GATHER_SECONDS, and every look either finds
+    messages or counts towards a stop."""
     found: list[dict[str, Any]] = []
-    deadline = time.monotonic() + GATHER_SECONDS
+    started = clock()
+    hold_until = started  # plentiful (or unknown): nothing to wait for but arrivals
+    if headroom is not None and not headroom.plentiful:
+        hold_until = started + max(QUIET_SECONDS, headroom.next_call_in)
+    last_arrival: float | None = None
     while len(found) < wanted:
         more = queue.receive_waiting(wanted - len(found))
-        found += more
-        if not more or time.monotonic() >= deadline:
+        now = clock()
+        if more:
+            found += more
+            last_arrival = now
+        if len(found) >= wanted or now - started >= MAX_GATHER_SECONDS:
             break
-        time.sleep(GATHER_PAUSE_SECONDS)
+        if now >= hold_until and (last_arrival is None or now - last_arrival >= QUIET_SECONDS):
+            break  # nothing arrived (a lone save), or the burst has gone quiet
+        sleep(GATHER_PAUSE_SECONDS)
     return found
 
 
@@ -90,11 +153,13 @@ def _job_id(body: str) -> str | None:
 
 
 def run_topped_up(event: dict[str, Any], queue: Any,
-                  run: Callable[[dict[str, Any]], dict[str, Any]], *, jobs: Any = None) -> dict[str, Any]:
+                  run: Callable[[dict[str, Any]], dict[str, Any]], *, jobs: Any = None,
+                  headroom: Callable[[], Headroom | None] | None = None) -> dict[str, Any]:
     """Run ``run`` (the worker's batch: event -> partial batch response) over the topped-up event;
     settle the added messages here and answer Lambda for its own records only. With ``jobs``, a
-    job whose message failed its last delivery before the DLQ is marked so (``mark_dead_lettered``)."""
-    full, added = topped_up(event, queue)
+    job whose message failed its last delivery before the DLQ is marked so (``mark_dead_lettered``).
+    ``headroom``: the organisation's Xero calls left (``gather``)."""
+    full, added = topped_up(event, queue, headroom=headroom)
     answer = run(full)
     if jobs is not None:
         mark_dead_lettered(full["Records"], answer, queue=queue, jobs=jobs)

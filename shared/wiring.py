@@ -116,6 +116,14 @@ def rate_gate():
                           day_limit=settings().xero_day_limit)
 
 
+def xero_headroom():
+    """The default organisation's Xero calls left now, for a worker deciding whether to gather
+    (shared.batching): one consistent read of the rate gate's items."""
+    from shared.batching import Headroom
+
+    return Headroom.from_gate(rate_gate().headroom(xero_client().tenant_id))
+
+
 @cache
 def xero_client() -> XeroClient:
     return XeroClient(settings().xero_api_base_url, tenant_id(), xero_tokens(), session=http_session(),

@@ -228,5 +228,5 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if is_sqs_event(event):
         queue = wiring.invoice_queue()
         return run_topped_up(event, queue, lambda full: run_batch(full, context, work, defer=queue.defer),
-                             jobs=wiring.job_store())
+                             jobs=wiring.job_store(), headroom=wiring.xero_headroom)
     return handle_http(app, event, context)

@@ -18,9 +18,22 @@ from sugar_xero.local.template import QueueSubscription
 
 LOG = logging.getLogger("sugar_xero.local")
 
-# Like Lambda's event source mapping, a batch is gathered until it is full or the template's
-# MaximumBatchingWindowInSeconds has passed: that window is what lets workers fill Xero batches.
+# Like Lambda's event source mapping: a batch is gathered until it holds BatchSize or the template's
+# MaximumBatchingWindowInSeconds has passed; with no window, the function is invoked at once with
+# what one receive returns. The stack runs ScalingConfig.MaximumConcurrency pollers per queue, each
+# invoking one batch at a time (sugar_xero/local/stack.py), so at most that many run at once.
 RECEIVE_WAIT_SECONDS = 1  # short long-poll, so that stopping never waits long
+# Lambda refuses a BatchSize above 10 without a window of at least 1 s (docs: "when you set BatchSize
+# to a value greater than 10, you must set MaximumBatchingWindowInSeconds to at least 1").
+LARGEST_BATCH_WITHOUT_WINDOW = 10
+
+
+def lambda_refusal(subscription: QueueSubscription) -> str | None:
+    """Why Lambda would refuse this event source mapping's batching settings, or None."""
+    if subscription.batch_size > LARGEST_BATCH_WITHOUT_WINDOW and subscription.batching_window_seconds < 1:
+        return (f"{subscription.function}: BatchSize {subscription.batch_size} needs "
+                "MaximumBatchingWindowInSeconds of at least 1 (Lambda's rule above 10)")
+    return None
 
 
 def _lambda_message_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
@@ -85,6 +98,9 @@ class QueuePoller(BackgroundLoop):
         region: str,
         invoke: Callable[[str, dict[str, Any]], Any],
     ):
+        refusal = lambda_refusal(subscription)
+        if refusal:
+            raise ValueError(refusal)
         self.subscription = subscription
         self._sqs = sqs
         self.queue_url = queue_url

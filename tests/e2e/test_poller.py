@@ -62,7 +62,7 @@ def test_successes_are_deleted_and_reported_failures_end_in_the_dlq(sqs):
         return {"batchItemFailures": [{"itemIdentifier": i} for i in bad]}
 
     subscription = QueueSubscription(
-        "Fn", "WorkA", batch_size=50, batching_window_seconds=0.5, report_batch_item_failures=True
+        "Fn", "WorkA", batch_size=10, batching_window_seconds=0, report_batch_item_failures=True
     )
     poller = QueuePoller(
         subscription, sqs=sqs, queue_url=queue, queue_arn=arn, region="eu-west-1", invoke=invoke
@@ -148,3 +148,38 @@ def test_timer_fills_in_the_schedules_input_and_fires_on_its_period():
     ).event()
     assert default["detail-type"] == "Scheduled Event" and default["resources"] == ["arn:s"]
     assert default["detail"] == {} and default["version"] == "0"
+
+
+def test_a_batch_lambda_would_refuse_is_refused_and_no_window_means_invoke_at_once(sqs):
+    """Lambda's rule: a BatchSize above 10 needs MaximumBatchingWindowInSeconds ≥ 1. With no
+    window, the function gets what one receive returns, without waiting for more."""
+    from sugar_xero.local.poller import lambda_refusal
+
+    queue, arn, _ = _queue_pair(sqs, "work-d")
+    refused = QueueSubscription("Fn", "WorkD", batch_size=50, batching_window_seconds=0,
+                                report_batch_item_failures=True)
+    assert "at least 1" in lambda_refusal(refused)
+    with pytest.raises(ValueError, match="BatchSize 50"):
+        QueuePoller(refused, sqs=sqs, queue_url=queue, queue_arn=arn, region="eu-west-1", invoke=print)
+
+    sqs.send_message(QueueUrl=queue, MessageBody=json.dumps({"n": 0}))
+    at_once = QueueSubscription("Fn", "WorkD", batch_size=10, batching_window_seconds=0,
+                                report_batch_item_failures=True)
+    poller = QueuePoller(at_once, sqs=sqs, queue_url=queue, queue_arn=arn, region="eu-west-1",
+                         invoke=lambda f, e: {"batchItemFailures": []})
+    started = time.monotonic()
+    assert poller.poll_once() == 1
+    assert time.monotonic() - started < 0.5  # a 1-second window would have held it for 1 s
+
+
+def test_the_document_queues_settings_as_the_local_poller_reads_them_are_ones_lambda_accepts():
+    from sugar_xero.local.poller import lambda_refusal
+    from sugar_xero.local.template import StackTemplate, default_template_path
+
+    subscriptions = {s.function: s for s in StackTemplate(default_template_path()).queue_subscriptions()}
+    for function in ("ContactSyncFunction", "InvoicePushFunction"):
+        subscription = subscriptions[function]
+        assert (subscription.batch_size, subscription.batching_window_seconds,
+                subscription.maximum_concurrency) == (10, 0.0, 2)
+        assert lambda_refusal(subscription) is None
+    assert all(lambda_refusal(s) is None for s in subscriptions.values())

@@ -271,8 +271,8 @@ def test_function_reads_its_queue_in_batches_with_partial_failures(template, res
     if logical_id == "ReconcileFunction":  # a message is one organisation's whole pass
         assert work["BatchSize"] == 1 and "MaximumBatchingWindowInSeconds" not in work
     else:
-        assert work["BatchSize"] == 50
-        assert 0 < work["MaximumBatchingWindowInSeconds"] <= 300
+        # Lambda's rule: a BatchSize above 10 needs a window of at least 1 s (up to 300)
+        assert 1 <= work["BatchSize"] <= 10 or 1 <= work["MaximumBatchingWindowInSeconds"] <= 300
     assert work["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert work["ScalingConfig"]["MaximumConcurrency"] >= 2  # Lambda's least; few workers per organisation
 
@@ -556,11 +556,11 @@ def test_the_dashboard_url_is_an_output(template):
 
 
 @pytest.mark.parametrize("logical_id", ["ContactSyncFunction", "InvoicePushFunction"])
-def test_document_workers_wait_at_most_a_second_for_a_batch(resources, logical_id):
-    """1 s is the least window Lambda allows for a BatchSize above 10; the worker tops a short
-    batch up from its queue (shared/batching.py), so a lone save is not held for a full batch."""
+def test_document_workers_are_invoked_at_once_and_gather_themselves(resources, logical_id):
+    """No batching window (Lambda allows none only for a BatchSize of 10 or less): a lone save is
+    not held; the worker gathers up to Xero's 50 by the organisation's headroom (shared/batching.py)."""
     [work] = [e["Properties"] for e in resources[logical_id]["Properties"]["Events"].values() if e["Type"] == "SQS"]
-    assert (work["BatchSize"], work["MaximumBatchingWindowInSeconds"]) == (50, 1)
+    assert (work["BatchSize"], work["MaximumBatchingWindowInSeconds"]) == (10, 0)
 
 
 def test_the_local_poller_mirrors_the_templates_event_source_settings():
@@ -568,4 +568,4 @@ def test_the_local_poller_mirrors_the_templates_event_source_settings():
 
     subscriptions = {s.function: s for s in StackTemplate(default_template_path()).queue_subscriptions()}
     contact = subscriptions["ContactSyncFunction"]
-    assert (contact.batch_size, contact.batching_window_seconds, contact.maximum_concurrency) == (50, 1.0, 2)
+    assert (contact.batch_size, contact.batching_window_seconds, contact.maximum_concurrency) == (10, 0.0, 2)

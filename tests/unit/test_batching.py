@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+import shared.batching as batching
 from shared.batching import run_topped_up, topped_up
 
 
@@ -24,6 +27,14 @@ class FakeQueue:
 
     def release(self, handle):
         self.released.append(handle)
+
+
+@pytest.fixture(autouse=True)
+def _stop_at_the_first_empty_look(monkeypatch):
+    """These tests are about what is done with gathered messages; how long to gather is
+    tests/unit/test_batching_adaptive.py's."""
+    monkeypatch.setattr(batching, "QUIET_SECONDS", 0.0)
+    monkeypatch.setattr(batching, "GATHER_PAUSE_SECONDS", 0.0)
 
 
 def lambda_event(count: int) -> dict:
@@ -120,28 +131,3 @@ def test_a_succeeded_job_whose_crm_write_back_never_landed_fails_visibly_when_de
     assert jobs.updates["m0"]["status"] == "failed"
     assert jobs.updates["m0"]["error"] == ("dead-lettered after 3 attempts: the Xero write is done, the CRM "
                                            f"write-back is not ({WRITE_BACK_PENDING}: Sugar answered 503)")
-
-
-class ArrivingQueue(FakeQueue):
-    """Messages arriving in waves, as during a burst of saves."""
-
-    def __init__(self, waves):
-        super().__init__(0)
-        self.waves = list(waves)
-
-    def receive_waiting(self, max_messages):
-        if not self.waiting and self.waves:
-            start = sum(1 for _ in self.deleted) + 1000 + len(self.waves) * 100
-            self.waiting = [{"MessageId": f"a{start + n}", "ReceiptHandle": f"rh-a{start + n}",
-                             "Body": json.dumps({"job_id": f"a{start + n}"})} for n in range(self.waves.pop(0))]
-        return super().receive_waiting(max_messages)
-
-
-def test_while_saves_keep_arriving_the_top_up_keeps_looking_and_a_lone_save_does_not_wait(monkeypatch):
-    import shared.batching as batching
-
-    monkeypatch.setattr(batching, "GATHER_PAUSE_SECONDS", 0.0)
-    full, added = topped_up(lambda_event(1), ArrivingQueue([10, 10, 10, 40]))
-    assert len(full["Records"]) == 50
-    full, added = topped_up(lambda_event(1), ArrivingQueue([]))
-    assert added == []
