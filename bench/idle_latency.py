@@ -12,6 +12,7 @@ import time
 
 import requests
 
+from bench.calls_per_record import seed_accounts
 from bench.local_stack import running_stack
 from bench.report import Row
 from shared.config import LOCAL_SECRET_DEFAULTS
@@ -48,6 +49,7 @@ def run() -> list[Row]:
     statuses: list[str] = []
     with running_stack() as urls:
         api, xero = urls["gateway"], urls["xero"]
+        seed_accounts(urls["sugar"], [(f"idle-{n:03d}", f"Idle Customer {n:03d}") for n in [*range(SAVES), 999]])
         requests.post(f"{xero}/_emulator/limits", json={"latency_seconds": 0.2, "latency_max_seconds": 0.9},
                       timeout=30).raise_for_status()
         session = requests.Session()

@@ -5,8 +5,10 @@ MaximumBatchingWindowInSeconds 0: Lambda invokes at once with what is there; a B
 would force a window of at least 1 s, which a lone save would wait out). Before working a batch
 short of Xero's 50, the worker gathers from its own queue (``gather``), by one rule:
 
-- Calls plentiful and nothing more arriving: the first look (no long poll) finds nothing, and the
-  batch goes at once. A lone save waits for nothing but Xero.
+- Calls plentiful and nothing more arriving: neither the first look (no long poll) nor one more
+  after SETTLE_SECONDS finds anything, and the batch goes. A lone save waits for nothing but that
+  and Xero; the second look is what keeps the first save of a burst from going alone (the saves
+  the CRM sends with it are still on their way through the API).
 - A burst arriving: each look finds more; the worker keeps looking until the batch holds 50, or
   nothing new has come for QUIET_SECONDS (the burst has ended), or MAX_GATHER_SECONDS have passed
   (well inside the function's timeout). So a burst goes to Xero in full batches even when the saves
@@ -38,6 +40,8 @@ QUIET_SECONDS = 1.0
 # Gathering never holds a batch longer than this (the workers' Timeout is 60 s).
 MAX_GATHER_SECONDS = 15.0
 GATHER_PAUSE_SECONDS = 0.1
+# How long a save that found nothing waiting looks again before it goes alone.
+SETTLE_SECONDS = 0.3
 # Calls are plentiful while at least this many of the rolling minute's 60 are left: a third, so
 # that lone saves going at once can never by themselves crowd out a burst's full batches.
 PLENTIFUL_CALLS = 20
@@ -126,7 +130,7 @@ def gather(queue: Any, wanted: int, *, headroom: Headroom | None = None,
     messages or counts towards a stop."""
     found: list[dict[str, Any]] = []
     started = clock()
-    hold_until = started  # plentiful (or unknown): nothing to wait for but arrivals
+    hold_until = started + SETTLE_SECONDS  # plentiful (or unknown): a moment for a burst to show
     if headroom is not None and not headroom.plentiful:
         hold_until = started + max(QUIET_SECONDS, headroom.next_call_in)
     last_arrival: float | None = None
@@ -140,7 +144,10 @@ def gather(queue: Any, wanted: int, *, headroom: Headroom | None = None,
             break
         if now >= hold_until and (last_arrival is None or now - last_arrival >= QUIET_SECONDS):
             break  # nothing arrived (a lone save), or the burst has gone quiet
-        sleep(GATHER_PAUSE_SECONDS)
+        if last_arrival is None and hold_until - now <= SETTLE_SECONDS:
+            sleep(max(0.0, hold_until - now))  # a lone save: one more look, at the end of the settle
+        else:
+            sleep(GATHER_PAUSE_SECONDS)
     return found
 
 

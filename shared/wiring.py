@@ -121,7 +121,9 @@ def xero_headroom():
     (shared.batching): one consistent read of the rate gate's items."""
     from shared.batching import Headroom
 
-    return Headroom.from_gate(rate_gate().headroom(xero_client().tenant_id))
+    # Only a tenant already known: finding it (GET /connections) is the worker's first call's job.
+    tenant = settings().xero_tenant_id or (job_store().get_connection(settings().connection_id) or {}).get("tenant_id")
+    return Headroom.from_gate(rate_gate().headroom(str(tenant))) if tenant else None
 
 
 @cache

@@ -177,6 +177,9 @@ class LocalStack:
     def _start_moto(self) -> None:
         from moto.server import ThreadedMotoServer
 
+        from sugar_xero.local.atomic_sqs import make_receive_atomic
+
+        make_receive_atomic()  # one consumer per received message, as SQS (atomic_sqs.py)
         server = ThreadedMotoServer(ip_address=LOOPBACK, port=0, verbose=False)
         server.start()
         host, port = server.get_host_and_port()

@@ -35,6 +35,7 @@ def _stop_at_the_first_empty_look(monkeypatch):
     tests/unit/test_batching_adaptive.py's."""
     monkeypatch.setattr(batching, "QUIET_SECONDS", 0.0)
     monkeypatch.setattr(batching, "GATHER_PAUSE_SECONDS", 0.0)
+    monkeypatch.setattr(batching, "SETTLE_SECONDS", 0.0)
 
 
 def lambda_event(count: int) -> dict:

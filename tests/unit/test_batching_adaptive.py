@@ -59,11 +59,20 @@ def every(gap: float, count: int, *, start: float) -> list[float]:
 PLENTY = Headroom(calls_left=60)
 
 
-def test_a_lone_save_goes_at_once_while_calls_are_plentiful():
+def test_a_lone_save_goes_after_one_more_look_while_calls_are_plentiful():
     clock = FakeClock()
     queue = ArrivingQueue(clock, [clock.now + 5.0])  # the next save comes much later
     assert gather(queue, 49, headroom=PLENTY, clock=clock, sleep=clock.sleep) == []
-    assert queue.looks == 1 and clock.slept == 0.0
+    assert queue.looks == 2 and clock.slept == pytest.approx(batching.SETTLE_SECONDS)
+
+
+def test_the_first_save_of_a_burst_does_not_go_alone():
+    """The saves sent with it reach the queue a moment later (they are still in the API): the
+    second look finds them and the worker gathers the burst."""
+    clock = FakeClock()
+    queue = ArrivingQueue(clock, every(0.05, 60, start=clock.now + 0.2))
+    found = gather(queue, 49, headroom=PLENTY, clock=clock, sleep=clock.sleep)
+    assert len(found) == 49
 
 
 def test_unknown_headroom_counts_as_plentiful_and_a_failing_read_does_not_hold_the_save():
@@ -74,7 +83,7 @@ def test_unknown_headroom_counts_as_plentiful_and_a_failing_read_does_not_hold_t
 
     event = {"Records": [{"messageId": "m0", "receiptHandle": "rh-m0", "body": "{}"}]}
     full, added = topped_up(event, ArrivingQueue(clock, []), headroom=broken, clock=clock, sleep=clock.sleep)
-    assert added == [] and clock.slept == 0.0
+    assert added == [] and clock.slept == pytest.approx(batching.SETTLE_SECONDS)
 
 
 def test_a_burst_that_trickles_in_is_gathered_into_a_full_batch():
