@@ -42,31 +42,9 @@ def _upsert_credit_note(txn: _Txn, data: dict[str, Any]) -> Outcome:
         return missing
     errors: list[str] = []
     warnings: list[str] = []
-    note_type = data.get("Type") or (existing or {}).get("Type")
-    if note_type not in CREDIT_NOTE_TYPES:
-        errors.append(
-            "Credit note Type must be ACCRECCREDIT or ACCPAYCREDIT" if note_type else "Type must be specified"
-        )
-        note_type = note_type if note_type in CREDIT_NOTE_TYPES else "ACCRECCREDIT"
-    if existing and note_type != existing["Type"]:
-        errors.append("The Type of an existing credit note cannot be changed")
-    old_status = (existing or {}).get("Status")
-    status = data.get("Status") or old_status or "DRAFT"
-    if existing is None:
-        if status not in INVOICE_CREATE_STATUSES:
-            errors.append(
-                f"A credit note cannot be created with status {status}; use one of {', '.join(INVOICE_CREATE_STATUSES)}"
-            )
-    else:
-        changes = {k for k in data if k not in ("CreditNoteID", "Status", "Type")}
-        if status == "PAID" and old_status != "PAID":
-            errors.append("Credit note status cannot be set to PAID; allocate it or refund it instead")
-        elif status not in INVOICE_TRANSITIONS.get(old_status, set()):
-            errors.append(f"Credit note status cannot change from {old_status} to {status}")
-        if _has_allocations(existing) and (changes or status != old_status):
-            errors.append(LOCKED_BY_ALLOCATION)
-        elif old_status in ("VOIDED", "DELETED") and (changes or status != old_status):
-            errors.append(NOT_MODIFIABLE.format(kind="Credit note"))
+    note_type = _credit_note_type(data, existing, errors)
+    status = data.get("Status") or (existing or {}).get("Status") or "DRAFT"
+    _check_note_status(data, existing, status, errors)
     if data.get("Allocations") and existing is None:
         warnings.append("Allocations are made with PUT /CreditNotes/{CreditNoteID}/Allocations; ignored here")
     contact = None
@@ -93,19 +71,7 @@ def _upsert_credit_note(txn: _Txn, data: dict[str, Any]) -> Outcome:
         return Outcome(echoed, errors, warnings)
     if note_type == "ACCRECCREDIT" and not number:
         number = _next_number(txn, "credit_note_seq", "CN-", taken)
-    record = (
-        deepcopy(existing)
-        if existing
-        else {
-            "CreditNoteID": new_id(),
-            "Type": note_type,
-            "Allocations": [],
-            "Payments": [],
-            "HasAttachments": False,
-            "HasErrors": False,
-            "SentToContact": False,
-        }
-    )
+    record = deepcopy(existing) if existing else _new_credit_note(note_type)
     _copy_fields(record, data, ("CreditNoteID", "Type", "Status", "Date", "DueDate", "CurrencyCode", "CurrencyRate"))
     record.update(dates)
     record.update(currency)
@@ -123,6 +89,52 @@ def _upsert_credit_note(txn: _Txn, data: dict[str, Any]) -> Outcome:
     record.update(txn.store.stamp())
     notes[record["CreditNoteID"]] = record
     return Outcome(record, [], warnings)
+
+
+def _credit_note_type(data: dict[str, Any], existing: dict[str, Any] | None, errors: list[str]) -> str:
+    note_type = data.get("Type") or (existing or {}).get("Type")
+    if note_type not in CREDIT_NOTE_TYPES:
+        errors.append(
+            "Credit note Type must be ACCRECCREDIT or ACCPAYCREDIT" if note_type else "Type must be specified"
+        )
+        note_type = "ACCRECCREDIT"
+    if existing and note_type != existing["Type"]:
+        errors.append("The Type of an existing credit note cannot be changed")
+    return str(note_type)
+
+
+def _check_note_status(data: dict[str, Any], existing: dict[str, Any] | None, status: str,
+                       errors: list[str]) -> None:
+    """A status a new credit note may start in, or a transition Xero allows; allocated, voided or
+    deleted notes are locked."""
+    if existing is None:
+        if status not in INVOICE_CREATE_STATUSES:
+            errors.append(
+                f"A credit note cannot be created with status {status}; use one of {', '.join(INVOICE_CREATE_STATUSES)}"
+            )
+        return
+    old_status = existing.get("Status")
+    changes = {k for k in data if k not in ("CreditNoteID", "Status", "Type")}
+    if status == "PAID" and old_status != "PAID":
+        errors.append("Credit note status cannot be set to PAID; allocate it or refund it instead")
+    elif status not in INVOICE_TRANSITIONS.get(old_status, set()):
+        errors.append(f"Credit note status cannot change from {old_status} to {status}")
+    if _has_allocations(existing) and (changes or status != old_status):
+        errors.append(LOCKED_BY_ALLOCATION)
+    elif old_status in ("VOIDED", "DELETED") and (changes or status != old_status):
+        errors.append(NOT_MODIFIABLE.format(kind="Credit note"))
+
+
+def _new_credit_note(note_type: str) -> dict[str, Any]:
+    return {
+        "CreditNoteID": new_id(),
+        "Type": note_type,
+        "Allocations": [],
+        "Payments": [],
+        "HasAttachments": False,
+        "HasErrors": False,
+        "SentToContact": False,
+    }
 
 
 def _allocated(note: dict[str, Any]) -> Decimal:
