@@ -160,12 +160,16 @@ class Journal:
         unconfirmed: list[tuple[Entry, Intent]] = []
         for entry in entries:
             intent = self.load(entry.module, [entry.crm_id]).get(entry.crm_id)
-            if not entry.creates or intent is None or intent.state not in UNCONFIRMED:
+            if not entry.creates or intent is None or intent.state == "confirmed":
                 continue
             if intent.found_id:
+                # An earlier attempt found (or updated) this very record in Xero: update it by id, no
+                # lookup. Also after a ``failed`` attempt: a 429 or a 4xx refusing the update does
+                # not remove the record an earlier attempt made.
                 entry.body[ID_FIELDS[entry.resource]] = intent.found_id
                 continue
-            unconfirmed.append((entry, intent))
+            if intent.state in UNCONFIRMED:
+                unconfirmed.append((entry, intent))
         if unconfirmed and request_key and all(
                 intent.idempotency_key == request_key and _age_seconds(intent.updated_at) < IDENTICAL_RESEND_SECONDS
                 for _, intent in unconfirmed):
@@ -198,8 +202,18 @@ class Journal:
                                        and matches[0].get("ContactStatus", "ACTIVE") == "ACTIVE")
                         if entry.adopt:
                             entry.intent = intent
+                        else:
+                            self._remember_found(entry, intent, matches[0][ID_FIELDS[resource]])
                         entry.body[ID_FIELDS[resource]] = matches[0][ID_FIELDS[resource]]
         return problems
+
+    def _remember_found(self, entry: Entry, intent: Intent, xero_id: str) -> None:
+        """Store the found Xero id on the intent at once, so that an attempt killed (or deferred)
+        before its own intent is written updates it by id next time, without a second lookup.
+        Conditional on the same attempt: a newer intent written meanwhile is never overwritten.
+        (An adopted record needs no such note: its mapping is written before anything else runs.)"""
+        if self.store.settle_intent(intent, intent.state, found_id=xero_id):
+            self._known[(entry.module, entry.crm_id)] = intent.model_copy(update={"found_id": xero_id})
 
     def _candidates(self, resource: str, name: str, wanted: list[tuple[Entry, str]]
                     ) -> Iterable[tuple[list[tuple[Entry, str]], list[dict[str, Any]]]]:

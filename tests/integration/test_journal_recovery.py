@@ -1,0 +1,151 @@
+"""What a recovery learns is kept: a document found by its marker is not looked up twice.
+
+A worker that looked a dead attempt's document up in Xero and was then killed (or deferred)
+before writing its own intent used to lose what it found: the next attempt looked it up again,
+one more call each time. The found Xero id is now stored on the intent at once (conditionally on
+the same attempt), and every later attempt updates the record by id. Checked by the journal's
+own counter and by the emulator's request log (what Xero was actually asked)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import requests
+
+from shared.models.documents import ContactDocument
+from shared.state.records import Intent
+from shared.usecases import contacts
+from shared.usecases.crash import STATE_WRITTEN, XERO_ANSWERED, CrashAt
+from shared.usecases.journal import Entry, Journal
+from shared.usecases.work import content_hash
+from shared.xero.client import XeroClient
+from sugar_xero.local.xero_emulator import EmulatorConfig, serve
+from tests.integration.test_exactly_once import World
+from tests.support.fakes import FakeMappings
+
+
+@pytest.fixture
+def emulator():
+    # keys forgotten at once: a redelivery comes after SQS's visibility timeout
+    config = EmulatorConfig(idempotency_ttl_seconds=0.0)
+    with serve(config=config) as server:
+        yield server, XeroClient(server.url, config.tenant_id, lambda force: "token", sleep=lambda s: None)
+
+
+@pytest.fixture(autouse=True)
+def redelivery_after_the_resend_window(monkeypatch):
+    from shared.usecases import journal
+
+    monkeypatch.setattr(journal, "IDENTICAL_RESEND_SECONDS", 0.0)
+
+
+def _requests(server: Any) -> list[dict[str, Any]]:
+    log = requests.get(f"{server.url}/_emulator/requests", params={"since": 0}, timeout=30).json()["requests"]
+    return [r for r in log if r["path"].startswith("/api.xro/")]
+
+
+def _dead_contact(store: FakeMappings, xero: XeroClient, crm_id: str, name: str) -> str:
+    """Xero made the contact, the worker died before its mapping: the intent says ``sent``."""
+    body = {"Name": name, "ContactNumber": crm_id}
+    (made,) = xero.upsert_batch("Contacts", [body], idempotency_key=f"dead-{crm_id}")
+    intent = store.record_intent(Intent(tenant_id=xero.tenant_id, module="Accounts", crm_id=crm_id,
+                                        resource="Contacts", body_hash=content_hash(body), idempotency_key="k"))
+    assert intent is not None
+    store.settle_intent(intent, "sent")
+    return made["ContactID"]
+
+
+def test_a_found_id_is_stored_on_the_intent_and_the_next_attempt_makes_no_lookup(emulator):
+    server, xero = emulator
+    store = FakeMappings()
+    made = _dead_contact(store, xero, "acc-1", "Harbour Foods")
+    # a newer save (another name): found, it becomes an update of what the dead attempt made
+    first = Entry(module="Accounts", crm_id="acc-1", resource="Contacts",
+                  body={"Name": "Harbour Foods Pte Ltd", "ContactNumber": "acc-1"})
+    journal = Journal(store, xero)
+    assert journal.recover([first]) == {}
+    assert journal.lookups == 1 and first.body["ContactID"] == made and not first.adopt
+    (stored,) = store.get_intents(xero.tenant_id, "Accounts", ["acc-1"]).values()
+    assert stored.found_id == made and stored.state == "sent"  # same attempt, only the id added
+
+    # the worker dies before its own intent; the next invocation knows the id without asking Xero
+    gets_before = sum(r["method"] == "GET" for r in _requests(server))
+    again = Entry(module="Accounts", crm_id="acc-1", resource="Contacts",
+                  body={"Name": "Harbour Foods Pte Ltd", "ContactNumber": "acc-1"})
+    later = Journal(store, xero)
+    assert later.recover([again]) == {}
+    assert later.lookups == 0 and again.body["ContactID"] == made
+    assert sum(r["method"] == "GET" for r in _requests(server)) == gets_before
+
+
+def test_a_found_id_never_overwrites_a_newer_attempt(emulator):
+    _, xero = emulator
+    store = FakeMappings()
+    made = _dead_contact(store, xero, "acc-2", "Marina Bay")
+    entry = Entry(module="Accounts", crm_id="acc-2", resource="Contacts",
+                  body={"Name": "Marina Bay Traders", "ContactNumber": "acc-2"})
+    journal = Journal(store, xero)
+    journal.load("Accounts", ["acc-2"])  # this worker read attempt 1 ...
+    newer = store.record_intent(Intent(tenant_id=xero.tenant_id, module="Accounts", crm_id="acc-2",
+                                       resource="Contacts", body_hash="other", idempotency_key="k2"))
+    assert newer is not None and newer.attempt == 2  # ... another worker wrote attempt 2 meanwhile
+    journal.recover([entry])
+    assert entry.body["ContactID"] == made
+    (stored,) = store.get_intents(xero.tenant_id, "Accounts", ["acc-2"]).values()
+    assert stored.attempt == 2 and stored.found_id is None  # the newer attempt is left as it was
+
+
+def test_an_adopted_record_is_not_noted_as_found(emulator):
+    """Made from exactly this body: Xero's record is stored as the answer (nothing sent), which
+    needs the record itself, not only its id."""
+    _, xero = emulator
+    store = FakeMappings()
+    _dead_contact(store, xero, "acc-3", "Raffles Supplies")
+    entry = Entry(module="Accounts", crm_id="acc-3", resource="Contacts",
+                  body={"Name": "Raffles Supplies", "ContactNumber": "acc-3"})
+    journal = Journal(store, xero)
+    journal.recover([entry])
+    assert entry.adopt and entry.found is not None
+    (stored,) = store.get_intents(xero.tenant_id, "Accounts", ["acc-3"]).values()
+    assert stored.found_id is None
+
+
+def test_after_a_failed_update_of_a_found_record_the_next_attempt_updates_it_again(emulator):
+    """Found, its update refused before Xero acted (a 429): the intent is ``failed`` but the record
+    the dead attempt made is still in Xero. The next attempt must update it, never create it
+    (a bill's number is not unique: a create would be a second bill)."""
+    _, xero = emulator
+    store = FakeMappings()
+    made = _dead_contact(store, xero, "acc-4", "Tan Realty")
+    (intent,) = store.get_intents(xero.tenant_id, "Accounts", ["acc-4"]).values()
+    store.settle_intent(intent, "failed", found_id=made, error="Xero answered 429")
+    entry = Entry(module="Accounts", crm_id="acc-4", resource="Contacts",
+                  body={"Name": "Tan Realty Agency", "ContactNumber": "acc-4"})
+    journal = Journal(store, xero)
+    assert journal.recover([entry]) == {}
+    assert entry.body.get("ContactID") == made and journal.lookups == 0
+
+
+def _contact(crm_id: str, name: str, day: int) -> ContactDocument:
+    return ContactDocument(crm_module="Accounts", crm_id=crm_id, name=name, crm_modified=f"2026-12-0{day}T09:00:00Z")
+
+
+def test_a_batch_killed_twice_after_its_lookup_is_looked_up_once(emulator):
+    """Two contacts made by a worker killed after Xero answered; one is saved again meanwhile. The
+    redelivery looks both up: one is adopted, the other becomes an update, and the worker is
+    killed again once the adopted one is stored. The third delivery asks Xero nothing but the
+    update: the found id was kept."""
+    server, xero = emulator
+    world = World(xero)
+    world.accept(contacts.KIND, _contact("acc-5", "Orchard Florists", 1))
+    world.accept(contacts.KIND, _contact("acc-6", "Keppel Marine", 1))
+    assert world.deliver(CrashAt(XERO_ANSWERED)) is False
+    world.accept(contacts.KIND, _contact("acc-6", "Keppel Marine Pte Ltd", 2))
+    assert world.deliver(CrashAt(STATE_WRITTEN)) is False  # killed after the lookup and the adoption
+    assert [r["method"] for r in _requests(server)] == ["POST", "GET"]
+    world.drain()
+    calls = _requests(server)
+    assert [r["method"] for r in calls[2:]] == ["POST"]  # the update by id, no second lookup
+    found = [c for c in world.records("Contacts") if c.get("ContactNumber") in ("acc-5", "acc-6")]
+    assert sorted(c["Name"] for c in found) == ["Keppel Marine Pte Ltd", "Orchard Florists"]
