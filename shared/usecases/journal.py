@@ -46,7 +46,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from shared.errors import ConnectionNotReady, XeroError
 from shared.ports import JournalStore, XeroApi
@@ -60,8 +60,15 @@ NUMBER_FIELDS = {"Invoices": "InvoiceNumber", "CreditNotes": "CreditNoteNumber",
                  "PurchaseOrders": "PurchaseOrderNumber"}
 UNCONFIRMED = ("intent", "sent")
 GONE = {"DELETED", "VOIDED"}
-LOOKUPS_PER_CALL = 25  # OR-terms per where clause: keeps the URL well inside Xero's limit
-NUMBERS_PER_CALL = 50  # invoice numbers per InvoiceNumbers list (about 52 GUIDs fit in IDs=)
+# How many markers one lookup carries is set by the length of its query string, as sent
+# (percent-encoded). Xero documents no limit. What is reported: Xero's gateway answers 404 "The
+# resource you're looking for cannot be found" (IIS "404.15: the query string is too long",
+# XeroAPI/Xero-Net#280) past 52 GUIDs in IDs= with encoded commas plus &page=1, a 2,036-character
+# query (XeroAPI/Xero-OpenAPI#534, XeroAPI/xero-node#404), and past 55 with raw commas, 2,038
+# (XeroAPI/Xero-NetStandard#413): both fit IIS's default maxQueryString of 2,048. The connector
+# stays at or under the longest query reported accepted; the emulator refuses past 2,048.
+MAX_QUERY_CHARS = 2036
+NUMBERS_PER_CALL = 50  # invoice numbers per InvoiceNumbers list (a page=1 answer holds 100)
 # Xero keeps an Idempotency-Key "about 6 minutes" (../shared/reference/xero-api.md, unconfirmed):
 # an identical request is resent under its key only well inside that.
 IDENTICAL_RESEND_SECONDS = 60.0
@@ -100,6 +107,11 @@ def marker_of(resource: str, body: dict[str, Any]) -> tuple[str, str] | None:
     if body.get("Reference") and body.get("Type") not in ("ACCPAY", "ACCPAYCREDIT"):
         return "Reference", str(body["Reference"])
     return None
+
+
+def query_length(params: dict[str, str]) -> int:
+    """The query string's length as requests sends it (``urlencode``: spaces as ``+``)."""
+    return len(urlencode(params))
 
 
 def _quoted(value: str) -> str:
@@ -182,7 +194,8 @@ class Journal:
             by_field.setdefault((entry.resource, marker[0]), []).append((entry, marker[1]))
         for (resource, name), wanted in by_field.items():
             # Invoice numbers go in Xero's explicit InvoiceNumbers list, which the spec recommends
-            # over OR-ed where terms and which fits 50 in a URL; other markers in where, 25 a call.
+            # over OR-ed where terms (50 a call); other markers in where, as many as fit in the
+            # query string Xero accepts (MAX_QUERY_CHARS).
             for chunk, found in self._candidates(resource, name, wanted):
                 for entry, value in chunk:
                     matches = [c for c in found if _same_document(entry, name, value, c)]
@@ -240,9 +253,8 @@ class Journal:
                     yield [pair], self._every_page(resource, {})
             return
         listed = resource == "Invoices" and name == "InvoiceNumber" and not any("," in value for _, value in wanted)
-        size = NUMBERS_PER_CALL if listed else LOOKUPS_PER_CALL
-        for start in range(0, len(wanted), size):
-            chunk = wanted[start:start + size]
+
+        def params_for(chunk: list[tuple[Entry, str]]) -> dict[str, str]:
             params: dict[str, str]
             if listed:
                 params = {"InvoiceNumbers": ",".join(dict.fromkeys(value for _, value in chunk))}
@@ -252,7 +264,18 @@ class Journal:
                 params["includeArchived"] = "true"
             elif resource in NUMBER_FIELDS:
                 params["page"] = "1"  # a page carries the documents' lines (their LineItemIDs)
-            yield chunk, self._listing(resource, params)
+            return params
+
+        chunk: list[tuple[Entry, str]] = []
+        for pair in wanted:
+            longer = chunk + [pair]
+            if chunk and ((listed and len(longer) > NUMBERS_PER_CALL)
+                          or query_length(params_for(longer)) > MAX_QUERY_CHARS):
+                yield chunk, self._listing(resource, params_for(chunk))
+                longer = [pair]
+            chunk = longer
+        if chunk:
+            yield chunk, self._listing(resource, params_for(chunk))
 
     def _listing(self, resource: str, params: dict[str, str]) -> list[dict[str, Any]]:
         self.lookups += 1
