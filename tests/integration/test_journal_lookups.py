@@ -121,8 +121,9 @@ def test_a_batch_of_50_short_contact_numbers_is_looked_up_in_one_call(emulator):
 
 
 def test_sugar_ids_are_looked_up_in_as_few_calls_as_the_query_length_allows(emulator):
-    """Sugar's ids are 36-character GUIDs: 31 fit in a query Xero accepts, so 50 take two calls,
-    each query within the limit (the emulator answers 404 past it, as Xero's gateway does)."""
+    """Sugar's ids are 36-character GUIDs: 30 fit in a query Xero accepts (with includeArchived),
+    so 50 take two calls, each query within the limit (the emulator answers 404 past it, as
+    Xero's gateway does)."""
     import uuid
 
     server, xero = emulator
