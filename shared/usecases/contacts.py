@@ -25,7 +25,7 @@ from shared.observability import logger
 from shared.ports import JobStore, MappingStore, XeroApi
 from shared.state.records import Mapping
 from shared.usecases.crash import NO_CRASH, STATE_WRITTEN, XERO_ANSWERED, CrashPoints
-from shared.usecases.journal import Entry, Journal
+from shared.usecases.journal import Entry, Journal, query_chunks
 from shared.usecases.versions import OLDER, SUPERSEDED, newest_per_record, version_of
 from shared.usecases.work import BatchResult, WorkItem, content_hash, finish, requeue, retry_after_for
 from shared.usecases.writeback import (
@@ -446,10 +446,11 @@ class _Run:
         numbers = [str(p.body["ContactNumber"]) for p, _ in clashes]
         try:
             holders: dict[str, dict[str, Any]] = {}
-            for chunk in chunks(list(dict.fromkeys(numbers)), LOOKUPS_PER_CALL):
-                where = " OR ".join(f"ContactNumber=={_quoted(n)}" for n in chunk)
-                for contact in self.xero.get("Contacts", {"where": where, "includeArchived": "true"}).get(
-                        "Contacts") or []:
+            def by_number(chunk: list[str]) -> dict[str, str]:
+                return {"where": " OR ".join(f"ContactNumber=={_quoted(n)}" for n in chunk), "includeArchived": "true"}
+
+            for chunk in query_chunks(list(dict.fromkeys(numbers)), by_number, most=LOOKUPS_PER_CALL):
+                for contact in self.xero.get("Contacts", by_number(chunk)).get("Contacts") or []:
                     holders[str(contact.get("ContactNumber"))] = contact
         except (XeroError, ConnectionNotReady) as error:
             for pending, errors in clashes:
@@ -508,7 +509,8 @@ class _Run:
     def _lookup_candidates(self, pendings: list[_Pending]) -> list[dict[str, Any]]:
         account_field = bool(self.config.contacts.account_number_field)
         found: list[dict[str, Any]] = []
-        for chunk in chunks(pendings, LOOKUPS_PER_CALL):
+
+        def by_candidates(chunk: list[_Pending]) -> dict[str, str]:
             terms: list[str] = []
             for pending in chunk:
                 doc = pending.doc
@@ -517,8 +519,11 @@ class _Run:
                     terms.append(f"AccountNumber=={_quoted(doc.account_number)}")
                 if doc.email:
                     terms.append(f"EmailAddress=={_quoted(doc.email)}")
-            answer = self.xero.get("Contacts", {"where": " OR ".join(dict.fromkeys(terms)),
-                                                "includeArchived": "true"})
+            return {"where": " OR ".join(dict.fromkeys(terms)), "includeArchived": "true"}
+
+        # as many as fit in a query string Xero's gateway accepts (journal.MAX_QUERY_CHARS)
+        for chunk in query_chunks(pendings, by_candidates, most=LOOKUPS_PER_CALL):
+            answer = self.xero.get("Contacts", by_candidates(chunk))
             found += answer.get("Contacts") or []
         return found
 

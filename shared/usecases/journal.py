@@ -42,10 +42,10 @@ batch only after its visibility timeout) the marker lookup runs, which works at 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
 from shared.errors import ConnectionNotReady, XeroError
@@ -53,6 +53,8 @@ from shared.ports import JournalStore, XeroApi
 from shared.state.dynamo import now_iso
 from shared.state.records import Intent
 from shared.usecases.work import content_hash
+
+T = TypeVar("T")
 
 ID_FIELDS = {"Contacts": "ContactID", "Items": "ItemID", "Invoices": "InvoiceID", "CreditNotes": "CreditNoteID",
              "Quotes": "QuoteID", "PurchaseOrders": "PurchaseOrderID"}
@@ -112,6 +114,22 @@ def marker_of(resource: str, body: dict[str, Any]) -> tuple[str, str] | None:
 def query_length(params: dict[str, str]) -> int:
     """The query string's length as requests sends it (``urlencode``: spaces as ``+``)."""
     return len(urlencode(params))
+
+
+def query_chunks(values: list[T], params_for: Callable[[list[T]], dict[str, str]], *,
+                 most: int | None = None) -> Iterator[list[T]]:
+    """``values`` in order, in the fewest consecutive chunks whose query (``params_for(chunk)``)
+    fits in ``MAX_QUERY_CHARS``, and of at most ``most`` each. A value too long to share a query
+    goes alone (Xero's own limits keep a single marker far below it)."""
+    chunk: list[T] = []
+    for value in values:
+        longer = chunk + [value]
+        if chunk and ((most is not None and len(longer) > most) or query_length(params_for(longer)) > MAX_QUERY_CHARS):
+            yield chunk
+            longer = [value]
+        chunk = longer
+    if chunk:
+        yield chunk
 
 
 def _quoted(value: str) -> str:
@@ -266,15 +284,7 @@ class Journal:
                 params["page"] = "1"  # a page carries the documents' lines (their LineItemIDs)
             return params
 
-        chunk: list[tuple[Entry, str]] = []
-        for pair in wanted:
-            longer = chunk + [pair]
-            if chunk and ((listed and len(longer) > NUMBERS_PER_CALL)
-                          or query_length(params_for(longer)) > MAX_QUERY_CHARS):
-                yield chunk, self._listing(resource, params_for(chunk))
-                longer = [pair]
-            chunk = longer
-        if chunk:
+        for chunk in query_chunks(wanted, params_for, most=NUMBERS_PER_CALL if listed else None):
             yield chunk, self._listing(resource, params_for(chunk))
 
     def _listing(self, resource: str, params: dict[str, str]) -> list[dict[str, Any]]:

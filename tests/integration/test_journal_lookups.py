@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from shared.models.documents import ContactDocument
 from shared.state.records import Intent
 from shared.usecases.journal import Entry, Journal
 from shared.xero.client import XeroClient
@@ -151,3 +152,25 @@ def test_the_emulator_refuses_a_query_longer_than_xeros_gateway_takes(emulator):
                             timeout=30)
     assert fits.status_code != 404  # (Xero's where parser may refuse it: not the gateway)
     assert too_long.status_code == 404 and "cannot be found" in too_long.text
+
+
+def test_a_batch_of_name_clashes_is_looked_up_in_queries_xeros_gateway_accepts(emulator):
+    """25 CRM accounts whose names Xero already holds (entered there by hand): the candidates'
+    lookup (name and email of each) is far longer than one query Xero accepts, so it is split;
+    before, Xero's gateway (and now the emulator) answered 404 and every contact failed."""
+    from shared.usecases import contacts
+    from tests.integration.test_exactly_once import World
+
+    server, xero = emulator
+    names = [f"Marina Bay Engineering and Facilities Management Services {n:02d} Pte Ltd" for n in range(25)]
+    xero.upsert_batch("Contacts", [{"Name": name, "EmailAddress": f"accounts{n:02d}@marinabay-engineering.com.sg"}
+                                   for n, name in enumerate(names)], idempotency_key="entered-in-xero")
+    world = World(xero)
+    jobs = [world.accept(contacts.KIND, ContactDocument(
+        crm_module="Accounts", crm_id=f"acc-{n:02d}", name=name, email=f"accounts{n:02d}@marinabay-engineering.com.sg",
+        crm_modified="2026-12-01T00:00:00Z")) for n, name in enumerate(names)]
+    world.drain()
+    lookups = _lookups(server)
+    assert lookups and all(r["status"] == 200 for r in lookups)
+    assert {world.jobs.jobs[j].status for j in jobs} == {"succeeded"}, [world.jobs.jobs[j].error for j in jobs]
+    assert len(world.records("Contacts")) == 25  # each CRM account found its Xero contact
