@@ -200,6 +200,10 @@ class Journal:
                 continue
             if intent.state in UNCONFIRMED:
                 unconfirmed.append((entry, intent))
+        if request_key and any(ID_FIELDS.get(e.resource, "") in e.body for e in entries):
+            # The request is sent with the key of the bodies as they are now (a found id added
+            # above changes one): only that request's key says whether it was sent before.
+            request_key = f"{request_key.rsplit('-', 1)[0]}-{content_hash([e.body for e in entries])}"
         if unconfirmed and request_key and all(
                 intent.idempotency_key == request_key and _age_seconds(intent.updated_at) < IDENTICAL_RESEND_SECONDS
                 for _, intent in unconfirmed):

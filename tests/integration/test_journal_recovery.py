@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from shared.models.documents import ContactDocument
+from shared.state.dynamo import now_iso
 from shared.state.records import Intent
 from shared.usecases import contacts
 from shared.usecases.crash import STATE_WRITTEN, XERO_ANSWERED, CrashAt
@@ -149,3 +150,52 @@ def test_a_batch_killed_twice_after_its_lookup_is_looked_up_once(emulator):
     assert [r["method"] for r in calls[2:]] == ["POST"]  # the update by id, no second lookup
     found = [c for c in world.records("Contacts") if c.get("ContactNumber") in ("acc-5", "acc-6")]
     assert sorted(c["Name"] for c in found) == ["Keppel Marine Pte Ltd", "Orchard Florists"]
+
+
+def test_no_identical_resend_when_a_found_id_changes_the_request(emulator, monkeypatch):
+    """U and F were sent together moments ago under key K (answer lost). A later attempt found F
+    (its id is on F's intent) and was killed. Now U and F come back together: the request sent
+    carries F's id, so its key is not K, and Xero would run it afresh: U must be looked up, not
+    trusted to an "identical" resend (which would create U a second time)."""
+    from shared.usecases import journal as journal_module
+
+    monkeypatch.setattr(journal_module, "IDENTICAL_RESEND_SECONDS", 60.0)
+    _, xero = emulator
+    store = FakeMappings()
+    u_body = {"Name": "Orchard Florists", "ContactNumber": "acc-u"}
+    f_body = {"Name": "Keppel Marine", "ContactNumber": "acc-f"}
+    key = f"contacts-{content_hash([u_body, f_body])}"
+    made = {c["ContactNumber"]: c["ContactID"] for c in xero.upsert_batch("Contacts", [u_body, f_body],
+                                                                          idempotency_key=key)}
+    for crm_id, body in (("acc-u", u_body), ("acc-f", f_body)):
+        intent = store.record_intent(Intent(tenant_id=xero.tenant_id, module="Accounts", crm_id=crm_id,
+                                            resource="Contacts", body_hash=content_hash(body), idempotency_key=key,
+                                            updated_at=now_iso()))
+        assert intent is not None
+        store.settle_intent(intent, "sent", found_id=made["acc-f"] if crm_id == "acc-f" else None)
+    entries = [Entry(module="Accounts", crm_id="acc-u", resource="Contacts", body=dict(u_body)),
+               Entry(module="Accounts", crm_id="acc-f", resource="Contacts", body=dict(f_body))]
+    journal = Journal(store, xero)
+    assert journal.recover(entries, key) == {}
+    assert journal.resends == 0 and journal.lookups == 1
+    assert entries[0].body["ContactID"] == made["acc-u"] and entries[1].body["ContactID"] == made["acc-f"]
+
+
+def test_an_identical_request_moments_later_is_resent_without_a_lookup(emulator, monkeypatch):
+    """The same two contacts, sent moments ago in exactly this request: the resend is safe."""
+    from shared.usecases import journal as journal_module
+
+    monkeypatch.setattr(journal_module, "IDENTICAL_RESEND_SECONDS", 60.0)
+    _, xero = emulator
+    store = FakeMappings()
+    bodies = [{"Name": "Orchard Florists", "ContactNumber": "acc-u"},
+              {"Name": "Keppel Marine", "ContactNumber": "acc-f"}]
+    key = f"contacts-{content_hash(bodies)}"
+    for body in bodies:
+        store.record_intent(Intent(tenant_id=xero.tenant_id, module="Accounts", crm_id=body["ContactNumber"],
+                                   resource="Contacts", body_hash=content_hash(body), idempotency_key=key,
+                                   updated_at=now_iso()))
+    journal = Journal(store, xero)
+    entries = [Entry(module="Accounts", crm_id=b["ContactNumber"], resource="Contacts", body=dict(b)) for b in bodies]
+    assert journal.recover(entries, key) == {}
+    assert journal.resends == 1 and journal.lookups == 0
