@@ -315,8 +315,9 @@ def _row(name: str, outcomes: list[dict[str, Any]], target: float) -> Row:
         measured += (f"; floor for these faults and kills: {b['writes answered']} writes + {b['faulted']} faults + "
                      f"{b['replayed by key']} replays + {kills} recoveries = {_floor(first)} "
                      f"({floors[0]:.2f}); above it: {first['calls'] - _floor(first)} calls "
-                     f"({b['lookups']} lookups for {kills} workers killed after Xero answered: a killed batch's "
-                     "messages come back spread over more than one batch, each looking its own up)")
+                     f"({b['lookups']} lookups for {kills} workers killed after Xero answered: a killed batch whose "
+                     "messages come back in more than one batch, or whose markers do not fit in one query (30 Sugar "
+                     "ids), needs more than one)")
         seeds = ", ".join(f"seed {o['seed']}: {r:.2f} (floor {f:.2f}, {o['duplicates']} duplicates, {o['lost']} lost, "
                           f"{o['stale']} stale)" for o, r, f in zip(outcomes, ratios, floors, strict=True))
         measured += (f". Fixed seeds {seeds}; mean {mean:.2f}, mean floor {sum(floors) / len(floors):.2f}"
