@@ -137,7 +137,7 @@ def mark_dead_lettered(records: list[dict[str, Any]], answer: dict[str, Any], *,
         job = jobs.get_job(job_id)
         attempts = f"{deliveries} attempt{'' if deliveries == 1 else 's'}"
         pending = [w for w in getattr(job, "warnings", None) or [] if WRITE_BACK_PENDING in str(w)]
-        if job is not None and job.status == "succeeded" and pending:
+        if job is not None and job.status in ("succeeded", "queued", "in_progress") and pending:
             # The Xero write is done; its follow-up step, the CRM write-back, is not: the job fails
             # visibly (status lists it, `sugar-xero replay` brings it back and the worker writes
             # back from the stored outcome) instead of a forgotten note on a succeeded job.

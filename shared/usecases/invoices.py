@@ -66,7 +66,15 @@ from shared.usecases.journal import Entry, Journal, add_marker
 from shared.usecases.organisations import organisation_job, without_write_back
 from shared.usecases.versions import OLDER, SUPERSEDED, newest_per_record, version_of
 from shared.usecases.work import BatchResult, WorkItem, content_hash, finish, requeue, retry_after_for
-from shared.usecases.writeback import Outcome, Steps, step_module, unfinished_step, write_back, write_back_refused
+from shared.usecases.writeback import (
+    JobEnding,
+    Outcome,
+    Steps,
+    end_after_write_back,
+    step_module,
+    unfinished_step,
+    write_back,
+)
 from shared.xero.client import validation_messages
 
 KIND_DOCUMENT = "document.push"
@@ -123,6 +131,11 @@ class _Record:
     def key(self) -> tuple[str, str]:
         return self.module, self.doc.crm_id
 
+    @property
+    def key_crm(self) -> tuple[str, str]:
+        """The CRM record, as the write-back names it."""
+        return self.doc.crm_module, self.doc.crm_id
+
 
 class _Run:
     def __init__(self, *, xero: XeroApi, jobs: JobStore, mappings: MappingStore, crm: QuoteReader | None,
@@ -136,6 +149,7 @@ class _Run:
         self.today = dt.datetime.now(dt.UTC).date()
         self.journal = Journal(mappings, xero)  # type: ignore[arg-type]
         self.held: list[tuple[Any, ...]] | None = None  # job endings waiting for the state writes
+        self.endings: dict[tuple[str, str], list[JobEnding]] = {}  # job endings waiting for the write-back
 
     # ---- endings ---------------------------------------------------------------------------
     def finish_items(self, items: Iterable[WorkItem], status: str, *, xero: dict[str, Any] | None = None,
@@ -151,9 +165,24 @@ class _Run:
         for job_id, status, xero, error, warnings in held:
             finish(self.jobs, job_id, status, xero=xero, error=error, warnings=warnings or [])
 
+    def writes_back(self, record: _Record) -> bool:
+        return record.doc.write_back and self.config.write_back.enabled and self.crm is not None
+
+    def end_after_write_back(self, record: _Record, status: str, *, xero: dict[str, Any] | None = None,
+                             error: str | None = None, warnings: list[str] | None = None) -> None:
+        """The record's jobs end once its write-back ran (``shared.usecases.writeback``), never
+        before: a job is not shown ``succeeded`` and then turned ``failed`` by Sugar's refusal."""
+        self.endings.setdefault(record.key_crm, []).extend(
+            JobEnding(item.job_id, status, xero=xero or {}, error=error, warnings=list(warnings or []))
+            for item in record.items)
+
     def fail(self, record: _Record, error: str, *, write_back_failure: bool = True) -> None:
-        self.finish_items(record.items, "failed", xero=_job_xero(record.state), error=error,
-                          warnings=record.warnings)
+        if write_back_failure and self.writes_back(record):
+            self.end_after_write_back(record, "failed", xero=_job_xero(record.state), error=error,
+                                      warnings=record.warnings)
+        else:
+            self.finish_items(record.items, "failed", xero=_job_xero(record.state), error=error,
+                              warnings=record.warnings)
         if write_back_failure and record.doc.write_back:
             values = write_back_values(record.state) if record.state else {}
             self.outcomes[(record.doc.crm_module, record.doc.crm_id)] = (record.items, Outcome(
@@ -167,7 +196,10 @@ class _Run:
                           else retry_after_for(error))
 
     def succeed(self, record: _Record, state: XeroDocumentState, warnings: list[str]) -> None:
-        self.finish_items(record.items, "succeeded", xero=_job_xero(state), warnings=warnings)
+        if self.writes_back(record):
+            self.end_after_write_back(record, "succeeded", xero=_job_xero(state), warnings=warnings)
+        else:
+            self.finish_items(record.items, "succeeded", xero=_job_xero(state), warnings=warnings)
         if record.doc.write_back:
             self.outcomes[(record.doc.crm_module, record.doc.crm_id)] = (record.items, Outcome(
                 module=record.doc.crm_module, crm_id=record.doc.crm_id,
@@ -564,7 +596,10 @@ def _unchanged(run: _Run, record: _Record) -> None:
     pending |= recorded is not None
     note = "xero done earlier: crm write-back retried" if pending else \
         "unchanged since the last push: nothing sent to Xero"
-    run.finish_items(record.items, "succeeded", xero=_job_xero(record.state), warnings=[note])
+    if pending and record.mapping and run.writes_back(record):
+        run.end_after_write_back(record, "succeeded", xero=_job_xero(record.state), warnings=[note])
+    else:
+        run.finish_items(record.items, "succeeded", xero=_job_xero(record.state), warnings=[note])
     if pending and record.doc.write_back and record.mapping:
         run.outcomes[(record.doc.crm_module, record.doc.crm_id)] = (record.items, Outcome(
             module=record.doc.crm_module, crm_id=record.doc.crm_id, sync_status=record.mapping.sync_status,
@@ -1034,13 +1069,9 @@ def _fill_invoice_records(run: _Run) -> None:
 def _write_back(run: _Run) -> None:
     report = write_back([outcome for _, outcome in run.outcomes.values()], crm=run.crm, config=run.config,
                         steps=Steps(run.mappings, run.xero.tenant_id))  # type: ignore[arg-type]
-    for key, error in report.pending.items():
-        items = run.outcomes[key][0]
-        for item in items:
-            job = run.jobs.get_job(item.job_id)
-            run.jobs.update_job(item.job_id,
-                                warnings=[*(job.warnings if job else []), f"{WRITE_BACK_PENDING}: {error}"])
+    # The jobs held for their write-back end now; one still waiting for Sugar stays queued and
+    # its message comes back (the write-back is redone from the recorded step or the stored state).
+    waiting = end_after_write_back(run.jobs, run.endings, report)
+    for key in set(report.pending) | set(waiting):
+        items = run.outcomes[key][0] if key in run.outcomes else []
         run.result.defer([item.message_id for item in items], WRITE_BACK_RETRY_SECONDS)
-    for key, error in report.failed.items():
-        for item in run.outcomes[key][0]:
-            run.jobs.update_job(item.job_id, status="failed", error=write_back_refused(error))

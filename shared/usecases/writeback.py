@@ -11,6 +11,12 @@ retryable, ``failed`` when Sugar refuses for good. A step left unconfirmed (the 
 the call, or Sugar was down) is redone on redelivery with the recorded values
 (``unfinished_step``): Sugar's record update sets fields to values, so writing them twice leaves
 the record as writing them once did, and a resend is safe.
+
+A job whose record is written back gets its final status only after the write-back ran
+(``end_after_write_back``): ``succeeded`` (or ``failed``, as the Xero side ended) once Sugar wrote
+the record; ``failed`` when Sugar refused it for good; while Sugar's answer is retryable it stays
+``queued`` with the warning ``xero done, crm write-back pending: ...`` and its message comes back.
+A poller of ``GET /jobs/{id}`` therefore never sees ``succeeded`` for a job that will fail.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from shared.mapping.settings import MappingConfig
 from shared.observability import logger
 from shared.state.dynamo import now_iso
 from shared.state.records import Intent
+from shared.usecases.work import finish
 
 # Fields Sugar itself changes on every save: a save touching only these and the connector's
 # own write-back fields is the connector's write-back coming round again, not a user's edit.
@@ -33,6 +40,8 @@ WRITE_BACK_VALUES = ("xero_id", "sync_status", "last_error", "synced_at")
 BULK_CHUNK = 20
 STEP = "WRITEBACK"  # the journal module suffix of a record's write-back step
 UNCONFIRMED = ("intent", "sent")
+# The note a job carries while its CRM write-back waits for Sugar (``end_after_write_back``).
+WRITE_BACK_PENDING = "xero done, crm write-back pending"
 
 
 class CrmWriter(Protocol):
@@ -161,6 +170,51 @@ def write_back_refused(error: str) -> str:
     """The job's failure when Sugar refuses a write-back for good (the record deleted: 404)."""
     return (f"the Xero write is done, but the CRM write-back was refused for good ({error}); "
             "the CRM record was not updated (deleted in the CRM?): check it, then replay the job")
+
+
+@dataclass
+class JobEnding:
+    """How one job ends once its record's write-back ran (held until then)."""
+
+    job_id: str
+    status: str  # succeeded | failed
+    xero: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+class JobMarker(Protocol):
+    def get_job(self, job_id: str) -> Any: ...
+
+    def update_job(self, job_id: str, **changes: Any) -> None: ...
+
+
+def end_after_write_back(jobs: JobMarker, endings: dict[tuple[str, str], list[JobEnding]],
+                         report: WriteBackReport) -> dict[tuple[str, str], str]:
+    """Give each held job its final status now that its record's write-back ran: as planned when
+    Sugar wrote it (or there was nothing to write), ``failed`` when Sugar refused it for good,
+    and ``queued`` (not final; the warning says it waits for the CRM write-back) when Sugar's
+    answer was retryable. Returns the records still waiting, with why: their messages must come
+    back. A job held twice in one batch (a quote carrying two documents) ends as its last."""
+    waiting: dict[tuple[str, str], str] = {}
+    for key, held in endings.items():
+        last = {ending.job_id: ending for ending in held}
+        for ending in last.values():
+            if key in report.pending:
+                waiting[key] = report.pending[key]
+                jobs.update_job(ending.job_id, status="queued", xero=ending.xero,
+                                error=ending.error if ending.status == "failed"
+                                else f"will retry: the CRM write-back ({report.pending[key]})",
+                                warnings=[*ending.warnings, f"{WRITE_BACK_PENDING}: {report.pending[key]}"])
+            elif key in report.failed:
+                refused = write_back_refused(report.failed[key])
+                finish(jobs, ending.job_id, "failed", xero=ending.xero,  # type: ignore[arg-type]
+                       error=f"{ending.error}; {refused}" if ending.status == "failed" and ending.error
+                       else refused, warnings=ending.warnings)
+            else:
+                finish(jobs, ending.job_id, ending.status, xero=ending.xero,  # type: ignore[arg-type]
+                       error=ending.error, warnings=ending.warnings)
+    return waiting
 
 
 def _record_steps(steps: Steps | None, module: str, chunk: dict[str, dict[str, Any]]) -> dict[str, Intent]:

@@ -1,0 +1,171 @@
+"""A job's final status comes only after its follow-up steps (issue 11, Deliver 4).
+
+A poller of ``GET /jobs/{id}`` must never see ``succeeded`` for a job that then fails: the CRM
+write-back runs before the job is marked, and a write-back that Sugar will be asked again leaves
+the job ``queued`` (a status the API contract allows for waiting work) with a warning saying it
+waits for the CRM write-back. Every status a job ever takes is recorded here (``HistoryJobs``)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from shared.mapping.settings import MappingConfig
+from shared.models.documents import ContactDocument
+from shared.models.invoices import ContactRef, LineDocument, SalesInvoiceDocument
+from shared.models.jobs import CrmRef
+from shared.sugar.errors import SugarError
+from shared.usecases import contacts, invoices
+from shared.usecases.accept import accept
+from shared.usecases.work import WorkItem
+from shared.usecases.writeback import WRITE_BACK_PENDING, step_module
+from shared.xero.client import XeroClient
+from sugar_xero.local.xero_emulator import EmulatorConfig, serve
+from tests.support.fakes import FakeJobs, FakeMappings, FakeQueue, FakeSugar, FakeXero
+
+SGD_GST = {"OUTPUT": Decimal("9"), "INPUT": Decimal("9"), "NONE": Decimal("0")}
+CUSTOMER = ContactDocument(crm_module="Accounts", crm_id="acc-1", name="Harbour Foods Pte Ltd",
+                           crm_modified="2026-11-01T00:00:00Z")
+SUGAR_503 = SugarError("POST /bulk: Sugar answered 503", status=503, retryable=True)
+
+
+class HistoryJobs(FakeJobs):
+    """Jobs whose every status change is kept, in order, as a poller could have seen it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.history: dict[str, list[str]] = {}
+
+    def _saw(self, job_id: str) -> None:
+        status = self.jobs[job_id].status
+        seen = self.history.setdefault(job_id, [])
+        if not seen or seen[-1] != status:
+            seen.append(status)
+
+    def create_job(self, job, payload):
+        answer = super().create_job(job, payload)
+        self._saw(job.job_id)
+        return answer
+
+    def update_job(self, job_id: str, **changes: Any) -> None:
+        super().update_job(job_id, **changes)
+        self._saw(job_id)
+
+    def start_attempt(self, job_id: str) -> None:
+        super().start_attempt(job_id)
+        self._saw(job_id)
+
+
+class SugarRefusingFirst(FakeSugar):
+    """Sugar answers 503 to the first ``times`` bulk calls on ``module``, then writes."""
+
+    def __init__(self, times: int = 1, module: str | None = None) -> None:
+        super().__init__()
+        self.times, self.module = times, module
+
+    def update_records_bulk(self, module: str, updates: dict[str, dict[str, Any]], chunk_size: int = 20):
+        if self.times > 0 and self.module in (None, module):
+            self.times -= 1
+            self.calls.append((module, dict(updates)))
+            raise SUGAR_503
+        return super().update_records_bulk(module, updates, chunk_size)
+
+
+def _accepted(jobs: FakeJobs, kind: str, doc: Any) -> list[WorkItem]:
+    queue = FakeQueue()
+    accept(kind=kind, crm=CrmRef(module=doc.crm_module, id=doc.crm_id), document=doc.model_dump(mode="json"),
+           jobs=jobs, queue=queue, status_base_url="https://x/prod")
+    return [WorkItem(message_id=f"m-{m['job_id']}", job_id=m["job_id"], kind=m["kind"], document=m["document"])
+            for m in queue.sent]
+
+
+# ---- contacts --------------------------------------------------------------------------------
+def test_a_contact_whose_write_back_is_refused_for_good_never_shows_succeeded():
+    jobs, sugar = HistoryJobs(), FakeSugar()
+    sugar.missing.add("acc-1")  # deleted in the CRM meanwhile: 404
+    (item,) = _accepted(jobs, contacts.KIND, CUSTOMER)
+    result = contacts.sync_contacts([item], xero=FakeXero(), jobs=jobs, mappings=FakeMappings(), crm=sugar,
+                                    config=MappingConfig())
+    assert result.retry == set()
+    assert jobs.history[item.job_id] == ["queued", "in_progress", "failed"]
+    assert "write-back was refused for good" in jobs.jobs[item.job_id].error
+
+
+def test_a_contact_whose_write_back_waits_for_sugar_is_queued_then_succeeds_once():
+    jobs, sugar, xero, mappings = HistoryJobs(), SugarRefusingFirst(), FakeXero(), FakeMappings()
+    (item,) = _accepted(jobs, contacts.KIND, CUSTOMER)
+    result = contacts.sync_contacts([item], xero=xero, jobs=jobs, mappings=mappings, crm=sugar,
+                                    config=MappingConfig())
+    waiting = jobs.jobs[item.job_id]
+    assert result.retry == {item.message_id}
+    assert waiting.status == "queued" and waiting.xero["contact_id"]
+    assert any(w.startswith(WRITE_BACK_PENDING) for w in waiting.warnings)
+    # SQS delivers the message again: Xero is not written again, the write-back lands
+    result = contacts.sync_contacts([item], xero=xero, jobs=jobs, mappings=mappings, crm=sugar,
+                                    config=MappingConfig())
+    assert result.retry == set() and len(xero.calls) == 1
+    assert jobs.history[item.job_id] == ["queued", "in_progress", "queued", "in_progress", "succeeded"]
+    assert sugar.records[("Accounts", "acc-1")]["xero_sync_status_c"] == "synced"
+
+
+def test_without_a_crm_the_job_ends_at_once():
+    jobs = HistoryJobs()
+    (item,) = _accepted(jobs, contacts.KIND, CUSTOMER)
+    contacts.sync_contacts([item], xero=FakeXero(), jobs=jobs, mappings=FakeMappings(), crm=None,
+                           config=MappingConfig())
+    assert jobs.history[item.job_id] == ["queued", "in_progress", "succeeded"]
+
+
+# ---- trade documents (Xero emulator) -------------------------------------------------------
+@pytest.fixture
+def xero():
+    config = EmulatorConfig()
+    with serve(config=config) as server:
+        yield XeroClient(server.url, config.tenant_id, lambda force: "token", sleep=lambda s: None)
+
+
+def _sales(crm_id: str = "inv-1") -> SalesInvoiceDocument:
+    return SalesInvoiceDocument(crm_module="Invoices", crm_id=crm_id, contact=ContactRef(contact=CUSTOMER),
+                                lines=[LineDocument(crm_id="l1", description="Chiller service",
+                                                    unit_amount=Decimal("100.00"), tax_type="OUTPUT")],
+                                crm_modified="2026-12-01T09:00:00+08:00")
+
+
+def _push(items: list[WorkItem], xero: XeroClient, jobs: FakeJobs, mappings: FakeMappings, crm: Any):
+    return invoices.push_documents(items, xero=xero, jobs=jobs, mappings=mappings, crm=crm,
+                                   config=MappingConfig(), tax_rates=SGD_GST)
+
+
+def test_an_invoice_whose_write_back_is_refused_for_good_never_shows_succeeded(xero):
+    jobs, mappings, sugar = HistoryJobs(), FakeMappings(), FakeSugar()
+    sugar.missing.add("inv-1")
+    items = _accepted(jobs, invoices.KIND_DOCUMENT, _sales())
+    result = _push(items, xero, jobs, mappings, sugar)
+    (job_id,) = [i.job_id for i in items]
+    assert result.retry == set()
+    assert "succeeded" not in jobs.history[job_id]
+    assert jobs.history[job_id][-1] == "failed"
+    job = jobs.jobs[job_id]
+    assert "write-back was refused for good" in job.error and job.xero["id"]  # the Xero side is named
+    step = mappings.get_intents(xero.tenant_id, step_module("Invoices"), ["inv-1"])["inv-1"]
+    assert step.state == "failed"
+
+
+def test_an_invoice_whose_write_back_is_retried_then_done_succeeds_once(xero):
+    jobs, mappings, sugar = HistoryJobs(), FakeMappings(), SugarRefusingFirst(times=2, module="Invoices")
+    items = _accepted(jobs, invoices.KIND_DOCUMENT, _sales())
+    (job_id,) = [i.job_id for i in items]
+    for _ in range(2):  # Sugar answers 503 twice: the job waits, queued, and says for what
+        result = _push(items, xero, jobs, mappings, sugar)
+        assert result.retry == {items[0].message_id}
+        job = jobs.jobs[job_id]
+        assert job.status == "queued" and any(w.startswith(WRITE_BACK_PENDING) for w in job.warnings)
+    result = _push(items, xero, jobs, mappings, sugar)
+    assert result.retry == set()
+    assert jobs.history[job_id].count("succeeded") == 1 and jobs.history[job_id][-1] == "succeeded"
+    assert "failed" not in jobs.history[job_id]
+    assert sugar.records[("Invoices", "inv-1")]["xero_sync_status_c"] == "synced"
+    invoices_in_xero = [i for i in xero.get("Invoices").get("Invoices") or [] if i.get("Status") != "DELETED"]
+    assert len(invoices_in_xero) == 1
