@@ -74,6 +74,7 @@ from shared.usecases.writeback import (
     step_module,
     unfinished_step,
     write_back,
+    xero_version,
 )
 from shared.xero.client import validation_messages
 
@@ -188,7 +189,7 @@ class _Run:
             self.outcomes[(record.doc.crm_module, record.doc.crm_id)] = (record.items, Outcome(
                 module=record.doc.crm_module, crm_id=record.doc.crm_id, sync_status="failed",
                 xero_id=record.state.xero_id if record.state else None, last_error=error, synced_at=now_iso(),
-                values=values))
+                values=values, version=xero_version(record.state.updated_utc) if record.state else None))
 
     def defer(self, items: list[WorkItem], error: Exception, retry_after: float | None = None) -> None:
         requeue(self.jobs, [i.job_id for i in items], error)
@@ -205,7 +206,7 @@ class _Run:
                 module=record.doc.crm_module, crm_id=record.doc.crm_id,
                 sync_status="warning" if warnings else "synced", xero_id=state.xero_id,
                 last_error="; ".join(warnings) if warnings else None, synced_at=now_iso(),
-                values=write_back_values(state)))
+                values=write_back_values(state), version=xero_version(state.updated_utc)))
 
 
 def _job_xero(state: XeroDocumentState | None) -> dict[str, Any]:
@@ -601,10 +602,14 @@ def _unchanged(run: _Run, record: _Record) -> None:
     else:
         run.finish_items(record.items, "succeeded", xero=_job_xero(record.state), warnings=[note])
     if pending and record.doc.write_back and record.mapping:
+        # redone as recorded: with the version of the Xero state the recorded values carry
+        step = run.journal.load(step_module(record.doc.crm_module), [record.doc.crm_id]).get(record.doc.crm_id)
+        version = step.version if recorded is not None and step is not None else xero_version(record.state.updated_utc)
         run.outcomes[(record.doc.crm_module, record.doc.crm_id)] = (record.items, Outcome(
             module=record.doc.crm_module, crm_id=record.doc.crm_id, sync_status=record.mapping.sync_status,
             xero_id=record.state.xero_id, last_error=record.mapping.last_error,
-            synced_at=record.mapping.updated_at, values=write_back_values(record.state), recorded=recorded))
+            synced_at=record.mapping.updated_at, values=write_back_values(record.state), recorded=recorded,
+            version=version))
 
 
 # ---- step 5: sending -------------------------------------------------------------------------------

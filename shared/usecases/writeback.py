@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -63,6 +64,9 @@ class Outcome:
     values: dict[str, Any] = field(default_factory=dict)
     # The Sugar fields exactly as an earlier unconfirmed step recorded them: sent as they are.
     recorded: dict[str, Any] | None = None
+    # The version of Xero's state in ``values`` (its UpdatedDateUTC, ``xero_version``): the step
+    # refuses it when a newer state was already written back to the record (newest wins).
+    version: str | None = None
 
 
 class StepStore(Protocol):
@@ -105,6 +109,21 @@ class WriteBackReport:
     written: set[tuple[str, str]]
     pending: dict[tuple[str, str], str]  # retryable: try again later
     failed: dict[tuple[str, str], str]  # Sugar refused for good (e.g. the record is gone)
+    # A newer Xero state was already written back: this older one's Xero values were left out
+    # (the connector's own fields, if any, were still written; then the key is in ``written``).
+    superseded: set[tuple[str, str]] = field(default_factory=set)
+
+
+# Write-back names that describe the connector's own push, not Xero's state of the document:
+# an older Xero state's write-back still writes them (``write_back``, newest wins).
+CONNECTOR_VALUES = frozenset({"xero_id", "sync_status", "last_error", "synced_at"})
+
+
+def xero_version(updated_utc: str | None) -> str | None:
+    """A Xero state's UpdatedDateUTC as a step version (the journal compares them as text)."""
+    from shared.usecases.versions import version_of
+
+    return version_of(updated_utc) if updated_utc else None
 
 
 def payload(outcome: Outcome, config: MappingConfig) -> dict[str, Any]:
@@ -129,15 +148,32 @@ def write_back(outcomes: list[Outcome], *, crm: CrmWriter | None,
                     extra={"records": len(outcomes)})
         return report
     by_module: dict[str, dict[str, dict[str, Any]]] = {}
+    versions: dict[tuple[str, str], str] = {}
     for outcome in outcomes:
         fields = outcome.recorded if outcome.recorded is not None else payload(outcome, config)
         if fields:
             by_module.setdefault(outcome.module, {})[outcome.crm_id] = fields
+            if outcome.version:
+                versions[(outcome.module, outcome.crm_id)] = outcome.version
+    own_fields = {crm_field for name, crm_field in config.write_back.fields.items() if name in CONNECTOR_VALUES}
     for module, updates in by_module.items():
         ids = list(updates)
         for start in range(0, len(ids), BULK_CHUNK):
             chunk = {crm_id: updates[crm_id] for crm_id in ids[start:start + BULK_CHUNK]}
-            recorded = _record_steps(steps, module, chunk)
+            recorded, older = _record_steps(steps, module, chunk, versions)
+            for crm_id in older:
+                # A newer Xero state is already on the record: never overwritten with this older
+                # one; only the connector's own fields (status of the push) still go.
+                report.superseded.add((module, crm_id))
+                chunk[crm_id] = {k: v for k, v in chunk[crm_id].items() if k in own_fields}
+                if not chunk[crm_id]:
+                    del chunk[crm_id]
+                    report.written.add((module, crm_id))
+            if older:
+                logger.info("older Xero state not written back: a newer one is on the CRM record",
+                            extra={"crm_module": module, "records": sorted(older)[:20]})
+            if not chunk:
+                continue
             try:
                 results = crm.update_records_bulk(module, chunk, chunk_size=BULK_CHUNK)
             except Exception as error:  # noqa: BLE001 - Sugar being down must never fail the Xero job
@@ -217,19 +253,57 @@ def end_after_write_back(jobs: JobMarker, endings: dict[tuple[str, str], list[Jo
     return waiting
 
 
-def _record_steps(steps: Steps | None, module: str, chunk: dict[str, dict[str, Any]]) -> dict[str, Intent]:
-    """Each record's write-back intent, with the exact values, before the Sugar call."""
+WRITE_BACK_KIND = "crm.write_back"  # a failed job that makes a refused write-back of Xero's news visible
+_FAILED_WRITE_BACK_IDS = uuid.UUID("0b7f2c1e-8d3a-4e55-9c61-2f4a7b9e0d13")
+
+
+def record_refused_write_back(jobs: Any, *, tenant_id: str, module: str, crm_id: str, xero_id: str,
+                              version: str | None, error: str, source: str) -> str | None:
+    """Xero's news (a webhook or the reconcile) could not be written onto a CRM record because
+    Sugar refused it for good: a ``failed`` job of kind ``crm.write_back`` says so, so that
+    ``sugar-xero status`` lists it among the failures with the record and the reason, instead of
+    a log line only. One job per record and Xero state (its id is derived from them): the same
+    refusal seen again is not listed twice. Returns the job id (None without a job store)."""
+    if jobs is None:
+        return None
+    from shared.models.jobs import CrmRef, Job
+
+    job_id = str(uuid.uuid5(_FAILED_WRITE_BACK_IDS, f"{tenant_id}:{module}:{crm_id}:{xero_id.lower()}:{version}"))
+    stamp = now_iso()
+    message = (f"Xero's update ({source}) of {xero_id} could not be written onto the CRM record: Sugar refused "
+               f"it for good ({error}); the record was not updated (deleted in the CRM, or a field it refuses?): "
+               "fix it in the CRM; the next change in Xero, or the nightly audit, writes it again")
+    try:
+        jobs.create_job(Job(job_id=job_id, status="failed", kind=WRITE_BACK_KIND, crm=CrmRef(module=module, id=crm_id),
+                            xero={"id": xero_id}, error=message[:1000], created_at=stamp, updated_at=stamp),
+                        {"tenant_id": tenant_id, "xero_id": xero_id, "version": version, "source": source})
+    except Exception as failure:  # noqa: BLE001 - the log line below still tells
+        logger.error("could not record the refused write-back as a job", extra={"error": str(failure)[:300]})
+        return None
+    return job_id
+
+
+def _record_steps(steps: Steps | None, module: str, chunk: dict[str, dict[str, Any]],
+                  versions: dict[tuple[str, str], str]) -> tuple[dict[str, Intent], list[str]]:
+    """Each record's write-back intent, with the exact values and the version of Xero's state
+    they carry, before the Sugar call. Returns the intents, and the records whose step was
+    refused because a newer Xero state was already intended for them (the journal's
+    conditional write: the newest wins)."""
     if steps is None:
-        return {}
+        return {}, []
     recorded: dict[str, Intent] = {}
+    older: list[str] = []
     for crm_id, fields in chunk.items():
         text = json.dumps(fields, sort_keys=True, default=str)
         intent = steps.store.record_intent(Intent(
             tenant_id=steps.tenant_id, module=step_module(module), crm_id=crm_id, resource="SugarWriteBack",
-            body_hash=hashlib.sha256(text.encode()).hexdigest(), step_values=text, updated_at=now_iso()))
+            body_hash=hashlib.sha256(text.encode()).hexdigest(), step_values=text,
+            version=versions.get((module, crm_id)), updated_at=now_iso()))
         if intent is not None:
             recorded[crm_id] = intent
-    return recorded
+        else:
+            older.append(crm_id)
+    return recorded, older
 
 
 def _settle_step(steps: Steps | None, step: Intent | None, state: str, error: str | None = None) -> None:

@@ -156,7 +156,8 @@ class FakeApplier:
         self.calls: list[tuple[str, list[str]]] = []
         self.leave_pending: set[str] = set()
 
-    def __call__(self, resource, documents, *, tenant_id, mappings, crm, config, on_changes, xero=None):
+    def __call__(self, resource, documents, *, tenant_id, mappings, crm, config, on_changes, xero=None, jobs=None,
+                 source="webhook"):
         self.calls.append((resource, [d.get("InvoiceID") or d.get("CreditNoteID") for d in documents]))
         answer = Applied()
         for document in documents:
