@@ -17,7 +17,6 @@ from shared.mapping.xero_documents import document_state, write_back_values
 from shared.state.dynamo import SyncStateTable
 from shared.sugar.errors import SugarUnavailable
 from shared.usecases.status import gather
-from shared.usecases.xero_updates import apply_documents
 from shared.usecases.writeback import (
     WRITE_BACK_KIND,
     Outcome,
@@ -26,6 +25,7 @@ from shared.usecases.writeback import (
     write_back,
     xero_version,
 )
+from shared.usecases.xero_updates import apply_documents
 from tests.conftest import SYNC_TABLE_NAME
 from tests.support.fakes import FakeSugar
 from tests.unit.test_xero_updates import TENANT, invoice, mapped, stored
