@@ -12,11 +12,12 @@ Xero then updates one item with the other's values and the next push of either r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
 
+from shared.chunking import chunks
 from shared.errors import ConnectionNotReady, XeroError
 from shared.mapping.items import to_xero_item
 from shared.mapping.settings import CatalogueRules, mapping_file
@@ -37,10 +38,6 @@ UNIT_DECIMALS = {"unitdp": "4"}  # prices keep 4 decimals instead of Xero's defa
 
 Group = list[tuple[WorkItem, ItemDocument]]
 
-
-def _chunks(values: list[Any], size: int) -> Iterable[list[Any]]:
-    for start in range(0, len(values), size):
-        yield values[start:start + size]
 
 
 def _newest_per_record(jobs: JobStore, items: list[tuple[WorkItem, ItemDocument]]
@@ -108,7 +105,7 @@ def sync_items(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappings
 
     to_send = _without_code_collisions(candidates, groups, xero.tenant_id, jobs, mappings)
 
-    for chunk in _chunks(to_send, batch_size):
+    for chunk in chunks(to_send, batch_size):
         entries = {crm_id: Entry(module=MODULE, crm_id=crm_id, resource="Items", body=body, version=versions[crm_id],
                                  job_ids=[item.job_id for item, _ in groups[crm_id]]) for crm_id, body, _ in chunk}
         chunk_items = [item for crm_id, _, _ in chunk for item, _ in groups[crm_id]]
