@@ -192,8 +192,12 @@ class _Run:
                 xero_id=record.state.xero_id if record.state else None, last_error=error, synced_at=now_iso(),
                 values=values, version=xero_version(record.state.updated_utc) if record.state else None))
 
-    def defer(self, items: list[WorkItem], error: Exception, retry_after: float | None = None) -> None:
+    def defer(self, items: list[WorkItem], error: Exception, retry_after: float | None = None, *,
+              waiting_for: str | None = None, xero: dict[str, Any] | None = None) -> None:
         requeue(self.jobs, [i.job_id for i in items], error)
+        if waiting_for:  # a follow-up step waits: the job (not final) says which, and what Xero holds
+            for item in items:
+                self.jobs.update_job(item.job_id, error=f"will retry: {waiting_for} ({error})", xero=xero or {})
         self.result.defer([i.message_id for i in items], retry_after if retry_after is not None
                           else retry_after_for(error))
 
@@ -821,7 +825,8 @@ def _settle_acceptance(run: _Run, record: _Record, state: XeroDocumentState, map
 
 def _acceptance_not_done(run: _Run, record: _Record, state: XeroDocumentState, error: Exception) -> None:
     if isinstance(error, ConnectionNotReady) or getattr(error, "retryable", False):
-        run.defer(record.items, error)
+        run.defer(record.items, error, waiting_for=f"the Xero quote {state.number or state.xero_id} is pushed; "
+                                                   "its move to ACCEPTED waits", xero=_job_xero(state))
     else:
         record.state = state
         run.fail(record, f"Xero quote {state.number or state.xero_id} is {state.status} in Xero and could not be "
@@ -1004,7 +1009,8 @@ def _settle_allocation(run: _Run, record: _Record, note_module: str, note_id: st
 
 def _allocation_not_done(run: _Run, record: _Record, note: str, amount: Decimal, error: Exception) -> bool:
     if isinstance(error, ConnectionNotReady) or getattr(error, "retryable", False):
-        run.defer(record.items, error)
+        run.defer(record.items, error, waiting_for=f"Xero credit note {note} is raised; its allocation of "
+                                                   f"{amount:,.2f} to the invoice waits", xero=_job_xero(record.state))
     else:
         run.fail(record, f"Xero credit note {note} was raised but could not be allocated to the invoice "
                          f"({error}); allocate {amount:,.2f} in Xero, then replay the job")

@@ -12,16 +12,17 @@ from typing import Any
 
 import pytest
 
-from shared.mapping.settings import MappingConfig
+from shared.mapping.settings import InvoiceRules, MappingConfig
 from shared.models.documents import ContactDocument
 from shared.models.invoices import ContactRef, LineDocument, SalesInvoiceDocument
 from shared.models.jobs import CrmRef
+from shared.state.records import document_module
 from shared.sugar.errors import SugarError
 from shared.usecases import contacts, invoices
 from shared.usecases.accept import accept
 from shared.usecases.work import WorkItem
 from shared.usecases.writeback import WRITE_BACK_PENDING, step_module
-from shared.xero.client import XeroClient
+from shared.xero.client import XeroClient, encode_json
 from sugar_xero.local.xero_emulator import EmulatorConfig, serve
 from tests.support.fakes import FakeJobs, FakeMappings, FakeQueue, FakeSugar, FakeXero
 
@@ -126,16 +127,17 @@ def xero():
         yield XeroClient(server.url, config.tenant_id, lambda force: "token", sleep=lambda s: None)
 
 
-def _sales(crm_id: str = "inv-1") -> SalesInvoiceDocument:
+def _sales(crm_id: str = "inv-1", day: int = 1, **changes: Any) -> SalesInvoiceDocument:
     return SalesInvoiceDocument(crm_module="Invoices", crm_id=crm_id, contact=ContactRef(contact=CUSTOMER),
                                 lines=[LineDocument(crm_id="l1", description="Chiller service",
                                                     unit_amount=Decimal("100.00"), tax_type="OUTPUT")],
-                                crm_modified="2026-12-01T09:00:00+08:00")
+                                crm_modified=f"2026-12-0{day}T09:00:00+08:00", **changes)
 
 
-def _push(items: list[WorkItem], xero: XeroClient, jobs: FakeJobs, mappings: FakeMappings, crm: Any):
+def _push(items: list[WorkItem], xero: XeroClient, jobs: FakeJobs, mappings: FakeMappings, crm: Any,
+          config: MappingConfig | None = None):
     return invoices.push_documents(items, xero=xero, jobs=jobs, mappings=mappings, crm=crm,
-                                   config=MappingConfig(), tax_rates=SGD_GST)
+                                   config=config or MappingConfig(), tax_rates=SGD_GST)
 
 
 def test_an_invoice_whose_write_back_is_refused_for_good_never_shows_succeeded(xero):
@@ -169,3 +171,38 @@ def test_an_invoice_whose_write_back_is_retried_then_done_succeeds_once(xero):
     assert sugar.records[("Invoices", "inv-1")]["xero_sync_status_c"] == "synced"
     invoices_in_xero = [i for i in xero.get("Invoices").get("Invoices") or [] if i.get("Status") != "DELETED"]
     assert len(invoices_in_xero) == 1
+
+
+def _faults(xero: XeroClient, **config: Any) -> None:
+    import requests
+
+    answer = requests.post(f"{xero.base_url}/_emulator/faults", json=config, timeout=5)
+    assert answer.status_code == 200, answer.text
+
+
+def test_a_job_waiting_for_its_allocation_is_queued_naming_it_and_succeeds_once_after_it(xero):
+    config = MappingConfig(invoices=InvoiceRules(cancel_with_payments="credit_note"))
+    jobs, mappings, sugar = HistoryJobs(), FakeMappings(), FakeSugar()
+    _push(_accepted(jobs, invoices.KIND_DOCUMENT, _sales(status="AUTHORISED")), xero, jobs, mappings, sugar, config)
+    (invoice,) = xero.get("Invoices")["Invoices"]
+    payment = {"Invoice": {"InvoiceID": invoice["InvoiceID"]}, "Account": {"Code": "090"},
+               "Amount": Decimal("50.00"), "Date": "2026-12-01"}
+    xero._request("PUT", "/api.xro/2.0/Payments", json_body=encode_json({"Payments": [payment]}),
+                  idempotency_key="pay-1")
+    module = document_module("Invoices", "ACCREC")  # what the payment webhook would have stored
+    mapping = mappings.get_mappings(xero.tenant_id, module, ["inv-1"])["inv-1"]
+    mapping.document = {**mapping.document, "amount_paid": "50.00", "amount_due": "59.00"}
+    _faults(xero, next=["503"] * 5, path_contains="/Allocations")  # Xero busy for the allocation
+    items = _accepted(jobs, invoices.KIND_DOCUMENT, _sales(day=2, cancelled=True, status="AUTHORISED"))
+    (job_id,) = [i.job_id for i in items]
+    assert _push(items, xero, jobs, mappings, sugar, config).retry == {items[0].message_id}
+    waiting = jobs.jobs[job_id]
+    assert waiting.status == "queued" and "allocation of 59.00 to the invoice waits" in waiting.error
+    assert waiting.xero["id"] == invoice["InvoiceID"]
+    _faults(xero)
+    assert _push(items, xero, jobs, mappings, sugar, config).retry == set()
+    assert jobs.history[job_id] == ["queued", "in_progress", "queued", "in_progress", "succeeded"]
+    assert sugar.records[("Invoices", "inv-1")]["xero_sync_status_c"] == "warning"  # credited: said on the record
+    (note,) = xero.get("CreditNotes")["CreditNotes"]
+    (allocation,) = xero.get(f"CreditNotes/{note['CreditNoteID']}")["CreditNotes"][0]["Allocations"]
+    assert allocation["Amount"] == 59.0
