@@ -38,6 +38,7 @@ from shared.usecases.writeback import (
     step_module,
     unfinished_step,
     write_back,
+    write_back_owed,
 )
 from shared.xero.client import validation_messages
 
@@ -266,6 +267,8 @@ def _unchanged(run: _Run, key: Key, group: Group, mapping: Mapping) -> None:
     # a write-back step recorded and never confirmed (the worker died during the Sugar call)
     recorded = unfinished_step(run.journal, key[0], key[1]) if run.config.write_back.enabled else None
     pending_write_back |= recorded is not None
+    # never written back (the worker died between the state write and the write-back)
+    pending_write_back |= run.writes_back and write_back_owed(run.journal, key[0], key[1])
     note = "xero done earlier: crm write-back retried" if pending_write_back else \
         "unchanged since the last push: nothing sent to Xero"
     for item, _ in group:

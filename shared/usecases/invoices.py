@@ -75,6 +75,7 @@ from shared.usecases.writeback import (
     step_module,
     unfinished_step,
     write_back,
+    write_back_owed,
     xero_version,
 )
 from shared.xero.client import validation_messages
@@ -600,6 +601,9 @@ def _unchanged(run: _Run, record: _Record) -> None:
     recorded = unfinished_step(run.journal, record.doc.crm_module, record.doc.crm_id) \
         if record.doc.write_back and run.config.write_back.enabled and run.crm is not None else None
     pending |= recorded is not None
+    # never written back for this state (the worker died between the state write and the write-back)
+    pending |= run.writes_back(record) and write_back_owed(run.journal, record.doc.crm_module, record.doc.crm_id,
+                                                           xero_version(record.state.updated_utc))
     note = "xero done earlier: crm write-back retried" if pending else \
         "unchanged since the last push: nothing sent to Xero"
     if pending and record.mapping and run.writes_back(record):

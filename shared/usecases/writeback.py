@@ -104,6 +104,17 @@ def unfinished_step(journal: StepReader, module: str, crm_id: str) -> dict[str, 
     return dict(json.loads(step.step_values))
 
 
+def write_back_owed(journal: StepReader, module: str, crm_id: str, version: str | None = None) -> bool:
+    """This record's write-back was never done for the state now stored: no step at all (the
+    worker died between the state write and the write-back), or only one of an older Xero state
+    (``version``). A confirmed or failed step of this state (or a newer one) owes nothing: a plain
+    re-save writes nothing back, so the write-back cannot loop."""
+    step = journal.load(step_module(module), [crm_id]).get(crm_id)
+    if step is None:
+        return True
+    return bool(version and step.version and step.version < version)
+
+
 @dataclass
 class WriteBackReport:
     written: set[tuple[str, str]]

@@ -20,6 +20,7 @@ from shared.state.records import document_module
 from shared.sugar.errors import SugarError
 from shared.usecases import contacts, invoices
 from shared.usecases.accept import accept
+from shared.usecases.crash import STATE_WRITTEN, XERO_ANSWERED, CrashAt, WorkerCrashed
 from shared.usecases.work import WorkItem
 from shared.usecases.writeback import WRITE_BACK_PENDING, step_module
 from shared.xero.client import XeroClient, encode_json
@@ -206,3 +207,41 @@ def test_a_job_waiting_for_its_allocation_is_queued_naming_it_and_succeeds_once_
     (note,) = xero.get("CreditNotes")["CreditNotes"]
     (allocation,) = xero.get(f"CreditNotes/{note['CreditNoteID']}")["CreditNotes"][0]["Allocations"]
     assert allocation["Amount"] == 59.0
+
+
+@pytest.mark.parametrize("point", [XERO_ANSWERED, STATE_WRITTEN])
+def test_a_worker_killed_before_the_write_back_writes_it_on_redelivery(xero, point):
+    """Killed after Xero answered or after the state was written, before the write-back ran: the
+    job is not final; the redelivery (nothing sent to Xero again) writes the CRM record back."""
+    jobs, mappings, sugar = HistoryJobs(), FakeMappings(), FakeSugar()
+    # the customer is in Xero beforehand: the crash hits the invoice
+    contacts.sync_contacts(_accepted(jobs, contacts.KIND, CUSTOMER), xero=xero, jobs=jobs, mappings=mappings,
+                           config=MappingConfig())
+    items = _accepted(jobs, invoices.KIND_DOCUMENT, _sales())
+    (job_id,) = [i.job_id for i in items]
+    with pytest.raises(WorkerCrashed):
+        invoices.push_documents(items, xero=xero, jobs=jobs, mappings=mappings, crm=sugar, config=MappingConfig(),
+                                tax_rates=SGD_GST, crash=CrashAt(point))
+    assert jobs.jobs[job_id].status == "in_progress" and ("Invoices", "inv-1") not in sugar.records
+    assert _push(items, xero, jobs, mappings, sugar).retry == set()
+    assert sugar.records[("Invoices", "inv-1")]["xero_sync_status_c"] == "synced"
+    assert jobs.history[job_id][-1] == "succeeded" and jobs.history[job_id].count("succeeded") == 1
+    invoices_in_xero = [i for i in xero.get("Invoices").get("Invoices") or [] if i.get("Status") != "DELETED"]
+    assert len(invoices_in_xero) == 1
+    # a further plain re-save writes nothing back: the step is confirmed for this Xero state
+    _push(_accepted(HistoryJobs(), invoices.KIND_DOCUMENT, _sales()), xero, jobs, mappings, sugar)
+    assert len([c for c in sugar.calls if c[0] == "Invoices"]) == 1
+
+
+def test_a_contact_worker_killed_before_the_write_back_writes_it_on_redelivery():
+    jobs, mappings, sugar, xero = HistoryJobs(), FakeMappings(), FakeSugar(), FakeXero()
+    (item,) = _accepted(jobs, contacts.KIND, CUSTOMER)
+    with pytest.raises(WorkerCrashed):
+        contacts.sync_contacts([item], xero=xero, jobs=jobs, mappings=mappings, crm=sugar, config=MappingConfig(),
+                               crash=CrashAt(STATE_WRITTEN))
+    assert jobs.jobs[item.job_id].status == "in_progress" and sugar.calls == []
+    contacts.sync_contacts([item], xero=xero, jobs=jobs, mappings=mappings, crm=sugar, config=MappingConfig())
+    assert sugar.records[("Accounts", "acc-1")]["xero_sync_status_c"] == "synced" and len(xero.calls) == 1
+    assert jobs.history[item.job_id][-1] == "succeeded" and jobs.history[item.job_id].count("succeeded") == 1
+    contacts.sync_contacts([item], xero=xero, jobs=jobs, mappings=mappings, crm=sugar, config=MappingConfig())
+    assert len(sugar.calls) == 1  # confirmed: a further delivery writes nothing back
