@@ -105,12 +105,14 @@ def unfinished_step(journal: StepReader, module: str, crm_id: str) -> dict[str, 
 
 
 def write_back_owed(journal: StepReader, module: str, crm_id: str, version: str | None = None) -> bool:
-    """This record's write-back was never done for the state now stored: no step at all (the
-    worker died between the state write and the write-back), or only one of an older Xero state
-    (``version``). A confirmed or failed step of this state (or a newer one) owes nothing: a plain
-    re-save writes nothing back, so the write-back cannot loop."""
+    """This record's write-back is not done for the state now stored: no step at all (the worker
+    died between the state write and the write-back), one Sugar refused (tried again: a job
+    redelivered after it failed must not end ``succeeded`` without it, and a record restored in
+    the CRM gets it), or only one of an older Xero state (``version``). A confirmed step of this
+    state (or a newer one) owes nothing: a plain re-save writes nothing back, so the write-back
+    cannot loop."""
     step = journal.load(step_module(module), [crm_id]).get(crm_id)
-    if step is None:
+    if step is None or step.state == "failed":
         return True
     return bool(version and step.version and step.version < version)
 

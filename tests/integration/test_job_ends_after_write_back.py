@@ -245,3 +245,16 @@ def test_a_contact_worker_killed_before_the_write_back_writes_it_on_redelivery()
     assert jobs.history[item.job_id][-1] == "succeeded" and jobs.history[item.job_id].count("succeeded") == 1
     contacts.sync_contacts([item], xero=xero, jobs=jobs, mappings=mappings, crm=sugar, config=MappingConfig())
     assert len(sugar.calls) == 1  # confirmed: a further delivery writes nothing back
+
+
+def test_a_job_redelivered_after_its_write_back_was_refused_for_good_stays_failed():
+    """Killed after the job was marked failed, before SQS deleted the message: the redelivery
+    finds Xero unchanged and tries the refused write-back again; it never ends ``succeeded``."""
+    jobs, mappings, sugar, xero = HistoryJobs(), FakeMappings(), FakeSugar(), FakeXero()
+    sugar.missing.add("acc-1")
+    (item,) = _accepted(jobs, contacts.KIND, CUSTOMER)
+    for _ in range(2):  # the first delivery's message was never deleted: the same message again
+        contacts.sync_contacts([item], xero=xero, jobs=jobs, mappings=mappings, crm=sugar, config=MappingConfig())
+    assert len(xero.calls) == 1 and len(sugar.calls) == 2
+    assert "succeeded" not in jobs.history[item.job_id] and jobs.jobs[item.job_id].status == "failed"
+    assert "write-back was refused for good" in jobs.jobs[item.job_id].error
