@@ -187,6 +187,7 @@ def write_back(outcomes: list[Outcome], *, crm: CrmWriter | None,
                             extra={"crm_module": module, "records": sorted(older)[:20]})
             if not chunk:
                 continue
+            overtaken: list[str] = []
             try:
                 results = crm.update_records_bulk(module, chunk, chunk_size=BULK_CHUNK)
             except Exception as error:  # noqa: BLE001 - Sugar being down must never fail the Xero job
@@ -205,14 +206,38 @@ def write_back(outcomes: list[Outcome], *, crm: CrmWriter | None,
                     _settle_step(steps, step, "sent", report.pending[(module, crm_id)])
                 elif problem is None:
                     report.written.add((module, crm_id))
-                    _settle_step(steps, step, "confirmed")
+                    if not _settle_step(steps, step, "confirmed") and step is not None:
+                        overtaken.append(crm_id)
                 elif getattr(problem, "retryable", False):
                     report.pending[(module, crm_id)] = str(problem)
                     _settle_step(steps, step, "sent", str(problem))
                 else:
                     report.failed[(module, crm_id)] = str(problem)
                     _settle_step(steps, step, "failed", str(problem))
+            if overtaken and steps is not None:
+                _write_newest_again(steps, crm, module, overtaken, report)
     return report
+
+
+def _write_newest_again(steps: Steps, crm: CrmWriter, module: str, crm_ids: list[str],
+                        report: WriteBackReport) -> None:
+    """Records whose step was overtaken while this write was in flight: a newer write-back was
+    recorded meanwhile (the journal refuses older ones), and Sugar may have applied this older
+    write after it. The newest step's recorded values are written once more, so the last write
+    to land carries them (writing the same values twice is harmless; a failure of this resend is
+    left to the newer step's own retries)."""
+    newest = steps.store.get_intents(steps.tenant_id, step_module(module), crm_ids)
+    again = {crm_id: dict(json.loads(step.step_values)) for crm_id, step in newest.items() if step.step_values}
+    if not again:
+        return
+    try:
+        crm.update_records_bulk(module, again, chunk_size=BULK_CHUNK)
+    except Exception as error:  # noqa: BLE001 - the newer step retries itself
+        logger.warning("newest write-back not written again", extra={"crm_module": module, "error": str(error)})
+        return
+    report.superseded.update((module, crm_id) for crm_id in again)
+    logger.info("a newer write-back overtook this one: its values written again",
+                extra={"crm_module": module, "records": sorted(again)[:20]})
 
 
 def write_back_refused(error: str) -> str:
@@ -319,9 +344,11 @@ def _record_steps(steps: Steps | None, module: str, chunk: dict[str, dict[str, A
     return recorded, older
 
 
-def _settle_step(steps: Steps | None, step: Intent | None, state: str, error: str | None = None) -> None:
+def _settle_step(steps: Steps | None, step: Intent | None, state: str, error: str | None = None) -> bool:
+    """False when a later attempt of the step was recorded meanwhile (nothing settled)."""
     if steps is not None and step is not None:
-        steps.store.settle_intent(step, state, error=error)
+        return steps.store.settle_intent(step, state, error=error)
+    return True
 
 
 def _changed_fields(data_changes: Any) -> set[str] | None:

@@ -153,3 +153,32 @@ def test_the_same_state_written_again_is_not_refused(table):
         report = write_back([_outcome(news)], crm=sugar, config=CONFIG, steps=steps)
         assert report.superseded == set() and report.written == {("Quotes", "q-1")}
     assert len(sugar.calls) == 2
+
+
+class SugarLandingLast(FakeSugar):
+    """Sugar applies the first bulk call slowly: a newer write-back is recorded and written while
+    it is in flight (``during``), and the older values land after it."""
+
+    def __init__(self, during) -> None:
+        super().__init__()
+        self.during = during
+
+    def update_records_bulk(self, module: str, updates: dict[str, dict[str, Any]], chunk_size: int = 20):
+        if self.during is not None:
+            during, self.during = self.during, None
+            during()
+        return super().update_records_bulk(module, updates, chunk_size)
+
+
+def test_an_older_write_back_landing_after_a_newer_one_is_followed_by_the_newest_values_again(table):
+    invoice_id = str(uuid.uuid4())
+    older = invoice(invoice_id, paid=400.0, updated="2026-11-27T10:00:00")
+    newer = invoice(invoice_id, status="PAID", paid=1090.0, updated="2026-11-27T12:00:00")
+    steps = Steps(table, TENANT)
+    sugar = SugarLandingLast(lambda: write_back([_outcome(newer)], crm=sugar, config=CONFIG, steps=steps))
+    report = write_back([_outcome(older)], crm=sugar, config=CONFIG, steps=steps)
+    assert [u["q-1"]["xero_status_c"] for _, u in sugar.calls] == ["PAID", "AUTHORISED", "PAID"]
+    assert sugar.records[("Quotes", "q-1")]["xero_amount_paid_c"] == "1090.00"
+    assert report.superseded == {("Quotes", "q-1")}
+    assert _step(table).state == "confirmed" and _step(table).version == xero_version(
+        document_state("Invoices", newer).updated_utc)
