@@ -26,6 +26,7 @@ from typing import Any
 
 from shared.observability import logger
 from shared.usecases.work import finish
+from shared.usecases.writeback import WRITE_BACK_PENDING  # the note of a job waiting for its write-back
 
 XERO_BATCH = 50
 # While a top-up keeps finding messages (a burst is arriving), it looks again for up to this long.
@@ -110,8 +111,6 @@ def run_topped_up(event: dict[str, Any], queue: Any,
                                             if f["itemIdentifier"] in own]}
 
 
-# The note a job gets while its CRM write-back waits for Sugar (shared.usecases.contacts).
-WRITE_BACK_PENDING = "xero done, crm write-back pending"
 
 
 def mark_dead_lettered(records: list[dict[str, Any]], answer: dict[str, Any], *, queue: Any, jobs: Any) -> None:
