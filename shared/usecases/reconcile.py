@@ -372,9 +372,17 @@ class _TenantPass:
             xero_id = str(document.get(ID_FIELDS.get(resource, ""), "") or "")
             if xero_id:
                 self.seen[(resource, xero_id)] = document.get("UpdatedDateUTC")
-        pending = set(getattr(answer, "pending", None) or {})
+        reasons = dict(getattr(answer, "pending", None) or {})
+        pending = set(reasons)
         if pending:
             self.report.count("checked", "pending_again", len(pending))
+        waiting = sorted(xero_id for xero_id, why in reasons.items() if str(why).startswith("CRM write-back"))
+        if waiting:
+            # Retried by every pass (the watermark waits) and by the webhook worker; said in the
+            # problem list meanwhile, so a Sugar that keeps refusing is never a log line only.
+            self.report.error(f"{resource} CRM write-back", f"{len(waiting)} of Xero's updates wait for the CRM "
+                                                            f"(first {waiting[0]}: {reasons[waiting[0]]}); retried "
+                                                            "every pass")
         return pending
 
     def xero_documents(self, resource: str) -> None:
