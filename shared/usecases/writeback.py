@@ -86,8 +86,8 @@ class Steps:
     tenant_id: str
 
 
-def step_module(module: str) -> str:
-    return f"{module}#{STEP}"
+def step_module(module: str, step: str = STEP) -> str:
+    return f"{module}#{step}"
 
 
 class StepReader(Protocol):
@@ -152,7 +152,10 @@ def payload(outcome: Outcome, config: MappingConfig) -> dict[str, Any]:
 
 
 def write_back(outcomes: list[Outcome], *, crm: CrmWriter | None,
-               config: MappingConfig, steps: Steps | None = None) -> WriteBackReport:
+               config: MappingConfig, steps: Steps | None = None, step_name: str = STEP) -> WriteBackReport:
+    """Each outcome's Sugar fields, 20 records a bulk call, each record a journal step (``steps``)
+    named ``{module}#{step_name}``: the push and Xero's news about documents share ``WRITEBACK`` (they
+    write the same Xero values, so one version orders them); writers of other fields name their own."""
     report = WriteBackReport(written=set(), pending={}, failed={})
     if not outcomes or not config.write_back.enabled:
         return report
@@ -173,7 +176,7 @@ def write_back(outcomes: list[Outcome], *, crm: CrmWriter | None,
         ids = list(updates)
         for start in range(0, len(ids), BULK_CHUNK):
             chunk = {crm_id: updates[crm_id] for crm_id in ids[start:start + BULK_CHUNK]}
-            recorded, older = _record_steps(steps, module, chunk, versions)
+            recorded, older = _record_steps(steps, module, chunk, versions, step_name)
             for crm_id in older:
                 # A newer Xero state is already on the record: never overwritten with this older
                 # one; only the connector's own fields (status of the push) still go.
@@ -215,18 +218,18 @@ def write_back(outcomes: list[Outcome], *, crm: CrmWriter | None,
                     report.failed[(module, crm_id)] = str(problem)
                     _settle_step(steps, step, "failed", str(problem))
             if overtaken and steps is not None:
-                _write_newest_again(steps, crm, module, overtaken, report)
+                _write_newest_again(steps, crm, module, overtaken, report, step_name)
     return report
 
 
 def _write_newest_again(steps: Steps, crm: CrmWriter, module: str, crm_ids: list[str],
-                        report: WriteBackReport) -> None:
+                        report: WriteBackReport, step_name: str = STEP) -> None:
     """Records whose step was overtaken while this write was in flight: a newer write-back was
     recorded meanwhile (the journal refuses older ones), and Sugar may have applied this older
     write after it. The newest step's recorded values are written once more, so the last write
     to land carries them (writing the same values twice is harmless; a failure of this resend is
     left to the newer step's own retries)."""
-    newest = steps.store.get_intents(steps.tenant_id, step_module(module), crm_ids)
+    newest = steps.store.get_intents(steps.tenant_id, step_module(module, step_name), crm_ids)
     again = {crm_id: dict(json.loads(step.step_values)) for crm_id, step in newest.items() if step.step_values}
     if not again:
         return
@@ -322,7 +325,8 @@ def record_refused_write_back(jobs: Any, *, tenant_id: str, module: str, crm_id:
 
 
 def _record_steps(steps: Steps | None, module: str, chunk: dict[str, dict[str, Any]],
-                  versions: dict[tuple[str, str], str]) -> tuple[dict[str, Intent], list[str]]:
+                  versions: dict[tuple[str, str], str], step_name: str = STEP
+                  ) -> tuple[dict[str, Intent], list[str]]:
     """Each record's write-back intent, with the exact values and the version of Xero's state
     they carry, before the Sugar call. Returns the intents, and the records whose step was
     refused because a newer Xero state was already intended for them (the journal's
@@ -334,7 +338,8 @@ def _record_steps(steps: Steps | None, module: str, chunk: dict[str, dict[str, A
     for crm_id, fields in chunk.items():
         text = json.dumps(fields, sort_keys=True, default=str)
         intent = steps.store.record_intent(Intent(
-            tenant_id=steps.tenant_id, module=step_module(module), crm_id=crm_id, resource="SugarWriteBack",
+            tenant_id=steps.tenant_id, module=step_module(module, step_name), crm_id=crm_id,
+            resource="SugarWriteBack",
             body_hash=hashlib.sha256(text.encode()).hexdigest(), step_values=text,
             version=versions.get((module, crm_id)), updated_at=now_iso()))
         if intent is not None:

@@ -51,7 +51,7 @@ DOCUMENT_RESOURCES = frozenset(ID_FIELDS)
 PUSH_OWNED_VALUES = frozenset({"sync_status", "last_error", "synced_at"})
 STORE_ATTEMPTS = 3
 DEFAULT_REFRESH_LIMIT = 250  # pending resources per tenant per run: 5 Xero GETs of 50 invoices
-CRM_BULK_CHUNK = 20
+CONTACT_VALUES_STEP = "XEROVALUES"  # the journal step of Xero's contact values written onto a CRM record
 # Imported records get an id derived from the Xero id, so a second attempt cannot create a twin.
 IMPORT_NAMESPACE = uuid.UUID("6f1c2b0e-5f7a-4d8e-9a51-3c2d7e0b9f14")
 
@@ -480,32 +480,23 @@ def apply_contacts(contacts: list[dict[str, Any]], *, tenant_id: str, mappings: 
                 continue  # documents and items share the index; only records that are contacts
             updates.setdefault(mapping.module, {})[mapping.crm_id] = values
             owners[(mapping.module, mapping.crm_id)] = xero_id
-    written: set[str] = set()
-    pending: dict[str, str] = {}
-    for module, records in updates.items():
-        ids = list(records)
-        for start in range(0, len(ids), CRM_BULK_CHUNK):
-            chunk = {crm_id: records[crm_id] for crm_id in ids[start:start + CRM_BULK_CHUNK]}
-            try:
-                results = crm.update_records_bulk(module, chunk, chunk_size=CRM_BULK_CHUNK)
-            except Exception as error:  # noqa: BLE001 - Sugar down: the contact is refreshed again
-                for crm_id in chunk:
-                    pending[owners[(module, crm_id)]] = str(error)
-                continue
-            for crm_id in chunk:
-                result = results.get(crm_id)
-                problem = result.error(f"PUT /{module}/{crm_id}") if result is not None else None
-                if result is None or (problem is not None and getattr(problem, "retryable", False)):
-                    pending[owners[(module, crm_id)]] = str(problem or "Sugar gave no answer")
-                elif problem is not None:
-                    logger.error("CRM refused Xero's contact values",
-                                 extra={"crm_module": module, "crm_id": crm_id, "error": str(problem)})
-                    xero_id = owners[(module, crm_id)]
-                    record_refused_write_back(jobs, tenant_id=tenant_id, module=module, crm_id=crm_id,
-                                              xero_id=xero_id, version=xero_version(updated_iso(by_id[xero_id])),
-                                              error=str(problem), source=source)
-                else:
-                    written.add(owners[(module, crm_id)])
+    # Journal steps of their own (``{module}#XEROVALUES``: the push's write-back writes other
+    # fields), carrying the contact's UpdatedDateUTC: an older refresh never overwrites a newer one.
+    outcomes = [Outcome(module=module, crm_id=crm_id, sync_status="synced", recorded=values,
+                        version=xero_version(updated_iso(by_id[owners[(module, crm_id)]])))
+                for module, records in updates.items() for crm_id, values in records.items()]
+    values_only = config.model_copy(update={"write_back": config.write_back.model_copy(
+        update={"enabled": True, "fields": {}})})
+    report = write_back(outcomes, crm=crm, config=values_only, steps=_steps(mappings, tenant_id),
+                        step_name=CONTACT_VALUES_STEP)
+    written = {owners[key] for key in report.written}
+    pending = {owners[key]: why for key, why in report.pending.items()}
+    for (module, crm_id), problem in report.failed.items():
+        logger.error("CRM refused Xero's contact values",
+                     extra={"crm_module": module, "crm_id": crm_id, "error": problem})
+        xero_id = owners[(module, crm_id)]
+        record_refused_write_back(jobs, tenant_id=tenant_id, module=module, crm_id=crm_id, xero_id=xero_id,
+                                  version=xero_version(updated_iso(by_id[xero_id])), error=problem, source=source)
     return written - set(pending), pending
 
 

@@ -15,6 +15,7 @@ import pytest
 from shared.mapping.settings import MappingConfig
 from shared.mapping.xero_documents import document_state, write_back_values
 from shared.state.dynamo import SyncStateTable
+from shared.state.records import Mapping
 from shared.sugar.errors import SugarUnavailable
 from shared.usecases.status import gather
 from shared.usecases.writeback import (
@@ -25,10 +26,10 @@ from shared.usecases.writeback import (
     write_back,
     xero_version,
 )
-from shared.usecases.xero_updates import apply_documents
+from shared.usecases.xero_updates import CONTACT_VALUES_STEP, apply_contacts, apply_documents
 from tests.conftest import SYNC_TABLE_NAME
 from tests.support.fakes import FakeSugar
-from tests.unit.test_xero_updates import TENANT, invoice, mapped, stored
+from tests.unit.test_xero_updates import TENANT, invoice, mapped, stored, xero_date
 
 CONFIG = MappingConfig()
 
@@ -182,3 +183,45 @@ def test_an_older_write_back_landing_after_a_newer_one_is_followed_by_the_newest
     assert report.superseded == {("Quotes", "q-1")}
     assert _step(table).state == "confirmed" and _step(table).version == xero_version(
         document_state("Invoices", newer).updated_utc)
+
+
+# ---- Xero's contact values (CONTACT events) --------------------------------------------------
+CONTACT_CONFIG = MappingConfig.model_validate({"xero_updates": {"contact_fields": {
+    "balance_receivable": "xero_balance_c", "contact_status": "xero_contact_status_c"}}})
+
+
+def _contact(contact_id: str, outstanding: float, updated: str) -> dict[str, Any]:
+    return {"ContactID": contact_id, "Name": "Harbour View", "ContactStatus": "ACTIVE",
+            "UpdatedDateUTC": xero_date(updated),
+            "Balances": {"AccountsReceivable": {"Outstanding": outstanding, "Overdue": 0.0}}}
+
+
+def _apply_contacts(table, sugar, contacts):
+    return apply_contacts(contacts, tenant_id=TENANT, mappings=table, crm=sugar, config=CONTACT_CONFIG, jobs=table)
+
+
+def test_contact_values_are_a_step_of_their_own_retried_then_done_and_never_older(table):
+    contact_id = str(uuid.uuid4())
+    table.put_mapping(Mapping(tenant_id=TENANT, module="Accounts", crm_id="acc-1", xero_id=contact_id))
+    sugar = SugarDownFirst(times=1)
+    newer = _contact(contact_id, 690.0, "2026-11-27T12:00:00")
+    assert _apply_contacts(table, sugar, [newer]) == (set(), {contact_id: "POST /bulk: Sugar answered 503 "
+                                                                          "maintenance"})
+    assert _apply_contacts(table, sugar, [newer]) == ({contact_id}, {})
+    step = table.get_intents(TENANT, step_module("Accounts", CONTACT_VALUES_STEP), ["acc-1"])["acc-1"]
+    assert step.state == "confirmed" and step.attempt == 2
+    assert table.get_intents(TENANT, step_module("Accounts"), ["acc-1"]) == {}  # the push's step is its own
+    # an older refresh arriving late writes nothing older
+    _apply_contacts(table, sugar, [_contact(contact_id, 100.0, "2026-11-27T10:00:00")])
+    assert sugar.records[("Accounts", "acc-1")]["xero_balance_c"] == "690.00"
+    assert len(sugar.calls) == 2
+
+
+def test_contact_values_the_crm_refuses_for_good_are_a_failed_job(table):
+    contact_id = str(uuid.uuid4())
+    table.put_mapping(Mapping(tenant_id=TENANT, module="Accounts", crm_id="acc-1", xero_id=contact_id))
+    sugar = FakeSugar()
+    sugar.missing.add("acc-1")
+    assert _apply_contacts(table, sugar, [_contact(contact_id, 690.0, "2026-11-27T12:00:00")]) == (set(), {})
+    (failure,) = _failed_jobs(table)
+    assert failure["kind"] == WRITE_BACK_KIND and failure["crm_id"] == "acc-1" and contact_id in failure["error"]
