@@ -258,3 +258,35 @@ def test_a_job_redelivered_after_its_write_back_was_refused_for_good_stays_faile
     assert len(xero.calls) == 1 and len(sugar.calls) == 2
     assert "succeeded" not in jobs.history[item.job_id] and jobs.jobs[item.job_id].status == "failed"
     assert "write-back was refused for good" in jobs.jobs[item.job_id].error
+
+
+def test_a_push_write_back_retried_after_newer_xero_news_was_written_keeps_the_newer_values(xero):
+    """Issue 11, Deliver 4 (ordering): the push's write-back waits for Sugar; meanwhile Xero's news
+    (a payment: PAID) is written onto the record by the webhook worker, whose worker then dies
+    before storing the state. The push's retry carries the older Xero state: it writes the
+    connector's own fields (status of the push, Xero id) and never the older Xero values."""
+    from shared.mapping.xero_documents import write_back_values
+    from shared.models.invoices import XeroDocumentState
+    from shared.usecases.writeback import Outcome, Steps, write_back, xero_version
+
+    jobs, mappings, sugar = HistoryJobs(), FakeMappings(), SugarRefusingFirst(times=1, module="Invoices")
+    items = _accepted(jobs, invoices.KIND_DOCUMENT, _sales())
+    (job_id,) = [i.job_id for i in items]
+    assert _push(items, xero, jobs, mappings, sugar).retry == {items[0].message_id}
+    mapping = mappings.get_mappings(xero.tenant_id, document_module("Invoices", "ACCREC"), ["inv-1"])["inv-1"]
+    pushed = XeroDocumentState.model_validate(mapping.document)
+    paid = pushed.model_copy(update={"status": "PAID", "amount_paid": pushed.total, "amount_due": Decimal("0.00"),
+                                     "updated_utc": "2099-01-01T00:00:00.000+00:00"})
+    news_fields = {k: v for k, v in MappingConfig().write_back.fields.items()
+                   if k not in ("sync_status", "last_error", "synced_at")}
+    news_config = MappingConfig().model_copy(update={"write_back": MappingConfig().write_back.model_copy(
+        update={"fields": news_fields})})
+    write_back([Outcome(module="Invoices", crm_id="inv-1", sync_status="synced", xero_id=paid.xero_id,
+                        values=write_back_values(paid), version=xero_version(paid.updated_utc))],
+               crm=sugar, config=news_config, steps=Steps(mappings, xero.tenant_id))
+    assert sugar.records[("Invoices", "inv-1")]["xero_status_c"] == "PAID"
+    assert _push(items, xero, jobs, mappings, sugar).retry == set()
+    record = sugar.records[("Invoices", "inv-1")]
+    assert record["xero_status_c"] == "PAID" and record["xero_amount_due_c"] == "0.00"
+    assert record["xero_sync_status_c"] == "synced" and record["xero_id_c"] == pushed.xero_id
+    assert jobs.history[job_id][-1] == "succeeded" and jobs.history[job_id].count("succeeded") == 1
