@@ -871,82 +871,102 @@ def _credit(run: _Run, records: list[_Record], batch_size: int) -> None:
         _batch_failed(run, fresh, error)
         return
     for chunk in chunks(fresh, batch_size):
-        ready = [r for r in chunk if r.state and r.state.xero_id in invoices]
-        for record in chunk:
-            if record not in ready:
-                run.fail(record, "the Xero invoice to credit was not found")
-        if not ready:
-            continue
-        built = []
-        for record in ready:
-            assert record.state is not None
-            try:
-                record.body = credit_note_body(record.state, invoices[record.state.xero_id])
-            except DocumentRefused as error:
-                run.fail(record, str(error))
-                continue
-            record.entry = Entry(module=credit_modules[record.key], crm_id=record.doc.crm_id, resource="CreditNotes",
-                                 body=record.body, version=record.version, job_ids=[i.job_id for i in record.items])
-            built.append(record)
-        ready = built
-        if not ready:
-            continue
+        _credit_chunk(run, chunk, invoices, credit_modules)
+
+
+def _credit_chunk(run: _Run, chunk: list[_Record], invoices: dict[str, dict[str, Any]],
+                  credit_modules: dict[Any, str]) -> None:
+    """One chunk of credit notes: built from the invoices as Xero holds them, recovered and
+    journalled, sent, then each one's state stored and its allocation settled."""
+    ready = [r for r in chunk if r.state and r.state.xero_id in invoices]
+    for record in chunk:
+        if record not in ready:
+            run.fail(record, "the Xero invoice to credit was not found")
+    ready = _credit_note_bodies(run, ready, invoices, credit_modules)
+    if not ready:
+        return
+    try:
+        problems = run.journal.recover([r.entry for r in ready if r.entry],
+                                       f"creditnotes-{content_hash([r.body for r in ready])}")
+    except (XeroError, ConnectionNotReady) as error:
+        _batch_failed(run, ready, error)
+        return
+    for record in ready:
+        if id(record.entry) in problems:
+            run.fail(record, problems[id(record.entry)])
+    # A credit note an unconfirmed earlier attempt raised is taken as it is, never sent again.
+    found = {id(r): r.entry.found for r in ready if r.entry and r.entry.found}
+    to_send = [r for r in ready if id(r.entry) not in problems and id(r) not in found]
+    settled = _send_credit_notes(run, to_send) + \
+        [(r, {**found[id(r)], "StatusAttributeString": "OK"}) for r in ready if id(r) in found]
+    run.held = []
+    for record, answer in settled:
+        _settle_credit_note(run, record, answer, credit_modules[record.key])
+    run.crash.reached(STATE_WRITTEN)
+    run.release()
+
+
+def _credit_note_bodies(run: _Run, ready: list[_Record], invoices: dict[str, dict[str, Any]],
+                        credit_modules: dict[Any, str]) -> list[_Record]:
+    """Each record's credit note body and journal entry; a note that cannot be built fails its job."""
+    built = []
+    for record in ready:
+        assert record.state is not None
         try:
-            problems = run.journal.recover([r.entry for r in ready if r.entry],
-                                           f"creditnotes-{content_hash([r.body for r in ready])}")
-        except (XeroError, ConnectionNotReady) as error:
-            _batch_failed(run, ready, error)
+            record.body = credit_note_body(record.state, invoices[record.state.xero_id])
+        except DocumentRefused as error:
+            run.fail(record, str(error))
             continue
-        for record in ready:
-            if id(record.entry) in problems:
-                run.fail(record, problems[id(record.entry)])
-        # A credit note an unconfirmed earlier attempt raised is taken as it is, never sent again.
-        found = {id(r): r.entry.found for r in ready if r.entry and r.entry.found}
-        to_send = [r for r in ready if id(r.entry) not in problems and id(r) not in found]
-        answers: list[dict[str, Any]] = []
-        if to_send:
-            bodies = [r.body for r in to_send]
-            key = f"creditnotes-{content_hash(bodies)}"
-            refused = run.journal.record([r.entry for r in to_send if r.entry], key)
-            for record in [r for r in to_send if r.entry in refused]:
-                run.finish_items(record.items, "ignored", warnings=[OLDER])
-            to_send = [r for r in to_send if r.entry not in refused]
-        if to_send:
-            try:
-                answers = run.xero.upsert_batch("CreditNotes", [r.body for r in to_send], params=UNIT_DECIMALS,
-                                                idempotency_key=key)
-            except (XeroError, ConnectionNotReady) as error:
-                run.journal.call_failed([r.entry for r in to_send if r.entry], error)
-                _batch_failed(run, to_send, error)
-                to_send = []
-            else:
-                run.crash.reached(XERO_ANSWERED)
-        settled = [(r, a) for r, a in zip(to_send, answers, strict=True)] + \
-                  [(r, {**found[id(r)], "StatusAttributeString": "OK"}) for r in ready if id(r) in found]
-        run.held = []
-        for record, answer in settled:
-            assert record.state is not None
-            note_id = answer.get("CreditNoteID")
-            if (answer.get("StatusAttributeString") or "OK").upper() == "ERROR" or not note_id:
-                message = "; ".join(validation_messages(answer)) or "no reason given"
-                if record.entry:
-                    run.journal.failed(record.entry, message)
-                run.fail(record, "Xero refused the credit note: " + message)
-                continue
-            note = document_state("CreditNotes", answer)
-            run.mappings.put_mapping(Mapping(
-                tenant_id=run.xero.tenant_id, module=credit_modules[record.key], crm_id=record.doc.crm_id,
-                xero_id=note.xero_id, xero_number=note.number, xero_updated=note.updated_utc,
-                document=note.model_dump(mode="json"), version=record.version))
-            if record.entry:
-                run.journal.confirmed(record.entry, note.xero_id)
-            warnings = [f"cancelled in the CRM after payment: credited by Xero credit note {note.number or note_id} "
-                        f"for {note.total:,.2f}"]
-            if _settle_allocation(run, record, credit_modules[record.key], note_id, note.number, note.total,
-                                  warnings):
-                run.succeed(record, record.state, warnings)
-        run.crash.reached(STATE_WRITTEN)
-        run.release()
+        record.entry = Entry(module=credit_modules[record.key], crm_id=record.doc.crm_id, resource="CreditNotes",
+                             body=record.body, version=record.version, job_ids=[i.job_id for i in record.items])
+        built.append(record)
+    return built
+
+
+def _send_credit_notes(run: _Run, to_send: list[_Record]) -> list[tuple[_Record, dict[str, Any]]]:
+    """Record the intents (an older save ends ignored), then one call; Xero's answer per record
+    (none when the call failed: the records are deferred or failed by ``_batch_failed``)."""
+    if not to_send:
+        return []
+    key = f"creditnotes-{content_hash([r.body for r in to_send])}"
+    refused = run.journal.record([r.entry for r in to_send if r.entry], key)
+    for record in [r for r in to_send if r.entry in refused]:
+        run.finish_items(record.items, "ignored", warnings=[OLDER])
+    to_send = [r for r in to_send if r.entry not in refused]
+    if not to_send:
+        return []
+    try:
+        answers = run.xero.upsert_batch("CreditNotes", [r.body for r in to_send], params=UNIT_DECIMALS,
+                                        idempotency_key=key)
+    except (XeroError, ConnectionNotReady) as error:
+        run.journal.call_failed([r.entry for r in to_send if r.entry], error)
+        _batch_failed(run, to_send, error)
+        return []
+    run.crash.reached(XERO_ANSWERED)
+    return list(zip(to_send, answers, strict=True))
+
+
+def _settle_credit_note(run: _Run, record: _Record, answer: dict[str, Any], module: str) -> None:
+    """Store the credit note Xero answered (or fail the job with Xero's reasons), then allocate it."""
+    assert record.state is not None
+    note_id = answer.get("CreditNoteID")
+    if (answer.get("StatusAttributeString") or "OK").upper() == "ERROR" or not note_id:
+        message = "; ".join(validation_messages(answer)) or "no reason given"
+        if record.entry:
+            run.journal.failed(record.entry, message)
+        run.fail(record, "Xero refused the credit note: " + message)
+        return
+    note = document_state("CreditNotes", answer)
+    run.mappings.put_mapping(Mapping(
+        tenant_id=run.xero.tenant_id, module=module, crm_id=record.doc.crm_id,
+        xero_id=note.xero_id, xero_number=note.number, xero_updated=note.updated_utc,
+        document=note.model_dump(mode="json"), version=record.version))
+    if record.entry:
+        run.journal.confirmed(record.entry, note.xero_id)
+    warnings = [f"cancelled in the CRM after payment: credited by Xero credit note {note.number or note_id} "
+                f"for {note.total:,.2f}"]
+    if _settle_allocation(run, record, module, note_id, note.number, note.total, warnings):
+        run.succeed(record, record.state, warnings)
 
 
 ALLOCATION = "ALLOCATION"  # the journal module suffix of a credit note's allocation step
