@@ -5,18 +5,20 @@ them, for tests that change the environment."""
 from __future__ import annotations
 
 from functools import cache
-
-import requests
+from typing import TYPE_CHECKING
 
 from shared.config import settings
 from shared.errors import ConnectionNotReady
 from shared.queue import SqsQueue
 from shared.secrets import get_secret
-from shared.state.dynamo import SyncStateTable
-from shared.sugar import SugarClient
-from shared.sugar.token_cache import DynamoSugarTokenCache
-from shared.xero.auth import XeroTokens
-from shared.xero.client import XeroClient
+
+if TYPE_CHECKING:  # the adapters are imported where they are built: an API event needs no HTTP client
+    import requests
+
+    from shared.state.dynamo import SyncStateTable
+    from shared.sugar import SugarClient
+    from shared.xero.auth import XeroTokens
+    from shared.xero.client import XeroClient
 
 
 @cache
@@ -28,6 +30,7 @@ def _boto3():  # boto3 is imported lazily: handlers that never touch AWS do not 
 
 @cache
 def job_store() -> SyncStateTable:
+    from shared.state.dynamo import SyncStateTable
     from shared.state.payloads import S3PayloadStore
 
     bucket, key = settings().payload_bucket, settings().token_key_id
@@ -73,11 +76,15 @@ def webhook_queue() -> SqsQueue:
 
 @cache
 def http_session() -> requests.Session:
+    import requests
+
     return requests.Session()
 
 
 @cache
 def xero_tokens() -> XeroTokens:
+    from shared.xero.auth import XeroTokens
+
     return XeroTokens(job_store(), settings().connection_id, identity_url=settings().xero_identity_url,
                       client_id=get_secret("XERO_CLIENT_ID"),
                       client_secret=get_secret("XERO_CLIENT_SECRET"), session=http_session())
@@ -118,6 +125,8 @@ def rate_gate():
 
 @cache
 def xero_client() -> XeroClient:
+    from shared.xero.client import XeroClient
+
     return XeroClient(settings().xero_api_base_url, tenant_id(), xero_tokens(), session=http_session(),
                       gate=rate_gate())
 
@@ -127,6 +136,9 @@ def sugar_client() -> SugarClient:
     base_url = settings().sugar_base_url
     if not base_url:
         raise ConnectionNotReady("SUGAR_BASE_URL is not configured")
+    from shared.sugar import SugarClient
+    from shared.sugar.token_cache import DynamoSugarTokenCache
+
     return SugarClient(base_url, get_secret("SUGAR_USERNAME"), get_secret("SUGAR_PASSWORD"),
                        get_secret("SUGAR_PLATFORM"), DynamoSugarTokenCache(job_store()),
                        session=http_session())
@@ -172,6 +184,8 @@ def xero_client_for(tenant_id: str) -> XeroClient:
     """A Xero client for one organisation (webhook events name theirs): the connection's token
     set and the shared rate gate, with that organisation's ``xero-tenant-id``."""
     _check_connected(tenant_id)
+    from shared.xero.client import XeroClient
+
     return XeroClient(settings().xero_api_base_url, tenant_id, xero_tokens(), session=http_session(),
                       gate=rate_gate())
 

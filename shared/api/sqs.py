@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
-
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from typing import TYPE_CHECKING, Any
 
 from shared.backoff import deadline_of
 from shared.errors import ConnectionNotReady
 from shared.observability import MetricNames, logger, metrics
 from shared.queue import DOCUMENT_STORED
 from shared.usecases.work import CONNECTION_RETRY_SECONDS, BatchResult, WorkItem
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 
 class RetryLater(Exception):
@@ -95,6 +95,8 @@ def run_batch(event: dict[str, Any], context: Any, work: Callable[[list[WorkItem
         for message_id in result.retry:
             defer(receipts[message_id], int(min(result.retry_after, 43000)) + 1)
     failed = result.retry | unreadable
+    # Imported here: Powertools Batch builds its parser models on import, which an API event never needs.
+    from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 
     def record_handler(record: SQSRecord) -> None:
         if record.message_id in failed:

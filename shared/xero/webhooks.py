@@ -65,7 +65,7 @@ def normalise_event_date(value: str) -> str:
 class WebhookEvent(BaseModel):
     """One change notice. Events are thin: the resource itself must be fetched from Xero."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(defer_build=True, extra="allow", populate_by_name=True)
 
     resource_url: str = Field(alias="resourceUrl", max_length=2048)
     resource_id: str = Field(alias="resourceId", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9-]+$")
@@ -96,7 +96,7 @@ class WebhookPayload(BaseModel):
     """A delivery. ``events`` is empty for Intent-to-Receive checks. Events are kept as sent
     and validated one by one, so that one odd event does not cost the others."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(defer_build=True, extra="allow")
 
     events: list[dict[str, Any]]
     first_event_sequence: int | None = Field(default=None, alias="firstEventSequence", ge=0)
