@@ -29,12 +29,18 @@ def _boto3():  # boto3 is imported lazily: handlers that never touch AWS do not 
 
 
 @cache
+def _dynamodb():
+    """One DynamoDB resource (and so one client) for every table adapter of the container."""
+    return _boto3().resource("dynamodb")
+
+
+@cache
 def job_store() -> SyncStateTable:
     from shared.state.dynamo import SyncStateTable
     from shared.state.payloads import S3PayloadStore
 
     bucket, key = settings().payload_bucket, settings().token_key_id
-    return SyncStateTable(settings().sync_table, resource=_boto3().resource("dynamodb"),
+    return SyncStateTable(settings().sync_table, resource=_dynamodb(),
                           job_ttl_days=settings().job_ttl_days,
                           payloads=S3PayloadStore(bucket, client=_boto3().client("s3")) if bucket else None,
                           sealer=_sealer(key) if key else None)
@@ -119,7 +125,7 @@ def tenant_id() -> str:
 def rate_gate():
     from shared.xero.limits import SharedRateGate
 
-    return SharedRateGate(_boto3().resource("dynamodb").Table(settings().sync_table),
+    return SharedRateGate(_dynamodb().Table(settings().sync_table),
                           day_limit=settings().xero_day_limit)
 
 
@@ -148,14 +154,14 @@ def sugar_client() -> SugarClient:
 def oauth_states():
     from shared.state.oauth_states import OAuthStateTable
 
-    return OAuthStateTable(settings().sync_table, resource=_boto3().resource("dynamodb"))
+    return OAuthStateTable(settings().sync_table, resource=_dynamodb())
 
 
 @cache
 def webhook_events():
     from shared.state.webhook_events import WebhookEventTable
 
-    return WebhookEventTable(settings().sync_table, resource=_boto3().resource("dynamodb"),
+    return WebhookEventTable(settings().sync_table, resource=_dynamodb(),
                              event_ttl_hours=settings().dedupe_ttl_hours)
 
 
@@ -171,8 +177,11 @@ def reset() -> None:
     from shared import config
 
     config.settings.cache_clear()
-    for factory in (_boto3, job_store, _sealer, _sqs, contact_queue, invoice_queue, webhook_queue, http_session,
-                    xero_tokens, xero_client, sugar_client, rate_gate, oauth_states, webhook_events):
+    from shared import secrets
+
+    secrets.secrets_provider.cache_clear()
+    for factory in (_boto3, _dynamodb, job_store, _sealer, _sqs, contact_queue, invoice_queue, webhook_queue,
+                    http_session, xero_tokens, xero_client, sugar_client, rate_gate, oauth_states, webhook_events):
         getattr(factory, "cache_clear", lambda: None)()  # a test may have replaced the factory
     getattr(xero_client_for, "cache_clear", lambda: None)()
     for name in ("reconcile_state", "reconcile_queue"):  # defined below
@@ -223,7 +232,7 @@ def reconcile_state():
     """Watermarks, the last pass's report, the cached organisation metadata, the audit cursor."""
     from shared.state.watermarks import ReconcileStateTable
 
-    return ReconcileStateTable(settings().sync_table, resource=_boto3().resource("dynamodb"))
+    return ReconcileStateTable(settings().sync_table, resource=_dynamodb())
 
 
 @cache
@@ -236,7 +245,7 @@ def reconcile_queue() -> SqsQueue:
 def billing_ledger():
     from shared.billing.ledger import BillingLedger
 
-    return BillingLedger(settings().sync_table, resource=_boto3().resource("dynamodb"))
+    return BillingLedger(settings().sync_table, resource=_dynamodb())
 
 
 def billing_rules(tenant_id: str):
