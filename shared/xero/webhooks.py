@@ -62,6 +62,19 @@ def normalise_event_date(value: str) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def check_event_date(value: str) -> None:
+    """Raises ValueError exactly when ``normalise_event_date`` would, at a fraction of its cost
+    for the form Xero sends (no zone): a delivery checks 50 of them while Xero waits."""
+    match = _XERO_DATE.match(value.strip())
+    if not match:
+        raise ValueError(f"not a Xero date-time: {value!r}")
+    seconds, _, zone = match.groups()
+    if zone in (None, "Z"):
+        datetime.fromisoformat(seconds)  # the date and the time of day in range; the fraction is digits
+    else:
+        normalise_event_date(value)
+
+
 class WebhookEvent(BaseModel):
     """One change notice. Events are thin: the resource itself must be fetched from Xero."""
 
@@ -80,7 +93,7 @@ class WebhookEvent(BaseModel):
     @field_validator("event_date_utc")
     @classmethod
     def _readable_date(cls, value: str) -> str:
-        normalise_event_date(value)
+        check_event_date(value)
         return value
 
     @property
