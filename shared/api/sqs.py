@@ -1,13 +1,20 @@
 """Queue side of a handler: SQS batches in, partial batch failures out (Powertools Batch).
 
 Workers need the whole batch at once (to group up to 50 documents into one Xero call), so the
-batch is worked first and Powertools then reports each record that must be retried."""
+batch is worked first and Powertools then reports each record that must be retried.
+
+Every handler imports this module before anything else (``functions/*/app.py``): Powertools
+Batch, imported while pydantic is not loaded yet, leaves out the Parser models it would
+otherwise build for its type hints (a feature the connector does not use), tens of
+milliseconds of every cold start. ``tests/unit/test_cold_imports.py`` holds it there."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 
 from shared.backoff import deadline_of
 from shared.errors import ConnectionNotReady
@@ -95,8 +102,6 @@ def run_batch(event: dict[str, Any], context: Any, work: Callable[[list[WorkItem
         for message_id in result.retry:
             defer(receipts[message_id], int(min(result.retry_after, 43000)) + 1)
     failed = result.retry | unreadable
-    # Imported here: Powertools Batch builds its parser models on import, which an API event never needs.
-    from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 
     def record_handler(record: SQSRecord) -> None:
         if record.message_id in failed:
