@@ -27,7 +27,6 @@ from shared.usecases.backfill import (
     ORDER_BY,
     JobsOutcome,
     ModuleSpec,
-    ModuleUnavailable,
     Pushed,
     Tally,
     hook_body,
@@ -127,7 +126,7 @@ class ConnectorApi:
         return session
 
     def _send(self, method: str, path: str, body: Any = None) -> requests.Response:
-        """Repeats 429, 5xx other than 501 and dropped connections: the body is the job's
+        """Repeats 429, 5xx and dropped connections: the body is the job's
         identity, so a repeat can only find the first job."""
         for attempt in range(1, POST_ATTEMPTS + 1):
             try:
@@ -137,7 +136,7 @@ class ConnectorApi:
                 if attempt == POST_ATTEMPTS:
                     raise
             else:
-                if not (answer.status_code == 429 or (answer.status_code >= 500 and answer.status_code != 501)):
+                if not (answer.status_code == 429 or answer.status_code >= 500):
                     return answer
                 if attempt == POST_ATTEMPTS:
                     return answer
@@ -150,8 +149,6 @@ class ConnectorApi:
             answer = self._send("POST", spec.route, hook_body(spec, record))
         except requests.RequestException as error:
             return Pushed(record_id, "refused", error=f"not sent: {type(error).__name__}: {error}")
-        if answer.status_code == 501:
-            return Pushed(record_id, "unavailable", error=_error_text(answer))
         if answer.status_code in (200, 202):
             accepted = answer.json()
             return Pushed(record_id, "duplicate" if accepted.get("duplicate") else "new",
@@ -278,10 +275,6 @@ def backfill(spec: ModuleSpec, since: str, *, api: ConnectorApi, sugar: SugarCli
                            workers=WORKERS, on_page=show)
         if tty:
             print(file=out)
-    except ModuleUnavailable as error:
-        print(f"\nSkipped {spec.module}: the connector does not take them yet "
-              f"({api.base_url}{spec.route} answered 501: {error}). Nothing was pushed.", file=out)
-        return 0
     except SugarError as error:
         print(f"\nReading {spec.module} from Sugar failed: {error}", file=out)
         return 1

@@ -281,19 +281,39 @@ def _count(section: dict[str, Any] | None, key: str) -> str:
 
 
 def render(report: StatusReport, target: StackTarget) -> str:
+    """The report as a person reads it: one section after the other, then the verdict."""
     lines = [f"sugar-xero status: {target.where}", f"sync table {target.sync_table}"
              + (f" at {target.endpoint_url}" if target.endpoint_url else ""), ""]
-
     organisations = target.details.get("organisations") or {}
     if organisations:
         lines.append("Organisations (mapping configuration: documents are routed to one of these)")
         lines += _table(["NAME", "XERO TENANT"], [[name, tenant] for name, tenant in organisations.items()])
         lines.append("")
-    lines.append("Connections")
-    if not report.connections:
-        lines.append("  none recorded yet: run `sugar-xero connect` (Custom Connections connect on first use)")
+    lines += ["Connections"] + render_connections(report.connections)
+    lines += ["", "Jobs"]
+    states = list(JOB_STATES) + [s for s in report.jobs if s not in JOB_STATES]
+    lines += _table(states, [[str(report.jobs.get(s, 0)) for s in states]])
+    lines += ["", f"Latest failures ({len(report.recent_failures)}, newest first)"]
+    lines += render_failures(report.recent_failures)
+    lines += ["", "Queues (approximate message counts)"] + render_queues(report.queues)
+    lines += ["", "Xero rate limits per organisation"] + render_rate_limits(report.rate_limits)
+    lines += ["", "Last reconcile per organisation"]
+    lines += render_reconciles(report.reconciles)
+    lines += ["", "CRM fields and hooks (last check)"] + render_crm_check(report.crm_check)
+    lines.append("")
+    if report.healthy:
+        lines.append("Healthy.")
+    else:
+        lines.append(f"{len(report.problems)} problem(s):")
+        lines += [f"  - {p}" for p in report.problems]
+    return "\n".join(lines)
+
+
+def render_connections(connections: list[dict[str, Any]]) -> list[str]:
+    if not connections:
+        return ["  none recorded yet: run `sugar-xero connect` (Custom Connections connect on first use)"]
     rows = []
-    for c in report.connections:
+    for c in connections:
         tenant = c.get("tenant_name") or c.get("tenant_id") or "-"
         if c.get("tenant_name") and c.get("tenant_id"):
             tenant = f"{c['tenant_name']} ({c['tenant_id']})"
@@ -303,33 +323,30 @@ def render(report: StatusReport, target: StackTarget) -> str:
         rows.append([c["connection_id"], c["system"], status.upper() if c.get("fix") else status,
                      tenant if c["system"] == "xero" else "-", c.get("access_expires_at") or "-",
                      "FIX: " + c["fix"] if c.get("fix") else str(c.get("note") or "")])
-    if rows:
-        lines += _table(["CONNECTION", "SYSTEM", "STATUS", "ORGANISATION", "ACCESS TOKEN EXPIRES", "NOTE"], rows)
+    return _table(["CONNECTION", "SYSTEM", "STATUS", "ORGANISATION", "ACCESS TOKEN EXPIRES", "NOTE"], rows)
 
-    lines += ["", "Jobs"]
-    states = list(JOB_STATES) + [s for s in report.jobs if s not in JOB_STATES]
-    lines += _table(states, [[str(report.jobs.get(s, 0)) for s in states]])
 
-    lines += ["", f"Latest failures ({len(report.recent_failures)}, newest first)"]
-    if report.recent_failures:
-        lines += _table(["JOB", "KIND", "CRM", "UPDATED", "ATTEMPTS", "ERROR"],
-                        [[f["job_id"], f["kind"] + (f" (organisation {f['tenant_id']})" if f.get("tenant_id") else ""),
-                          f"{f['crm_module']}/{f['crm_id']}", f["updated_at"],
-                          str(f["attempts"]), _clip(f["error"], 100)] for f in report.recent_failures])
-    else:
-        lines.append("  none")
+def render_failures(failures: list[dict[str, Any]]) -> list[str]:
+    if not failures:
+        return ["  none"]
+    return _table(["JOB", "KIND", "CRM", "UPDATED", "ATTEMPTS", "ERROR"],
+                  [[f["job_id"], f["kind"] + (f" (organisation {f['tenant_id']})" if f.get("tenant_id") else ""),
+                    f"{f['crm_module']}/{f['crm_id']}", f["updated_at"],
+                    str(f["attempts"]), _clip(f["error"], 100)] for f in failures])
 
-    lines += ["", "Queues (approximate message counts)"]
-    if report.queues:
-        lines += _table(["QUEUE", "WAITING", "IN FLIGHT", "DELAYED", "DLQ WAITING", "DLQ IN FLIGHT", "DLQ DELAYED"],
-                        [[q["name"], _count(q["queue"], "visible"), _count(q["queue"], "in_flight"),
-                          _count(q["queue"], "delayed"), _count(q["dlq"], "visible"), _count(q["dlq"], "in_flight"),
-                          _count(q["dlq"], "delayed")] for q in report.queues])
-    else:
-        lines.append("  no queue URLs known")
 
-    lines += ["", "Xero rate limits per organisation"]
-    limits = [r for r in report.rate_limits if "error" not in r]
+def render_queues(queues: list[dict[str, Any]]) -> list[str]:
+    if not queues:
+        return ["  no queue URLs known"]
+    return _table(["QUEUE", "WAITING", "IN FLIGHT", "DELAYED", "DLQ WAITING", "DLQ IN FLIGHT", "DLQ DELAYED"],
+                  [[q["name"], _count(q["queue"], "visible"), _count(q["queue"], "in_flight"),
+                    _count(q["queue"], "delayed"), _count(q["dlq"], "visible"), _count(q["dlq"], "in_flight"),
+                    _count(q["dlq"], "delayed")] for q in queues])
+
+
+def render_rate_limits(rate_limits: list[dict[str, Any]]) -> list[str]:
+    lines: list[str] = []
+    limits = [r for r in rate_limits if "error" not in r]
     if limits:
         lines += _table(["TENANT", "THIS MINUTE", "TODAY (UTC)", "IN FLIGHT", "BLOCKED UNTIL"],
                         [[r["tenant_id"], f"{r['minute']['used']} / {r['minute']['limit']}",
@@ -339,23 +356,10 @@ def render(report: StatusReport, target: StackTarget) -> str:
                           else "-"] for r in limits])
         app = limits[0]["app_minute"]
         lines.append(f"  app-wide this minute: {app['used']} / {app['limit']}")
-    for r in report.rate_limits:
-        if "error" in r:
-            lines.append(f"  {r['tenant_id']}: could not read ({r['error']})")
-    if not report.rate_limits:
+    lines += [f"  {r['tenant_id']}: could not read ({r['error']})" for r in rate_limits if "error" in r]
+    if not rate_limits:
         lines.append("  no organisation recorded yet")
-
-    lines += ["", "Last reconcile per organisation"]
-    lines += render_reconciles(report.reconciles)
-    lines += ["", "CRM fields and hooks (last check)"] + render_crm_check(report.crm_check)
-
-    lines.append("")
-    if report.healthy:
-        lines.append("Healthy.")
-    else:
-        lines.append(f"{len(report.problems)} problem(s):")
-        lines += [f"  - {p}" for p in report.problems]
-    return "\n".join(lines)
+    return lines
 
 
 def _counts(values: dict[str, int]) -> str:

@@ -165,39 +165,71 @@ def to_xero_document(doc: TradeDocument, config: MappingConfig, *, contact_id: s
                      existing: XeroDocumentState | None = None, tax_rates: Mapping[str, Decimal] | None = None,
                      today: dt.date | None = None) -> MappedDocument:
     """The Xero body for a document (an update when ``existing`` is given: its id, and the
-    LineItemIDs of lines the CRM still has, so Xero keeps them)."""
+    LineItemIDs of lines the CRM still has, so Xero keeps them). Steps: the lines as Xero will
+    compute them, the total checked against the CRM's, the header by target, then the update."""
     resource, target = target_of(doc, config)
     sales = target in ("ACCREC", "QUOTE")
-    rates = {k.upper(): v for k, v in (tax_rates or {}).items()}
     warnings: list[str] = []
     line_ids = existing.line_ids if existing else {}
-    lines: list[dict[str, Any]] = []
-    line_crm_ids: list[str | None] = []
-    amounts: list[tuple[Decimal, Decimal]] = []
-    unknown_rate = False
+    rates = {k.upper(): v for k, v in (tax_rates or {}).items()}
+    lines = _Lines()
     for number, line in enumerate(doc.lines, start=1):
+        lines.add(number, line, resource=resource, target=target, sales=sales, config=config, line_ids=line_ids,
+                  rates=rates, warnings=warnings)
+    totals = _checked_totals(doc, config, lines, line_ids, warnings)
+    issued = doc.date or today or dt.date.today()
+    body: dict[str, Any] = {"Contact": {"ContactID": contact_id}, "Date": issued.isoformat(),
+                            "LineAmountTypes": doc.line_amount_types, "LineItems": lines.bodies}
+    if doc.currency:
+        body["CurrencyCode"] = doc.currency
+    body.update(_header(doc, config, target, issued))
+    if existing is not None:
+        _as_update(body, doc, resource, existing)
+    return MappedDocument(resource=resource, target=target, body=body, line_crm_ids=lines.crm_ids,
+                          totals=totals, warnings=warnings)
+
+
+class _Lines:
+    """The document's line bodies, their CRM ids and (amount, tax rate) pairs as Xero computes them."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.crm_ids: list[str | None] = []
+        self.amounts: list[tuple[Decimal, Decimal]] = []
+        self.unknown_rate = False
+
+    def add(self, number: int, line: Any, *, resource: str, target: str, sales: bool, config: MappingConfig,
+            line_ids: Mapping[str, str], rates: Mapping[str, Decimal], warnings: list[str]) -> None:
         if target in TWO_DECIMAL_PRICES and cents(line.unit_amount) != line.unit_amount:
             # POST /Quotes and /PurchaseOrders take no unitdp (spec 16.1.0): Xero keeps 2 decimals
             warnings.append(f"line {number}: Xero {resource} keep unit prices to the cent: "
                             f"{line.unit_amount.normalize()} is sent as {cents(line.unit_amount)}")
             line = line.model_copy(update={"unit_amount": cents(line.unit_amount)})
         tax_type = tax_type_for(line, sales=sales, config=config)
-        lines.append(_line_body(line, sales=sales, config=config, tax_type=tax_type,
-                                line_item_id=line_ids.get(line.crm_id or "")))
-        line_crm_ids.append(line.crm_id)
+        self.bodies.append(_line_body(line, sales=sales, config=config, tax_type=tax_type,
+                                      line_item_id=line_ids.get(line.crm_id or "")))
+        self.crm_ids.append(line.crm_id)
         amount = line_amount(line.quantity, line.unit_amount, discount_rate=line.discount_rate,
                              discount_amount=line.discount_amount)
         rate = _rate(line, tax_type, rates, warnings, number)
         if rate is None:
-            unknown_rate = True
+            self.unknown_rate = True
             rate = Decimal("0")
-        amounts.append((amount, rate))
+        self.amounts.append((amount, rate))
 
-    totals = None if unknown_rate else xero_totals(amounts, doc.line_amount_types)
-    if unknown_rate and doc.expected_total is not None:
-        warnings.append("the total could not be checked to the cent: a line's tax rate is unknown (give tax_rate "
-                        "on the line, or let the nightly metadata refresh learn the organisation's rates)")
-    if totals is not None and doc.expected_total is not None and totals.total != doc.expected_total:
+
+def _checked_totals(doc: TradeDocument, config: MappingConfig, lines: _Lines, line_ids: Mapping[str, str],
+                    warnings: list[str]) -> Any:
+    """Xero's totals for these lines, checked against the CRM's expected total: a difference
+    rounding can explain becomes a rounding line (or a warning, by policy); a larger one refuses
+    the document. None when a line's tax rate is unknown."""
+    if lines.unknown_rate:
+        if doc.expected_total is not None:
+            warnings.append("the total could not be checked to the cent: a line's tax rate is unknown (give "
+                            "tax_rate on the line, or let the nightly metadata refresh learn the organisation's rates)")
+        return None
+    totals = xero_totals(lines.amounts, doc.line_amount_types)
+    if doc.expected_total is not None and totals.total != doc.expected_total:
         difference = doc.expected_total - totals.total
         rounding = config.invoices.rounding
         explain = (f"Xero's total would be {totals.total:,.2f}, the CRM's is {doc.expected_total:,.2f} "
@@ -206,67 +238,71 @@ def to_xero_document(doc: TradeDocument, config: MappingConfig, *, contact_id: s
             raise DocumentRefused(f"{explain}: more than rounding can explain (limit {rounding.max_difference}); "
                                   "check the CRM's lines, discounts and tax rates")
         if rounding.policy == "rounding_line":
-            lines.append({"Description": rounding.description, "Quantity": Decimal("1"),
-                          "UnitAmount": difference, "AccountCode": rounding.account_code,
-                          "TaxType": rounding.tax_type,
-                          **({"LineItemID": line_ids[ROUNDING_LINE_ID]} if ROUNDING_LINE_ID in line_ids else {})})
-            line_crm_ids.append(ROUNDING_LINE_ID)
-            amounts.append((difference, Decimal("0")))
-            totals = xero_totals(amounts, doc.line_amount_types)
+            lines.bodies.append({"Description": rounding.description, "Quantity": Decimal("1"),
+                                 "UnitAmount": difference, "AccountCode": rounding.account_code,
+                                 "TaxType": rounding.tax_type,
+                                 **({"LineItemID": line_ids[ROUNDING_LINE_ID]} if ROUNDING_LINE_ID in line_ids
+                                    else {})})
+            lines.crm_ids.append(ROUNDING_LINE_ID)
+            lines.amounts.append((difference, Decimal("0")))
+            totals = xero_totals(lines.amounts, doc.line_amount_types)
             warnings.append(f"{explain}: a {rounding.description} line of {difference:+,.2f} makes them equal")
         else:
             warnings.append(f"{explain}: Xero's per-line tax rounding; pushed as Xero computes it")
-    if totals is not None and doc.expected_tax is not None and totals.total_tax != doc.expected_tax:
+    if doc.expected_tax is not None and totals.total_tax != doc.expected_tax:
         warnings.append(f"Xero's tax would be {totals.total_tax:,.2f}, the CRM's is {doc.expected_tax:,.2f}")
+    return totals
 
-    issued = doc.date or today or dt.date.today()
-    body: dict[str, Any] = {"Contact": {"ContactID": contact_id}, "Date": issued.isoformat(),
-                            "LineAmountTypes": doc.line_amount_types, "LineItems": lines}
-    if doc.currency:
-        body["CurrencyCode"] = doc.currency
+
+def _header(doc: TradeDocument, config: MappingConfig, target: str, issued: dt.date) -> dict[str, Any]:
+    """The fields each target has: invoices and bills (type, due date, status, number/reference),
+    quotes (capitalised amount types, status, expiry, title) and purchase orders."""
+    header: dict[str, Any] = {}
     if target in ("ACCREC", "ACCPAY"):
-        body["Type"] = target
-        body["DueDate"] = due_date_for(doc, issued, config).isoformat()
-        body["Status"] = doc.status or (config.invoices.sales_status if sales else config.invoices.purchase_status)
-        if target == "ACCREC":
+        sales = target == "ACCREC"
+        header["Type"] = target
+        header["DueDate"] = due_date_for(doc, issued, config).isoformat()
+        header["Status"] = doc.status or (config.invoices.sales_status if sales else config.invoices.purchase_status)
+        if sales:
             if doc.reference:
-                body["Reference"] = doc.reference
+                header["Reference"] = doc.reference
             if doc.number:
-                body["InvoiceNumber"] = doc.number
+                header["InvoiceNumber"] = doc.number
         elif doc.number or doc.reference:
-            body["InvoiceNumber"] = doc.number or doc.reference  # a bill's reference is its number
+            header["InvoiceNumber"] = doc.number or doc.reference  # a bill's reference is its number
     elif target == "QUOTE":
         assert isinstance(doc, QuoteDocument)
-        body["LineAmountTypes"] = doc.line_amount_types.upper()  # Quotes spell it EXCLUSIVE, INCLUSIVE, NOTAX
-        body["Status"] = doc.quote_status
+        header["LineAmountTypes"] = doc.line_amount_types.upper()  # Quotes spell it EXCLUSIVE, INCLUSIVE, NOTAX
+        header["Status"] = doc.quote_status
         if doc.expiry_date:
-            body["ExpiryDate"] = doc.expiry_date.isoformat()
+            header["ExpiryDate"] = doc.expiry_date.isoformat()
         if doc.title:
-            body["Title"] = doc.title
+            header["Title"] = doc.title
         if doc.reference:
-            body["Reference"] = doc.reference
+            header["Reference"] = doc.reference
         if doc.number:
-            body["QuoteNumber"] = doc.number
+            header["QuoteNumber"] = doc.number
     else:  # purchase order
         assert isinstance(doc, PurchaseDocument)
-        body["Status"] = doc.status or config.invoices.purchase_status
+        header["Status"] = doc.status or config.invoices.purchase_status
         if doc.delivery_date:
-            body["DeliveryDate"] = doc.delivery_date.isoformat()
+            header["DeliveryDate"] = doc.delivery_date.isoformat()
         if doc.reference:
-            body["Reference"] = doc.reference
+            header["Reference"] = doc.reference
         if doc.number:
-            body["PurchaseOrderNumber"] = doc.number
-    if existing is not None:
-        body[{"Invoices": "InvoiceID", "Quotes": "QuoteID", "PurchaseOrders": "PurchaseOrderID"}[resource]] = \
-            existing.xero_id
-        if existing.status not in ("DRAFT", "SUBMITTED") and body.get("Status") in ("DRAFT", "SUBMITTED"):
-            body["Status"] = existing.status  # an approved document is never sent back to draft
-        if doc.date is None:  # keep the dates Xero has: an update is not a re-issue
-            body.pop("Date", None)
-            if doc.due_date is None:
-                body.pop("DueDate", None)
-    return MappedDocument(resource=resource, target=target, body=body, line_crm_ids=line_crm_ids,
-                          totals=totals, warnings=warnings)
+            header["PurchaseOrderNumber"] = doc.number
+    return header
+
+
+def _as_update(body: dict[str, Any], doc: TradeDocument, resource: str, existing: XeroDocumentState) -> None:
+    body[{"Invoices": "InvoiceID", "Quotes": "QuoteID", "PurchaseOrders": "PurchaseOrderID"}[resource]] = \
+        existing.xero_id
+    if existing.status not in ("DRAFT", "SUBMITTED") and body.get("Status") in ("DRAFT", "SUBMITTED"):
+        body["Status"] = existing.status  # an approved document is never sent back to draft
+    if doc.date is None:  # keep the dates Xero has: an update is not a re-issue
+        body.pop("Date", None)
+        if doc.due_date is None:
+            body.pop("DueDate", None)
 
 
 def cancellation(state: XeroDocumentState, *, credit_with_payments: bool) -> tuple[str, str | None]:

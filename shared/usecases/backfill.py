@@ -102,7 +102,7 @@ def pages_of(records: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict
         yield page
 
 
-Outcome = Literal["new", "duplicate", "refused", "unavailable"]
+Outcome = Literal["new", "duplicate", "refused"]
 
 
 @dataclass(frozen=True)
@@ -113,10 +113,6 @@ class Pushed:
     outcome: Outcome
     job_id: str | None = None
     error: str | None = None
-
-
-class ModuleUnavailable(Exception):
-    """The connector answered 501: this release cannot take the module's records yet."""
 
 
 @dataclass
@@ -146,16 +142,11 @@ class Tally:
 
 def push_pages(pages: Iterable[list[dict[str, Any]]], push: Callable[[dict[str, Any]], Pushed], *,
                workers: int = 8, on_page: Callable[[Tally], None] = lambda tally: None) -> Tally:
-    """Push every record, a page at a time, ``workers`` posts at once. A 501 from the API stops
-    the run (``ModuleUnavailable``) before the next page is read."""
+    """Push every record, a page at a time, ``workers`` posts at once."""
     tally = Tally()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="backfill") as pool:
         for page in pages:
-            answers = list(pool.map(push, page))
-            unavailable = next((a for a in answers if a.outcome == "unavailable"), None)
-            if unavailable is not None:
-                raise ModuleUnavailable(unavailable.error or "not available in this release")
-            for answer in answers:
+            for answer in pool.map(push, page):
                 tally.add(answer)
             on_page(tally)
     return tally

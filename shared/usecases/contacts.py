@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
+from shared.chunking import chunks
 from shared.errors import ConnectionNotReady, XeroError
 from shared.mapping.settings import MappingConfig, mapping_file
 from shared.mapping.xero_contacts import same_person, to_xero_contact, to_xero_person
@@ -59,11 +59,6 @@ PERSONS_MODULE = "Accounts.Persons"  # per Account: the emails of the persons th
 
 Key = tuple[str, str]
 Group = list[tuple[WorkItem, ContactDocument]]
-
-
-def _chunks(values: list[Any], size: int) -> Iterable[list[Any]]:
-    for start in range(0, len(values), size):
-        yield values[start:start + size]
 
 
 def _newest_per_record(jobs: JobStore, items: list[tuple[WorkItem, ContactDocument]]
@@ -304,7 +299,7 @@ class _Run:
     def send(self, pendings: list[_Pending], batch_size: int, result: BatchResult) -> list[_Pending]:
         """POST in batches; returns the records that need another round (archived, merged)."""
         again: list[_Pending] = []
-        for chunk in _chunks(pendings, batch_size):
+        for chunk in chunks(pendings, batch_size):
             chunk = self._journal_chunk(chunk, result)
             if not chunk:
                 continue
@@ -451,7 +446,7 @@ class _Run:
         numbers = [str(p.body["ContactNumber"]) for p, _ in clashes]
         try:
             holders: dict[str, dict[str, Any]] = {}
-            for chunk in _chunks(list(dict.fromkeys(numbers)), LOOKUPS_PER_CALL):
+            for chunk in chunks(list(dict.fromkeys(numbers)), LOOKUPS_PER_CALL):
                 where = " OR ".join(f"ContactNumber=={_quoted(n)}" for n in chunk)
                 for contact in self.xero.get("Contacts", {"where": where, "includeArchived": "true"}).get(
                         "Contacts") or []:
@@ -505,7 +500,7 @@ class _Run:
 
     def _lookup_ids(self, ids: list[str]) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
-        for chunk in _chunks(list(dict.fromkeys(ids)), 50):
+        for chunk in chunks(list(dict.fromkeys(ids)), 50):
             answer = self.xero.get("Contacts", {"IDs": ",".join(chunk), "includeArchived": "true"})
             found += answer.get("Contacts") or []
         return found
@@ -513,7 +508,7 @@ class _Run:
     def _lookup_candidates(self, pendings: list[_Pending]) -> list[dict[str, Any]]:
         account_field = bool(self.config.contacts.account_number_field)
         found: list[dict[str, Any]] = []
-        for chunk in _chunks(pendings, LOOKUPS_PER_CALL):
+        for chunk in chunks(pendings, LOOKUPS_PER_CALL):
             terms: list[str] = []
             for pending in chunk:
                 doc = pending.doc
@@ -690,7 +685,7 @@ def _sync_persons(run: _Run, groups: dict[Key, Group], known: dict[Key, Mapping]
         body = {"ContactID": contact_id, "Name": contact.get("Name"), "ContactPersons": ours[:room] + theirs}
         owned_after[contact_id] = [e for p in ours[:room] if (e := _email(p.get("EmailAddress")))]
         bodies.append((contact_id, body, left_out))
-    for chunk in _chunks(bodies, batch_size):
+    for chunk in chunks(bodies, batch_size):
         sent = [body for _, body, _ in chunk]
         try:
             answers = xero.upsert_batch("Contacts", sent, idempotency_key=f"persons-{content_hash(sent)}")

@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 from pydantic import TypeAdapter, ValidationError
 
+from shared.chunking import chunks
 from shared.errors import ConnectionNotReady, XeroError
 from shared.mapping.invoices import (
     DocumentRefused,
@@ -573,11 +574,6 @@ def _unchanged(run: _Run, record: _Record) -> None:
 
 
 # ---- step 5: sending -------------------------------------------------------------------------------
-def _chunks(values: list[Any], size: int) -> Iterable[list[Any]]:
-    for start in range(0, len(values), size):
-        yield values[start:start + size]
-
-
 def _send(run: _Run, records: list[_Record], batch_size: int) -> None:
     by_resource: dict[str, list[_Record]] = {}
     for record in records:
@@ -585,7 +581,7 @@ def _send(run: _Run, records: list[_Record], batch_size: int) -> None:
             continue
         by_resource.setdefault(record.resource, []).append(record)
     for resource, members in by_resource.items():
-        for chunk in _chunks(members, batch_size):
+        for chunk in chunks(members, batch_size):
             chunk = _journal_chunk(run, resource, chunk)
             if not chunk:
                 continue
@@ -825,7 +821,7 @@ def _credit(run: _Run, records: list[_Record], batch_size: int) -> None:
     except (XeroError, ConnectionNotReady) as error:
         _batch_failed(run, fresh, error)
         return
-    for chunk in _chunks(fresh, batch_size):
+    for chunk in chunks(fresh, batch_size):
         ready = [r for r in chunk if r.state and r.state.xero_id in invoices]
         for record in chunk:
             if record not in ready:

@@ -12,11 +12,13 @@ Xero then updates one item with the other's values and the next push of either r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
+from shared.chunking import chunks
 from shared.errors import ConnectionNotReady, XeroError
 from shared.mapping.items import to_xero_item
 from shared.mapping.settings import CatalogueRules, mapping_file
@@ -37,10 +39,6 @@ UNIT_DECIMALS = {"unitdp": "4"}  # prices keep 4 decimals instead of Xero's defa
 
 Group = list[tuple[WorkItem, ItemDocument]]
 
-
-def _chunks(values: list[Any], size: int) -> Iterable[list[Any]]:
-    for start in range(0, len(values), size):
-        yield values[start:start + size]
 
 
 def _newest_per_record(jobs: JobStore, items: list[tuple[WorkItem, ItemDocument]]
@@ -76,6 +74,8 @@ def _finish_group(jobs: JobStore, group: Group, status: str, **outcome: Any) -> 
 def sync_items(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappings: MappingStore,
                catalogue: CatalogueRules | Callable[[str], CatalogueRules] = _catalogue_for,
                batch_size: int = 50, crash: CrashPoints = NO_CRASH) -> BatchResult:
+    """Steps: read the documents, keep the newest save per product, skip what Xero already holds
+    unchanged, drop code collisions, then send the rest in chunks through the journal."""
     result = BatchResult()
     rules = catalogue(xero.tenant_id) if callable(catalogue) else catalogue
     parsed: list[tuple[WorkItem, ItemDocument]] = []
@@ -106,57 +106,80 @@ def sync_items(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappings
             body["ItemID"] = mapping.xero_id
         candidates.append((crm_id, body, digest))
 
-    to_send = _without_code_collisions(candidates, groups, xero.tenant_id, jobs, mappings)
+    run = _ItemRun(xero=xero, jobs=jobs, mappings=mappings, journal=journal, groups=groups, versions=versions,
+                   crash=crash, result=result)
+    for chunk in chunks(_without_code_collisions(candidates, groups, xero.tenant_id, jobs, mappings), batch_size):
+        run.send(chunk)
+    return result
 
-    for chunk in _chunks(to_send, batch_size):
-        entries = {crm_id: Entry(module=MODULE, crm_id=crm_id, resource="Items", body=body, version=versions[crm_id],
-                                 job_ids=[item.job_id for item, _ in groups[crm_id]]) for crm_id, body, _ in chunk}
-        chunk_items = [item for crm_id, _, _ in chunk for item, _ in groups[crm_id]]
+
+Candidate = tuple[str, dict[str, Any], str]  # (CRM id, Xero body, its content hash)
+
+
+@dataclass
+class _ItemRun:
+    """One worker run's sending of item chunks: journal first, then Xero, then state, then jobs."""
+
+    xero: XeroApi
+    jobs: JobStore
+    mappings: MappingStore
+    journal: Journal
+    groups: dict[str, Group]
+    versions: dict[str, str | None]
+    crash: CrashPoints
+    result: BatchResult
+
+    def send(self, chunk: list[Candidate]) -> None:
+        entries = {crm_id: Entry(module=MODULE, crm_id=crm_id, resource="Items", body=body,
+                                 version=self.versions[crm_id],
+                                 job_ids=[item.job_id for item, _ in self.groups[crm_id]])
+                   for crm_id, body, _ in chunk}
+        bodies = [body for _, body, _ in chunk]
+        chunk_items = [item for crm_id, _, _ in chunk for item, _ in self.groups[crm_id]]
         try:
-            # An item whose earlier attempt was never confirmed is found by its Code first.
-            problems = journal.recover(list(entries.values()),
-                                       f"items-{content_hash([body for _, body, _ in chunk])}")
-            bodies = [body for _, body, _ in chunk]
-            refused = journal.record(list(entries.values()), f"items-{content_hash(bodies)}")
-            for crm_id in [c for c, e in entries.items() if id(e) in problems or e in refused]:
-                reason = problems.get(id(entries[crm_id]))
-                _finish_group(jobs, groups[crm_id], "failed" if reason else "ignored", error=reason,
-                              warnings=[] if reason else [OLDER])
-            chunk = [c for c in chunk if id(entries[c[0]]) not in problems and entries[c[0]] not in refused]
-            adopted = [c for c in chunk if entries[c[0]].adopt and entries[c[0]].found]
-            if adopted:  # made by an attempt that died before storing Xero's answer: stored now
-                endings = [_record_answer(crm_id, groups[crm_id], body["Code"], entries[crm_id].found or {}, digest,
-                                          xero.tenant_id, mappings, journal, entries[crm_id])
-                           for crm_id, body, digest in adopted]
-                crash.reached(STATE_WRITTEN)
-                for group, status, outcome in endings:
-                    _finish_group(jobs, group, status, **outcome)
-                chunk = [c for c in chunk if c not in adopted]
+            chunk = self._journalled(chunk, entries)
             if not chunk:
-                continue
+                return
             bodies = [body for _, body, _ in chunk]
-            chunk_items = [item for crm_id, _, _ in chunk for item, _ in groups[crm_id]]
-            answers = xero.upsert_batch("Items", bodies, idempotency_key=f"items-{content_hash(bodies)}",
-                                        params=UNIT_DECIMALS)
+            chunk_items = [item for crm_id, _, _ in chunk for item, _ in self.groups[crm_id]]
+            answers = self.xero.upsert_batch("Items", bodies, idempotency_key=f"items-{content_hash(bodies)}",
+                                             params=UNIT_DECIMALS)
         except (XeroError, ConnectionNotReady) as error:
-            journal.call_failed([entries[c[0]] for c in chunk if entries[c[0]].intent], error)
+            self.journal.call_failed([entries[c[0]] for c in chunk if entries[c[0]].intent], error)
             if isinstance(error, ConnectionNotReady) or error.retryable:
                 logger.warning("Xero batch deferred", extra={"size": len(bodies), "error": str(error)})
-                requeue(jobs, [i.job_id for i in chunk_items], error)
-                result.defer([i.message_id for i in chunk_items], retry_after_for(error))
+                requeue(self.jobs, [i.job_id for i in chunk_items], error)
+                self.result.defer([i.message_id for i in chunk_items], retry_after_for(error))
             else:
                 for item in chunk_items:
-                    finish(jobs, item.job_id, "failed", error=str(error))
-            continue
-        crash.reached(XERO_ANSWERED)
-        endings: list[tuple[Group, str, dict[str, Any]]] = []
-        for (crm_id, body, digest), answer in zip(chunk, answers, strict=True):
-            endings.append(_record_answer(crm_id, groups[crm_id], body["Code"], answer, digest, xero.tenant_id,
-                                          mappings, journal, entries[crm_id]))
-        crash.reached(STATE_WRITTEN)  # every mapping of the chunk is written; no job is marked yet
+                    finish(self.jobs, item.job_id, "failed", error=str(error))
+            return
+        self.crash.reached(XERO_ANSWERED)
+        self._store_and_finish([(c, answer, entries[c[0]]) for c, answer in zip(chunk, answers, strict=True)])
+
+    def _journalled(self, chunk: list[Candidate], entries: dict[str, Entry]) -> list[Candidate]:
+        """Recover (an item whose earlier attempt was never confirmed is found by its Code first)
+        and record the intents; returns what is still to send. Ambiguous markers fail their jobs,
+        older saves end ignored, items found made from this very body are stored without a call."""
+        problems = self.journal.recover(list(entries.values()), f"items-{content_hash([b for _, b, _ in chunk])}")
+        refused = self.journal.record(list(entries.values()), f"items-{content_hash([b for _, b, _ in chunk])}")
+        for crm_id in [c for c, e in entries.items() if id(e) in problems or e in refused]:
+            reason = problems.get(id(entries[crm_id]))
+            _finish_group(self.jobs, self.groups[crm_id], "failed" if reason else "ignored", error=reason,
+                          warnings=[] if reason else [OLDER])
+        chunk = [c for c in chunk if id(entries[c[0]]) not in problems and entries[c[0]] not in refused]
+        adopted = [c for c in chunk if entries[c[0]].adopt and entries[c[0]].found]
+        if adopted:  # made by an attempt that died before storing Xero's answer: stored now
+            self._store_and_finish([(c, entries[c[0]].found or {}, entries[c[0]]) for c in adopted])
+        return [c for c in chunk if c not in adopted]
+
+    def _store_and_finish(self, answered: list[tuple[Candidate, dict[str, Any], Entry]]) -> None:
+        endings = [_record_answer(crm_id, self.groups[crm_id], body["Code"], answer, digest, self.xero.tenant_id,
+                                  self.mappings, self.journal, entry)
+                   for (crm_id, body, digest), answer, entry in answered]
+        self.crash.reached(STATE_WRITTEN)  # every mapping of the chunk is written; no job is marked yet
         for group, status, outcome in endings:
-            _finish_group(jobs, group, status, **outcome)
-    return result
+            _finish_group(self.jobs, group, status, **outcome)
 
 
 def _without_code_collisions(candidates: list[tuple[str, dict[str, Any], str]], groups: dict[str, Group],

@@ -278,18 +278,7 @@ def inject_failure(session: requests.Session, where: DemoTargets, account_hook: 
     print(f"  job {job_id}: waiting for it to use its {deliveries} deliveries and reach the dead-letter queue",
           file=out, flush=True)
 
-    deadline = time.monotonic() + wait_seconds
-    dead_lettered = False
-    job: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        dead_lettered = _waiting(sqs, dlq_url) > 0
-        job = session.get(f"{where.api_url}/jobs/{job_id}", params={"token": token}, timeout=10).json()
-        # The worker marks the job failed "dead-lettered after N attempts" when its last delivery
-        # fails; SQS moves the message on the next receive: wait for both.
-        ended_otherwise = job.get("status") in TERMINAL_STATUSES and not _says_dead_lettered(job)
-        if (dead_lettered and _says_dead_lettered(job)) or ended_otherwise:
-            break
-        time.sleep(0.5)
+    dead_lettered, job = _wait_for_dead_letter(session, where, sqs, dlq_url, job_id, token, wait_seconds)
     status_command, replay_command = _command("status", where), _command("replay", where, "--all")
     if dead_lettered:
         _lift(session, where.xero_url)
@@ -307,6 +296,25 @@ def inject_failure(session: requests.Session, where: DemoTargets, account_hook: 
     print(f"  Clear it: {replay_command}   (the job runs again and updates the one Xero contact; "
           "nothing is duplicated)", file=out)
     return job_id
+
+
+def _wait_for_dead_letter(session: requests.Session, where: DemoTargets, sqs: Any, dlq_url: str, job_id: str,
+                          token: str, wait_seconds: float) -> tuple[bool, dict[str, Any]]:
+    """Until the job is dead-lettered, ends otherwise, or ``wait_seconds`` pass (bounded):
+    (whether the dead-letter queue holds it, the job as last read)."""
+    deadline = time.monotonic() + wait_seconds
+    dead_lettered = False
+    job: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        dead_lettered = _waiting(sqs, dlq_url) > 0
+        job = session.get(f"{where.api_url}/jobs/{job_id}", params={"token": token}, timeout=10).json()
+        # The worker marks the job failed "dead-lettered after N attempts" when its last delivery
+        # fails; SQS moves the message on the next receive: wait for both.
+        ended_otherwise = job.get("status") in TERMINAL_STATUSES and not _says_dead_lettered(job)
+        if (dead_lettered and _says_dead_lettered(job)) or ended_otherwise:
+            break
+        time.sleep(0.5)
+    return dead_lettered, job
 
 
 def _says_dead_lettered(job: dict[str, Any]) -> bool:

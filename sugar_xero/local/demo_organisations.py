@@ -83,13 +83,26 @@ def route_one_quote_to_each(session: requests.Session, *, api_url: str, xero_url
             print(f"  quote {quote_id}: HTTP {answer.status_code} {answer.text[:200]}", file=out)
             return False
         jobs[answer.json()["job_id"]] = (quote_id, country)
+    finished = _wait_for_jobs(session, api_url, token, set(jobs), wait_seconds)
+    return _report_routed(session, xero_url, organisations, jobs, finished, out)
+
+
+def _wait_for_jobs(session: requests.Session, api_url: str, token: str, job_ids: set[str],
+                   wait_seconds: float) -> dict[str, dict[str, Any]]:
+    """The jobs that ended within ``wait_seconds`` (bounded), as last read."""
     deadline, finished = time.monotonic() + wait_seconds, {}
-    while time.monotonic() < deadline and len(finished) < len(jobs):
-        for job_id in set(jobs) - set(finished):
+    while time.monotonic() < deadline and len(finished) < len(job_ids):
+        for job_id in job_ids - set(finished):
             job = session.get(f"{api_url}/jobs/{job_id}", params={"token": token}, timeout=10).json()
             if job.get("status") in TERMINAL:
                 finished[job_id] = job
         time.sleep(0.25)
+    return finished
+
+
+def _report_routed(session: requests.Session, xero_url: str, organisations: Any, jobs: dict[str, tuple[str, str]],
+                   finished: dict[str, dict[str, Any]], out: TextIO) -> bool:
+    """Each quote's invoice, found in the organisation it was routed to; False when one is missing."""
     tenants = session.get(f"{xero_url}/_emulator/state", timeout=10).json().get("tenants") or {}
     ok = True
     for job_id, (quote_id, country) in jobs.items():

@@ -115,7 +115,6 @@ def build_event(
             text, encoded = base64.b64encode(body).decode("ascii"), True
     else:
         text, encoded = None, False
-    now = time.time()
     return {
         "resource": match.route.path,
         "path": path,
@@ -126,39 +125,46 @@ def build_event(
         "multiValueQueryStringParameters": multi_query,
         "pathParameters": match.path_parameters or None,
         "stageVariables": None,
-        "requestContext": {
-            "resourceId": uuid.uuid4().hex[:6],
-            "resourcePath": match.route.path,
-            "httpMethod": method.upper(),
-            "extendedRequestId": uuid.uuid4().hex[:16],
-            "requestTime": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
-            "path": path,
-            "accountId": LOCAL_ACCOUNT_ID,
-            "protocol": "HTTP/1.1",
-            "stage": LOCAL_STAGE,
-            "domainPrefix": host.split(".")[0].split(":")[0],
-            "requestTimeEpoch": int(now * 1000),
-            "requestId": str(uuid.uuid4()),
-            "identity": {
-                "sourceIp": source_ip,
-                "userAgent": (headers or {}).get("User-Agent") or (headers or {}).get("user-agent"),
-                "accessKey": None,
-                "accountId": None,
-                "caller": None,
-                "user": None,
-                "userArn": None,
-                "cognitoIdentityId": None,
-                "cognitoIdentityPoolId": None,
-                "cognitoAuthenticationType": None,
-                "cognitoAuthenticationProvider": None,
-                "apiKey": None,
-                "apiKeyId": None,
-            },
-            "domainName": host,
-            "apiId": LOCAL_API_ID,
-        },
+        "requestContext": _request_context(method, path, match, headers, source_ip=source_ip, host=host),
         "body": text,
         "isBase64Encoded": encoded,
+    }
+
+
+def _request_context(method: str, path: str, match: RouteMatch, headers: dict[str, str] | None, *,
+                     source_ip: str, host: str) -> dict[str, Any]:
+    """API Gateway's requestContext for a REST API proxy request."""
+    now = time.time()
+    return {
+        "resourceId": uuid.uuid4().hex[:6],
+        "resourcePath": match.route.path,
+        "httpMethod": method.upper(),
+        "extendedRequestId": uuid.uuid4().hex[:16],
+        "requestTime": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
+        "path": path,
+        "accountId": LOCAL_ACCOUNT_ID,
+        "protocol": "HTTP/1.1",
+        "stage": LOCAL_STAGE,
+        "domainPrefix": host.split(".")[0].split(":")[0],
+        "requestTimeEpoch": int(now * 1000),
+        "requestId": str(uuid.uuid4()),
+        "identity": {
+            "sourceIp": source_ip,
+            "userAgent": (headers or {}).get("User-Agent") or (headers or {}).get("user-agent"),
+            "accessKey": None,
+            "accountId": None,
+            "caller": None,
+            "user": None,
+            "userArn": None,
+            "cognitoIdentityId": None,
+            "cognitoIdentityPoolId": None,
+            "cognitoAuthenticationType": None,
+            "cognitoAuthenticationProvider": None,
+            "apiKey": None,
+            "apiKeyId": None,
+        },
+        "domainName": host,
+        "apiId": LOCAL_API_ID,
     }
 
 

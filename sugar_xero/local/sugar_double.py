@@ -821,67 +821,69 @@ def benchmark_quotes(
         for a in range(accounts)
     ]
     rate = Decimal(tax_rate)
-    quote_records = []
-    for n in range(quotes):
-        products, subtotal, discount, taxable = [], Decimal(0), Decimal(0), Decimal(0)
-        for line_number in range(lines):
-            quantity = Decimal(1 + (n + line_number) % 4)
-            price = Decimal(10 * (5 + (n * 7 + line_number * 3) % 40))
-            percent = Decimal(10) if line_number == 1 else Decimal(0)
-            if awkward:
-                quantity += Decimal("0.5") if (n + line_number) % 3 == 0 else Decimal(0)
-                price += Decimal((n * 7919 + line_number * 104729) % 10000).scaleb(-4)  # 4 decimals
-                percent = Decimal("12.5") if line_number == 1 else Decimal(0)
-            gross = quantity * price
-            line_total = (gross * (100 - percent) / 100).quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP)
-            taxable_line = line_number != 2
-            subtotal += gross
-            discount += gross - line_total
-            taxable += line_total if taxable_line else 0
-            products.append(
-                {
-                    "id": f"{prefix}-product-{n:04d}-{line_number}",
-                    "name": f"Service {line_number + 1} for quote {n + 1}",
-                    "quantity": _sugar_amount(quantity),
-                    "discount_price": _sugar_amount(price),
-                    "discount_amount": _sugar_amount(percent),
-                    "discount_select": bool(percent),
-                    "tax_class": "Taxable" if taxable_line else "Non-Taxable",
-                    "mft_part_num": f"SVC-{line_number + 1:02d}",
-                    "product_template_id": f"{prefix}-template-{line_number + 1}",
-                    "total_amount": _sugar_amount(line_total),
-                }
-            )
-        tax = (taxable * rate / 100).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
-        new_sub = subtotal - discount
-        account = account_records[n % accounts]
-        quote_records.append(
+    quote_records = [_benchmark_quote(n, account_records[n % accounts], lines=lines, rate=rate, stage=stage,
+                                      prefix=prefix, awkward=awkward) for n in range(quotes)]
+    return {"accounts": account_records, "quotes": quote_records}
+
+
+def _benchmark_quote(n: int, account: dict[str, Any], *, lines: int, rate: Decimal, stage: str, prefix: str,
+                     awkward: bool) -> dict[str, Any]:
+    """Quote ``n`` of ``benchmark_quotes``: its lines, then its totals as Sugar computes them."""
+    products, subtotal, discount, taxable = [], Decimal(0), Decimal(0), Decimal(0)
+    for line_number in range(lines):
+        quantity = Decimal(1 + (n + line_number) % 4)
+        price = Decimal(10 * (5 + (n * 7 + line_number * 3) % 40))
+        percent = Decimal(10) if line_number == 1 else Decimal(0)
+        if awkward:
+            quantity += Decimal("0.5") if (n + line_number) % 3 == 0 else Decimal(0)
+            price += Decimal((n * 7919 + line_number * 104729) % 10000).scaleb(-4)  # 4 decimals
+            percent = Decimal("12.5") if line_number == 1 else Decimal(0)
+        gross = quantity * price
+        line_total = (gross * (100 - percent) / 100).quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP)
+        taxable_line = line_number != 2
+        subtotal += gross
+        discount += gross - line_total
+        taxable += line_total if taxable_line else 0
+        products.append(
             {
-                "id": f"{prefix}-quote-{n + 1:04d}",
-                "name": f"Benchmark quote {n + 1}",
-                "quote_num": n + 1,
-                "quote_type": "Quotes",
-                "quote_stage": stage,
-                "billing_account_id": account["id"],
-                "billing_account_name": account["name"],
-                "currency_id": "-99",
-                "currency_name": "SGD",
-                "taxrate_value": _sugar_amount(rate),
-                "subtotal": _sugar_amount(subtotal),
-                "discount": _sugar_amount(discount),
-                "new_sub": _sugar_amount(new_sub),
-                "taxable_subtotal": _sugar_amount(taxable),
-                "tax": _sugar_amount(tax),
-                "shipping": _sugar_amount(0),
-                "total": _sugar_amount(new_sub + tax),
-                "date_quote_expected_closed": "2026-12-31",
-                "payment_terms": "Net 30",
-                "purchase_order_num": f"PO-{n + 1:05d}",
-                "bundles": [{"id": f"{prefix}-bundle-{n + 1:04d}", "name": "Group 1", "bundle_stage": "Draft",
-                             "currency_id": "-99", "products": products}],
+                "id": f"{prefix}-product-{n:04d}-{line_number}",
+                "name": f"Service {line_number + 1} for quote {n + 1}",
+                "quantity": _sugar_amount(quantity),
+                "discount_price": _sugar_amount(price),
+                "discount_amount": _sugar_amount(percent),
+                "discount_select": bool(percent),
+                "tax_class": "Taxable" if taxable_line else "Non-Taxable",
+                "mft_part_num": f"SVC-{line_number + 1:02d}",
+                "product_template_id": f"{prefix}-template-{line_number + 1}",
+                "total_amount": _sugar_amount(line_total),
             }
         )
-    return {"accounts": account_records, "quotes": quote_records}
+    tax = (taxable * rate / 100).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    new_sub = subtotal - discount
+    return {
+        "id": f"{prefix}-quote-{n + 1:04d}",
+        "name": f"Benchmark quote {n + 1}",
+        "quote_num": n + 1,
+        "quote_type": "Quotes",
+        "quote_stage": stage,
+        "billing_account_id": account["id"],
+        "billing_account_name": account["name"],
+        "currency_id": "-99",
+        "currency_name": "SGD",
+        "taxrate_value": _sugar_amount(rate),
+        "subtotal": _sugar_amount(subtotal),
+        "discount": _sugar_amount(discount),
+        "new_sub": _sugar_amount(new_sub),
+        "taxable_subtotal": _sugar_amount(taxable),
+        "tax": _sugar_amount(tax),
+        "shipping": _sugar_amount(0),
+        "total": _sugar_amount(new_sub + tax),
+        "date_quote_expected_closed": "2026-12-31",
+        "payment_terms": "Net 30",
+        "purchase_order_num": f"PO-{n + 1:05d}",
+        "bundles": [{"id": f"{prefix}-bundle-{n + 1:04d}", "name": "Group 1", "bundle_stage": "Draft",
+                     "currency_id": "-99", "products": products}],
+    }
 
 
 def fixture_seed(fixtures_dir: Path) -> dict[str, Any]:

@@ -9,7 +9,6 @@ import pytest
 
 from shared.usecases.backfill import (
     MODULES,
-    ModuleUnavailable,
     Pushed,
     Tally,
     hook_body,
@@ -78,19 +77,6 @@ def test_push_pages_uses_a_bounded_pool():
 
     push_pages([[{"id": str(n)} for n in range(9)]], push, workers=3)
     assert most == 3
-
-
-def test_a_501_stops_before_the_next_page_is_read():
-    read = []
-
-    def pages():
-        for n in range(3):
-            read.append(n)
-            yield [{"id": str(n)}]
-
-    with pytest.raises(ModuleUnavailable, match="not available"):
-        push_pages(pages(), lambda r: Pushed(r["id"], "unavailable", error="Product sync is not available"))
-    assert read == [0]
 
 
 def test_progress_line_shows_a_bar_when_the_total_is_known():
@@ -251,18 +237,6 @@ def test_refused_records_and_failed_jobs_make_the_exit_code_non_zero():
     assert code == 1
     assert "jobs: 3 succeeded, 1 failed" in text
     assert "  failed job-a2: Xero: invalid email" in text
-
-
-def test_an_unavailable_module_is_skipped_with_a_message():
-    class NoProducts(FakeApi):
-        def push(self, spec, record):
-            return Pushed(record["id"], "unavailable", error="Product sync is not available in this release yet.")
-
-    widget = {"id": "p1", "name": "Widget", "date_modified": "2026-02-01T00:00:00+00:00"}
-    code, text = _run(FakeSugar([widget]), NoProducts())
-    assert code == 0
-    assert "Skipped Accounts" in text and "answered 501" in text
-    assert "sent " not in text
 
 
 def test_memory_token_cache_compares_and_sets():

@@ -15,41 +15,16 @@ READ_ONLY_CONTACT_FIELDS = frozenset({"IsSupplier", "IsCustomer", "Website", "Ba
 
 
 def _upsert_contact(txn: _Txn, data: dict[str, Any]) -> Outcome:
+    """Steps: find the contact a write names (by ContactID only), check number, name, status and
+    persons, then answer the errors or store the record."""
     contacts = txn.col("contacts")
+    existing, missing = _existing_contact(txn, data)
+    if missing:
+        return missing
     errors: list[str] = []
-    existing = None
-    contact_id = txn.path_id or data.get("ContactID")
+    own_id = existing["ContactID"] if existing else None
     number = data.get("ContactNumber")
-    if contact_id:
-        # Only ContactID identifies the contact a write changes: Xero documents no update by
-        # ContactNumber (POST /Contacts/{ContactID}; "send ContactID to update").
-        existing = contacts.get(contact_id) or next(
-            (c for c in contacts.values() if c["ContactID"].lower() == str(contact_id).lower()), None
-        )
-        if existing is None:
-            return Outcome(
-                _echo(data, "ContactID", None),
-                [f"Contact with ContactID {contact_id} was not found"],
-                [],
-                not_found=bool(txn.path_id),
-            )
-    if number not in (None, ""):
-        # Unique across all contacts, archived ones included; a POST never updates the holder.
-        own_id = existing["ContactID"] if existing else None
-        holder = next(
-            (
-                c
-                for c in contacts.values()
-                # whether case matters is undocumented: the least convenient reading, it does not
-                if str(c.get("ContactNumber") or "").casefold() == str(number).casefold() and c["ContactID"] != own_id
-            ),
-            None,
-        )
-        if holder is not None:
-            errors.append(
-                f"The contact number {number} is already assigned to another contact. "
-                "The contact number must be unique across all contacts."
-            )
+    _check_contact_number(contacts, number, own_id, errors)
     name = data["Name"] if "Name" in data else (existing or {}).get("Name")
     if not isinstance(name, str) or not name.strip():
         errors.append("Contact name cannot be empty")
@@ -59,42 +34,17 @@ def _upsert_contact(txn: _Txn, data: dict[str, Any]) -> Outcome:
     status = data.get("ContactStatus") or (existing or {}).get("ContactStatus") or "ACTIVE"
     if status not in CONTACT_STATUSES:
         errors.append(f"ContactStatus {status!r} is not one of {', '.join(CONTACT_STATUSES)}")
-    if number is not None and len(str(number)) > 50:
-        errors.append("The contact number must be 50 characters or fewer")
     persons = data.get("ContactPersons")
     if isinstance(persons, list) and len(persons) > MAX_CONTACT_PERSONS:
         errors.append(f"A contact can have a maximum of {MAX_CONTACT_PERSONS} contact persons")
-    if name and status == "ACTIVE":
-        folded = name.strip().casefold()
-        own_id = existing["ContactID"] if existing else None
-        for other in contacts.values():
-            if (
-                other["ContactID"] != own_id
-                and other.get("ContactStatus") == "ACTIVE"
-                and str(other.get("Name", "")).strip().casefold() == folded
-            ):
-                errors.append(
-                    f"The contact name {name} is already assigned to another contact. "
-                    "The contact name must be unique across all active contacts."
-                )
-                break
+    if name and status == "ACTIVE" and _active_name_taken(contacts, name, own_id):
+        errors.append(
+            f"The contact name {name} is already assigned to another contact. "
+            "The contact name must be unique across all active contacts."
+        )
     if errors:
         return Outcome(_echo(data, "ContactID", existing), errors, [])
-    record = (
-        deepcopy(existing)
-        if existing
-        else {
-            "ContactID": new_id(),
-            "ContactStatus": "ACTIVE",
-            "Addresses": [],
-            "Phones": [],
-            "ContactGroups": [],
-            "ContactPersons": [],
-            "IsSupplier": False,
-            "IsCustomer": False,
-            "HasAttachments": False,
-        }
-    )
+    record = deepcopy(existing) if existing else _new_contact()
     for key, value in data.items():
         if key not in _CONTACT_COMPUTED and key not in READ_ONLY_CONTACT_FIELDS:
             record[key] = deepcopy(value)
@@ -103,6 +53,58 @@ def _upsert_contact(txn: _Txn, data: dict[str, Any]) -> Outcome:
     record.update(txn.store.stamp())
     contacts[record["ContactID"]] = record
     return Outcome(record, [], [])
+
+
+def _existing_contact(txn: _Txn, data: dict[str, Any]) -> tuple[dict[str, Any] | None, Outcome | None]:
+    """Only ContactID identifies the contact a write changes: Xero documents no update by
+    ContactNumber (POST /Contacts/{ContactID}; "send ContactID to update")."""
+    contacts = txn.col("contacts")
+    contact_id = txn.path_id or data.get("ContactID")
+    if not contact_id:
+        return None, None
+    existing = contacts.get(contact_id) or next(
+        (c for c in contacts.values() if c["ContactID"].lower() == str(contact_id).lower()), None
+    )
+    if existing is None:
+        return None, Outcome(_echo(data, "ContactID", None), [f"Contact with ContactID {contact_id} was not found"],
+                             [], not_found=bool(txn.path_id))
+    return existing, None
+
+
+def _check_contact_number(contacts: dict[str, Any], number: Any, own_id: str | None, errors: list[str]) -> None:
+    """Unique across all contacts, archived ones included; a POST never updates the holder."""
+    if number in (None, ""):
+        return
+    # whether case matters is undocumented: the least convenient reading, it does not
+    if any(str(c.get("ContactNumber") or "").casefold() == str(number).casefold() and c["ContactID"] != own_id
+           for c in contacts.values()):
+        errors.append(
+            f"The contact number {number} is already assigned to another contact. "
+            "The contact number must be unique across all contacts."
+        )
+    if len(str(number)) > 50:
+        errors.append("The contact number must be 50 characters or fewer")
+
+
+def _active_name_taken(contacts: dict[str, Any], name: str, own_id: str | None) -> bool:
+    """Names are unique among active contacts (case and outer spaces ignored)."""
+    folded = name.strip().casefold()
+    return any(other["ContactID"] != own_id and other.get("ContactStatus") == "ACTIVE"
+               and str(other.get("Name", "")).strip().casefold() == folded for other in contacts.values())
+
+
+def _new_contact() -> dict[str, Any]:
+    return {
+        "ContactID": new_id(),
+        "ContactStatus": "ACTIVE",
+        "Addresses": [],
+        "Phones": [],
+        "ContactGroups": [],
+        "ContactPersons": [],
+        "IsSupplier": False,
+        "IsCustomer": False,
+        "HasAttachments": False,
+    }
 
 
 def _resolve_contact(txn: _Txn, reference: Any, errors: list[str]) -> dict[str, Any] | None:

@@ -42,31 +42,9 @@ def _upsert_credit_note(txn: _Txn, data: dict[str, Any]) -> Outcome:
         return missing
     errors: list[str] = []
     warnings: list[str] = []
-    note_type = data.get("Type") or (existing or {}).get("Type")
-    if note_type not in CREDIT_NOTE_TYPES:
-        errors.append(
-            "Credit note Type must be ACCRECCREDIT or ACCPAYCREDIT" if note_type else "Type must be specified"
-        )
-        note_type = note_type if note_type in CREDIT_NOTE_TYPES else "ACCRECCREDIT"
-    if existing and note_type != existing["Type"]:
-        errors.append("The Type of an existing credit note cannot be changed")
-    old_status = (existing or {}).get("Status")
-    status = data.get("Status") or old_status or "DRAFT"
-    if existing is None:
-        if status not in INVOICE_CREATE_STATUSES:
-            errors.append(
-                f"A credit note cannot be created with status {status}; use one of {', '.join(INVOICE_CREATE_STATUSES)}"
-            )
-    else:
-        changes = {k for k in data if k not in ("CreditNoteID", "Status", "Type")}
-        if status == "PAID" and old_status != "PAID":
-            errors.append("Credit note status cannot be set to PAID; allocate it or refund it instead")
-        elif status not in INVOICE_TRANSITIONS.get(old_status, set()):
-            errors.append(f"Credit note status cannot change from {old_status} to {status}")
-        if _has_allocations(existing) and (changes or status != old_status):
-            errors.append(LOCKED_BY_ALLOCATION)
-        elif old_status in ("VOIDED", "DELETED") and (changes or status != old_status):
-            errors.append(NOT_MODIFIABLE.format(kind="Credit note"))
+    note_type = _credit_note_type(data, existing, errors)
+    status = data.get("Status") or (existing or {}).get("Status") or "DRAFT"
+    _check_note_status(data, existing, status, errors)
     if data.get("Allocations") and existing is None:
         warnings.append("Allocations are made with PUT /CreditNotes/{CreditNoteID}/Allocations; ignored here")
     contact = None
@@ -93,19 +71,7 @@ def _upsert_credit_note(txn: _Txn, data: dict[str, Any]) -> Outcome:
         return Outcome(echoed, errors, warnings)
     if note_type == "ACCRECCREDIT" and not number:
         number = _next_number(txn, "credit_note_seq", "CN-", taken)
-    record = (
-        deepcopy(existing)
-        if existing
-        else {
-            "CreditNoteID": new_id(),
-            "Type": note_type,
-            "Allocations": [],
-            "Payments": [],
-            "HasAttachments": False,
-            "HasErrors": False,
-            "SentToContact": False,
-        }
-    )
+    record = deepcopy(existing) if existing else _new_credit_note(note_type)
     _copy_fields(record, data, ("CreditNoteID", "Type", "Status", "Date", "DueDate", "CurrencyCode", "CurrencyRate"))
     record.update(dates)
     record.update(currency)
@@ -125,6 +91,52 @@ def _upsert_credit_note(txn: _Txn, data: dict[str, Any]) -> Outcome:
     return Outcome(record, [], warnings)
 
 
+def _credit_note_type(data: dict[str, Any], existing: dict[str, Any] | None, errors: list[str]) -> str:
+    note_type = data.get("Type") or (existing or {}).get("Type")
+    if note_type not in CREDIT_NOTE_TYPES:
+        errors.append(
+            "Credit note Type must be ACCRECCREDIT or ACCPAYCREDIT" if note_type else "Type must be specified"
+        )
+        note_type = "ACCRECCREDIT"
+    if existing and note_type != existing["Type"]:
+        errors.append("The Type of an existing credit note cannot be changed")
+    return str(note_type)
+
+
+def _check_note_status(data: dict[str, Any], existing: dict[str, Any] | None, status: str,
+                       errors: list[str]) -> None:
+    """A status a new credit note may start in, or a transition Xero allows; allocated, voided or
+    deleted notes are locked."""
+    if existing is None:
+        if status not in INVOICE_CREATE_STATUSES:
+            errors.append(
+                f"A credit note cannot be created with status {status}; use one of {', '.join(INVOICE_CREATE_STATUSES)}"
+            )
+        return
+    old_status = existing.get("Status")
+    changes = {k for k in data if k not in ("CreditNoteID", "Status", "Type")}
+    if status == "PAID" and old_status != "PAID":
+        errors.append("Credit note status cannot be set to PAID; allocate it or refund it instead")
+    elif status not in INVOICE_TRANSITIONS.get(old_status, set()):
+        errors.append(f"Credit note status cannot change from {old_status} to {status}")
+    if _has_allocations(existing) and (changes or status != old_status):
+        errors.append(LOCKED_BY_ALLOCATION)
+    elif old_status in ("VOIDED", "DELETED") and (changes or status != old_status):
+        errors.append(NOT_MODIFIABLE.format(kind="Credit note"))
+
+
+def _new_credit_note(note_type: str) -> dict[str, Any]:
+    return {
+        "CreditNoteID": new_id(),
+        "Type": note_type,
+        "Allocations": [],
+        "Payments": [],
+        "HasAttachments": False,
+        "HasErrors": False,
+        "SentToContact": False,
+    }
+
+
 def _allocated(note: dict[str, Any]) -> Decimal:
     applied = sum((a["Amount"] for a in note.get("Allocations") or []), Decimal("0"))
     paid = sum((p["Amount"] for p in note.get("Payments") or []), Decimal("0"))
@@ -132,9 +144,9 @@ def _allocated(note: dict[str, Any]) -> Decimal:
 
 
 def _allocate_credit_note(txn: _Txn, data: dict[str, Any]) -> Outcome:
-    """One allocation of the credit note ``txn.parent_id`` to an invoice of the same contact."""
+    """One allocation of the credit note ``txn.parent_id`` to an invoice of the same contact:
+    check the note, the invoice and the amount; then move the credit from the note to the invoice."""
     notes = txn.col("credit_notes")
-    invoices = txn.col("invoices")
     note = notes.get(txn.parent_id) or _find(notes, "credit_notes", txn.parent_id)
     if note is None:
         return Outcome(
@@ -144,30 +156,61 @@ def _allocate_credit_note(txn: _Txn, data: dict[str, Any]) -> Outcome:
             not_found=True,
         )
     errors: list[str] = []
+    if note["Status"] != "AUTHORISED":
+        errors.append(f"Only AUTHORISED credit notes can be allocated; this one is {note['Status']}")
+    invoice = _allocation_invoice(txn, note, data, errors)
+    amount = _allocation_amount(note, invoice, data, errors)
+    day = data.get("Date") or txn.today().isoformat()
+    dates = _document_dates(txn, {"Date": day}, None, ("Date",), errors)
+    if errors:
+        return Outcome(_echo(data, "AllocationID", None), errors, [])
+    assert invoice is not None and amount is not None
+    stamp = txn.store.stamp()
+    allocation_id = new_id()
+    _credit_the_note(txn, note, invoice, allocation_id, amount, dates["Date"], stamp)
+    _credit_the_invoice(txn, note, invoice, allocation_id, amount, dates["Date"], stamp)
+    answer = {
+        "AllocationID": allocation_id,
+        "Amount": amount,
+        "Date": dates["Date"],
+        "Invoice": {"InvoiceID": invoice["InvoiceID"]},
+        "CreditNote": {"CreditNoteID": note["CreditNoteID"], "ID": note["CreditNoteID"]},
+    }
+    return Outcome(answer, [], [])
+
+
+def _allocation_invoice(txn: _Txn, note: dict[str, Any], data: dict[str, Any], errors: list[str]
+                        ) -> dict[str, Any] | None:
+    """The invoice an allocation names (by InvoiceID or InvoiceNumber), checked against the note."""
+    invoices = txn.col("invoices")
     reference = data.get("Invoice") if isinstance(data.get("Invoice"), dict) else {}
     invoice = None
     if reference.get("InvoiceID"):
         invoice = invoices.get(reference["InvoiceID"])
     elif reference.get("InvoiceNumber"):
         invoice = _find(invoices, "invoices", str(reference["InvoiceNumber"]))
-    if note["Status"] != "AUTHORISED":
-        errors.append(f"Only AUTHORISED credit notes can be allocated; this one is {note['Status']}")
     if invoice is None:
         errors.append("The Invoice of an allocation must be given by an existing InvoiceID or InvoiceNumber")
-    else:
-        if invoice["Type"] != CREDIT_NOTE_TYPES[note["Type"]]:
-            wanted = CREDIT_NOTE_TYPES[note["Type"]]
-            errors.append(f"A {note['Type']} credit note can only be allocated to {wanted} invoices")
-        if invoice["Status"] != "AUTHORISED":
-            errors.append(
-                "The invoice you are trying to allocate to has already been paid off"
-                if invoice["Status"] == "PAID"
-                else f"Credit can only be allocated to AUTHORISED invoices; this one is {invoice['Status']}"
-            )
-        if invoice.get("Contact", {}).get("ContactID") != note.get("Contact", {}).get("ContactID"):
-            errors.append("The credit note and the invoice must belong to the same contact")
-        if invoice.get("CurrencyCode") != note.get("CurrencyCode"):
-            errors.append("The credit note and the invoice must be in the same currency")
+        return None
+    if invoice["Type"] != CREDIT_NOTE_TYPES[note["Type"]]:
+        wanted = CREDIT_NOTE_TYPES[note["Type"]]
+        errors.append(f"A {note['Type']} credit note can only be allocated to {wanted} invoices")
+    if invoice["Status"] != "AUTHORISED":
+        errors.append(
+            "The invoice you are trying to allocate to has already been paid off"
+            if invoice["Status"] == "PAID"
+            else f"Credit can only be allocated to AUTHORISED invoices; this one is {invoice['Status']}"
+        )
+    if invoice.get("Contact", {}).get("ContactID") != note.get("Contact", {}).get("ContactID"):
+        errors.append("The credit note and the invoice must belong to the same contact")
+    if invoice.get("CurrencyCode") != note.get("CurrencyCode"):
+        errors.append("The credit note and the invoice must be in the same currency")
+    return invoice
+
+
+def _allocation_amount(note: dict[str, Any], invoice: dict[str, Any] | None, data: dict[str, Any],
+                       errors: list[str]) -> Decimal | None:
+    """The amount: given, positive, within the note's remaining credit and the invoice's amount due."""
     amount = None
     try:
         if data.get("Amount") is None:
@@ -183,29 +226,31 @@ def _allocate_credit_note(txn: _Txn, data: dict[str, Any]) -> Outcome:
             errors.append("The amount allocated is greater than the remaining credit on this credit note")
         elif invoice is not None and invoice["Status"] == "AUTHORISED" and amount > invoice["AmountDue"]:
             errors.append("Credit note cannot be allocated as amount is greater than amount outstanding")
-    day = data.get("Date") or txn.today().isoformat()
-    dates = _document_dates(txn, {"Date": day}, None, ("Date",), errors)
-    if errors:
-        return Outcome(_echo(data, "AllocationID", None), errors, [])
-    assert invoice is not None and amount is not None
-    stamp = txn.store.stamp()
-    allocation_id = new_id()
+    return amount
+
+
+def _credit_the_note(txn: _Txn, note: dict[str, Any], invoice: dict[str, Any], allocation_id: str,
+                     amount: Decimal, day: str, stamp: dict[str, Any]) -> None:
     updated_note = deepcopy(note)
     updated_note["Allocations"] = [
         *note.get("Allocations", []),
         {
             "AllocationID": allocation_id,
             "Amount": amount,
-            "Date": dates["Date"],
+            "Date": day,
             "Invoice": {"InvoiceID": invoice["InvoiceID"], "InvoiceNumber": invoice.get("InvoiceNumber", "")},
         },
     ]
     updated_note["RemainingCredit"] = money(note["Total"] - _allocated(updated_note))
     if updated_note["RemainingCredit"] == 0:
         updated_note["Status"] = "PAID"
-        updated_note["FullyPaidOnDate"] = dates["Date"]
+        updated_note["FullyPaidOnDate"] = day
     updated_note.update(stamp)
-    notes[note["CreditNoteID"]] = updated_note
+    txn.col("credit_notes")[note["CreditNoteID"]] = updated_note
+
+
+def _credit_the_invoice(txn: _Txn, note: dict[str, Any], invoice: dict[str, Any], allocation_id: str,
+                        amount: Decimal, day: str, stamp: dict[str, Any]) -> None:
     updated_invoice = deepcopy(invoice)
     updated_invoice["AmountCredited"] = money(invoice["AmountCredited"] + amount)
     updated_invoice["AmountDue"] = money(invoice["Total"] - invoice["AmountPaid"] - updated_invoice["AmountCredited"])
@@ -217,7 +262,7 @@ def _allocate_credit_note(txn: _Txn, data: dict[str, Any]) -> Outcome:
             "CreditNoteNumber": note.get("CreditNoteNumber", ""),
             "AllocationID": allocation_id,
             "AppliedAmount": amount,
-            "Date": dates["Date"],
+            "Date": day,
             "Total": note["Total"],
             "HasErrors": False,
             "LineItems": [],
@@ -225,17 +270,9 @@ def _allocate_credit_note(txn: _Txn, data: dict[str, Any]) -> Outcome:
     ]
     if updated_invoice["AmountDue"] == 0:
         updated_invoice["Status"] = "PAID"
-        updated_invoice["FullyPaidOnDate"] = dates["Date"]
+        updated_invoice["FullyPaidOnDate"] = day
     updated_invoice.update(stamp)
-    invoices[invoice["InvoiceID"]] = updated_invoice
-    answer = {
-        "AllocationID": allocation_id,
-        "Amount": amount,
-        "Date": dates["Date"],
-        "Invoice": {"InvoiceID": invoice["InvoiceID"]},
-        "CreditNote": {"CreditNoteID": note["CreditNoteID"], "ID": note["CreditNoteID"]},
-    }
-    return Outcome(answer, [], [])
+    txn.col("invoices")[invoice["InvoiceID"]] = updated_invoice
 
 
 def _delete_allocation(txn: _Txn, note_id: str, allocation_id: str) -> dict[str, Any] | None:

@@ -139,17 +139,7 @@ def _line_amounts(
         and money(given) != amount
     ):
         raise BadValue(f"The line total {money(given)} does not match the expected line total {amount}")
-    tax_type = str(line.get("TaxType") or "").upper()
-    if not tax_type and line.get("AccountCode"):
-        tax_type = str(txn.accounts.get(str(line["AccountCode"]).upper(), {}).get("TaxType") or "").upper()
-    if amount_types == "NoTax":
-        tax_rate = Decimal("0")
-    elif tax_type:
-        if tax_type not in txn.tax_rates:
-            raise BadValue(f"TaxType code '{tax_type}' does not exist or cannot be used for this type of transaction.")
-        tax_rate = txn.tax_rates[tax_type]
-    else:
-        tax_rate = Decimal("0")
+    tax_type, tax_rate = _line_tax(txn, line, amount_types)
     if amount_types == "Inclusive":
         tax = money(amount * tax_rate / (Decimal(100) + tax_rate))
     else:
@@ -166,6 +156,19 @@ def _line_amounts(
         line["DiscountAmount"] = money(discount_amount)
     line.setdefault("Tracking", [])
     return amount, tax, money(gross) - amount
+
+
+def _line_tax(txn: _Txn, line: dict[str, Any], amount_types: str) -> tuple[str, Decimal]:
+    """The line's tax type (given, else its account's default) and its rate; NoTax documents
+    charge none whatever the type."""
+    tax_type = str(line.get("TaxType") or "").upper()
+    if not tax_type and line.get("AccountCode"):
+        tax_type = str(txn.accounts.get(str(line["AccountCode"]).upper(), {}).get("TaxType") or "").upper()
+    if amount_types == "NoTax" or not tax_type:
+        return tax_type, Decimal("0")
+    if tax_type not in txn.tax_rates:
+        raise BadValue(f"TaxType code '{tax_type}' does not exist or cannot be used for this type of transaction.")
+    return tax_type, txn.tax_rates[tax_type]
 
 
 def _tracking_known(txn: _Txn, tag: Any) -> bool:

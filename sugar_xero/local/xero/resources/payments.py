@@ -15,37 +15,15 @@ from .common import _COMPUTED, Outcome, _document_dates, _echo, _Txn, new_id
 
 
 def _upsert_payment(txn: _Txn, data: dict[str, Any]) -> Outcome:
-    payments = txn.col("payments")
-    invoices = txn.col("invoices")
+    """A new payment against an AUTHORISED invoice (a PaymentID names one to delete): check the
+    invoice, account and amount, then store the payment and apply it to the invoice."""
     payment_id = txn.path_id or data.get("PaymentID")
     if payment_id:
         return _delete_payment(txn, payment_id, data)
     errors: list[str] = []
-    reference = data.get("Invoice") or {}
-    invoice = None
-    if isinstance(reference, dict) and reference.get("InvoiceID"):
-        invoice = invoices.get(reference["InvoiceID"])
-    elif isinstance(reference, dict) and reference.get("InvoiceNumber"):
-        invoice = next((i for i in invoices.values() if i.get("InvoiceNumber") == reference["InvoiceNumber"]), None)
-    if data.get("CreditNote") or data.get("Prepayment") or data.get("Overpayment"):
-        errors.append("The emulator applies payments to invoices only")
-    elif invoice is None:
-        errors.append("The Invoice of a payment must be given by an existing InvoiceID or InvoiceNumber")
-    elif invoice["Status"] != "AUTHORISED":
-        errors.append(f"Payments can only be applied to AUTHORISED invoices; this one is {invoice['Status']}")
+    invoice = _paid_invoice(txn, data, errors)
     account = _payment_account(txn, data.get("Account"), errors)
-    try:
-        amount = money(to_decimal(data.get("Amount"), "Amount")) if data.get("Amount") is not None else None
-    except BadValue as error:
-        errors.append(str(error))
-        amount = None
-    if amount is None:
-        if not any("Amount" in e for e in errors):
-            errors.append("The payment Amount must be specified")
-    elif amount <= 0:
-        errors.append("The payment Amount must be greater than zero")
-    elif invoice is not None and amount > invoice["AmountDue"]:
-        errors.append("Payment amount exceeds the amount outstanding on this document")
+    amount = _payment_amount(data, invoice, errors)
     dates = _document_dates(txn, data, None, ("Date",), errors)
     if errors:
         return Outcome(_echo(data, "PaymentID", None), errors, [])
@@ -69,7 +47,47 @@ def _upsert_payment(txn: _Txn, data: dict[str, Any]) -> Outcome:
             **stamp,
         }
     )
-    payments[record["PaymentID"]] = record
+    txn.col("payments")[record["PaymentID"]] = record
+    _apply_to_invoice(txn, invoice, record, stamp)
+    return Outcome(record, [], [])
+
+
+def _paid_invoice(txn: _Txn, data: dict[str, Any], errors: list[str]) -> dict[str, Any] | None:
+    invoices = txn.col("invoices")
+    reference = data.get("Invoice") or {}
+    invoice = None
+    if isinstance(reference, dict) and reference.get("InvoiceID"):
+        invoice = invoices.get(reference["InvoiceID"])
+    elif isinstance(reference, dict) and reference.get("InvoiceNumber"):
+        invoice = next((i for i in invoices.values() if i.get("InvoiceNumber") == reference["InvoiceNumber"]), None)
+    if data.get("CreditNote") or data.get("Prepayment") or data.get("Overpayment"):
+        errors.append("The emulator applies payments to invoices only")
+    elif invoice is None:
+        errors.append("The Invoice of a payment must be given by an existing InvoiceID or InvoiceNumber")
+    elif invoice["Status"] != "AUTHORISED":
+        errors.append(f"Payments can only be applied to AUTHORISED invoices; this one is {invoice['Status']}")
+    return invoice
+
+
+def _payment_amount(data: dict[str, Any], invoice: dict[str, Any] | None, errors: list[str]) -> Decimal | None:
+    try:
+        amount = money(to_decimal(data.get("Amount"), "Amount")) if data.get("Amount") is not None else None
+    except BadValue as error:
+        errors.append(str(error))
+        amount = None
+    if amount is None:
+        if not any("Amount" in e for e in errors):
+            errors.append("The payment Amount must be specified")
+    elif amount <= 0:
+        errors.append("The payment Amount must be greater than zero")
+    elif invoice is not None and amount > invoice["AmountDue"]:
+        errors.append("Payment amount exceeds the amount outstanding on this document")
+    return amount
+
+
+def _apply_to_invoice(txn: _Txn, invoice: dict[str, Any], payment: dict[str, Any], stamp: dict[str, Any]) -> None:
+    """The invoice's AmountPaid and AmountDue move; fully paid, it turns PAID."""
+    amount = payment["Amount"]
     paid = invoice["AmountPaid"] + amount
     updated = dict(invoice)
     updated["AmountPaid"] = paid
@@ -77,21 +95,20 @@ def _upsert_payment(txn: _Txn, data: dict[str, Any]) -> Outcome:
     updated["Payments"] = [
         *invoice.get("Payments", []),
         {
-            "PaymentID": record["PaymentID"],
-            "Date": record["Date"],
+            "PaymentID": payment["PaymentID"],
+            "Date": payment["Date"],
             "Amount": amount,
-            "Reference": record.get("Reference", ""),
-            "CurrencyRate": record["CurrencyRate"],
+            "Reference": payment.get("Reference", ""),
+            "CurrencyRate": payment["CurrencyRate"],
             "HasAccount": True,
             "HasValidationErrors": False,
         },
     ]
     if updated["AmountDue"] == 0:
         updated["Status"] = "PAID"
-        updated["FullyPaidOnDate"] = record["Date"]
+        updated["FullyPaidOnDate"] = payment["Date"]
     updated.update(stamp)
-    invoices[invoice["InvoiceID"]] = updated
-    return Outcome(record, [], [])
+    txn.col("invoices")[invoice["InvoiceID"]] = updated
 
 
 def _payment_account(txn: _Txn, reference: Any, errors: list[str]) -> dict[str, Any] | None:

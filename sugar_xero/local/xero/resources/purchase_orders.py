@@ -34,15 +34,15 @@ PURCHASE_ORDER_TRANSITIONS = {
 }
 
 
-def _upsert_purchase_order(txn: _Txn, data: dict[str, Any]) -> Outcome:
-    orders = txn.col("purchase_orders")
-    existing, missing = _existing_document(txn, "purchase_orders", data, "PurchaseOrderNumber", match_number=True)
-    if missing:
-        return missing
-    errors: list[str] = []
-    warnings: list[str] = []
-    old_status = (existing or {}).get("Status")
-    status = data.get("Status") or old_status or "DRAFT"
+# Fields the store sets itself (from the checked values), never copied from the body as sent.
+_SET_BY_THE_STORE = ("PurchaseOrderID", "Type", "Status", "Date", "DeliveryDate", "ExpectedArrivalDate",
+                     "CurrencyCode", "CurrencyRate", "SentToContact")
+
+
+def _check_order_status(data: dict[str, Any], existing: dict[str, Any] | None, status: str,
+                        errors: list[str]) -> None:
+    """A known status; one a new order may start in, or a transition Xero allows; billed and
+    deleted orders are locked."""
     if status not in PURCHASE_ORDER_STATUSES:
         errors.append(f"Purchase order status must be one of {', '.join(PURCHASE_ORDER_STATUSES)}")
     elif existing is None and status not in PURCHASE_ORDER_CREATE_STATUSES:
@@ -51,11 +51,23 @@ def _upsert_purchase_order(txn: _Txn, data: dict[str, Any]) -> Outcome:
             f"{', '.join(PURCHASE_ORDER_CREATE_STATUSES)}"
         )
     elif existing is not None:
+        old_status = existing.get("Status")
         changes = set(data) - {"PurchaseOrderID", "Status", "SentToContact"}
         if status not in PURCHASE_ORDER_TRANSITIONS.get(old_status, set()):
             errors.append(f"Purchase order status cannot change from {old_status} to {status}")
         elif old_status in ("BILLED", "DELETED") and changes:
             errors.append(NOT_MODIFIABLE.format(kind="Purchase order"))
+
+
+def _upsert_purchase_order(txn: _Txn, data: dict[str, Any]) -> Outcome:
+    orders = txn.col("purchase_orders")
+    existing, missing = _existing_document(txn, "purchase_orders", data, "PurchaseOrderNumber", match_number=True)
+    if missing:
+        return missing
+    errors: list[str] = []
+    warnings: list[str] = []
+    status = data.get("Status") or (existing or {}).get("Status") or "DRAFT"
+    _check_order_status(data, existing, status, errors)
     if "SentToContact" in data and status not in ("AUTHORISED", "BILLED"):
         # Xero's own example answers this as a warning, not an error, and ignores the flag
         warnings.append("Only AUTHORISED and BILLED purchase orders may have SentToContact updated.")
@@ -70,11 +82,8 @@ def _upsert_purchase_order(txn: _Txn, data: dict[str, Any]) -> Outcome:
     dates = _document_dates(txn, data, existing, ("Date", "DeliveryDate", "ExpectedArrivalDate"), errors)
     currency = _currency(txn, data, existing, errors)
     number = data.get("PurchaseOrderNumber", (existing or {}).get("PurchaseOrderNumber"))
-    taken = {
-        str(o.get("PurchaseOrderNumber", "")).casefold()
-        for o in orders.values()
-        if existing is None or o["PurchaseOrderID"] != existing["PurchaseOrderID"]
-    }
+    taken = {str(o.get("PurchaseOrderNumber", "")).casefold() for o in orders.values()
+             if existing is None or o["PurchaseOrderID"] != existing["PurchaseOrderID"]}
     if number and str(number).casefold() in taken:
         errors.append("Order number must be unique")
     if len(str(data.get("DeliveryInstructions") or "")) > 500:
@@ -84,32 +93,9 @@ def _upsert_purchase_order(txn: _Txn, data: dict[str, Any]) -> Outcome:
         if lines:
             echoed["LineItems"] = lines
         return Outcome(echoed, errors, warnings)
-    record = (
-        deepcopy(existing)
-        if existing
-        else {
-            "PurchaseOrderID": new_id(),
-            "Type": "PURCHASEORDER",
-            "HasAttachments": False,
-            "HasErrors": False,
-            "SentToContact": False,
-        }
-    )
-    _copy_fields(
-        record,
-        data,
-        (
-            "PurchaseOrderID",
-            "Type",
-            "Status",
-            "Date",
-            "DeliveryDate",
-            "ExpectedArrivalDate",
-            "CurrencyCode",
-            "CurrencyRate",
-            "SentToContact",
-        ),
-    )
+    record = deepcopy(existing) if existing else {"PurchaseOrderID": new_id(), "Type": "PURCHASEORDER",
+                                                  "HasAttachments": False, "HasErrors": False, "SentToContact": False}
+    _copy_fields(record, data, _SET_BY_THE_STORE)
     if "SentToContact" in data and not warnings:
         record["SentToContact"] = bool(data["SentToContact"])
     record.update(dates)
