@@ -69,7 +69,14 @@ class Context:
 started = time.perf_counter()
 from functions.contact_sync.app import lambda_handler
 import botocore.client
+import requests.sessions  # the handler needs both anyway (for its first events): counted either way
 calls = []
+send = requests.sessions.Session.send
+def recorded_http(self, request, **kwargs):
+    body = request.body.decode() if isinstance(request.body, bytes) else request.body
+    calls.append(["http", request.method, request.url, dict(request.headers), body])
+    return send(self, request, **kwargs)
+requests.sessions.Session.send = recorded_http
 original = botocore.client.BaseClient._make_api_call
 def recorded(self, operation, params):
     calls.append(["aws", self.meta.service_model.service_name, operation, params])
@@ -88,13 +95,6 @@ records = [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "b
             "attributes": m.get("Attributes", {}), "messageAttributes": {}, "md5OfBody": m["MD5OfBody"],
             "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:eu-west-1:123456789012:contact-cold-start",
             "awsRegion": "eu-west-1"} for m in received.get("Messages", [])]
-import requests.sessions
-send = requests.sessions.Session.send
-def recorded_http(self, request, **kwargs):
-    body = request.body.decode() if isinstance(request.body, bytes) else request.body
-    calls.append(["http", request.method, request.url, dict(request.headers), body])
-    return send(self, request, **kwargs)
-requests.sessions.Session.send = recorded_http
 resumed = time.perf_counter()
 sqs_answer = lambda_handler({"Records": records}, Context())
 sqs_seconds = time.perf_counter() - resumed
