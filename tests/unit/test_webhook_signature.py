@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.xero.webhooks import (
+    WebhookEvent,
     check_event_date,
     header,
     normalise_event_date,
@@ -115,6 +116,16 @@ def test_events_are_validated_one_by_one_and_extra_fields_are_kept():
     assert [e.event_category for e in events] == ["INVOICE", "CREDITNOTE", "PREPAYMENT"]
     assert events[1].as_sent()["data"] == {"Type": "ACCRECCREDIT", "Status": "AUTHORISED"}
     assert events[0].as_sent() == event()
+
+
+def test_a_delivery_of_readable_events_reads_as_each_event_alone_would():
+    """All readable: read in one pass, with the same outcome as one event at a time."""
+    raws = [event(), event(eventCategory="CREDITNOTE", data={"Type": "ACCRECCREDIT"}),
+            event(eventDateUtc="2026-11-26T12:20:05+01:00", resourceId="0f0e")]
+    body = json.dumps({"events": raws, "firstEventSequence": 1, "lastEventSequence": 3}).encode()
+    events, rejected = parse_payload(body).valid_events()
+    assert rejected == 0
+    assert [e.as_sent() for e in events] == [WebhookEvent.model_validate(raw).as_sent() for raw in raws] == raws
 
 
 @pytest.mark.parametrize(("raw", "normalised"), [
