@@ -124,6 +124,7 @@ def client_for(service):
 for call in calls:
     if call[0] == "lambda-receive":  # the handler's untimed pause: Lambda receives the batch
         pause = time.perf_counter()
+        api_seconds = pause - started
         client_for("sqs").receive_message(QueueUrl=call[1], MaxNumberOfMessages=10, AttributeNames=["All"],
                                           WaitTimeSeconds=0)
         paused += time.perf_counter() - pause
@@ -138,7 +139,7 @@ for call in calls:
         getattr(client_for(service), xform_name(operation))(**params)
     except ClientError:
         pass  # a conditional write refused, as it was for the handler
-print("RESULT " + json.dumps({"seconds": time.perf_counter() - started - paused}))
+print("RESULT " + json.dumps({"seconds": time.perf_counter() - started - paused, "api_seconds": api_seconds}))
 '''
 
 
@@ -205,7 +206,7 @@ def measure(rounds: int = ROUNDS) -> dict[str, Any]:
             "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "eu-west-1", "AWS_REGION": "eu-west-1",
             "POWERTOOLS_TRACE_DISABLED": "1", "POWERTOOLS_SERVICE_NAME": "sugar-xero",
             "POWERTOOLS_METRICS_NAMESPACE": "SugarXero", "POWERTOOLS_LOG_LEVEL": "WARNING"}
-    samples, baselines, ratios, api_parts = [], [], [], []
+    samples, baselines, ratios, api_parts, baseline_api_parts = [], [], [], [], []
     try:
         with tempfile.TemporaryDirectory(prefix="sugar-xero-cold-") as folder:
             event_file, calls_file = Path(folder) / "event.json", Path(folder) / "calls.json"
@@ -232,6 +233,7 @@ def measure(rounds: int = ROUNDS) -> dict[str, Any]:
                 samples.append(handler["seconds"])
                 api_parts.append(handler["api_seconds"])
                 baselines.append(baseline["seconds"])
+                baseline_api_parts.append(baseline["api_seconds"])
                 ratios.append(handler["seconds"] / baseline["seconds"])
             aws = [call[2] for call in handler["calls"] if call[0] == "aws"]
             if len(handler["calls"]) - len(aws) - 1 < 1:
@@ -242,7 +244,8 @@ def measure(rounds: int = ROUNDS) -> dict[str, Any]:
         xero.shutdown()
         server.stop()
     return {"seconds": statistics.median(samples), "api_seconds": statistics.median(api_parts),
-            "baseline": statistics.median(baselines), "ratio": statistics.median(ratios),
+            "baseline": statistics.median(baselines), "baseline_api_seconds": statistics.median(baseline_api_parts),
+            "ratio": statistics.median(ratios),
             "spread": (min(ratios), max(ratios)), "aws": aws, "http": http}
 
 
@@ -259,8 +262,9 @@ def run() -> list[Row]:
     return [Row("14", "cold start: fresh interpreter, import contact_sync, serve its first API event and its first "
                       "SQS batch (the contact pushed to the Xero emulator) against moto ÷ plain boto3 + requests "
                       "making the same AWS and Xero calls",
-                f"{result['seconds'] * 1000:.0f} ms (API event {result['api_seconds'] * 1000:.0f} ms) ÷ "
-                f"{result['baseline'] * 1000:.0f} ms (median of {ROUNDS}; ratios {low:.2f}–{high:.2f}); "
+                f"{result['seconds'] * 1000:.0f} ms ÷ {result['baseline'] * 1000:.0f} ms (median of {ROUNDS}; ratios "
+                f"{low:.2f}–{high:.2f}; up to the API answer {result['api_seconds'] * 1000:.0f} ms ÷ "
+                f"{result['baseline_api_seconds'] * 1000:.0f} ms); "
                 f"AWS: {_counted(result['aws'])}; Xero: {_counted(result['http'])}",
                 result["ratio"], f"≤ {TARGET:g}", result["ratio"] <= TARGET)]
 
