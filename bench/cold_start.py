@@ -10,6 +10,9 @@ the same moto and the same emulator, both reset and seeded alike before each sid
 pay for boto3, requests, their clients and the same round trips, and the ratio is what our code
 and its libraries add. Target at most 1.3.
 
+Both children get the libraries' settings the template gives every function (Globals: Powertools',
+``PYDANTIC_DISABLE_PLUGINS``), tracing off as outside Lambda.
+
 The Xero connection is onboarded before each side as the onboarding callback leaves it
 (``shared.usecases.onboarding``): a token set (status connected, access token valid for 30
 minutes) and the connection item naming the emulator's organisation.
@@ -184,6 +187,15 @@ def _fresh_resources(endpoint: str, xero: Any) -> dict[str, str]:
             "XERO_API_BASE_URL": xero.url, "XERO_IDENTITY_URL": f"{xero.url}/connect/token"}
 
 
+def _library_settings() -> dict[str, str]:
+    """The libraries' settings every function gets from the template (Globals), as deployed."""
+    from sugar_xero.local.template import default_template_path, load_template
+
+    variables = load_template(default_template_path())["Globals"]["Function"]["Environment"]["Variables"]
+    return {name: str(value) for name, value in variables.items()
+            if name.startswith(("POWERTOOLS_", "PYDANTIC_")) and isinstance(value, str)}
+
+
 def _xero_writes(xero: Any) -> list[str]:
     """The emulator's answered writes since its reset, as "METHOD path status"."""
     entries, _ = xero.app.log.since(0)
@@ -204,8 +216,7 @@ def measure(rounds: int = ROUNDS) -> dict[str, Any]:
     endpoint = f"http://{host}:{port}"
     base = {"PATH": "/usr/bin:/bin", "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench",
             "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "eu-west-1", "AWS_REGION": "eu-west-1",
-            "POWERTOOLS_TRACE_DISABLED": "1", "POWERTOOLS_SERVICE_NAME": "sugar-xero",
-            "POWERTOOLS_METRICS_NAMESPACE": "SugarXero", "POWERTOOLS_LOG_LEVEL": "WARNING"}
+            "POWERTOOLS_TRACE_DISABLED": "1", "POWERTOOLS_LOG_LEVEL": "WARNING", **_library_settings()}
     samples, baselines, ratios, api_parts, baseline_api_parts = [], [], [], [], []
     try:
         with tempfile.TemporaryDirectory(prefix="sugar-xero-cold-") as folder:
