@@ -21,7 +21,10 @@ class Job(BaseModel):
     model_config = ConfigDict(defer_build=True)
 
     job_id: str
-    status: JobStatus
+    status: JobStatus = Field(description="final (succeeded, failed, ignored) only once the job's follow-up steps "
+                                          "ran (credit-note allocation, quote to ACCEPTED, CRM write-back); while "
+                                          "one waits to be retried the job stays queued and its error and "
+                                          "warnings say what it waits for")
     kind: str = Field(description="what the job does, e.g. contact.upsert")
     crm: CrmRef
     tenant_id: str | None = Field(default=None, description="the Xero organisation the job writes to, when it is "

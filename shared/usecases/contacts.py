@@ -29,19 +29,21 @@ from shared.usecases.journal import Entry, Journal
 from shared.usecases.versions import OLDER, SUPERSEDED, newest_per_record, version_of
 from shared.usecases.work import BatchResult, WorkItem, content_hash, finish, requeue, retry_after_for
 from shared.usecases.writeback import (
+    WRITE_BACK_PENDING,
     CrmWriter,
+    JobEnding,
     Outcome,
     Steps,
+    end_after_write_back,
     step_module,
     unfinished_step,
     write_back,
-    write_back_refused,
+    write_back_owed,
 )
 from shared.xero.client import validation_messages
 
 KIND = "contact.upsert"
 LOOKUPS_PER_CALL = 25
-WRITE_BACK_PENDING = "xero done, crm write-back pending"
 WRITE_BACK_RETRY_SECONDS = 120.0
 MAX_ROUNDS = 3
 # A Sugar Contact whose Account is not in Xero yet waits for it. The Account is usually being
@@ -169,6 +171,7 @@ def sync_contacts(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappi
                   crm: CrmWriter | None = None, crash: CrashPoints = NO_CRASH) -> BatchResult:
     config = config or mapping_file().for_tenant(xero.tenant_id)
     run = _Run(xero, jobs, mappings, config, crash)
+    run.writes_back = config.write_back.enabled and crm is not None
     parsed: list[tuple[WorkItem, ContactDocument]] = []
     for item in items:
         jobs.start_attempt(item.job_id)
@@ -244,21 +247,13 @@ def sync_contacts(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappi
 
     report = write_back([outcome for _, outcome in run.outcomes.values()], crm=crm, config=config,
                         steps=Steps(mappings, xero.tenant_id))  # type: ignore[arg-type]
-    for key, error in report.pending.items():
-        group = _warn(jobs, run.outcomes[key][0], f"{WRITE_BACK_PENDING}: {error}")
+    # The jobs held for their write-back end now (``shared.usecases.writeback``); one still
+    # waiting for Sugar stays queued and its message comes back.
+    waiting = end_after_write_back(jobs, run.endings, report)
+    for key in set(report.pending) | set(waiting):
+        group = run.outcomes[key][0] if key in run.outcomes else []
         result.defer([item.message_id for item, _ in group], WRITE_BACK_RETRY_SECONDS)
-    for key, error in report.failed.items():
-        for item, _doc in run.outcomes[key][0]:
-            jobs.update_job(item.job_id, status="failed", error=write_back_refused(error))
     return result
-
-
-def _warn(jobs: JobStore, group: Group, warning: str) -> Group:
-    """Add a warning to every job of a record's group, keeping the ones it has."""
-    for item, _doc in group:
-        job = jobs.get_job(item.job_id)
-        jobs.update_job(item.job_id, warnings=[*(job.warnings if job else []), warning])
-    return group
 
 
 def _unchanged(run: _Run, key: Key, group: Group, mapping: Mapping) -> None:
@@ -272,10 +267,16 @@ def _unchanged(run: _Run, key: Key, group: Group, mapping: Mapping) -> None:
     # a write-back step recorded and never confirmed (the worker died during the Sugar call)
     recorded = unfinished_step(run.journal, key[0], key[1]) if run.config.write_back.enabled else None
     pending_write_back |= recorded is not None
+    # never written back (the worker died between the state write and the write-back)
+    pending_write_back |= run.writes_back and write_back_owed(run.journal, key[0], key[1])
     note = "xero done earlier: crm write-back retried" if pending_write_back else \
         "unchanged since the last push: nothing sent to Xero"
     for item, _ in group:
-        finish(run.jobs, item.job_id, "succeeded", xero={"contact_id": mapping.xero_id}, warnings=[note])
+        if pending_write_back and run.writes_back:
+            run.endings.setdefault(key, []).append(JobEnding(item.job_id, "succeeded",
+                                                             xero={"contact_id": mapping.xero_id}, warnings=[note]))
+        else:
+            finish(run.jobs, item.job_id, "succeeded", xero={"contact_id": mapping.xero_id}, warnings=[note])
     if pending_write_back:
         run.outcomes[key] = (group, Outcome(module=key[0], crm_id=key[1], xero_id=mapping.xero_id,
                                             sync_status=mapping.sync_status or "synced",
@@ -291,6 +292,9 @@ class _Run:
         self.journal = Journal(mappings, xero)  # type: ignore[arg-type]
         self.held: list[tuple[str, str, dict[str, Any]]] | None = None
         self.outcomes: dict[Key, tuple[Group, Outcome]] = {}
+        # Job endings waiting for their record's write-back (never marked final before it ran).
+        self.endings: dict[Key, list[JobEnding]] = {}
+        self.writes_back = False  # set by sync_contacts: a CRM and write-back configured
         self.conflicts: list[tuple[_Pending, list[str]]] = []
         self.broken_links: list[tuple[_Pending, list[str]]] = []
         self.number_clashes: list[tuple[_Pending, list[str]]] = []
@@ -370,6 +374,13 @@ class _Run:
             self.held.append((job_id, status, outcome))
         else:
             finish(self.jobs, job_id, status, **outcome)
+
+    def _end(self, key: Key, job_id: str, status: str, outcome: dict[str, Any]) -> None:
+        """A job of a record that is written back ends after the write-back ran, else now."""
+        if self.writes_back:
+            self.endings.setdefault(key, []).append(JobEnding(job_id, status, **outcome))
+        else:
+            self._finish(job_id, status, outcome)
 
     def release(self) -> None:
         held, self.held = self.held or [], None
@@ -581,7 +592,7 @@ class _Run:
     # ---- endings ---------------------------------------------------------------------------
     def fail(self, pending: _Pending, error: str) -> None:
         for item, _ in pending.group:
-            self._finish(item.job_id, "failed", {"error": error, "warnings": list(pending.warnings)})
+            self._end(pending.key, item.job_id, "failed", {"error": error, "warnings": list(pending.warnings)})
         self.outcomes[pending.key] = (pending.group, Outcome(module=pending.key[0], crm_id=pending.key[1],
                                                              sync_status="failed", last_error=error))
 
@@ -599,7 +610,8 @@ class _Run:
         if pending.entry:
             self.journal.confirmed(pending.entry, contact_id)
         for item, _ in pending.group:
-            self._finish(item.job_id, "succeeded", {"xero": {"contact_id": contact_id}, "warnings": warnings})
+            self._end(pending.key, item.job_id, "succeeded", {"xero": {"contact_id": contact_id},
+                                                              "warnings": warnings})
         self.outcomes[pending.key] = (pending.group, Outcome(
             module=module, crm_id=crm_id, xero_id=contact_id, sync_status=status,
             last_error="; ".join(warnings) or None, synced_at=synced_at))

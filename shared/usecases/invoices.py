@@ -67,7 +67,17 @@ from shared.usecases.journal import Entry, Journal, add_marker
 from shared.usecases.organisations import organisation_job, without_write_back
 from shared.usecases.versions import OLDER, SUPERSEDED, newest_per_record, version_of
 from shared.usecases.work import BatchResult, WorkItem, content_hash, finish, requeue, retry_after_for
-from shared.usecases.writeback import Outcome, Steps, step_module, unfinished_step, write_back, write_back_refused
+from shared.usecases.writeback import (
+    JobEnding,
+    Outcome,
+    Steps,
+    end_after_write_back,
+    step_module,
+    unfinished_step,
+    write_back,
+    write_back_owed,
+    xero_version,
+)
 from shared.xero.client import validation_messages
 
 KIND_DOCUMENT = "document.push"
@@ -124,6 +134,11 @@ class _Record:
     def key(self) -> tuple[str, str]:
         return self.module, self.doc.crm_id
 
+    @property
+    def key_crm(self) -> tuple[str, str]:
+        """The CRM record, as the write-back names it."""
+        return self.doc.crm_module, self.doc.crm_id
+
 
 class _Run:
     def __init__(self, *, xero: XeroApi, jobs: JobStore, mappings: MappingStore, crm: QuoteReader | None,
@@ -137,6 +152,7 @@ class _Run:
         self.today = dt.datetime.now(dt.UTC).date()
         self.journal = Journal(mappings, xero)  # type: ignore[arg-type]
         self.held: list[tuple[Any, ...]] | None = None  # job endings waiting for the state writes
+        self.endings: dict[tuple[str, str], list[JobEnding]] = {}  # job endings waiting for the write-back
 
     # ---- endings ---------------------------------------------------------------------------
     def finish_items(self, items: Iterable[WorkItem], status: str, *, xero: dict[str, Any] | None = None,
@@ -152,29 +168,51 @@ class _Run:
         for job_id, status, xero, error, warnings in held:
             finish(self.jobs, job_id, status, xero=xero, error=error, warnings=warnings or [])
 
+    def writes_back(self, record: _Record) -> bool:
+        return record.doc.write_back and self.config.write_back.enabled and self.crm is not None
+
+    def end_after_write_back(self, record: _Record, status: str, *, xero: dict[str, Any] | None = None,
+                             error: str | None = None, warnings: list[str] | None = None) -> None:
+        """The record's jobs end once its write-back ran (``shared.usecases.writeback``), never
+        before: a job is not shown ``succeeded`` and then turned ``failed`` by Sugar's refusal."""
+        self.endings.setdefault(record.key_crm, []).extend(
+            JobEnding(item.job_id, status, xero=xero or {}, error=error, warnings=list(warnings or []))
+            for item in record.items)
+
     def fail(self, record: _Record, error: str, *, write_back_failure: bool = True) -> None:
-        self.finish_items(record.items, "failed", xero=_job_xero(record.state), error=error,
-                          warnings=record.warnings)
+        if write_back_failure and self.writes_back(record):
+            self.end_after_write_back(record, "failed", xero=_job_xero(record.state), error=error,
+                                      warnings=record.warnings)
+        else:
+            self.finish_items(record.items, "failed", xero=_job_xero(record.state), error=error,
+                              warnings=record.warnings)
         if write_back_failure and record.doc.write_back:
             values = write_back_values(record.state) if record.state else {}
             self.outcomes[(record.doc.crm_module, record.doc.crm_id)] = (record.items, Outcome(
                 module=record.doc.crm_module, crm_id=record.doc.crm_id, sync_status="failed",
                 xero_id=record.state.xero_id if record.state else None, last_error=error, synced_at=now_iso(),
-                values=values))
+                values=values, version=xero_version(record.state.updated_utc) if record.state else None))
 
-    def defer(self, items: list[WorkItem], error: Exception, retry_after: float | None = None) -> None:
+    def defer(self, items: list[WorkItem], error: Exception, retry_after: float | None = None, *,
+              waiting_for: str | None = None, xero: dict[str, Any] | None = None) -> None:
         requeue(self.jobs, [i.job_id for i in items], error)
+        if waiting_for:  # a follow-up step waits: the job (not final) says which, and what Xero holds
+            for item in items:
+                self.jobs.update_job(item.job_id, error=f"will retry: {waiting_for} ({error})", xero=xero or {})
         self.result.defer([i.message_id for i in items], retry_after if retry_after is not None
                           else retry_after_for(error))
 
     def succeed(self, record: _Record, state: XeroDocumentState, warnings: list[str]) -> None:
-        self.finish_items(record.items, "succeeded", xero=_job_xero(state), warnings=warnings)
+        if self.writes_back(record):
+            self.end_after_write_back(record, "succeeded", xero=_job_xero(state), warnings=warnings)
+        else:
+            self.finish_items(record.items, "succeeded", xero=_job_xero(state), warnings=warnings)
         if record.doc.write_back:
             self.outcomes[(record.doc.crm_module, record.doc.crm_id)] = (record.items, Outcome(
                 module=record.doc.crm_module, crm_id=record.doc.crm_id,
                 sync_status="warning" if warnings else "synced", xero_id=state.xero_id,
                 last_error="; ".join(warnings) if warnings else None, synced_at=now_iso(),
-                values=write_back_values(state)))
+                values=write_back_values(state), version=xero_version(state.updated_utc)))
 
 
 def _job_xero(state: XeroDocumentState | None) -> dict[str, Any]:
@@ -563,14 +601,24 @@ def _unchanged(run: _Run, record: _Record) -> None:
     recorded = unfinished_step(run.journal, record.doc.crm_module, record.doc.crm_id) \
         if record.doc.write_back and run.config.write_back.enabled and run.crm is not None else None
     pending |= recorded is not None
+    # never written back for this state (the worker died between the state write and the write-back)
+    pending |= run.writes_back(record) and write_back_owed(run.journal, record.doc.crm_module, record.doc.crm_id,
+                                                           xero_version(record.state.updated_utc))
     note = "xero done earlier: crm write-back retried" if pending else \
         "unchanged since the last push: nothing sent to Xero"
-    run.finish_items(record.items, "succeeded", xero=_job_xero(record.state), warnings=[note])
+    if pending and record.mapping and run.writes_back(record):
+        run.end_after_write_back(record, "succeeded", xero=_job_xero(record.state), warnings=[note])
+    else:
+        run.finish_items(record.items, "succeeded", xero=_job_xero(record.state), warnings=[note])
     if pending and record.doc.write_back and record.mapping:
+        # redone as recorded: with the version of the Xero state the recorded values carry
+        step = run.journal.load(step_module(record.doc.crm_module), [record.doc.crm_id]).get(record.doc.crm_id)
+        version = step.version if recorded is not None and step is not None else xero_version(record.state.updated_utc)
         run.outcomes[(record.doc.crm_module, record.doc.crm_id)] = (record.items, Outcome(
             module=record.doc.crm_module, crm_id=record.doc.crm_id, sync_status=record.mapping.sync_status,
             xero_id=record.state.xero_id, last_error=record.mapping.last_error,
-            synced_at=record.mapping.updated_at, values=write_back_values(record.state), recorded=recorded))
+            synced_at=record.mapping.updated_at, values=write_back_values(record.state), recorded=recorded,
+            version=version))
 
 
 # ---- step 5: sending -------------------------------------------------------------------------------
@@ -781,7 +829,8 @@ def _settle_acceptance(run: _Run, record: _Record, state: XeroDocumentState, map
 
 def _acceptance_not_done(run: _Run, record: _Record, state: XeroDocumentState, error: Exception) -> None:
     if isinstance(error, ConnectionNotReady) or getattr(error, "retryable", False):
-        run.defer(record.items, error)
+        run.defer(record.items, error, waiting_for=f"the Xero quote {state.number or state.xero_id} is pushed; "
+                                                   "its move to ACCEPTED waits", xero=_job_xero(state))
     else:
         record.state = state
         run.fail(record, f"Xero quote {state.number or state.xero_id} is {state.status} in Xero and could not be "
@@ -964,7 +1013,8 @@ def _settle_allocation(run: _Run, record: _Record, note_module: str, note_id: st
 
 def _allocation_not_done(run: _Run, record: _Record, note: str, amount: Decimal, error: Exception) -> bool:
     if isinstance(error, ConnectionNotReady) or getattr(error, "retryable", False):
-        run.defer(record.items, error)
+        run.defer(record.items, error, waiting_for=f"Xero credit note {note} is raised; its allocation of "
+                                                   f"{amount:,.2f} to the invoice waits", xero=_job_xero(record.state))
     else:
         run.fail(record, f"Xero credit note {note} was raised but could not be allocated to the invoice "
                          f"({error}); allocate {amount:,.2f} in Xero, then replay the job")
@@ -1030,13 +1080,9 @@ def _fill_invoice_records(run: _Run) -> None:
 def _write_back(run: _Run) -> None:
     report = write_back([outcome for _, outcome in run.outcomes.values()], crm=run.crm, config=run.config,
                         steps=Steps(run.mappings, run.xero.tenant_id))  # type: ignore[arg-type]
-    for key, error in report.pending.items():
-        items = run.outcomes[key][0]
-        for item in items:
-            job = run.jobs.get_job(item.job_id)
-            run.jobs.update_job(item.job_id,
-                                warnings=[*(job.warnings if job else []), f"{WRITE_BACK_PENDING}: {error}"])
+    # The jobs held for their write-back end now; one still waiting for Sugar stays queued and
+    # its message comes back (the write-back is redone from the recorded step or the stored state).
+    waiting = end_after_write_back(run.jobs, run.endings, report)
+    for key in set(report.pending) | set(waiting):
+        items = run.outcomes[key][0] if key in run.outcomes else []
         run.result.defer([item.message_id for item in items], WRITE_BACK_RETRY_SECONDS)
-    for key, error in report.failed.items():
-        for item in run.outcomes[key][0]:
-            run.jobs.update_job(item.job_id, status="failed", error=write_back_refused(error))

@@ -41,7 +41,7 @@ from shared.mapping.xero_documents import (
 from shared.models.invoices import DocumentChange, XeroDocumentState
 from shared.observability import MetricNames, logger, metrics
 from shared.state.records import Mapping, document_module
-from shared.usecases.writeback import Outcome, write_back
+from shared.usecases.writeback import Outcome, Steps, record_refused_write_back, write_back, xero_version
 
 OnChanges = Callable[[list[DocumentChange]], Any]
 
@@ -51,7 +51,7 @@ DOCUMENT_RESOURCES = frozenset(ID_FIELDS)
 PUSH_OWNED_VALUES = frozenset({"sync_status", "last_error", "synced_at"})
 STORE_ATTEMPTS = 3
 DEFAULT_REFRESH_LIMIT = 250  # pending resources per tenant per run: 5 Xero GETs of 50 invoices
-CRM_BULK_CHUNK = 20
+CONTACT_VALUES_STEP = "XEROVALUES"  # the journal step of Xero's contact values written onto a CRM record
 # Imported records get an id derived from the Xero id, so a second attempt cannot create a twin.
 IMPORT_NAMESPACE = uuid.UUID("6f1c2b0e-5f7a-4d8e-9a51-3c2d7e0b9f14")
 
@@ -190,7 +190,8 @@ def find_mappings(mappings: Any, tenant_id: str, xero_ids: list[str]) -> dict[st
 # ---- documents ------------------------------------------------------------------------------
 def apply_documents(resource: str, documents: list[dict[str, Any]], *, tenant_id: str,
                     mappings: DocumentMappings, crm: Any, config: MappingConfig,
-                    on_changes: OnChanges | None = None, xero: XeroReader | None = None) -> ApplyReport:
+                    on_changes: OnChanges | None = None, xero: XeroReader | None = None,
+                    jobs: Any = None, source: str = "webhook") -> ApplyReport:
     """Bring the mappings and CRM records of ``documents`` (``resource``: Invoices, CreditNotes,
     Quotes or PurchaseOrders, as Xero's GET answers them) up to Xero's state.
 
@@ -202,6 +203,11 @@ def apply_documents(resource: str, documents: list[dict[str, Any]], *, tenant_id
 
     Raises only for Xero failures worth retrying (while fetching an online URL), before anything
     is written. Everything else is in the report: ``pending`` ids must be applied again later.
+
+    The CRM write-back is a journal step per record (``shared.usecases.writeback``), carrying the
+    version of Xero's state it writes (UpdatedDateUTC): a slower write-back of an older state is
+    refused by the step and never overwrites a newer one. One Sugar refuses for good is recorded
+    as a ``failed`` job (``jobs``: the sync table; ``source`` names who applied it).
     """
     if resource not in DOCUMENT_RESOURCES:
         raise ValueError(f"unknown Xero document resource {resource!r}")
@@ -263,8 +269,9 @@ def apply_documents(resource: str, documents: list[dict[str, Any]], *, tenant_id
 
     # 1. the CRM record
     written_config = _xero_values_only(config)
+    steps = _steps(mappings, tenant_id)
     written = write_back([_outcome(c.crm_module, c.mapping.crm_id, c.state) for c in candidates],
-                         crm=crm, config=written_config)
+                         crm=crm, config=written_config, steps=steps)
     ready: list[_Candidate] = []
     for candidate in candidates:
         key = (candidate.crm_module, candidate.mapping.crm_id)
@@ -277,6 +284,9 @@ def apply_documents(resource: str, documents: list[dict[str, Any]], *, tenant_id
             report.failed[candidate.xero_id] = written.failed[key]
             logger.error("CRM refused Xero's update of a record", extra={
                 "crm_module": key[0], "crm_id": key[1], "xero_id": candidate.xero_id, "error": written.failed[key]})
+            record_refused_write_back(jobs, tenant_id=tenant_id, module=key[0], crm_id=key[1],
+                                      xero_id=candidate.xero_id, version=xero_version(candidate.state.updated_utc),
+                                      error=written.failed[key], source=source)
         ready.append(candidate)
 
     # 2. the billing rules
@@ -309,7 +319,7 @@ def apply_documents(resource: str, documents: list[dict[str, Any]], *, tenant_id
             rewrites.append((candidate.crm_module, candidate.mapping.crm_id, winner))
     if rewrites:
         again = write_back([_outcome(module, crm_id, state) for module, crm_id, state in rewrites],
-                           crm=crm, config=written_config)
+                           crm=crm, config=written_config, steps=steps)
         report.rewrites = len(rewrites) - len(again.pending) - len(again.failed)
         if again.pending:
             logger.warning("CRM re-write after a race deferred: the drift report will show it",
@@ -318,9 +328,14 @@ def apply_documents(resource: str, documents: list[dict[str, Any]], *, tenant_id
     return report
 
 
+def _steps(mappings: Any, tenant_id: str) -> Steps | None:
+    """The write-back's journal steps live in the sync table (the mappings' store)."""
+    return Steps(mappings, tenant_id) if hasattr(mappings, "record_intent") else None
+
+
 def _outcome(module: str, crm_id: str, state: XeroDocumentState) -> Outcome:
     return Outcome(module=module, crm_id=crm_id, sync_status="synced", xero_id=state.xero_id,
-                   values=write_back_values(state))
+                   values=write_back_values(state), version=xero_version(state.updated_utc))
 
 
 def _store(candidate: _Candidate, mappings: DocumentMappings) -> tuple[bool, XeroDocumentState | None]:
@@ -448,9 +463,10 @@ def contact_values(contact: dict[str, Any], fields: dict[str, str]) -> dict[str,
 
 
 def apply_contacts(contacts: list[dict[str, Any]], *, tenant_id: str, mappings: Any, crm: Any,
-                   config: MappingConfig) -> tuple[set[str], dict[str, str]]:
+                   config: MappingConfig, jobs: Any = None, source: str = "webhook") -> tuple[set[str], dict[str, str]]:
     """Write the configured Xero-owned values of each contact onto its mapped CRM records.
-    Returns (written contact ids, pending contact id → why)."""
+    Returns (written contact ids, pending contact id → why). A record Sugar refuses for good is
+    recorded as a ``failed`` job (``record_refused_write_back``)."""
     fields = config.xero_updates.contact_fields
     by_id = {str(c.get("ContactID")): c for c in contacts if c.get("ContactID")}
     if not fields or crm is None or not by_id:
@@ -464,28 +480,23 @@ def apply_contacts(contacts: list[dict[str, Any]], *, tenant_id: str, mappings: 
                 continue  # documents and items share the index; only records that are contacts
             updates.setdefault(mapping.module, {})[mapping.crm_id] = values
             owners[(mapping.module, mapping.crm_id)] = xero_id
-    written: set[str] = set()
-    pending: dict[str, str] = {}
-    for module, records in updates.items():
-        ids = list(records)
-        for start in range(0, len(ids), CRM_BULK_CHUNK):
-            chunk = {crm_id: records[crm_id] for crm_id in ids[start:start + CRM_BULK_CHUNK]}
-            try:
-                results = crm.update_records_bulk(module, chunk, chunk_size=CRM_BULK_CHUNK)
-            except Exception as error:  # noqa: BLE001 - Sugar down: the contact is refreshed again
-                for crm_id in chunk:
-                    pending[owners[(module, crm_id)]] = str(error)
-                continue
-            for crm_id in chunk:
-                result = results.get(crm_id)
-                problem = result.error(f"PUT /{module}/{crm_id}") if result is not None else None
-                if result is None or (problem is not None and getattr(problem, "retryable", False)):
-                    pending[owners[(module, crm_id)]] = str(problem or "Sugar gave no answer")
-                elif problem is not None:
-                    logger.error("CRM refused Xero's contact values",
-                                 extra={"crm_module": module, "crm_id": crm_id, "error": str(problem)})
-                else:
-                    written.add(owners[(module, crm_id)])
+    # Journal steps of their own (``{module}#XEROVALUES``: the push's write-back writes other
+    # fields), carrying the contact's UpdatedDateUTC: an older refresh never overwrites a newer one.
+    outcomes = [Outcome(module=module, crm_id=crm_id, sync_status="synced", recorded=values,
+                        version=xero_version(updated_iso(by_id[owners[(module, crm_id)]])))
+                for module, records in updates.items() for crm_id, values in records.items()]
+    values_only = config.model_copy(update={"write_back": config.write_back.model_copy(
+        update={"enabled": True, "fields": {}})})
+    report = write_back(outcomes, crm=crm, config=values_only, steps=_steps(mappings, tenant_id),
+                        step_name=CONTACT_VALUES_STEP)
+    written = {owners[key] for key in report.written}
+    pending = {owners[key]: why for key, why in report.pending.items()}
+    for (module, crm_id), problem in report.failed.items():
+        logger.error("CRM refused Xero's contact values",
+                     extra={"crm_module": module, "crm_id": crm_id, "error": problem})
+        xero_id = owners[(module, crm_id)]
+        record_refused_write_back(jobs, tenant_id=tenant_id, module=module, crm_id=crm_id, xero_id=xero_id,
+                                  version=xero_version(updated_iso(by_id[xero_id])), error=problem, source=source)
     return written - set(pending), pending
 
 
@@ -509,7 +520,7 @@ class RefreshReport:
 
 def refresh_pending(tenant_id: str, *, store: PendingStore, xero: XeroReader, mappings: DocumentMappings,
                     crm: Any, config: MappingConfig, on_changes: OnChanges | None = None,
-                    limit: int = DEFAULT_REFRESH_LIMIT) -> RefreshReport:
+                    limit: int = DEFAULT_REFRESH_LIMIT, jobs: Any = None) -> RefreshReport:
     """Re-read from Xero every resource the tenant's webhooks said changed, and apply it.
 
     INVOICE: the invoices, 50 ids a call. CREDITNOTE: the credit notes, then the invoices they
@@ -543,7 +554,7 @@ def refresh_pending(tenant_id: str, *, store: PendingStore, xero: XeroReader, ma
                 if isinstance(a, dict) and (a.get("Invoice") or {}).get("InvoiceID")}
         note_report = report.credit_notes = apply_documents(
             "CreditNotes", notes, tenant_id=tenant_id, mappings=mappings, crm=crm, config=config,
-            on_changes=on_changes)
+            on_changes=on_changes, jobs=jobs)
 
     invoice_ids = list(dict.fromkeys([*ids.get("INVOICE", []), *(i for s in allocated.values() for i in s)]))
     invoice_report = None
@@ -551,7 +562,7 @@ def refresh_pending(tenant_id: str, *, store: PendingStore, xero: XeroReader, ma
         invoices = _fetch(xero, "Invoices", invoice_ids, report)
         invoice_report = report.invoices = apply_documents(
             "Invoices", invoices, tenant_id=tenant_id, mappings=mappings, crm=crm, config=config,
-            on_changes=on_changes, xero=xero)
+            on_changes=on_changes, xero=xero, jobs=jobs)
         missing = set(invoice_ids) - invoice_report.seen
         if missing:
             logger.warning("Xero did not return some changed invoices; nothing to apply for them",
@@ -570,7 +581,7 @@ def refresh_pending(tenant_id: str, *, store: PendingStore, xero: XeroReader, ma
         if config.xero_updates.contact_fields and crm is not None:
             contacts = _fetch(xero, "Contacts", ids["CONTACT"], report)
             written, pending = apply_contacts(contacts, tenant_id=tenant_id, mappings=mappings, crm=crm,
-                                              config=config)
+                                              config=config, jobs=jobs)
             report.contacts_written = len(written)
             why.update(pending)
             done["CONTACT"] = set(ids["CONTACT"]) - set(pending)
