@@ -611,7 +611,17 @@ def refresh_pending(tenant_id: str, *, store: PendingStore, xero: XeroReader, ma
             done["CONTACT"] = set(ids["CONTACT"]) - set(pending)
         else:
             done["CONTACT"] = set(ids["CONTACT"])  # nothing configured to take from contacts
+    _clear_applied(tenant_id, items, done, why, store, report)
+    logger.info("pending Xero resources refreshed", extra={
+        "tenant_id": tenant_id, "read": report.read, "cleared": report.cleared, "superseded": report.superseded,
+        "kept": len(report.kept), "more": report.more, "xero_gets": report.xero_gets})
+    return report
 
+
+def _clear_applied(tenant_id: str, items: list[dict[str, Any]], done: dict[str, set[str]], why: dict[str, str],
+                   store: PendingStore, report: RefreshReport) -> None:
+    """Mark each applied pending item refreshed (unless a newer event came meanwhile); keep the
+    others with the reason."""
     for item in items:
         category, resource_id = str(item["event_category"]), str(item["resource_id"])
         if category in {"INVOICE", "CREDITNOTE", "CONTACT"} and resource_id not in done.get(category, set()):
@@ -626,10 +636,6 @@ def refresh_pending(tenant_id: str, *, store: PendingStore, xero: XeroReader, ma
                 metrics.add_metric(name=MetricNames.WEBHOOK_LATENCY, unit="Milliseconds", value=latency)
         else:
             report.superseded += 1
-    logger.info("pending Xero resources refreshed", extra={
-        "tenant_id": tenant_id, "read": report.read, "cleared": report.cleared, "superseded": report.superseded,
-        "kept": len(report.kept), "more": report.more, "xero_gets": report.xero_gets})
-    return report
 
 
 def _milliseconds_since(event_date_utc: Any) -> float | None:
