@@ -4,6 +4,9 @@ records up to date (``shared.usecases.xero_updates``); and the Xero OAuth2 onboa
 
 from __future__ import annotations
 
+# First, before pydantic is loaded (see shared.api.sqs).
+from shared.api.sqs import is_sqs_event, run_batch  # isort: skip
+
 import html
 import json
 import uuid
@@ -23,7 +26,6 @@ from shared.api.http import (
     raw_body,
     status_base_url,
 )
-from shared.api.sqs import is_sqs_event, run_batch
 from shared.config import settings
 from shared.errors import XeroError
 from shared.mapping.settings import mapping_file

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 JobStatus = Literal["queued", "in_progress", "succeeded", "failed", "ignored"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "ignored"})
 
 
 class CrmRef(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     module: str
     id: str
 
 
 class Job(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     job_id: str
     status: JobStatus = Field(description="final (succeeded, failed, ignored) only once the job's follow-up steps "
                                           "ran (credit-note allocation, quote to ACCEPTED, CRM write-back); while "
@@ -39,6 +43,8 @@ class Job(BaseModel):
 
 
 class Accepted(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     job_id: str
     status_url: str
     status: JobStatus = "queued"
@@ -46,11 +52,15 @@ class Accepted(BaseModel):
 
 
 class Ignored(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     status: Literal["ignored"] = "ignored"
     reason: str
 
 
 class ErrorBody(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     error: str
     message: str
     details: list[Any] = Field(default_factory=list)

@@ -420,14 +420,10 @@ def _settle_contacts(run: _Run, records: list[_Record], batch_size: int) -> list
         if record.doc.contact.xero_contact_id:
             record.contact_id = record.doc.contact.xero_contact_id
     keys = {r.doc.contact.key for r in needing if r.contact_id is None and r.doc.contact.key}
-    known: dict[tuple[str, str], str] = {}
-    for module in {m for m, _ in keys}:
-        for crm_id, mapping in run.mappings.get_mappings(run.xero.tenant_id, module,
-                                                         [i for m, i in keys if m == module]).items():
-            known[(module, crm_id)] = mapping.xero_id
+    known = _contact_ids(run, keys)
     missing = sorted(key for key in keys if key not in known)
-    problems: dict[tuple[str, str], str] = {}
-    deferred: dict[tuple[str, str], tuple[Exception, float | None]] = {}
+    problems: dict[ContactKey, str] = {}
+    deferred: dict[ContactKey, tuple[Exception, float | None]] = {}
     if missing:
         inline = {r.doc.contact.key: r.doc.contact.contact for r in needing if r.doc.contact.contact}
         items: list[WorkItem] = []
@@ -443,40 +439,9 @@ def _settle_contacts(run: _Run, records: list[_Record], batch_size: int) -> list
             except (DocumentRefused, ValidationError) as error:
                 problems[key] = f"the customer/supplier {key[1]} cannot be pushed: {error}"
                 continue
-            payload = document.model_dump(mode="json")
-            if run.job_tenant:  # another organisation than the default: a job of its own, stamped with it
-                items.append(organisation_job(contacts.KIND, payload, run.job_tenant, jobs=run.jobs,
-                                              message_prefix="contact")[0])
-                continue
-            job_id = job_id_for(contacts.KIND, payload)
-            stamp = now_iso()
-            run.jobs.create_job(Job(job_id=job_id, status="queued", kind=contacts.KIND,
-                                    crm=CrmRef(module=document.crm_module, id=document.crm_id),
-                                    created_at=stamp, updated_at=stamp),
-                                payload)  # the bare document, as accept() stores it: what a replay sends
-            items.append(WorkItem(message_id=f"contact:{job_id}", job_id=job_id, kind=contacts.KIND, document=payload))
+            items.append(_contact_work_item(run, document))
         if items:
-            # The CRM's xero_* fields name the default organisation's contact: only its pushes write back.
-            outcome = contacts.sync_contacts(items, xero=run.xero, jobs=run.jobs, mappings=run.mappings,
-                                             crash=run.crash, batch_size=batch_size,
-                                             config=without_write_back(run.config) if run.job_tenant else run.config,
-                                             crm=None if run.job_tenant else run.crm)
-            pushed = {(i.document["crm_module"], i.document["crm_id"]): i for i in items}
-            found: dict[tuple[str, str], str] = {}
-            for module in {m for m, _ in pushed}:
-                for crm_id, mapping in run.mappings.get_mappings(run.xero.tenant_id, module,
-                                                                 [i for m, i in pushed if m == module]).items():
-                    found[(module, crm_id)] = mapping.xero_id
-            for key, item in pushed.items():
-                if key in found:
-                    known[key] = found[key]
-                elif item.message_id in outcome.retry:
-                    deferred[key] = (XeroError("the customer's Xero contact is waiting to be pushed", retryable=True),
-                                     outcome.retry_after)
-                else:
-                    job = run.jobs.get_job(item.job_id)
-                    problems[key] = (f"the customer/supplier {key[1]} could not be pushed to Xero: "
-                                     f"{job.error if job else 'unknown error'} (job {item.job_id})")
+            _push_contacts(run, items, batch_size, known, problems, deferred)
     ready = [r for r in records if r.doc.cancelled or r.contact_id]
     for record in needing:
         if record.contact_id:
@@ -492,9 +457,61 @@ def _settle_contacts(run: _Run, records: list[_Record], batch_size: int) -> list
     return ready
 
 
+ContactKey = tuple[str, str]  # (CRM module, CRM id) of a customer or supplier
+
+
+def _contact_ids(run: _Run, keys: Iterable[ContactKey]) -> dict[ContactKey, str]:
+    """The Xero ContactIDs the mappings already hold for these CRM records, one read a module."""
+    keys = list(keys)
+    known: dict[ContactKey, str] = {}
+    for module in {m for m, _ in keys}:
+        for crm_id, mapping in run.mappings.get_mappings(run.xero.tenant_id, module,
+                                                         [i for m, i in keys if m == module]).items():
+            known[(module, crm_id)] = mapping.xero_id
+    return known
+
+
+def _contact_work_item(run: _Run, document: Any) -> WorkItem:
+    """A contact job for a customer/supplier the document needs, pushed in this same run."""
+    payload = document.model_dump(mode="json")
+    if run.job_tenant:  # another organisation than the default: a job of its own, stamped with it
+        return organisation_job(contacts.KIND, payload, run.job_tenant, jobs=run.jobs, message_prefix="contact")[0]
+    job_id = job_id_for(contacts.KIND, payload)
+    stamp = now_iso()
+    run.jobs.create_job(Job(job_id=job_id, status="queued", kind=contacts.KIND,
+                            crm=CrmRef(module=document.crm_module, id=document.crm_id),
+                            created_at=stamp, updated_at=stamp),
+                        payload)  # the bare document, as accept() stores it: what a replay sends
+    return WorkItem(message_id=f"contact:{job_id}", job_id=job_id, kind=contacts.KIND, document=payload)
+
+
+def _push_contacts(run: _Run, items: list[WorkItem], batch_size: int, known: dict[ContactKey, str],
+                   problems: dict[ContactKey, str], deferred: dict[ContactKey, tuple[Exception, float | None]]
+                   ) -> None:
+    """Push the missing customers/suppliers now; each ends known, deferred or a problem."""
+    # The CRM's xero_* fields name the default organisation's contact: only its pushes write back.
+    outcome = contacts.sync_contacts(items, xero=run.xero, jobs=run.jobs, mappings=run.mappings,
+                                     crash=run.crash, batch_size=batch_size,
+                                     config=without_write_back(run.config) if run.job_tenant else run.config,
+                                     crm=None if run.job_tenant else run.crm)
+    pushed = {(i.document["crm_module"], i.document["crm_id"]): i for i in items}
+    found = _contact_ids(run, pushed)
+    for key, item in pushed.items():
+        if key in found:
+            known[key] = found[key]
+        elif item.message_id in outcome.retry:
+            deferred[key] = (XeroError("the customer's Xero contact is waiting to be pushed", retryable=True),
+                             outcome.retry_after)
+        else:
+            job = run.jobs.get_job(item.job_id)
+            problems[key] = (f"the customer/supplier {key[1]} could not be pushed to Xero: "
+                             f"{job.error if job else 'unknown error'} (job {item.job_id})")
+
+
 # ---- step 3/4: mapping and deciding --------------------------------------------------------------
 def _decide(run: _Run, records: list[_Record], *, tax_rates: MappingOf[str, Decimal],
             check_references: ReferenceCheck | None, today: dt.date) -> list[_Record]:
+    """What each record needs: an end in Xero (cancelled), nothing (unchanged), or a body to send."""
     to_send: list[_Record] = []
     credit_with_payments = run.config.invoices.cancel_with_payments == "credit_note"
     if run.config.write_back.enabled and run.crm is not None:  # unfinished write-back steps, one read a module
@@ -506,68 +523,86 @@ def _decide(run: _Run, records: list[_Record], *, tax_rates: MappingOf[str, Deci
             run.journal.load(step_module(module), crm_ids)
     for record in records:
         if record.doc.cancelled:
-            if record.state is None:
-                run.finish_items(record.items, "ignored",
-                                 warnings=["cancelled in the CRM before it was ever pushed: nothing to end in Xero"])
-                continue
-            action, why = cancellation(record.state, credit_with_payments=credit_with_payments)
-            if action == "done":
-                run.succeed(record, record.state, [why or "already ended in Xero"])
-            elif action == "refuse":
-                run.fail(record, why or "cannot be ended in Xero")
-            elif action == "credit_note":
-                record.action = action
-                to_send.append(record)
-            elif (locked := _locked_period(record, check_references)) is not None:
-                run.fail(record, locked)
-            else:
-                record.action = action
-                status = "DELETED" if action == "delete" else "VOIDED"
-                record.body = {ID_FIELDS[record.resource]: record.state.xero_id, "Status": status}
-                if record.resource != "Invoices":  # Xero wants the contact and date on quote and order updates
-                    if record.state.contact_id:
-                        record.body["Contact"] = {"ContactID": record.state.contact_id}
-                    if record.state.date:
-                        record.body["Date"] = record.state.date.isoformat()
-                to_send.append(record)
-            continue
-        assert record.contact_id is not None
-        record.digest = _document_digest(record.doc, record.contact_id)
-        if record.mapping and record.mapping.payload_hash == record.digest and record.state is not None:
-            if _wants_acceptance(record, record.state):  # the document is in Xero, its ACCEPTED step is not
-                warnings = list(record.warnings)
-                if (accepted := _settle_acceptance(run, record, record.state, record.mapping, warnings)):
-                    run.succeed(record, accepted, warnings)
-                continue
-            _unchanged(run, record)
-            continue
-        if record.state is not None and record.state.locked:
-            run.fail(record, _locked_message(record.state))
-            continue
-        try:
-            record.mapped = to_xero_document(record.doc, run.config, contact_id=record.contact_id,
-                                             existing=record.state, tax_rates=tax_rates, today=today)
-        except DocumentRefused as error:
-            run.fail(record, str(error))
-            continue
-        body = record.mapped.body
-        if check_references and "Date" not in body and record.state is not None and record.state.date:
-            # an update keeps Xero's date, and Xero checks the lock against it all the same
-            body = {**body, "Date": record.state.date.isoformat()}
-        problems = check_references(body) if check_references else []
-        if problems:
-            run.fail(record, "not sent: " + "; ".join(problems))
-            continue
-        record.body = record.mapped.body
-        record.warnings += record.mapped.warnings
-        if (record.resource == "Quotes" and record.body.get("Status") == ACCEPTED and record.state is not None
-                and record.state.status in THROUGH_SENT):
-            # Xero refuses DRAFT → ACCEPTED and DECLINED → ACCEPTED: the quote goes as SENT, then
-            # the ACCEPTED step of its own (_settle_acceptance) follows
-            record.body["Status"] = "SENT"
-            record.accept_after = True
-        to_send.append(record)
+            sends = _decide_cancelled(run, record, credit_with_payments, check_references)
+        else:
+            sends = _decide_push(run, record, tax_rates=tax_rates, check_references=check_references, today=today)
+        if sends:
+            to_send.append(record)
     return to_send
+
+
+def _decide_cancelled(run: _Run, record: _Record, credit_with_payments: bool,
+                      check_references: ReferenceCheck | None) -> bool:
+    """A document cancelled in the CRM: nothing to end, already ended, refused, a credit note, or
+    a DELETED/VOIDED update. True when something is to be sent."""
+    if record.state is None:
+        run.finish_items(record.items, "ignored",
+                         warnings=["cancelled in the CRM before it was ever pushed: nothing to end in Xero"])
+        return False
+    action, why = cancellation(record.state, credit_with_payments=credit_with_payments)
+    if action == "done":
+        run.succeed(record, record.state, [why or "already ended in Xero"])
+        return False
+    if action == "refuse":
+        run.fail(record, why or "cannot be ended in Xero")
+        return False
+    if action == "credit_note":
+        record.action = action
+        return True
+    if (locked := _locked_period(record, check_references)) is not None:
+        run.fail(record, locked)
+        return False
+    record.action = action
+    status = "DELETED" if action == "delete" else "VOIDED"
+    record.body = {ID_FIELDS[record.resource]: record.state.xero_id, "Status": status}
+    if record.resource != "Invoices":  # Xero wants the contact and date on quote and order updates
+        if record.state.contact_id:
+            record.body["Contact"] = {"ContactID": record.state.contact_id}
+        if record.state.date:
+            record.body["Date"] = record.state.date.isoformat()
+    return True
+
+
+def _decide_push(run: _Run, record: _Record, *, tax_rates: MappingOf[str, Decimal],
+                 check_references: ReferenceCheck | None, today: dt.date) -> bool:
+    """A live document: unchanged since the last push (only an owed ACCEPTED step runs), locked,
+    refused by the mapping or Xero's references, or mapped to a body. True when it is to be sent."""
+    assert record.contact_id is not None
+    record.digest = _document_digest(record.doc, record.contact_id)
+    if record.mapping and record.mapping.payload_hash == record.digest and record.state is not None:
+        if _wants_acceptance(record, record.state):  # the document is in Xero, its ACCEPTED step is not
+            warnings = list(record.warnings)
+            if (accepted := _settle_acceptance(run, record, record.state, record.mapping, warnings)):
+                run.succeed(record, accepted, warnings)
+            return False
+        _unchanged(run, record)
+        return False
+    if record.state is not None and record.state.locked:
+        run.fail(record, _locked_message(record.state))
+        return False
+    try:
+        record.mapped = to_xero_document(record.doc, run.config, contact_id=record.contact_id,
+                                         existing=record.state, tax_rates=tax_rates, today=today)
+    except DocumentRefused as error:
+        run.fail(record, str(error))
+        return False
+    body = record.mapped.body
+    if check_references and "Date" not in body and record.state is not None and record.state.date:
+        # an update keeps Xero's date, and Xero checks the lock against it all the same
+        body = {**body, "Date": record.state.date.isoformat()}
+    problems = check_references(body) if check_references else []
+    if problems:
+        run.fail(record, "not sent: " + "; ".join(problems))
+        return False
+    record.body = record.mapped.body
+    record.warnings += record.mapped.warnings
+    if (record.resource == "Quotes" and record.body.get("Status") == ACCEPTED and record.state is not None
+            and record.state.status in THROUGH_SENT):
+        # Xero refuses DRAFT → ACCEPTED and DECLINED → ACCEPTED: the quote goes as SENT, then
+        # the ACCEPTED step of its own (_settle_acceptance) follows
+        record.body["Status"] = "SENT"
+        record.accept_after = True
+    return True
 
 
 def _locked_period(record: _Record, check_references: ReferenceCheck | None) -> str | None:
@@ -871,82 +906,102 @@ def _credit(run: _Run, records: list[_Record], batch_size: int) -> None:
         _batch_failed(run, fresh, error)
         return
     for chunk in chunks(fresh, batch_size):
-        ready = [r for r in chunk if r.state and r.state.xero_id in invoices]
-        for record in chunk:
-            if record not in ready:
-                run.fail(record, "the Xero invoice to credit was not found")
-        if not ready:
-            continue
-        built = []
-        for record in ready:
-            assert record.state is not None
-            try:
-                record.body = credit_note_body(record.state, invoices[record.state.xero_id])
-            except DocumentRefused as error:
-                run.fail(record, str(error))
-                continue
-            record.entry = Entry(module=credit_modules[record.key], crm_id=record.doc.crm_id, resource="CreditNotes",
-                                 body=record.body, version=record.version, job_ids=[i.job_id for i in record.items])
-            built.append(record)
-        ready = built
-        if not ready:
-            continue
+        _credit_chunk(run, chunk, invoices, credit_modules)
+
+
+def _credit_chunk(run: _Run, chunk: list[_Record], invoices: dict[str, dict[str, Any]],
+                  credit_modules: dict[Any, str]) -> None:
+    """One chunk of credit notes: built from the invoices as Xero holds them, recovered and
+    journalled, sent, then each one's state stored and its allocation settled."""
+    ready = [r for r in chunk if r.state and r.state.xero_id in invoices]
+    for record in chunk:
+        if record not in ready:
+            run.fail(record, "the Xero invoice to credit was not found")
+    ready = _credit_note_bodies(run, ready, invoices, credit_modules)
+    if not ready:
+        return
+    try:
+        problems = run.journal.recover([r.entry for r in ready if r.entry],
+                                       f"creditnotes-{content_hash([r.body for r in ready])}")
+    except (XeroError, ConnectionNotReady) as error:
+        _batch_failed(run, ready, error)
+        return
+    for record in ready:
+        if id(record.entry) in problems:
+            run.fail(record, problems[id(record.entry)])
+    # A credit note an unconfirmed earlier attempt raised is taken as it is, never sent again.
+    found = {id(r): r.entry.found for r in ready if r.entry and r.entry.found}
+    to_send = [r for r in ready if id(r.entry) not in problems and id(r) not in found]
+    settled = _send_credit_notes(run, to_send) + \
+        [(r, {**found[id(r)], "StatusAttributeString": "OK"}) for r in ready if id(r) in found]
+    run.held = []
+    for record, answer in settled:
+        _settle_credit_note(run, record, answer, credit_modules[record.key])
+    run.crash.reached(STATE_WRITTEN)
+    run.release()
+
+
+def _credit_note_bodies(run: _Run, ready: list[_Record], invoices: dict[str, dict[str, Any]],
+                        credit_modules: dict[Any, str]) -> list[_Record]:
+    """Each record's credit note body and journal entry; a note that cannot be built fails its job."""
+    built = []
+    for record in ready:
+        assert record.state is not None
         try:
-            problems = run.journal.recover([r.entry for r in ready if r.entry],
-                                           f"creditnotes-{content_hash([r.body for r in ready])}")
-        except (XeroError, ConnectionNotReady) as error:
-            _batch_failed(run, ready, error)
+            record.body = credit_note_body(record.state, invoices[record.state.xero_id])
+        except DocumentRefused as error:
+            run.fail(record, str(error))
             continue
-        for record in ready:
-            if id(record.entry) in problems:
-                run.fail(record, problems[id(record.entry)])
-        # A credit note an unconfirmed earlier attempt raised is taken as it is, never sent again.
-        found = {id(r): r.entry.found for r in ready if r.entry and r.entry.found}
-        to_send = [r for r in ready if id(r.entry) not in problems and id(r) not in found]
-        answers: list[dict[str, Any]] = []
-        if to_send:
-            bodies = [r.body for r in to_send]
-            key = f"creditnotes-{content_hash(bodies)}"
-            refused = run.journal.record([r.entry for r in to_send if r.entry], key)
-            for record in [r for r in to_send if r.entry in refused]:
-                run.finish_items(record.items, "ignored", warnings=[OLDER])
-            to_send = [r for r in to_send if r.entry not in refused]
-        if to_send:
-            try:
-                answers = run.xero.upsert_batch("CreditNotes", [r.body for r in to_send], params=UNIT_DECIMALS,
-                                                idempotency_key=key)
-            except (XeroError, ConnectionNotReady) as error:
-                run.journal.call_failed([r.entry for r in to_send if r.entry], error)
-                _batch_failed(run, to_send, error)
-                to_send = []
-            else:
-                run.crash.reached(XERO_ANSWERED)
-        settled = [(r, a) for r, a in zip(to_send, answers, strict=True)] + \
-                  [(r, {**found[id(r)], "StatusAttributeString": "OK"}) for r in ready if id(r) in found]
-        run.held = []
-        for record, answer in settled:
-            assert record.state is not None
-            note_id = answer.get("CreditNoteID")
-            if (answer.get("StatusAttributeString") or "OK").upper() == "ERROR" or not note_id:
-                message = "; ".join(validation_messages(answer)) or "no reason given"
-                if record.entry:
-                    run.journal.failed(record.entry, message)
-                run.fail(record, "Xero refused the credit note: " + message)
-                continue
-            note = document_state("CreditNotes", answer)
-            run.mappings.put_mapping(Mapping(
-                tenant_id=run.xero.tenant_id, module=credit_modules[record.key], crm_id=record.doc.crm_id,
-                xero_id=note.xero_id, xero_number=note.number, xero_updated=note.updated_utc,
-                document=note.model_dump(mode="json"), version=record.version))
-            if record.entry:
-                run.journal.confirmed(record.entry, note.xero_id)
-            warnings = [f"cancelled in the CRM after payment: credited by Xero credit note {note.number or note_id} "
-                        f"for {note.total:,.2f}"]
-            if _settle_allocation(run, record, credit_modules[record.key], note_id, note.number, note.total,
-                                  warnings):
-                run.succeed(record, record.state, warnings)
-        run.crash.reached(STATE_WRITTEN)
-        run.release()
+        record.entry = Entry(module=credit_modules[record.key], crm_id=record.doc.crm_id, resource="CreditNotes",
+                             body=record.body, version=record.version, job_ids=[i.job_id for i in record.items])
+        built.append(record)
+    return built
+
+
+def _send_credit_notes(run: _Run, to_send: list[_Record]) -> list[tuple[_Record, dict[str, Any]]]:
+    """Record the intents (an older save ends ignored), then one call; Xero's answer per record
+    (none when the call failed: the records are deferred or failed by ``_batch_failed``)."""
+    if not to_send:
+        return []
+    key = f"creditnotes-{content_hash([r.body for r in to_send])}"
+    refused = run.journal.record([r.entry for r in to_send if r.entry], key)
+    for record in [r for r in to_send if r.entry in refused]:
+        run.finish_items(record.items, "ignored", warnings=[OLDER])
+    to_send = [r for r in to_send if r.entry not in refused]
+    if not to_send:
+        return []
+    try:
+        answers = run.xero.upsert_batch("CreditNotes", [r.body for r in to_send], params=UNIT_DECIMALS,
+                                        idempotency_key=key)
+    except (XeroError, ConnectionNotReady) as error:
+        run.journal.call_failed([r.entry for r in to_send if r.entry], error)
+        _batch_failed(run, to_send, error)
+        return []
+    run.crash.reached(XERO_ANSWERED)
+    return list(zip(to_send, answers, strict=True))
+
+
+def _settle_credit_note(run: _Run, record: _Record, answer: dict[str, Any], module: str) -> None:
+    """Store the credit note Xero answered (or fail the job with Xero's reasons), then allocate it."""
+    assert record.state is not None
+    note_id = answer.get("CreditNoteID")
+    if (answer.get("StatusAttributeString") or "OK").upper() == "ERROR" or not note_id:
+        message = "; ".join(validation_messages(answer)) or "no reason given"
+        if record.entry:
+            run.journal.failed(record.entry, message)
+        run.fail(record, "Xero refused the credit note: " + message)
+        return
+    note = document_state("CreditNotes", answer)
+    run.mappings.put_mapping(Mapping(
+        tenant_id=run.xero.tenant_id, module=module, crm_id=record.doc.crm_id,
+        xero_id=note.xero_id, xero_number=note.number, xero_updated=note.updated_utc,
+        document=note.model_dump(mode="json"), version=record.version))
+    if record.entry:
+        run.journal.confirmed(record.entry, note.xero_id)
+    warnings = [f"cancelled in the CRM after payment: credited by Xero credit note {note.number or note_id} "
+                f"for {note.total:,.2f}"]
+    if _settle_allocation(run, record, module, note_id, note.number, note.total, warnings):
+        run.succeed(record, record.state, warnings)
 
 
 ALLOCATION = "ALLOCATION"  # the journal module suffix of a credit note's allocation step

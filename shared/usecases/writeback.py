@@ -176,50 +176,58 @@ def write_back(outcomes: list[Outcome], *, crm: CrmWriter | None,
         ids = list(updates)
         for start in range(0, len(ids), BULK_CHUNK):
             chunk = {crm_id: updates[crm_id] for crm_id in ids[start:start + BULK_CHUNK]}
-            recorded, older = _record_steps(steps, module, chunk, versions, step_name)
-            for crm_id in older:
-                # A newer Xero state is already on the record: never overwritten with this older
-                # one; only the connector's own fields (status of the push) still go.
-                report.superseded.add((module, crm_id))
-                chunk[crm_id] = {k: v for k, v in chunk[crm_id].items() if k in own_fields}
-                if not chunk[crm_id]:
-                    del chunk[crm_id]
-                    report.written.add((module, crm_id))
-            if older:
-                logger.info("older Xero state not written back: a newer one is on the CRM record",
-                            extra={"crm_module": module, "records": sorted(older)[:20]})
-            if not chunk:
-                continue
-            overtaken: list[str] = []
-            try:
-                results = crm.update_records_bulk(module, chunk, chunk_size=BULK_CHUNK)
-            except Exception as error:  # noqa: BLE001 - Sugar being down must never fail the Xero job
-                logger.warning("CRM write-back deferred", extra={"crm_module": module, "records": len(chunk),
-                                                                 "error": str(error)})
-                for crm_id in chunk:
-                    report.pending[(module, crm_id)] = str(error)
-                    _settle_step(steps, recorded.get(crm_id), "sent", str(error))
-                continue
-            for crm_id in chunk:
-                result = results.get(crm_id)
-                problem = result.error(f"PUT /{module}/{crm_id}") if result is not None else None
-                step = recorded.get(crm_id)
-                if result is None:
-                    report.pending[(module, crm_id)] = "Sugar gave no answer for this record"
-                    _settle_step(steps, step, "sent", report.pending[(module, crm_id)])
-                elif problem is None:
-                    report.written.add((module, crm_id))
-                    if not _settle_step(steps, step, "confirmed") and step is not None:
-                        overtaken.append(crm_id)
-                elif getattr(problem, "retryable", False):
-                    report.pending[(module, crm_id)] = str(problem)
-                    _settle_step(steps, step, "sent", str(problem))
-                else:
-                    report.failed[(module, crm_id)] = str(problem)
-                    _settle_step(steps, step, "failed", str(problem))
-            if overtaken and steps is not None:
-                _write_newest_again(steps, crm, module, overtaken, report, step_name)
+            _write_chunk(crm, steps, module, chunk, versions, own_fields, step_name, report)
     return report
+
+
+def _write_chunk(crm: CrmWriter, steps: Steps | None, module: str, chunk: dict[str, dict[str, Any]],
+                 versions: dict[tuple[str, str], str], own_fields: set[str], step_name: str,
+                 report: WriteBackReport) -> None:
+    """One bulk call: steps recorded first (an older Xero state keeps only the connector's own
+    fields), then Sugar, then each step settled by Sugar's answer for its record."""
+    recorded, older = _record_steps(steps, module, chunk, versions, step_name)
+    for crm_id in older:
+        # A newer Xero state is already on the record: never overwritten with this older
+        # one; only the connector's own fields (status of the push) still go.
+        report.superseded.add((module, crm_id))
+        chunk[crm_id] = {k: v for k, v in chunk[crm_id].items() if k in own_fields}
+        if not chunk[crm_id]:
+            del chunk[crm_id]
+            report.written.add((module, crm_id))
+    if older:
+        logger.info("older Xero state not written back: a newer one is on the CRM record",
+                    extra={"crm_module": module, "records": sorted(older)[:20]})
+    if not chunk:
+        return
+    try:
+        results = crm.update_records_bulk(module, chunk, chunk_size=BULK_CHUNK)
+    except Exception as error:  # noqa: BLE001 - Sugar being down must never fail the Xero job
+        logger.warning("CRM write-back deferred", extra={"crm_module": module, "records": len(chunk),
+                                                         "error": str(error)})
+        for crm_id in chunk:
+            report.pending[(module, crm_id)] = str(error)
+            _settle_step(steps, recorded.get(crm_id), "sent", str(error))
+        return
+    overtaken: list[str] = []
+    for crm_id in chunk:
+        result = results.get(crm_id)
+        problem = result.error(f"PUT /{module}/{crm_id}") if result is not None else None
+        step = recorded.get(crm_id)
+        if result is None:
+            report.pending[(module, crm_id)] = "Sugar gave no answer for this record"
+            _settle_step(steps, step, "sent", report.pending[(module, crm_id)])
+        elif problem is None:
+            report.written.add((module, crm_id))
+            if not _settle_step(steps, step, "confirmed") and step is not None:
+                overtaken.append(crm_id)
+        elif getattr(problem, "retryable", False):
+            report.pending[(module, crm_id)] = str(problem)
+            _settle_step(steps, step, "sent", str(problem))
+        else:
+            report.failed[(module, crm_id)] = str(problem)
+            _settle_step(steps, step, "failed", str(problem))
+    if overtaken and steps is not None:
+        _write_newest_again(steps, crm, module, overtaken, report, step_name)
 
 
 def _write_newest_again(steps: Steps, crm: CrmWriter, module: str, crm_ids: list[str],

@@ -212,14 +212,7 @@ def apply_documents(resource: str, documents: list[dict[str, Any]], *, tenant_id
     if resource not in DOCUMENT_RESOURCES:
         raise ValueError(f"unknown Xero document resource {resource!r}")
     report = ApplyReport()
-    id_field = ID_FIELDS[resource]
-    newest: dict[str, dict[str, Any]] = {}
-    for document in documents:
-        xero_id = str(document.get(id_field) or "")
-        if not xero_id:
-            continue
-        if xero_id not in newest or (updated_iso(document) or "") >= (updated_iso(newest[xero_id]) or ""):
-            newest[xero_id] = document
+    newest = _newest_by_id(documents, ID_FIELDS[resource])
     report.seen = set(newest)
     if not newest:
         return report
@@ -239,7 +232,41 @@ def apply_documents(resource: str, documents: list[dict[str, Any]], *, tenant_id
     if unknown:
         found.update(_unknown_documents(resource, unknown, tenant_id=tenant_id, mappings=mappings, crm=crm,
                                         config=config, report=report))
+    candidates = _changed(resource, newest, found, report)
+    if xero is not None:
+        _add_online_urls(candidates, xero, report)
+    still = []
+    for candidate in candidates:
+        if candidate.state == candidate.stored:
+            report.unchanged.add(candidate.xero_id)  # only the online URL was missing, and none came
+        else:
+            still.append(candidate)
+    if still:
+        # 1. the CRM record, 2. the billing rules, 3. the stored state, last
+        written_config, steps = _xero_values_only(config), _steps(mappings, tenant_id)
+        ready = _write_back_news(still, crm=crm, config=written_config, steps=steps, jobs=jobs,
+                                 tenant_id=tenant_id, source=source, report=report)
+        ready = _apply_rules(ready, on_changes, report)
+        _store_news(ready, mappings, crm=crm, config=written_config, steps=steps, report=report)
+    _log(resource, report)
+    return report
 
+
+def _newest_by_id(documents: list[dict[str, Any]], id_field: str) -> dict[str, dict[str, Any]]:
+    """Each Xero document once, its latest UpdatedDateUTC (ties: the later in the list)."""
+    newest: dict[str, dict[str, Any]] = {}
+    for document in documents:
+        xero_id = str(document.get(id_field) or "")
+        if not xero_id:
+            continue
+        if xero_id not in newest or (updated_iso(document) or "") >= (updated_iso(newest[xero_id]) or ""):
+            newest[xero_id] = document
+    return newest
+
+
+def _changed(resource: str, newest: dict[str, dict[str, Any]], found: dict[str, list[Any]],
+             report: ApplyReport) -> list[_Candidate]:
+    """The mapped documents whose Xero state is newer than, and differs from, the stored one."""
     candidates: list[_Candidate] = []
     for xero_id, maps in found.items():
         for mapping in maps:
@@ -253,25 +280,15 @@ def apply_documents(resource: str, documents: list[dict[str, Any]], *, tenant_id
                 report.unchanged.add(xero_id)
             else:
                 candidates.append(_Candidate(xero_id, mapping, stored, state))
+    return candidates
 
-    if xero is not None:
-        _add_online_urls(candidates, xero, report)
-    still = []
-    for candidate in candidates:
-        if candidate.state == candidate.stored:
-            report.unchanged.add(candidate.xero_id)  # only the online URL was missing, and none came
-        else:
-            still.append(candidate)
-    candidates = still
-    if not candidates:
-        _log(resource, report)
-        return report
 
-    # 1. the CRM record
-    written_config = _xero_values_only(config)
-    steps = _steps(mappings, tenant_id)
+def _write_back_news(candidates: list[_Candidate], *, crm: Any, config: MappingConfig, steps: Any, jobs: Any,
+                     tenant_id: str, source: str, report: ApplyReport) -> list[_Candidate]:
+    """Write Xero's state to the CRM records (journal steps). Returns those that go on: written,
+    or refused for good (recorded as a failed job; Xero's state is still stored)."""
     written = write_back([_outcome(c.crm_module, c.mapping.crm_id, c.state) for c in candidates],
-                         crm=crm, config=written_config, steps=steps)
+                         crm=crm, config=config, steps=steps)
     ready: list[_Candidate] = []
     for candidate in candidates:
         key = (candidate.crm_module, candidate.mapping.crm_id)
@@ -288,26 +305,35 @@ def apply_documents(resource: str, documents: list[dict[str, Any]], *, tenant_id
                                       xero_id=candidate.xero_id, version=xero_version(candidate.state.updated_utc),
                                       error=written.failed[key], source=source)
         ready.append(candidate)
+    return ready
 
-    # 2. the billing rules
-    if on_changes is not None and ready:
-        try:
-            on_changes([c.change() for c in ready])
-        except ChangesFailed as error:
-            again = {(c.crm_module, c.crm_id, c.after.xero_id) for c in error.changes}
-            logger.warning("billing rules failed for some documents; they will be applied again",
-                           extra={"documents": len(again), "error": str(error)})
-            for candidate in ready:
-                if (candidate.crm_module, candidate.mapping.crm_id, candidate.xero_id) in again:
-                    report.pending[candidate.xero_id] = f"billing rules: {error}"
-            ready = [c for c in ready if c.xero_id not in report.pending]
-        except Exception as error:  # noqa: BLE001 - rules failing must leave the news to be applied again
-            logger.exception("billing rules failed; the documents will be applied again")
-            for candidate in ready:
+
+def _apply_rules(ready: list[_Candidate], on_changes: OnChanges | None, report: ApplyReport) -> list[_Candidate]:
+    """The billing rules on the changes; documents whose rules failed come back as pending."""
+    if on_changes is None or not ready:
+        return ready
+    try:
+        on_changes([c.change() for c in ready])
+    except ChangesFailed as error:
+        again = {(c.crm_module, c.crm_id, c.after.xero_id) for c in error.changes}
+        logger.warning("billing rules failed for some documents; they will be applied again",
+                       extra={"documents": len(again), "error": str(error)})
+        for candidate in ready:
+            if (candidate.crm_module, candidate.mapping.crm_id, candidate.xero_id) in again:
                 report.pending[candidate.xero_id] = f"billing rules: {error}"
-            ready = []
+        return [c for c in ready if c.xero_id not in report.pending]
+    except Exception as error:  # noqa: BLE001 - rules failing must leave the news to be applied again
+        logger.exception("billing rules failed; the documents will be applied again")
+        for candidate in ready:
+            report.pending[candidate.xero_id] = f"billing rules: {error}"
+        return []
+    return ready
 
-    # 3. the stored state, last
+
+def _store_news(ready: list[_Candidate], mappings: DocumentMappings, *, crm: Any, config: MappingConfig,
+                steps: Any, report: ApplyReport) -> None:
+    """Store each state (conditionally); a record that lost a race to a newer state gets the
+    winner's values written to the CRM again."""
     rewrites: list[tuple[str, str, XeroDocumentState]] = []
     for candidate in ready:
         stored, winner = _store(candidate, mappings)
@@ -319,13 +345,11 @@ def apply_documents(resource: str, documents: list[dict[str, Any]], *, tenant_id
             rewrites.append((candidate.crm_module, candidate.mapping.crm_id, winner))
     if rewrites:
         again = write_back([_outcome(module, crm_id, state) for module, crm_id, state in rewrites],
-                           crm=crm, config=written_config, steps=steps)
+                           crm=crm, config=config, steps=steps)
         report.rewrites = len(rewrites) - len(again.pending) - len(again.failed)
         if again.pending:
             logger.warning("CRM re-write after a race deferred: the drift report will show it",
                            extra={"records": sorted(f"{m}/{i}" for m, i in again.pending)})
-    _log(resource, report)
-    return report
 
 
 def _steps(mappings: Any, tenant_id: str) -> Steps | None:
@@ -587,7 +611,17 @@ def refresh_pending(tenant_id: str, *, store: PendingStore, xero: XeroReader, ma
             done["CONTACT"] = set(ids["CONTACT"]) - set(pending)
         else:
             done["CONTACT"] = set(ids["CONTACT"])  # nothing configured to take from contacts
+    _clear_applied(tenant_id, items, done, why, store, report)
+    logger.info("pending Xero resources refreshed", extra={
+        "tenant_id": tenant_id, "read": report.read, "cleared": report.cleared, "superseded": report.superseded,
+        "kept": len(report.kept), "more": report.more, "xero_gets": report.xero_gets})
+    return report
 
+
+def _clear_applied(tenant_id: str, items: list[dict[str, Any]], done: dict[str, set[str]], why: dict[str, str],
+                   store: PendingStore, report: RefreshReport) -> None:
+    """Mark each applied pending item refreshed (unless a newer event came meanwhile); keep the
+    others with the reason."""
     for item in items:
         category, resource_id = str(item["event_category"]), str(item["resource_id"])
         if category in {"INVOICE", "CREDITNOTE", "CONTACT"} and resource_id not in done.get(category, set()):
@@ -602,10 +636,6 @@ def refresh_pending(tenant_id: str, *, store: PendingStore, xero: XeroReader, ma
                 metrics.add_metric(name=MetricNames.WEBHOOK_LATENCY, unit="Milliseconds", value=latency)
         else:
             report.superseded += 1
-    logger.info("pending Xero resources refreshed", extra={
-        "tenant_id": tenant_id, "read": report.read, "cleared": report.cleared, "superseded": report.superseded,
-        "kept": len(report.kept), "more": report.more, "xero_gets": report.xero_gets})
-    return report
 
 
 def _milliseconds_since(event_date_utc: Any) -> float | None:
