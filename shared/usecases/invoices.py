@@ -970,6 +970,8 @@ def _send_credit_notes(run: _Run, to_send: list[_Record]) -> list[tuple[_Record,
     to_send = [r for r in to_send if r.entry not in refused]
     if not to_send:
         return []
+    if refused:  # another request than the one recorded: a key of its own
+        key = f"creditnotes-{content_hash([r.body for r in to_send])}"
     try:
         answers = run.xero.upsert_batch("CreditNotes", [r.body for r in to_send], params=UNIT_DECIMALS,
                                         idempotency_key=key)

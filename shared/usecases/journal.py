@@ -162,6 +162,7 @@ class Journal:
     def __init__(self, store: JournalStore, xero: XeroApi):
         self.store, self.xero = store, xero
         self._known: dict[tuple[str, str], Intent | None] = {}
+        self._resending: set[int] = set()  # entries ``recover`` left to an identical resend
         self.lookups = self.resends = 0
 
     def load(self, module: str, crm_ids: Iterable[str]) -> dict[str, Intent]:
@@ -185,8 +186,7 @@ class Journal:
         would be sent under now): then the identical resend is safe and costs no lookup.
         Returns problems by ``id(entry)`` (ambiguous markers); raises XeroError when the lookup
         fails."""
-        problems: dict[int, str] = {}
-        by_field: dict[tuple[str, str], list[tuple[Entry, str]]] = {}
+        self._resending = set()
         unconfirmed: list[tuple[Entry, Intent]] = []
         for entry in entries:
             intent = self.load(entry.module, [entry.crm_id]).get(entry.crm_id)
@@ -208,8 +208,16 @@ class Journal:
                 intent.idempotency_key == request_key and _age_seconds(intent.updated_at) < IDENTICAL_RESEND_SECONDS
                 for _, intent in unconfirmed):
             self.resends += 1
-            return problems
-        for entry, _intent in unconfirmed:
+            self._resending = {id(entry) for entry, _ in unconfirmed}
+            return {}
+        return self._look_up([entry for entry, _ in unconfirmed])
+
+    def _look_up(self, unconfirmed: list[Entry]) -> dict[int, str]:
+        """Find each entry's document in Xero by its marker; a found one becomes an update of it
+        (``adopt`` when made from this very body). Returns ambiguous markers by ``id(entry)``."""
+        problems: dict[int, str] = {}
+        by_field: dict[tuple[str, str], list[tuple[Entry, str]]] = {}
+        for entry in unconfirmed:
             marker = marker_of(entry.resource, entry.body)
             if marker is None:
                 continue
@@ -331,6 +339,15 @@ class Journal:
                 continue
             entry.intent = intent
             self._known[(entry.module, entry.crm_id)] = intent
+        resending = [e for e in entries if id(e) in self._resending and e not in refused]
+        if refused and resending:
+            # The identical resend ``recover`` chose cannot happen: a newer save took one of its
+            # documents out, so the rest go under another key, which Xero would run afresh and
+            # create them twice. They are looked up by their markers instead.
+            self._resending = set()
+            problems = self._look_up(resending)
+            if problems:
+                raise XeroError("; ".join(problems.values()), retryable=True)
         return refused
 
     # ---- after the call ----------------------------------------------------------------------

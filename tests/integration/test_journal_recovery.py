@@ -199,3 +199,43 @@ def test_an_identical_request_moments_later_is_resent_without_a_lookup(emulator,
     entries = [Entry(module="Accounts", crm_id=b["ContactNumber"], resource="Contacts", body=dict(b)) for b in bodies]
     assert journal.recover(entries, key) == {}
     assert journal.resends == 1 and journal.lookups == 0
+
+
+def test_a_resend_broken_up_by_a_newer_save_looks_the_rest_up(emulator, monkeypatch):
+    """U and F were sent together moments ago under key K, Xero made both, the answer was lost.
+    The redelivery chooses the identical resend; then, before its intents are written, a newer
+    save of F is intended by another worker: F leaves the chunk, so U would go alone under another
+    key, which Xero runs afresh (a second U). U is looked up instead and sent as an update."""
+    from shared.usecases import journal as journal_module
+
+    monkeypatch.setattr(journal_module, "IDENTICAL_RESEND_SECONDS", 60.0)
+    server, xero = emulator
+    store = FakeMappings()
+    bodies = [{"Name": "Orchard Florists", "ContactNumber": "acc-u"},
+              {"Name": "Keppel Marine", "ContactNumber": "acc-f"}]
+    key = f"contacts-{content_hash(bodies)}"
+    made = {c["ContactNumber"]: c["ContactID"] for c in xero.upsert_batch("Contacts", bodies, idempotency_key=key)}
+    older = "2026-12-03T01:00:00.000000Z"
+    for body in bodies:
+        intent = store.record_intent(Intent(tenant_id=xero.tenant_id, module="Accounts", crm_id=body["ContactNumber"],
+                                            resource="Contacts", body_hash=content_hash(body), idempotency_key=key,
+                                            version=older, updated_at=now_iso()))
+        assert intent is not None
+        store.settle_intent(intent, "sent")
+    entries = [Entry(module="Accounts", crm_id=b["ContactNumber"], resource="Contacts", body=dict(b), version=older)
+               for b in bodies]
+    journal = Journal(store, xero)
+    assert journal.recover(entries, key) == {} and journal.resends == 1
+
+    newer = store.record_intent(Intent(tenant_id=xero.tenant_id, module="Accounts", crm_id="acc-f",
+                                       resource="Contacts", body_hash="newer", idempotency_key="other-worker",
+                                       version="2026-12-03T02:00:00.000000Z", updated_at=now_iso()))
+    assert newer is not None
+    refused = journal.record(entries, key)
+    assert refused == [entries[1]]
+    assert journal.lookups == 1 and entries[0].body["ContactID"] == made["acc-u"]
+    (answer,) = xero.upsert_batch("Contacts", [entries[0].body],
+                                  idempotency_key=f"contacts-{content_hash([entries[0].body])}")
+    assert answer["ContactID"] == made["acc-u"]
+    numbers = [c.get("ContactNumber") for c in xero.iter_pages("Contacts")]
+    assert numbers.count("acc-u") == 1
