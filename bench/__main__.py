@@ -25,6 +25,7 @@ BENCHMARKS = (
     "bench.webhook_answer",
     "bench.fuzz",
     "bench.exactly_once",
+    "bench.write_back_steps",
     "bench.throughput",
     "bench.idle_latency",
 )

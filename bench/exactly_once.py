@@ -19,15 +19,28 @@ documents' customers and suppliers. Targets: ≤ 1.05 clean, ≤ 1.6 under crash
 
 In-process rather than through the local stack, because SQS hands a crashed batch out again
 only after its visibility timeout (360 s in the template): here a crashed batch goes to the
-back of the queue at once. The emulator's minute limit is lifted (this row counts calls, it
-does not time them); each Retry-After is honoured as a zero wait for the same reason.
+back of the queue at once, and the clock the journal and the emulator read is moved on by those
+360 s (``_SimulatedTime``), so that what happens after a crash is what would happen in AWS: Xero
+has forgotten the batch's Idempotency-Keys and the journal does not trust an identical resend.
+The emulator's minute limit is lifted (this row counts calls, it does not time them); each
+Retry-After is honoured as a zero wait for the same reason.
+
+CRM ids are shaped as Sugar's are (36-character GUIDs): a contact's marker is its CRM id, and its
+length sets how many contacts one lookup can carry. The seed is fixed (the issue's number),
+never chosen by its outcome; ``EXACTLY_ONCE_SEEDS`` runs more, and the row then reports each
+seed's ratio and floor and their means.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import random
+import time
+import uuid
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -58,6 +71,36 @@ MAX_ROUNDS = 400  # every invocation is bounded; so is the number of them
 TARGET_CLEAN, TARGET_FAULTS = 1.05, 1.6
 SGD_GST = {"OUTPUT": Decimal("9"), "INPUT": Decimal("9"), "NONE": Decimal("0")}
 TABLE = "bench-sync"
+# Fixed beforehand, never chosen by their outcome: the issue's number. One faulty run takes about
+# 2.5 minutes on the shared 2-core machine, so `make bench` runs one; EXACTLY_ONCE_SEEDS=11,12,13
+# runs more and the row reports each and their means.
+SEEDS = tuple(int(s) for s in os.environ.get("EXACTLY_ONCE_SEEDS", "11").split(","))
+VISIBILITY_TIMEOUT_SECONDS = 360  # infra/template.yaml: when SQS hands a crashed batch out again
+
+
+def _sugar_id(name: str) -> str:
+    """A Sugar-shaped record id (a 36-character GUID), the same for the same name every run."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"bench/{name}"))
+
+
+class _SimulatedTime:
+    """The wall clock as the journal and the emulator read it, moved on by SQS's visibility
+    timeout whenever a worker dies (its batch comes back only then)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def crashed(self) -> None:
+        self.offset += VISIBILITY_TIMEOUT_SECONDS
+
+    def utc_now(self) -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=self.offset)
+
+    def now_iso(self) -> str:
+        return self.utc_now().isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
 
 
 class _Queue:
@@ -74,13 +117,13 @@ class _Queue:
 def _contact(n: int, version: int) -> ContactDocument:
     # the newer save at 02:00 UTC; the older one at 09:00+08:00 (01:00 UTC), which sorts after it as text
     modified = "2026-12-03T02:00:00Z" if version == 2 else "2026-12-03T09:00:00+08:00"
-    return ContactDocument(crm_module="Accounts", crm_id=f"bench-c{n:04d}", name=f"Bench Customer {n:04d} v{version}",
-                           email=f"c{n}@example.com", crm_modified=modified)
+    return ContactDocument(crm_module="Accounts", crm_id=_sugar_id(f"c{n:04d}"),
+                           name=f"Bench Customer {n:04d} v{version}", email=f"c{n}@example.com", crm_modified=modified)
 
 
 def _party(n: int, supplier: bool) -> ContactRef:
     kind = "s" if supplier else "p"
-    return ContactRef(contact=ContactDocument(crm_module="Accounts", crm_id=f"bench-{kind}{n:03d}",
+    return ContactRef(contact=ContactDocument(crm_module="Accounts", crm_id=_sugar_id(f"{kind}{n:03d}"),
                                               name=f"Bench {'Supplier' if supplier else 'Party'} {n:03d}",
                                               is_supplier=supplier or None, crm_modified="2026-12-01T00:00:00Z"))
 
@@ -88,7 +131,8 @@ def _party(n: int, supplier: bool) -> ContactRef:
 def _sales(n: int, version: int) -> SalesInvoiceDocument:
     modified = "2026-12-03T02:00:00Z" if version == 2 else "2026-12-03T09:00:00+08:00"
     return SalesInvoiceDocument(
-        crm_module="Invoices", crm_id=f"bench-i{n:04d}", contact=_party(n % CUSTOMERS, False), number=f"BI-{n:04d}",
+        crm_module="Invoices", crm_id=_sugar_id(f"i{n:04d}"), contact=_party(n % CUSTOMERS, False),
+        number=f"BI-{n:04d}",
         lines=[LineDocument(crm_id="l1", description=f"Service v{version}", unit_amount=Decimal(f"{100 * version}.00"),
                             tax_type="OUTPUT")], crm_modified=modified, write_back=False)
 
@@ -96,7 +140,8 @@ def _sales(n: int, version: int) -> SalesInvoiceDocument:
 def _bill(n: int, version: int) -> PurchaseDocument:
     modified = "2026-12-03T02:00:00Z" if version == 2 else "2026-12-03T09:00:00+08:00"
     return PurchaseDocument(
-        crm_module="Purchases", crm_id=f"bench-b{n:04d}", contact=_party(n % SUPPLIERS, True), number=f"BB-{n:04d}",
+        crm_module="Purchases", crm_id=_sugar_id(f"b{n:04d}"), contact=_party(n % SUPPLIERS, True),
+        number=f"BB-{n:04d}",
         lines=[LineDocument(description=f"Supplies v{version}", unit_amount=Decimal(f"{1000 * version}.00"),
                             account_code="310", tax_type="INPUT")], crm_modified=modified, write_back=False)
 
@@ -117,20 +162,27 @@ def _sync_table(session: Any) -> Any:
 
 
 def _run(*, faults: bool, resaved: float, seed: int = 11) -> dict[str, Any]:
-    import os
+    from unittest import mock
 
     import boto3
     from moto import mock_aws
 
+    from shared.state import dynamo
+    from shared.usecases import journal
+
     for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_PROFILE"):
         os.environ.pop(name, None)
     os.environ.setdefault("AWS_DEFAULT_REGION", "eu-west-1")
+    os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"  # 1,000 jobs' logs and metrics cost minutes
+    logging.getLogger("sugar-xero").setLevel(logging.WARNING)
+    simulated = _SimulatedTime()
     config = EmulatorConfig(minute_limit=1_000_000, day_limit=1_000_000, concurrent_limit=50,
                             faults=FaultConfig(rate=FAULT_RATE if faults else 0.0, seed=seed, kinds=FAULT_KINDS,
-                                               retry_after=1))
+                                               retry_after=1), clock=simulated.monotonic)
     crash = RandomCrash(CRASH_RATE, seed=seed) if faults else NO_CRASH
     randomly = random.Random(seed)  # noqa: S311 - a reproducible workload
-    with mock_aws(), serve(config=config) as server:
+    with mock_aws(), serve(config=config) as server, mock.patch.object(dynamo, "now_iso", simulated.now_iso), \
+            mock.patch.object(journal, "_utc_now", simulated.utc_now):
         state = _sync_table(boto3.session.Session(aws_access_key_id="x", aws_secret_access_key="x",
                                                   region_name="eu-west-1"))
         xero = XeroClient(server.url, config.tenant_id, lambda force: "token", sleep=lambda s: None)
@@ -169,6 +221,7 @@ def _run(*, faults: bool, resaved: float, seed: int = 11) -> dict[str, Any]:
                     crash.reached(JOB_MARKED)
                 except WorkerCrashed:
                     died += 1
+                    simulated.crashed()
                     queue.messages += batch  # not deleted: SQS hands the batch out again
                     continue
                 queue.messages += [m for m in batch if m["job_id"] in result.retry]
@@ -216,7 +269,7 @@ def _run(*, faults: bool, resaved: float, seed: int = 11) -> dict[str, Any]:
                    if not isinstance(d, ContactDocument) and d.contact.contact})
     least = (math.ceil(sum(isinstance(d, ContactDocument) for d in newest.values()) / BATCH)
              + math.ceil(parties / BATCH) + math.ceil(documents / BATCH))
-    return {"calls": calls, "least": least, "duplicates": duplicates, "lost": lost, "stale": stale,
+    return {"seed": seed, "calls": calls, "least": least, "duplicates": duplicates, "lost": lost, "stale": stale,
             "unfinished": left, "statuses": statuses, "invocations": invocations, "died": died,
             "crashes": dict(getattr(crash, "crashes", {})), "saves": len(saves), "breakdown": breakdown}
 
@@ -225,40 +278,64 @@ def _all_job_ids(state: Any) -> list[str]:
     return [job_id for kind, job_id, _ in state.scan_status_items() if kind == "job"]
 
 
-def _row(name: str, outcome: dict[str, Any], target: float) -> Row:
-    ratio = outcome["calls"] / outcome["least"]
+def _floor(outcome: dict[str, Any]) -> int:
+    """The least this run's faults and kills allow: every write once, every injected fault (a call
+    Xero answered), one replay by key per answer lost in flight (how the worker learns what Xero
+    did), and one recovery call (replay or marker lookup) per invocation killed after Xero answered
+    (its answer died with it)."""
+    b = outcome["breakdown"]
+    return b["writes answered"] + b["faulted"] + b["replayed by key"] + outcome["crashes"].get("xero_answered", 0)
+
+
+def _measured(outcome: dict[str, Any]) -> str:
     ended = outcome["statuses"].get("succeeded", 0) + outcome["statuses"].get("ignored", 0)
-    holds = (ratio <= target and outcome["duplicates"] == 0 and outcome["lost"] == 0 and outcome["stale"] == 0
-             and outcome["unfinished"] == 0 and outcome["statuses"].get("failed", 0) == 0)
-    measured = (f"{outcome['calls']} Xero calls ÷ {outcome['least']}; {outcome['duplicates']} duplicates, "
-                f"{outcome['lost']} lost, {outcome['stale']} not the newest; "
-                f"{ended}/{sum(outcome['statuses'].values())} jobs ended "
-                f"({dict(outcome['statuses'])}); {outcome['died']} of {outcome['invocations']} invocations killed "
-                f"{outcome['crashes'] or ''}; calls: {outcome['breakdown']}")
-    crashes_after_answer = (outcome["crashes"] or {}).get("xero_answered", 0)
-    if crashes_after_answer or outcome["breakdown"]["faulted"]:
-        # The least this run's faults and kills allow: every write once, every injected fault (a call
-        # Xero answered), one replay by key per answer lost in flight (how the worker learns what
-        # Xero did), and one recovery call (replay or marker lookup) per invocation killed after
-        # Xero answered (its answer died with it).
-        b = outcome["breakdown"]
-        floor = b["writes answered"] + b["faulted"] + b["replayed by key"] + crashes_after_answer
+    return (f"{outcome['calls']} Xero calls ÷ {outcome['least']}; {outcome['duplicates']} duplicates, "
+            f"{outcome['lost']} lost, {outcome['stale']} not the newest; "
+            f"{ended}/{sum(outcome['statuses'].values())} jobs ended "
+            f"({dict(outcome['statuses'])}); {outcome['died']} of {outcome['invocations']} invocations killed "
+            f"{outcome['crashes'] or ''}; calls: {outcome['breakdown']}")
+
+
+def _correct(outcome: dict[str, Any]) -> bool:
+    return (outcome["duplicates"] == 0 and outcome["lost"] == 0 and outcome["stale"] == 0
+            and outcome["unfinished"] == 0 and outcome["statuses"].get("failed", 0) == 0)
+
+
+def _row(name: str, outcomes: list[dict[str, Any]], target: float) -> Row:
+    """One row over the fixed seeds: the first seed's run in detail, each seed's calls ÷ least and
+    floor ÷ least, and their means (the ratio column is the mean of calls ÷ least)."""
+    ratios = [o["calls"] / o["least"] for o in outcomes]
+    mean = sum(ratios) / len(ratios)
+    holds = mean <= target and all(_correct(o) for o in outcomes)
+    measured = _measured(outcomes[0])
+    if len(outcomes) > 1 or outcomes[0]["died"] or outcomes[0]["breakdown"]["faulted"]:
+        floors = [_floor(o) / o["least"] for o in outcomes]
+        b, first = outcomes[0]["breakdown"], outcomes[0]
+        kills = first["crashes"].get("xero_answered", 0)
         measured += (f"; floor for these faults and kills: {b['writes answered']} writes + {b['faulted']} faults + "
-                     f"{b['replayed by key']} replays + {crashes_after_answer} recoveries = {floor} "
-                     f"({floor / outcome['least']:.2f}); above it: {outcome['calls'] - floor} lookups "
-                     "(a contact lookup carries at most 25 markers; a batch killed again is looked up again)")
-    return Row("11", name, measured, ratio, f"≤ {target:g}, 0 duplicates, 0 lost, newest", holds)
+                     f"{b['replayed by key']} replays + {kills} recoveries = {_floor(first)} "
+                     f"({floors[0]:.2f}); above it: {first['calls'] - _floor(first)} calls "
+                     f"({b['lookups']} lookups for {kills} workers killed after Xero answered: a killed batch whose "
+                     "messages come back in more than one batch, or whose markers do not fit in one query (30 Sugar "
+                     "ids), needs more than one)")
+        seeds = ", ".join(f"seed {o['seed']}: {r:.2f} (floor {f:.2f}, {o['duplicates']} duplicates, {o['lost']} lost, "
+                          f"{o['stale']} stale)" for o, r, f in zip(outcomes, ratios, floors, strict=True))
+        measured += (f". Fixed seeds {seeds}; mean {mean:.2f}, mean floor {sum(floors) / len(floors):.2f}"
+                     + (" (the floor itself is above the target: the faults and kills alone cost more)"
+                        if sum(floors) / len(floors) > target else ""))
+    return Row("11", name, measured, mean, f"≤ {target:g}, 0 duplicates, 0 lost, newest", holds)
 
 
-def run() -> list[Row]:
+def run(seeds: tuple[int, ...] = SEEDS) -> list[Row]:
     # Clean: the journal's own cost (no second saves, which take SQS batch slots of their own).
     clean = _run(faults=False, resaved=0.0)
-    faulty = _run(faults=True, resaved=RESAVED)
+    faulty = [_run(faults=True, resaved=RESAVED, seed=seed) for seed in seeds]
     return [
-        _row(f"exactly once, clean: {RECORDS} records (contacts, sales invoices, bills)", clean, TARGET_CLEAN),
+        _row(f"exactly once, clean: {RECORDS} records (contacts, sales invoices, bills)", [clean], TARGET_CLEAN),
         _row(f"exactly once: {RECORDS} records, {RESAVED:.0%} saved twice out of order (other UTC offset), "
-             f"worker killed at {CRASH_RATE:g} at each crash point, {FAULT_RATE:.0%} Xero faults (429, 500, 502, "
-             "503, 504, dropped; and work done with the answer lost: dropped, 500, 504)", faulty, TARGET_FAULTS),
+             f"worker killed at {CRASH_RATE:g} at each crash point (its batch back after SQS's "
+             f"{VISIBILITY_TIMEOUT_SECONDS} s), {FAULT_RATE:.0%} Xero faults (429, 500, 502, 503, 504, dropped; "
+             "and work done with the answer lost: dropped, 500, 504)", faulty, TARGET_FAULTS),
     ]
 
 

@@ -163,3 +163,9 @@ def run() -> list[Row]:
         Row("14", "webhook answer p50 (same run)",
             f"{ms['handler_p50']:.1f} ms ÷ {ms['baseline_p50']:.1f} ms", p50_ratio, "for information", None),
     ]
+
+
+if __name__ == "__main__":
+    from bench.report import render
+
+    print(render(run()))

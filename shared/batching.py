@@ -32,6 +32,7 @@ from typing import Any
 
 from shared.observability import logger
 from shared.usecases.work import finish
+from shared.usecases.writeback import WRITE_BACK_PENDING  # the note of a job waiting for its write-back
 
 XERO_BATCH = 50
 # A burst has ended when nothing new came for this long. Saves from a CRM under load arrive with
@@ -182,8 +183,6 @@ def run_topped_up(event: dict[str, Any], queue: Any,
                                             if f["itemIdentifier"] in own]}
 
 
-# The note a job gets while its CRM write-back waits for Sugar (shared.usecases.contacts).
-WRITE_BACK_PENDING = "xero done, crm write-back pending"
 
 
 def mark_dead_lettered(records: list[dict[str, Any]], answer: dict[str, Any], *, queue: Any, jobs: Any) -> None:
@@ -209,7 +208,7 @@ def mark_dead_lettered(records: list[dict[str, Any]], answer: dict[str, Any], *,
         job = jobs.get_job(job_id)
         attempts = f"{deliveries} attempt{'' if deliveries == 1 else 's'}"
         pending = [w for w in getattr(job, "warnings", None) or [] if WRITE_BACK_PENDING in str(w)]
-        if job is not None and job.status == "succeeded" and pending:
+        if job is not None and job.status in ("succeeded", "queued", "in_progress") and pending:
             # The Xero write is done; its follow-up step, the CRM write-back, is not: the job fails
             # visibly (status lists it, `sugar-xero replay` brings it back and the worker writes
             # back from the stored outcome) instead of a forgotten note on a succeeded job.

@@ -7,11 +7,23 @@ to the public local defaults would let anyone sign a callout or a webhook."""
 from __future__ import annotations
 
 import os
+from functools import cache
 
 from shared.config import LOCAL_SECRET_DEFAULTS, settings
 from shared.errors import ConnectorError
 
 SECRET_NAMES = tuple(LOCAL_SECRET_DEFAULTS)
+
+
+@cache
+def secrets_provider():
+    """Powertools' Secrets Manager provider (it caches what it reads), on a client of boto3's
+    default session: its own default would open a second session, which loads botocore's data
+    files again on a cold start. Dropped by ``shared.wiring.reset()``."""
+    import boto3
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
+
+    return SecretsProvider(boto3_client=boto3.client("secretsmanager"))
 
 
 class MissingSecret(ConnectorError):
@@ -23,9 +35,7 @@ def get_secret(name: str) -> str:
         raise KeyError(f"unknown secret {name}")
     arn = settings().secrets_arn
     if arn:
-        from aws_lambda_powertools.utilities import parameters
-
-        values = parameters.get_secret(arn, transform="json", max_age=300)
+        values = secrets_provider().get(arn, transform="json", max_age=300)
         value = values.get(name) if isinstance(values, dict) else None
         if not value:
             raise MissingSecret(f"{name} is empty in the connector's secret; set it in Secrets Manager")

@@ -5,18 +5,20 @@ them, for tests that change the environment."""
 from __future__ import annotations
 
 from functools import cache
-
-import requests
+from typing import TYPE_CHECKING
 
 from shared.config import settings
 from shared.errors import ConnectionNotReady
 from shared.queue import SqsQueue
 from shared.secrets import get_secret
-from shared.state.dynamo import SyncStateTable
-from shared.sugar import SugarClient
-from shared.sugar.token_cache import DynamoSugarTokenCache
-from shared.xero.auth import XeroTokens
-from shared.xero.client import XeroClient
+
+if TYPE_CHECKING:  # the adapters are imported where they are built: an API event needs no HTTP client
+    import requests
+
+    from shared.state.dynamo import SyncStateTable
+    from shared.sugar import SugarClient
+    from shared.xero.auth import XeroTokens
+    from shared.xero.client import XeroClient
 
 
 @cache
@@ -27,11 +29,18 @@ def _boto3():  # boto3 is imported lazily: handlers that never touch AWS do not 
 
 
 @cache
+def _dynamodb():
+    """One DynamoDB resource (and so one client) for every table adapter of the container."""
+    return _boto3().resource("dynamodb")
+
+
+@cache
 def job_store() -> SyncStateTable:
+    from shared.state.dynamo import SyncStateTable
     from shared.state.payloads import S3PayloadStore
 
     bucket, key = settings().payload_bucket, settings().token_key_id
-    return SyncStateTable(settings().sync_table, resource=_boto3().resource("dynamodb"),
+    return SyncStateTable(settings().sync_table, resource=_dynamodb(),
                           job_ttl_days=settings().job_ttl_days,
                           payloads=S3PayloadStore(bucket, client=_boto3().client("s3")) if bucket else None,
                           sealer=_sealer(key) if key else None)
@@ -73,11 +82,15 @@ def webhook_queue() -> SqsQueue:
 
 @cache
 def http_session() -> requests.Session:
+    import requests
+
     return requests.Session()
 
 
 @cache
 def xero_tokens() -> XeroTokens:
+    from shared.xero.auth import XeroTokens
+
     return XeroTokens(job_store(), settings().connection_id, identity_url=settings().xero_identity_url,
                       client_id=get_secret("XERO_CLIENT_ID"),
                       client_secret=get_secret("XERO_CLIENT_SECRET"), session=http_session())
@@ -112,7 +125,7 @@ def tenant_id() -> str:
 def rate_gate():
     from shared.xero.limits import SharedRateGate
 
-    return SharedRateGate(_boto3().resource("dynamodb").Table(settings().sync_table),
+    return SharedRateGate(_dynamodb().Table(settings().sync_table),
                           day_limit=settings().xero_day_limit)
 
 
@@ -128,6 +141,8 @@ def xero_headroom():
 
 @cache
 def xero_client() -> XeroClient:
+    from shared.xero.client import XeroClient
+
     return XeroClient(settings().xero_api_base_url, tenant_id(), xero_tokens(), session=http_session(),
                       gate=rate_gate())
 
@@ -137,6 +152,9 @@ def sugar_client() -> SugarClient:
     base_url = settings().sugar_base_url
     if not base_url:
         raise ConnectionNotReady("SUGAR_BASE_URL is not configured")
+    from shared.sugar import SugarClient
+    from shared.sugar.token_cache import DynamoSugarTokenCache
+
     return SugarClient(base_url, get_secret("SUGAR_USERNAME"), get_secret("SUGAR_PASSWORD"),
                        get_secret("SUGAR_PLATFORM"), DynamoSugarTokenCache(job_store()),
                        session=http_session())
@@ -146,14 +164,14 @@ def sugar_client() -> SugarClient:
 def oauth_states():
     from shared.state.oauth_states import OAuthStateTable
 
-    return OAuthStateTable(settings().sync_table, resource=_boto3().resource("dynamodb"))
+    return OAuthStateTable(settings().sync_table, resource=_dynamodb())
 
 
 @cache
 def webhook_events():
     from shared.state.webhook_events import WebhookEventTable
 
-    return WebhookEventTable(settings().sync_table, resource=_boto3().resource("dynamodb"),
+    return WebhookEventTable(settings().sync_table, resource=_dynamodb(),
                              event_ttl_hours=settings().dedupe_ttl_hours)
 
 
@@ -169,8 +187,11 @@ def reset() -> None:
     from shared import config
 
     config.settings.cache_clear()
-    for factory in (_boto3, job_store, _sealer, _sqs, contact_queue, invoice_queue, webhook_queue, http_session,
-                    xero_tokens, xero_client, sugar_client, rate_gate, oauth_states, webhook_events):
+    from shared import secrets
+
+    secrets.secrets_provider.cache_clear()
+    for factory in (_boto3, _dynamodb, job_store, _sealer, _sqs, contact_queue, invoice_queue, webhook_queue,
+                    http_session, xero_tokens, xero_client, sugar_client, rate_gate, oauth_states, webhook_events):
         getattr(factory, "cache_clear", lambda: None)()  # a test may have replaced the factory
     getattr(xero_client_for, "cache_clear", lambda: None)()
     for name in ("reconcile_state", "reconcile_queue"):  # defined below
@@ -182,6 +203,8 @@ def xero_client_for(tenant_id: str) -> XeroClient:
     """A Xero client for one organisation (webhook events name theirs): the connection's token
     set and the shared rate gate, with that organisation's ``xero-tenant-id``."""
     _check_connected(tenant_id)
+    from shared.xero.client import XeroClient
+
     return XeroClient(settings().xero_api_base_url, tenant_id, xero_tokens(), session=http_session(),
                       gate=rate_gate())
 
@@ -219,7 +242,7 @@ def reconcile_state():
     """Watermarks, the last pass's report, the cached organisation metadata, the audit cursor."""
     from shared.state.watermarks import ReconcileStateTable
 
-    return ReconcileStateTable(settings().sync_table, resource=_boto3().resource("dynamodb"))
+    return ReconcileStateTable(settings().sync_table, resource=_dynamodb())
 
 
 @cache
@@ -232,7 +255,7 @@ def reconcile_queue() -> SqsQueue:
 def billing_ledger():
     from shared.billing.ledger import BillingLedger
 
-    return BillingLedger(settings().sync_table, resource=_boto3().resource("dynamodb"))
+    return BillingLedger(settings().sync_table, resource=_dynamodb())
 
 
 def billing_rules(tenant_id: str):

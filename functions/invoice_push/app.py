@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# First, before pydantic is loaded (see shared.api.sqs).
+from shared.api.sqs import is_sqs_event, run_batch  # isort: skip
+
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
@@ -12,7 +15,6 @@ from pydantic import Discriminator, Tag
 
 from shared import wiring
 from shared.api.http import build_resolver, common_router, handle_http, status_base_url
-from shared.api.sqs import is_sqs_event, run_batch
 from shared.batching import run_topped_up
 from shared.config import settings
 from shared.errors import BadInput, ConnectionNotReady

@@ -4,6 +4,9 @@ records up to date (``shared.usecases.xero_updates``); and the Xero OAuth2 onboa
 
 from __future__ import annotations
 
+# First, before pydantic is loaded (see shared.api.sqs).
+from shared.api.sqs import is_sqs_event, run_batch  # isort: skip
+
 import html
 import json
 import uuid
@@ -23,7 +26,6 @@ from shared.api.http import (
     raw_body,
     status_base_url,
 )
-from shared.api.sqs import is_sqs_event, run_batch
 from shared.config import settings
 from shared.errors import XeroError
 from shared.mapping.settings import mapping_file
@@ -267,7 +269,7 @@ def refresh_tenants(items: list[WorkItem], result: BatchResult, *, store: Any) -
             refreshed = xero_updates.refresh_pending(
                 tenant_id, store=store, xero=wiring.xero_client_for(tenant_id), mappings=wiring.job_store(),
                 crm=crm, config=mapping_file().for_tenant(tenant_id), on_changes=wiring.billing_rules(tenant_id),
-                limit=REFRESH_LIMIT)
+                limit=REFRESH_LIMIT, jobs=wiring.job_store())
         except Exception as error:  # noqa: BLE001 - every failure waits in the queue, then the DLQ
             wait = retry_after_for(error) or REFRESH_RETRY_SECONDS
             logger.warning("refresh of changed Xero resources deferred",

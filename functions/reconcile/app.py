@@ -12,6 +12,9 @@ Invoked three ways:
 
 from __future__ import annotations
 
+# First, before pydantic is loaded (see shared.api.sqs).
+from shared.api.sqs import is_sqs_event, run_batch  # isort: skip
+
 import time
 import uuid
 from typing import Any
@@ -19,7 +22,6 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared import wiring
-from shared.api.sqs import is_sqs_event, run_batch
 from shared.config import settings
 from shared.errors import ConnectionNotReady
 from shared.mapping.settings import mapping_file

@@ -1,22 +1,29 @@
 """Queue side of a handler: SQS batches in, partial batch failures out (Powertools Batch).
 
 Workers need the whole batch at once (to group up to 50 documents into one Xero call), so the
-batch is worked first and Powertools then reports each record that must be retried."""
+batch is worked first and Powertools then reports each record that must be retried.
+
+Every handler imports this module before anything else (``functions/*/app.py``): Powertools
+Batch, imported while pydantic is not loaded yet, leaves out the Parser models it would
+otherwise build for its type hints (a feature the connector does not use), tens of
+milliseconds of every cold start. ``tests/unit/test_cold_imports.py`` holds it there."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from shared.backoff import deadline_of
 from shared.errors import ConnectionNotReady
 from shared.observability import MetricNames, logger, metrics
 from shared.queue import DOCUMENT_STORED
 from shared.usecases.work import CONNECTION_RETRY_SECONDS, BatchResult, WorkItem
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 
 class RetryLater(Exception):

@@ -86,7 +86,7 @@ def _check_template(text: str, allowed: dict[str, str]) -> str:
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
 
 # ---- the rules file ---------------------------------------------------------------------------
@@ -345,7 +345,7 @@ def rules_file() -> RulesFile:
 
 # ---- actions ----------------------------------------------------------------------------------
 class ActionBase(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(defer_build=True, frozen=True)
 
     rule: str
     event: Event

@@ -31,7 +31,7 @@ CurrencyCode = Field(default=None, pattern=r"^[A-Z]{3}$", description="ISO 4217 
 
 
 class Address(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     kind: Literal["billing", "shipping"] = Field(
         description="billing becomes Xero's POBOX address, shipping its STREET address")
@@ -46,7 +46,7 @@ class Address(BaseModel):
 class Person(BaseModel):
     """A contact person on an organisation (Xero keeps at most 5)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     first_name: str | None = Field(default=None, max_length=255)
     last_name: str | None = Field(default=None, max_length=255)
@@ -57,7 +57,7 @@ class Person(BaseModel):
 class ContactDocument(BaseModel):
     """A customer or supplier as the connector pushes it to Xero."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+    model_config = ConfigDict(defer_build=True, extra="forbid", json_schema_extra={"examples": [{
         "crm_module": "Accounts", "crm_id": "4f1e6a7c-2b3d-11ef-9a1c-0242ac120002",
         "name": "Harbour View Properties Pte Ltd", "email": "accounts@harbourview.example.sg",
         "addresses": [{"kind": "billing", "lines": ["10 Marina Boulevard"], "city": "Singapore",
@@ -115,7 +115,7 @@ ItemPrice = Annotated[Decimal | None, Field(default=None, max_digits=22, decimal
 class ItemDocument(BaseModel):
     """A catalogue entry as the connector pushes it to Xero (an untracked Item)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+    model_config = ConfigDict(defer_build=True, extra="forbid", json_schema_extra={"examples": [{
         "crm_module": "ProductTemplates", "crm_id": "pt-lift-insp", "code": "SVC-LIFT-02",
         "name": "Lift inspection", "description": "Statutory six-monthly lift inspection, per lift",
         "sales_price": "1170.0000", "purchase_price": "640.0000", "tax_class": "Taxable",

@@ -49,7 +49,7 @@ SALES_KINDS: frozenset[str] = frozenset({"sales", "quote"})
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
 
 class TrackingTag(Strict):
@@ -170,7 +170,7 @@ class TradeDocument(Strict):
 class SalesInvoiceDocument(TradeDocument):
     """A sales invoice (Xero ACCREC)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+    model_config = ConfigDict(defer_build=True, extra="forbid", json_schema_extra={"examples": [{
         "kind": "sales", "crm_module": "Memberships", "crm_id": "m-2027-0042",
         "contact": {"crm_id": "4f1e6a7c-2b3d-11ef-9a1c-0242ac120002"},
         "reference": "Membership 2027", "currency": "SGD", "date": "2027-01-01", "due_date": "2027-01-31",
@@ -186,7 +186,7 @@ class PurchaseDocument(TradeDocument):
     """A purchase: a bill (Xero ACCPAY) or, when configured, a purchase order. Commission bills
     are purchases whose contact is the agent's supplier contact."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+    model_config = ConfigDict(defer_build=True, extra="forbid", json_schema_extra={"examples": [{
         "kind": "purchase", "crm_module": "Property_Sales", "crm_id": "ps-1187",
         "contact": {"contact": {"crm_module": "Accounts", "crm_id": "agent-77", "name": "Tan Realty Agency",
                                 "is_supplier": True}},
@@ -226,6 +226,8 @@ ZERO = Decimal("0.00")
 
 
 class PaymentSummary(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     payment_id: str | None = None
     date: dt.date | None = None
     amount: Decimal = ZERO
@@ -237,6 +239,8 @@ class XeroDocumentState(BaseModel):
     """What Xero last said about one document: the stored truth that write-back, billing rules and
     the drift report read. ``updated_utc`` (Xero's UpdatedDateUTC, ISO-8601) orders states: an
     older state never replaces a newer one."""
+
+    model_config = ConfigDict(defer_build=True)
 
     target: XeroTarget
     xero_id: str
@@ -278,6 +282,8 @@ class XeroDocumentState(BaseModel):
 class DocumentChange(BaseModel):
     """A pushed document whose Xero state moved (from a webhook, a reconcile pass or a push):
     what billing rules and write-back act on. ``before`` is None the first time it is seen."""
+
+    model_config = ConfigDict(defer_build=True)
 
     tenant_id: str
     crm_module: str

@@ -4,20 +4,27 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 JobStatus = Literal["queued", "in_progress", "succeeded", "failed", "ignored"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "ignored"})
 
 
 class CrmRef(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     module: str
     id: str
 
 
 class Job(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     job_id: str
-    status: JobStatus
+    status: JobStatus = Field(description="final (succeeded, failed, ignored) only once the job's follow-up steps "
+                                          "ran (credit-note allocation, quote to ACCEPTED, CRM write-back); while "
+                                          "one waits to be retried the job stays queued and its error and "
+                                          "warnings say what it waits for")
     kind: str = Field(description="what the job does, e.g. contact.upsert")
     crm: CrmRef
     tenant_id: str | None = Field(default=None, description="the Xero organisation the job writes to, when it is "
@@ -36,6 +43,8 @@ class Job(BaseModel):
 
 
 class Accepted(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     job_id: str
     status_url: str
     status: JobStatus = "queued"
@@ -43,11 +52,15 @@ class Accepted(BaseModel):
 
 
 class Ignored(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     status: Literal["ignored"] = "ignored"
     reason: str
 
 
 class ErrorBody(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     error: str
     message: str
     details: list[Any] = Field(default_factory=list)

@@ -16,7 +16,7 @@ from shared.models.ids import SUGAR_ID_OR_EMPTY_PATTERN, SUGAR_ID_PATTERN
 
 
 class SugarEmail(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(defer_build=True, extra="allow")
 
     email_address: str = Field(max_length=255)
     primary_address: bool = False
@@ -25,7 +25,7 @@ class SugarEmail(BaseModel):
 
 
 class SugarRecord(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(defer_build=True, extra="allow")
 
     id: str = Field(min_length=1, max_length=50, pattern=SUGAR_ID_PATTERN,
                     description="Sugar record id (becomes Xero ContactNumber)")
@@ -136,7 +136,7 @@ class SugarHookBase(BaseModel):
     Sugar 13.0.3's WebLogicHook) and ``dataChanges``; relationship events add ``related_id``,
     ``related_module``, ``link``. Hook data has no ``_module`` or ``_acl`` (the REST API adds those)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(defer_build=True, extra="allow")
 
     bean: str = Field(description="Sugar's PHP class name: Account, Contact, Quote, ProductTemplate")
     event: SugarEvent

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 
 def job_key(job_id: str) -> dict[str, str]:
@@ -38,6 +38,8 @@ def connection_key(connection_id: str) -> dict[str, str]:
 class Mapping(BaseModel):
     """One CRM record's counterpart in one Xero organisation."""
 
+    model_config = ConfigDict(defer_build=True)
+
     tenant_id: str
     module: str
     crm_id: str
@@ -64,6 +66,8 @@ class Intent(BaseModel):
     call ended without a readable answer: Xero may have acted), ``confirmed`` (Xero's answer is
     in the mapping), ``failed`` (Xero refused it, or refused the call before acting). The Xero
     id is ``found_id``, not ``xero_id``: the by-xero-id index must only ever hold mappings."""
+
+    model_config = ConfigDict(defer_build=True)
 
     tenant_id: str
     module: str

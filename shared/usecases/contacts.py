@@ -25,23 +25,25 @@ from shared.observability import logger
 from shared.ports import JobStore, MappingStore, XeroApi
 from shared.state.records import Mapping
 from shared.usecases.crash import NO_CRASH, STATE_WRITTEN, XERO_ANSWERED, CrashPoints
-from shared.usecases.journal import Entry, Journal
+from shared.usecases.journal import Entry, Journal, query_chunks
 from shared.usecases.versions import OLDER, SUPERSEDED, newest_per_record, version_of
 from shared.usecases.work import BatchResult, WorkItem, content_hash, finish, requeue, retry_after_for
 from shared.usecases.writeback import (
+    WRITE_BACK_PENDING,
     CrmWriter,
+    JobEnding,
     Outcome,
     Steps,
+    end_after_write_back,
     step_module,
     unfinished_step,
     write_back,
-    write_back_refused,
+    write_back_owed,
 )
 from shared.xero.client import validation_messages
 
 KIND = "contact.upsert"
 LOOKUPS_PER_CALL = 25
-WRITE_BACK_PENDING = "xero done, crm write-back pending"
 WRITE_BACK_RETRY_SECONDS = 120.0
 MAX_ROUNDS = 3
 # A Sugar Contact whose Account is not in Xero yet waits for it. The Account is usually being
@@ -169,6 +171,7 @@ def sync_contacts(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappi
                   crm: CrmWriter | None = None, crash: CrashPoints = NO_CRASH) -> BatchResult:
     config = config or mapping_file().for_tenant(xero.tenant_id)
     run = _Run(xero, jobs, mappings, config, crash)
+    run.writes_back = config.write_back.enabled and crm is not None
     parsed: list[tuple[WorkItem, ContactDocument]] = []
     for item in items:
         jobs.start_attempt(item.job_id)
@@ -195,39 +198,9 @@ def sync_contacts(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappi
                      and key[0] == "Contacts" and group[0][1].parent_crm_id}
     to_send: list[_Pending] = []
     for key, group in groups.items():
-        doc = group[0][1]
-        if doc.deleted and config.contacts.on_crm_delete == "ignore":
-            person_groups.pop(key, None)
-            for item, _ in group:
-                finish(jobs, item.job_id, "ignored",
-                       warnings=["deleted in the CRM; on_crm_delete is 'ignore': Xero left as it is"])
-            continue
-        mapping = known.get(key)
-        if doc.erased and mapping is None:
-            person_groups.pop(key, None)
-            for item, _ in group:
-                finish(jobs, item.job_id, "ignored", warnings=[
-                    "a Data Privacy erasure in the CRM of a record never pushed: nothing in Xero to erase"])
-            continue
-        if key in person_groups:
-            continue
-        body = to_xero_contact(doc)
-        if doc.erased and config.contacts.on_erasure == "archive":
-            body["ContactStatus"] = "ARCHIVED"
-        digest = content_hash(body)
-        if mapping and mapping.payload_hash == digest:
-            _unchanged(run, key, group, mapping)
-            continue
-        if mapping:
-            body = {**to_xero_contact(doc, xero_contact_id=mapping.xero_id),
-                    **({"ContactStatus": body["ContactStatus"]} if "ContactStatus" in body else {})}
-        pending = _Pending(key, group, body, digest, versions[key])
-        if doc.erased:
-            pending.warnings.append(
-                f"Data Privacy erasure in the CRM: {', '.join(doc.erased)} erased on the Xero contact"
-                + (" and the contact archived" if body.get("ContactStatus") == "ARCHIVED" else "")
-                + "; its invoices and payments are kept")
-        to_send.append(pending)
+        pending = _decide(run, key, group, known.get(key), versions[key], person_groups)
+        if pending is not None:
+            to_send.append(pending)
 
     result = BatchResult()
     # Round one is the plain batch POST; later rounds carry only what Xero refused or what
@@ -244,21 +217,51 @@ def sync_contacts(items: list[WorkItem], *, xero: XeroApi, jobs: JobStore, mappi
 
     report = write_back([outcome for _, outcome in run.outcomes.values()], crm=crm, config=config,
                         steps=Steps(mappings, xero.tenant_id))  # type: ignore[arg-type]
-    for key, error in report.pending.items():
-        group = _warn(jobs, run.outcomes[key][0], f"{WRITE_BACK_PENDING}: {error}")
+    # The jobs held for their write-back end now (``shared.usecases.writeback``); one still
+    # waiting for Sugar stays queued and its message comes back.
+    waiting = end_after_write_back(jobs, run.endings, report)
+    for key in set(report.pending) | set(waiting):
+        group = run.outcomes[key][0] if key in run.outcomes else []
         result.defer([item.message_id for item, _ in group], WRITE_BACK_RETRY_SECONDS)
-    for key, error in report.failed.items():
-        for item, _doc in run.outcomes[key][0]:
-            jobs.update_job(item.job_id, status="failed", error=write_back_refused(error))
     return result
 
 
-def _warn(jobs: JobStore, group: Group, warning: str) -> Group:
-    """Add a warning to every job of a record's group, keeping the ones it has."""
-    for item, _doc in group:
-        job = jobs.get_job(item.job_id)
-        jobs.update_job(item.job_id, warnings=[*(job.warnings if job else []), warning])
-    return group
+def _decide(run: _Run, key: Key, group: Group, mapping: Mapping | None, version: str | None,
+            person_groups: dict[Key, Group]) -> _Pending | None:
+    """What one record needs: nothing (deletion ignored, an erasure of a record never pushed,
+    unchanged), its persons' round (``person_groups``), or a contact body to send."""
+    config, doc = run.config, group[0][1]
+    if doc.deleted and config.contacts.on_crm_delete == "ignore":
+        person_groups.pop(key, None)
+        for item, _ in group:
+            finish(run.jobs, item.job_id, "ignored",
+                   warnings=["deleted in the CRM; on_crm_delete is 'ignore': Xero left as it is"])
+        return None
+    if doc.erased and mapping is None:
+        person_groups.pop(key, None)
+        for item, _ in group:
+            finish(run.jobs, item.job_id, "ignored", warnings=[
+                "a Data Privacy erasure in the CRM of a record never pushed: nothing in Xero to erase"])
+        return None
+    if key in person_groups:
+        return None
+    body = to_xero_contact(doc)
+    if doc.erased and config.contacts.on_erasure == "archive":
+        body["ContactStatus"] = "ARCHIVED"
+    digest = content_hash(body)
+    if mapping and mapping.payload_hash == digest:
+        _unchanged(run, key, group, mapping)
+        return None
+    if mapping:
+        body = {**to_xero_contact(doc, xero_contact_id=mapping.xero_id),
+                **({"ContactStatus": body["ContactStatus"]} if "ContactStatus" in body else {})}
+    pending = _Pending(key, group, body, digest, version)
+    if doc.erased:
+        pending.warnings.append(
+            f"Data Privacy erasure in the CRM: {', '.join(doc.erased)} erased on the Xero contact"
+            + (" and the contact archived" if body.get("ContactStatus") == "ARCHIVED" else "")
+            + "; its invoices and payments are kept")
+    return pending
 
 
 def _unchanged(run: _Run, key: Key, group: Group, mapping: Mapping) -> None:
@@ -272,10 +275,16 @@ def _unchanged(run: _Run, key: Key, group: Group, mapping: Mapping) -> None:
     # a write-back step recorded and never confirmed (the worker died during the Sugar call)
     recorded = unfinished_step(run.journal, key[0], key[1]) if run.config.write_back.enabled else None
     pending_write_back |= recorded is not None
+    # never written back (the worker died between the state write and the write-back)
+    pending_write_back |= run.writes_back and write_back_owed(run.journal, key[0], key[1])
     note = "xero done earlier: crm write-back retried" if pending_write_back else \
         "unchanged since the last push: nothing sent to Xero"
     for item, _ in group:
-        finish(run.jobs, item.job_id, "succeeded", xero={"contact_id": mapping.xero_id}, warnings=[note])
+        if pending_write_back and run.writes_back:
+            run.endings.setdefault(key, []).append(JobEnding(item.job_id, "succeeded",
+                                                             xero={"contact_id": mapping.xero_id}, warnings=[note]))
+        else:
+            finish(run.jobs, item.job_id, "succeeded", xero={"contact_id": mapping.xero_id}, warnings=[note])
     if pending_write_back:
         run.outcomes[key] = (group, Outcome(module=key[0], crm_id=key[1], xero_id=mapping.xero_id,
                                             sync_status=mapping.sync_status or "synced",
@@ -291,6 +300,9 @@ class _Run:
         self.journal = Journal(mappings, xero)  # type: ignore[arg-type]
         self.held: list[tuple[str, str, dict[str, Any]]] | None = None
         self.outcomes: dict[Key, tuple[Group, Outcome]] = {}
+        # Job endings waiting for their record's write-back (never marked final before it ran).
+        self.endings: dict[Key, list[JobEnding]] = {}
+        self.writes_back = False  # set by sync_contacts: a CRM and write-back configured
         self.conflicts: list[tuple[_Pending, list[str]]] = []
         self.broken_links: list[tuple[_Pending, list[str]]] = []
         self.number_clashes: list[tuple[_Pending, list[str]]] = []
@@ -371,6 +383,13 @@ class _Run:
         else:
             finish(self.jobs, job_id, status, **outcome)
 
+    def _end(self, key: Key, job_id: str, status: str, outcome: dict[str, Any]) -> None:
+        """A job of a record that is written back ends after the write-back ran, else now."""
+        if self.writes_back:
+            self.endings.setdefault(key, []).append(JobEnding(job_id, status, **outcome))
+        else:
+            self._finish(job_id, status, outcome)
+
     def release(self) -> None:
         held, self.held = self.held or [], None
         for job_id, status, outcome in held:
@@ -446,10 +465,11 @@ class _Run:
         numbers = [str(p.body["ContactNumber"]) for p, _ in clashes]
         try:
             holders: dict[str, dict[str, Any]] = {}
-            for chunk in chunks(list(dict.fromkeys(numbers)), LOOKUPS_PER_CALL):
-                where = " OR ".join(f"ContactNumber=={_quoted(n)}" for n in chunk)
-                for contact in self.xero.get("Contacts", {"where": where, "includeArchived": "true"}).get(
-                        "Contacts") or []:
+            def by_number(chunk: list[str]) -> dict[str, str]:
+                return {"where": " OR ".join(f"ContactNumber=={_quoted(n)}" for n in chunk), "includeArchived": "true"}
+
+            for chunk in query_chunks(list(dict.fromkeys(numbers)), by_number, most=LOOKUPS_PER_CALL):
+                for contact in self.xero.get("Contacts", by_number(chunk)).get("Contacts") or []:
                     holders[str(contact.get("ContactNumber"))] = contact
         except (XeroError, ConnectionNotReady) as error:
             for pending, errors in clashes:
@@ -508,7 +528,8 @@ class _Run:
     def _lookup_candidates(self, pendings: list[_Pending]) -> list[dict[str, Any]]:
         account_field = bool(self.config.contacts.account_number_field)
         found: list[dict[str, Any]] = []
-        for chunk in chunks(pendings, LOOKUPS_PER_CALL):
+
+        def by_candidates(chunk: list[_Pending]) -> dict[str, str]:
             terms: list[str] = []
             for pending in chunk:
                 doc = pending.doc
@@ -517,8 +538,11 @@ class _Run:
                     terms.append(f"AccountNumber=={_quoted(doc.account_number)}")
                 if doc.email:
                     terms.append(f"EmailAddress=={_quoted(doc.email)}")
-            answer = self.xero.get("Contacts", {"where": " OR ".join(dict.fromkeys(terms)),
-                                                "includeArchived": "true"})
+            return {"where": " OR ".join(dict.fromkeys(terms)), "includeArchived": "true"}
+
+        # as many as fit in a query string Xero's gateway accepts (journal.MAX_QUERY_CHARS)
+        for chunk in query_chunks(pendings, by_candidates, most=LOOKUPS_PER_CALL):
+            answer = self.xero.get("Contacts", by_candidates(chunk))
             found += answer.get("Contacts") or []
         return found
 
@@ -581,7 +605,7 @@ class _Run:
     # ---- endings ---------------------------------------------------------------------------
     def fail(self, pending: _Pending, error: str) -> None:
         for item, _ in pending.group:
-            self._finish(item.job_id, "failed", {"error": error, "warnings": list(pending.warnings)})
+            self._end(pending.key, item.job_id, "failed", {"error": error, "warnings": list(pending.warnings)})
         self.outcomes[pending.key] = (pending.group, Outcome(module=pending.key[0], crm_id=pending.key[1],
                                                              sync_status="failed", last_error=error))
 
@@ -599,7 +623,8 @@ class _Run:
         if pending.entry:
             self.journal.confirmed(pending.entry, contact_id)
         for item, _ in pending.group:
-            self._finish(item.job_id, "succeeded", {"xero": {"contact_id": contact_id}, "warnings": warnings})
+            self._end(pending.key, item.job_id, "succeeded", {"xero": {"contact_id": contact_id},
+                                                              "warnings": warnings})
         self.outcomes[pending.key] = (pending.group, Outcome(
             module=module, crm_id=crm_id, xero_id=contact_id, sync_status=status,
             last_error="; ".join(warnings) or None, synced_at=synced_at))
@@ -615,27 +640,12 @@ def _erased_person(gone: Any) -> dict[str, Any]:
 
 def _sync_persons(run: _Run, groups: dict[Key, Group], known: dict[Key, Mapping], batch_size: int,
                   result: BatchResult) -> None:
-    xero, jobs = run.xero, run.jobs
+    """Sugar Contacts as contact persons on their Account's Xero contact. Steps: which Account
+    contacts change (waiting for an Account not in Xero yet), read them, merge the persons the
+    connector owns with those entered in Xero, send, record who is owned now."""
     parents = sorted({group[0][1].parent_crm_id or "" for group in groups.values()})
-    accounts = run.mappings.get_mappings(xero.tenant_id, "Accounts", parents)
-    waiting: dict[str, list[tuple[Key, Group, str]]] = {}
-    for key, group in sorted(groups.items(), key=lambda kv: (kv[1][0][1].crm_modified or "", kv[0][1])):
-        doc = group[0][1]
-        account = accounts.get(doc.parent_crm_id or "")
-        if account is None:
-            # The Account is not in Xero yet: wait for it rather than fail.
-            reason = f"will retry: the Account {doc.parent_crm_id} is not synced to Xero yet"
-            for item, _ in group:
-                jobs.update_job(item.job_id, status="queued", error=reason)
-            result.defer([item.message_id for item, _ in group],
-                         account_wait_seconds(max(item.receive_count for item, _ in group)))
-            continue
-        digest = content_hash({"parent": account.xero_id, "person": to_xero_person(doc), "deleted": doc.deleted})
-        mapping = known.get(key)
-        if mapping and mapping.payload_hash == digest and mapping.xero_id == account.xero_id:
-            _unchanged(run, key, group, mapping)
-            continue
-        waiting.setdefault(account.xero_id, []).append((key, group, digest))
+    accounts = run.mappings.get_mappings(run.xero.tenant_id, "Accounts", parents)
+    waiting = _persons_waiting(run, groups, known, accounts, result)
     if not waiting:
         return
     try:
@@ -647,7 +657,7 @@ def _sync_persons(run: _Run, groups: dict[Key, Group], known: dict[Key, Mapping]
     # per Account, plus each pushed person's last email on its own mapping). The others were
     # entered in Xero and are never touched.
     account_of = {account.xero_id: crm_id for crm_id, account in accounts.items()}
-    owned_records = run.mappings.get_mappings(xero.tenant_id, PERSONS_MODULE, sorted(set(account_of.values())))
+    owned_records = run.mappings.get_mappings(run.xero.tenant_id, PERSONS_MODULE, sorted(set(account_of.values())))
     bodies: list[tuple[str, dict[str, Any], list[str]]] = []
     owned_after: dict[str, list[str]] = {}
     for contact_id, entries in waiting.items():
@@ -658,60 +668,107 @@ def _sync_persons(run: _Run, groups: dict[Key, Group], known: dict[Key, Mapping]
             continue
         record = owned_records.get(account_of.get(contact_id, ""))
         owned = {_email(e) for e in ((record.document or {}).get("owned") or [] if record else [])}
-        for key, group, _ in entries:
-            previous = known.get(key)
-            owned |= {_email(group[0][1].email), _email(previous.xero_number if previous else None)}
-        owned.discard("")
-        batch_persons = [_erased_person(group[0][1].erased_person) if group[0][1].erased_person
-                         else to_xero_person(group[0][1]) for _, group, _ in entries]
-        persons = [dict(p) for p in contact.get("ContactPersons") or []]
-        ours = [p for p in persons if _email(p.get("EmailAddress")) in owned
-                or any(same_person(p, mine) for mine in batch_persons)]
-        theirs = [p for p in persons if p not in ours]
-        for key, group, _ in entries:  # oldest save first: the newest ends up first in the list
-            doc = group[0][1]
-            person = to_xero_person(doc)
-            if doc.erased and doc.erased_person:  # erased in the CRM: find the person as it was, remove it
-                person = _erased_person(doc.erased_person)
-            previous = known.get(key)
-            old_email = _email(previous.xero_number if previous else None)
-            ours = [p for p in ours if not same_person(p, person)
-                    and not (old_email and _email(p.get("EmailAddress")) == old_email)]
-            if not doc.deleted and not doc.erased:
-                ours.insert(0, person)
-        room = max(0, MAX_PERSONS - len(theirs))
-        left_out = [" ".join(filter(None, (p.get("FirstName"), p.get("LastName")))) or str(p.get("EmailAddress"))
-                    for p in ours[room:]]
-        body = {"ContactID": contact_id, "Name": contact.get("Name"), "ContactPersons": ours[:room] + theirs}
-        owned_after[contact_id] = [e for p in ours[:room] if (e := _email(p.get("EmailAddress")))]
+        body, left_out, owned_after[contact_id] = _merged_persons(contact, entries, known, owned)
         bodies.append((contact_id, body, left_out))
     for chunk in chunks(bodies, batch_size):
-        sent = [body for _, body, _ in chunk]
-        try:
-            answers = xero.upsert_batch("Contacts", sent, idempotency_key=f"persons-{content_hash(sent)}")
-        except (XeroError, ConnectionNotReady) as error:
-            _persons_not_sent(run, [e for contact_id, _, _ in chunk for e in waiting[contact_id]], error, result)
+        _send_persons(run, chunk, waiting, account_of, owned_after, result)
+
+
+PersonEntry = tuple[Key, Group, str]  # (record, its saves, the content hash of what is pushed)
+
+
+def _persons_waiting(run: _Run, groups: dict[Key, Group], known: dict[Key, Mapping], accounts: dict[str, Mapping],
+                     result: BatchResult) -> dict[str, list[PersonEntry]]:
+    """The changed persons by their Account's Xero ContactID, oldest save first; a person whose
+    Account is not in Xero yet waits for it (deferred, not failed)."""
+    waiting: dict[str, list[PersonEntry]] = {}
+    for key, group in sorted(groups.items(), key=lambda kv: (kv[1][0][1].crm_modified or "", kv[0][1])):
+        doc = group[0][1]
+        account = accounts.get(doc.parent_crm_id or "")
+        if account is None:
+            # The Account is not in Xero yet: wait for it rather than fail.
+            reason = f"will retry: the Account {doc.parent_crm_id} is not synced to Xero yet"
+            for item, _ in group:
+                run.jobs.update_job(item.job_id, status="queued", error=reason)
+            result.defer([item.message_id for item, _ in group],
+                         account_wait_seconds(max(item.receive_count for item, _ in group)))
             continue
-        for (contact_id, _, dropped), answer in zip(chunk, answers, strict=True):
-            errors = validation_messages(answer)
-            for key, group, digest in waiting[contact_id]:
-                pending = _Pending(key, group, {}, digest)
-                if (answer.get("StatusAttributeString") or "OK").upper() == "ERROR" or errors:
-                    run.fail(pending, "Xero: " + ("; ".join(errors) or "Xero refused the contact persons"))
-                    continue
-                if dropped:
-                    pending.warnings.append(f"Xero keeps {MAX_PERSONS} contact persons, and the persons entered "
-                                            "in Xero are kept: the least recently sent CRM contacts were left out "
-                                            f"({', '.join(dropped)})")
-                if group[0][1].erased:
-                    pending.warnings.append("Data Privacy erasure in the CRM: the contact person was removed from "
-                                            f"the Xero contact {contact_id}")
-                pending.number = _email(group[0][1].email) or None
-                run.succeed(pending, contact_id, answer.get("UpdatedDateUTC"), [])
-            if not errors and account_of.get(contact_id):
-                run.mappings.put_mapping(Mapping(tenant_id=xero.tenant_id, module=PERSONS_MODULE,
-                                                 crm_id=account_of[contact_id], xero_id=contact_id,
-                                                 document={"owned": owned_after.get(contact_id, [])}))
+        digest = content_hash({"parent": account.xero_id, "person": to_xero_person(doc), "deleted": doc.deleted})
+        mapping = known.get(key)
+        if mapping and mapping.payload_hash == digest and mapping.xero_id == account.xero_id:
+            _unchanged(run, key, group, mapping)
+            continue
+        waiting.setdefault(account.xero_id, []).append((key, group, digest))
+    return waiting
+
+
+def _merged_persons(contact: dict[str, Any], entries: list[PersonEntry], known: dict[Key, Mapping],
+                    owned: set[str]) -> tuple[dict[str, Any], list[str], list[str]]:
+    """The contact's new ContactPersons: the CRM's persons (newest first) in place of those the
+    connector owns, then every person entered in Xero; at most Xero's 5, the CRM's oldest left
+    out first. Returns (body, names left out, emails owned after)."""
+    contact_id = contact["ContactID"]
+    for key, group, _ in entries:
+        previous = known.get(key)
+        owned |= {_email(group[0][1].email), _email(previous.xero_number if previous else None)}
+    owned.discard("")
+    batch_persons = [_erased_person(group[0][1].erased_person) if group[0][1].erased_person
+                     else to_xero_person(group[0][1]) for _, group, _ in entries]
+    persons = [dict(p) for p in contact.get("ContactPersons") or []]
+    ours = [p for p in persons if _email(p.get("EmailAddress")) in owned
+            or any(same_person(p, mine) for mine in batch_persons)]
+    theirs = [p for p in persons if p not in ours]
+    for key, group, _ in entries:  # oldest save first: the newest ends up first in the list
+        doc = group[0][1]
+        person = to_xero_person(doc)
+        if doc.erased and doc.erased_person:  # erased in the CRM: find the person as it was, remove it
+            person = _erased_person(doc.erased_person)
+        previous = known.get(key)
+        old_email = _email(previous.xero_number if previous else None)
+        ours = [p for p in ours if not same_person(p, person)
+                and not (old_email and _email(p.get("EmailAddress")) == old_email)]
+        if not doc.deleted and not doc.erased:
+            ours.insert(0, person)
+    room = max(0, MAX_PERSONS - len(theirs))
+    left_out = [" ".join(filter(None, (p.get("FirstName"), p.get("LastName")))) or str(p.get("EmailAddress"))
+                for p in ours[room:]]
+    body = {"ContactID": contact_id, "Name": contact.get("Name"), "ContactPersons": ours[:room] + theirs}
+    return body, left_out, [e for p in ours[:room] if (e := _email(p.get("EmailAddress")))]
+
+
+def _send_persons(run: _Run, chunk: list[tuple[str, dict[str, Any], list[str]]],
+                  waiting: dict[str, list[PersonEntry]], account_of: dict[str, str],
+                  owned_after: dict[str, list[str]], result: BatchResult) -> None:
+    """One call for a chunk of Account contacts; each person's job ends by Xero's answer, and the
+    persons the connector owns on each contact are recorded."""
+    xero = run.xero
+    sent = [body for _, body, _ in chunk]
+    try:
+        answers = xero.upsert_batch("Contacts", sent, idempotency_key=f"persons-{content_hash(sent)}")
+    except (XeroError, ConnectionNotReady) as error:
+        _persons_not_sent(run, [e for contact_id, _, _ in chunk for e in waiting[contact_id]], error, result)
+        return
+    for (contact_id, _, dropped), answer in zip(chunk, answers, strict=True):
+        errors = validation_messages(answer)
+        for key, group, digest in waiting[contact_id]:
+            pending = _Pending(key, group, {}, digest)
+            if (answer.get("StatusAttributeString") or "OK").upper() == "ERROR" or errors:
+                run.fail(pending, "Xero: " + ("; ".join(errors) or "Xero refused the contact persons"))
+                continue
+            if dropped:
+                pending.warnings.append(f"Xero keeps {MAX_PERSONS} contact persons, and the persons entered "
+                                        "in Xero are kept: the least recently sent CRM contacts were left out "
+                                        f"({', '.join(dropped)})")
+            if group[0][1].erased:
+                pending.warnings.append("Data Privacy erasure in the CRM: the contact person was removed from "
+                                        f"the Xero contact {contact_id}")
+            pending.number = _email(group[0][1].email) or None
+            run.succeed(pending, contact_id, answer.get("UpdatedDateUTC"), [])
+        if not errors and account_of.get(contact_id):
+            run.mappings.put_mapping(Mapping(tenant_id=xero.tenant_id, module=PERSONS_MODULE,
+                                             crm_id=account_of[contact_id], xero_id=contact_id,
+                                             document={"owned": owned_after.get(contact_id, [])}))
+
 
 
 def _email(value: Any) -> str:

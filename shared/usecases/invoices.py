@@ -67,7 +67,17 @@ from shared.usecases.journal import Entry, Journal, add_marker
 from shared.usecases.organisations import organisation_job, without_write_back
 from shared.usecases.versions import OLDER, SUPERSEDED, newest_per_record, version_of
 from shared.usecases.work import BatchResult, WorkItem, content_hash, finish, requeue, retry_after_for
-from shared.usecases.writeback import Outcome, Steps, step_module, unfinished_step, write_back, write_back_refused
+from shared.usecases.writeback import (
+    JobEnding,
+    Outcome,
+    Steps,
+    end_after_write_back,
+    step_module,
+    unfinished_step,
+    write_back,
+    write_back_owed,
+    xero_version,
+)
 from shared.xero.client import validation_messages
 
 KIND_DOCUMENT = "document.push"
@@ -124,6 +134,11 @@ class _Record:
     def key(self) -> tuple[str, str]:
         return self.module, self.doc.crm_id
 
+    @property
+    def key_crm(self) -> tuple[str, str]:
+        """The CRM record, as the write-back names it."""
+        return self.doc.crm_module, self.doc.crm_id
+
 
 class _Run:
     def __init__(self, *, xero: XeroApi, jobs: JobStore, mappings: MappingStore, crm: QuoteReader | None,
@@ -137,6 +152,7 @@ class _Run:
         self.today = dt.datetime.now(dt.UTC).date()
         self.journal = Journal(mappings, xero)  # type: ignore[arg-type]
         self.held: list[tuple[Any, ...]] | None = None  # job endings waiting for the state writes
+        self.endings: dict[tuple[str, str], list[JobEnding]] = {}  # job endings waiting for the write-back
 
     # ---- endings ---------------------------------------------------------------------------
     def finish_items(self, items: Iterable[WorkItem], status: str, *, xero: dict[str, Any] | None = None,
@@ -152,29 +168,51 @@ class _Run:
         for job_id, status, xero, error, warnings in held:
             finish(self.jobs, job_id, status, xero=xero, error=error, warnings=warnings or [])
 
+    def writes_back(self, record: _Record) -> bool:
+        return record.doc.write_back and self.config.write_back.enabled and self.crm is not None
+
+    def end_after_write_back(self, record: _Record, status: str, *, xero: dict[str, Any] | None = None,
+                             error: str | None = None, warnings: list[str] | None = None) -> None:
+        """The record's jobs end once its write-back ran (``shared.usecases.writeback``), never
+        before: a job is not shown ``succeeded`` and then turned ``failed`` by Sugar's refusal."""
+        self.endings.setdefault(record.key_crm, []).extend(
+            JobEnding(item.job_id, status, xero=xero or {}, error=error, warnings=list(warnings or []))
+            for item in record.items)
+
     def fail(self, record: _Record, error: str, *, write_back_failure: bool = True) -> None:
-        self.finish_items(record.items, "failed", xero=_job_xero(record.state), error=error,
-                          warnings=record.warnings)
+        if write_back_failure and self.writes_back(record):
+            self.end_after_write_back(record, "failed", xero=_job_xero(record.state), error=error,
+                                      warnings=record.warnings)
+        else:
+            self.finish_items(record.items, "failed", xero=_job_xero(record.state), error=error,
+                              warnings=record.warnings)
         if write_back_failure and record.doc.write_back:
             values = write_back_values(record.state) if record.state else {}
             self.outcomes[(record.doc.crm_module, record.doc.crm_id)] = (record.items, Outcome(
                 module=record.doc.crm_module, crm_id=record.doc.crm_id, sync_status="failed",
                 xero_id=record.state.xero_id if record.state else None, last_error=error, synced_at=now_iso(),
-                values=values))
+                values=values, version=xero_version(record.state.updated_utc) if record.state else None))
 
-    def defer(self, items: list[WorkItem], error: Exception, retry_after: float | None = None) -> None:
+    def defer(self, items: list[WorkItem], error: Exception, retry_after: float | None = None, *,
+              waiting_for: str | None = None, xero: dict[str, Any] | None = None) -> None:
         requeue(self.jobs, [i.job_id for i in items], error)
+        if waiting_for:  # a follow-up step waits: the job (not final) says which, and what Xero holds
+            for item in items:
+                self.jobs.update_job(item.job_id, error=f"will retry: {waiting_for} ({error})", xero=xero or {})
         self.result.defer([i.message_id for i in items], retry_after if retry_after is not None
                           else retry_after_for(error))
 
     def succeed(self, record: _Record, state: XeroDocumentState, warnings: list[str]) -> None:
-        self.finish_items(record.items, "succeeded", xero=_job_xero(state), warnings=warnings)
+        if self.writes_back(record):
+            self.end_after_write_back(record, "succeeded", xero=_job_xero(state), warnings=warnings)
+        else:
+            self.finish_items(record.items, "succeeded", xero=_job_xero(state), warnings=warnings)
         if record.doc.write_back:
             self.outcomes[(record.doc.crm_module, record.doc.crm_id)] = (record.items, Outcome(
                 module=record.doc.crm_module, crm_id=record.doc.crm_id,
                 sync_status="warning" if warnings else "synced", xero_id=state.xero_id,
                 last_error="; ".join(warnings) if warnings else None, synced_at=now_iso(),
-                values=write_back_values(state)))
+                values=write_back_values(state), version=xero_version(state.updated_utc)))
 
 
 def _job_xero(state: XeroDocumentState | None) -> dict[str, Any]:
@@ -382,14 +420,10 @@ def _settle_contacts(run: _Run, records: list[_Record], batch_size: int) -> list
         if record.doc.contact.xero_contact_id:
             record.contact_id = record.doc.contact.xero_contact_id
     keys = {r.doc.contact.key for r in needing if r.contact_id is None and r.doc.contact.key}
-    known: dict[tuple[str, str], str] = {}
-    for module in {m for m, _ in keys}:
-        for crm_id, mapping in run.mappings.get_mappings(run.xero.tenant_id, module,
-                                                         [i for m, i in keys if m == module]).items():
-            known[(module, crm_id)] = mapping.xero_id
+    known = _contact_ids(run, keys)
     missing = sorted(key for key in keys if key not in known)
-    problems: dict[tuple[str, str], str] = {}
-    deferred: dict[tuple[str, str], tuple[Exception, float | None]] = {}
+    problems: dict[ContactKey, str] = {}
+    deferred: dict[ContactKey, tuple[Exception, float | None]] = {}
     if missing:
         inline = {r.doc.contact.key: r.doc.contact.contact for r in needing if r.doc.contact.contact}
         items: list[WorkItem] = []
@@ -405,40 +439,9 @@ def _settle_contacts(run: _Run, records: list[_Record], batch_size: int) -> list
             except (DocumentRefused, ValidationError) as error:
                 problems[key] = f"the customer/supplier {key[1]} cannot be pushed: {error}"
                 continue
-            payload = document.model_dump(mode="json")
-            if run.job_tenant:  # another organisation than the default: a job of its own, stamped with it
-                items.append(organisation_job(contacts.KIND, payload, run.job_tenant, jobs=run.jobs,
-                                              message_prefix="contact")[0])
-                continue
-            job_id = job_id_for(contacts.KIND, payload)
-            stamp = now_iso()
-            run.jobs.create_job(Job(job_id=job_id, status="queued", kind=contacts.KIND,
-                                    crm=CrmRef(module=document.crm_module, id=document.crm_id),
-                                    created_at=stamp, updated_at=stamp),
-                                payload)  # the bare document, as accept() stores it: what a replay sends
-            items.append(WorkItem(message_id=f"contact:{job_id}", job_id=job_id, kind=contacts.KIND, document=payload))
+            items.append(_contact_work_item(run, document))
         if items:
-            # The CRM's xero_* fields name the default organisation's contact: only its pushes write back.
-            outcome = contacts.sync_contacts(items, xero=run.xero, jobs=run.jobs, mappings=run.mappings,
-                                             crash=run.crash, batch_size=batch_size,
-                                             config=without_write_back(run.config) if run.job_tenant else run.config,
-                                             crm=None if run.job_tenant else run.crm)
-            pushed = {(i.document["crm_module"], i.document["crm_id"]): i for i in items}
-            found: dict[tuple[str, str], str] = {}
-            for module in {m for m, _ in pushed}:
-                for crm_id, mapping in run.mappings.get_mappings(run.xero.tenant_id, module,
-                                                                 [i for m, i in pushed if m == module]).items():
-                    found[(module, crm_id)] = mapping.xero_id
-            for key, item in pushed.items():
-                if key in found:
-                    known[key] = found[key]
-                elif item.message_id in outcome.retry:
-                    deferred[key] = (XeroError("the customer's Xero contact is waiting to be pushed", retryable=True),
-                                     outcome.retry_after)
-                else:
-                    job = run.jobs.get_job(item.job_id)
-                    problems[key] = (f"the customer/supplier {key[1]} could not be pushed to Xero: "
-                                     f"{job.error if job else 'unknown error'} (job {item.job_id})")
+            _push_contacts(run, items, batch_size, known, problems, deferred)
     ready = [r for r in records if r.doc.cancelled or r.contact_id]
     for record in needing:
         if record.contact_id:
@@ -454,9 +457,61 @@ def _settle_contacts(run: _Run, records: list[_Record], batch_size: int) -> list
     return ready
 
 
+ContactKey = tuple[str, str]  # (CRM module, CRM id) of a customer or supplier
+
+
+def _contact_ids(run: _Run, keys: Iterable[ContactKey]) -> dict[ContactKey, str]:
+    """The Xero ContactIDs the mappings already hold for these CRM records, one read a module."""
+    keys = list(keys)
+    known: dict[ContactKey, str] = {}
+    for module in {m for m, _ in keys}:
+        for crm_id, mapping in run.mappings.get_mappings(run.xero.tenant_id, module,
+                                                         [i for m, i in keys if m == module]).items():
+            known[(module, crm_id)] = mapping.xero_id
+    return known
+
+
+def _contact_work_item(run: _Run, document: Any) -> WorkItem:
+    """A contact job for a customer/supplier the document needs, pushed in this same run."""
+    payload = document.model_dump(mode="json")
+    if run.job_tenant:  # another organisation than the default: a job of its own, stamped with it
+        return organisation_job(contacts.KIND, payload, run.job_tenant, jobs=run.jobs, message_prefix="contact")[0]
+    job_id = job_id_for(contacts.KIND, payload)
+    stamp = now_iso()
+    run.jobs.create_job(Job(job_id=job_id, status="queued", kind=contacts.KIND,
+                            crm=CrmRef(module=document.crm_module, id=document.crm_id),
+                            created_at=stamp, updated_at=stamp),
+                        payload)  # the bare document, as accept() stores it: what a replay sends
+    return WorkItem(message_id=f"contact:{job_id}", job_id=job_id, kind=contacts.KIND, document=payload)
+
+
+def _push_contacts(run: _Run, items: list[WorkItem], batch_size: int, known: dict[ContactKey, str],
+                   problems: dict[ContactKey, str], deferred: dict[ContactKey, tuple[Exception, float | None]]
+                   ) -> None:
+    """Push the missing customers/suppliers now; each ends known, deferred or a problem."""
+    # The CRM's xero_* fields name the default organisation's contact: only its pushes write back.
+    outcome = contacts.sync_contacts(items, xero=run.xero, jobs=run.jobs, mappings=run.mappings,
+                                     crash=run.crash, batch_size=batch_size,
+                                     config=without_write_back(run.config) if run.job_tenant else run.config,
+                                     crm=None if run.job_tenant else run.crm)
+    pushed = {(i.document["crm_module"], i.document["crm_id"]): i for i in items}
+    found = _contact_ids(run, pushed)
+    for key, item in pushed.items():
+        if key in found:
+            known[key] = found[key]
+        elif item.message_id in outcome.retry:
+            deferred[key] = (XeroError("the customer's Xero contact is waiting to be pushed", retryable=True),
+                             outcome.retry_after)
+        else:
+            job = run.jobs.get_job(item.job_id)
+            problems[key] = (f"the customer/supplier {key[1]} could not be pushed to Xero: "
+                             f"{job.error if job else 'unknown error'} (job {item.job_id})")
+
+
 # ---- step 3/4: mapping and deciding --------------------------------------------------------------
 def _decide(run: _Run, records: list[_Record], *, tax_rates: MappingOf[str, Decimal],
             check_references: ReferenceCheck | None, today: dt.date) -> list[_Record]:
+    """What each record needs: an end in Xero (cancelled), nothing (unchanged), or a body to send."""
     to_send: list[_Record] = []
     credit_with_payments = run.config.invoices.cancel_with_payments == "credit_note"
     if run.config.write_back.enabled and run.crm is not None:  # unfinished write-back steps, one read a module
@@ -468,68 +523,86 @@ def _decide(run: _Run, records: list[_Record], *, tax_rates: MappingOf[str, Deci
             run.journal.load(step_module(module), crm_ids)
     for record in records:
         if record.doc.cancelled:
-            if record.state is None:
-                run.finish_items(record.items, "ignored",
-                                 warnings=["cancelled in the CRM before it was ever pushed: nothing to end in Xero"])
-                continue
-            action, why = cancellation(record.state, credit_with_payments=credit_with_payments)
-            if action == "done":
-                run.succeed(record, record.state, [why or "already ended in Xero"])
-            elif action == "refuse":
-                run.fail(record, why or "cannot be ended in Xero")
-            elif action == "credit_note":
-                record.action = action
-                to_send.append(record)
-            elif (locked := _locked_period(record, check_references)) is not None:
-                run.fail(record, locked)
-            else:
-                record.action = action
-                status = "DELETED" if action == "delete" else "VOIDED"
-                record.body = {ID_FIELDS[record.resource]: record.state.xero_id, "Status": status}
-                if record.resource != "Invoices":  # Xero wants the contact and date on quote and order updates
-                    if record.state.contact_id:
-                        record.body["Contact"] = {"ContactID": record.state.contact_id}
-                    if record.state.date:
-                        record.body["Date"] = record.state.date.isoformat()
-                to_send.append(record)
-            continue
-        assert record.contact_id is not None
-        record.digest = _document_digest(record.doc, record.contact_id)
-        if record.mapping and record.mapping.payload_hash == record.digest and record.state is not None:
-            if _wants_acceptance(record, record.state):  # the document is in Xero, its ACCEPTED step is not
-                warnings = list(record.warnings)
-                if (accepted := _settle_acceptance(run, record, record.state, record.mapping, warnings)):
-                    run.succeed(record, accepted, warnings)
-                continue
-            _unchanged(run, record)
-            continue
-        if record.state is not None and record.state.locked:
-            run.fail(record, _locked_message(record.state))
-            continue
-        try:
-            record.mapped = to_xero_document(record.doc, run.config, contact_id=record.contact_id,
-                                             existing=record.state, tax_rates=tax_rates, today=today)
-        except DocumentRefused as error:
-            run.fail(record, str(error))
-            continue
-        body = record.mapped.body
-        if check_references and "Date" not in body and record.state is not None and record.state.date:
-            # an update keeps Xero's date, and Xero checks the lock against it all the same
-            body = {**body, "Date": record.state.date.isoformat()}
-        problems = check_references(body) if check_references else []
-        if problems:
-            run.fail(record, "not sent: " + "; ".join(problems))
-            continue
-        record.body = record.mapped.body
-        record.warnings += record.mapped.warnings
-        if (record.resource == "Quotes" and record.body.get("Status") == ACCEPTED and record.state is not None
-                and record.state.status in THROUGH_SENT):
-            # Xero refuses DRAFT → ACCEPTED and DECLINED → ACCEPTED: the quote goes as SENT, then
-            # the ACCEPTED step of its own (_settle_acceptance) follows
-            record.body["Status"] = "SENT"
-            record.accept_after = True
-        to_send.append(record)
+            sends = _decide_cancelled(run, record, credit_with_payments, check_references)
+        else:
+            sends = _decide_push(run, record, tax_rates=tax_rates, check_references=check_references, today=today)
+        if sends:
+            to_send.append(record)
     return to_send
+
+
+def _decide_cancelled(run: _Run, record: _Record, credit_with_payments: bool,
+                      check_references: ReferenceCheck | None) -> bool:
+    """A document cancelled in the CRM: nothing to end, already ended, refused, a credit note, or
+    a DELETED/VOIDED update. True when something is to be sent."""
+    if record.state is None:
+        run.finish_items(record.items, "ignored",
+                         warnings=["cancelled in the CRM before it was ever pushed: nothing to end in Xero"])
+        return False
+    action, why = cancellation(record.state, credit_with_payments=credit_with_payments)
+    if action == "done":
+        run.succeed(record, record.state, [why or "already ended in Xero"])
+        return False
+    if action == "refuse":
+        run.fail(record, why or "cannot be ended in Xero")
+        return False
+    if action == "credit_note":
+        record.action = action
+        return True
+    if (locked := _locked_period(record, check_references)) is not None:
+        run.fail(record, locked)
+        return False
+    record.action = action
+    status = "DELETED" if action == "delete" else "VOIDED"
+    record.body = {ID_FIELDS[record.resource]: record.state.xero_id, "Status": status}
+    if record.resource != "Invoices":  # Xero wants the contact and date on quote and order updates
+        if record.state.contact_id:
+            record.body["Contact"] = {"ContactID": record.state.contact_id}
+        if record.state.date:
+            record.body["Date"] = record.state.date.isoformat()
+    return True
+
+
+def _decide_push(run: _Run, record: _Record, *, tax_rates: MappingOf[str, Decimal],
+                 check_references: ReferenceCheck | None, today: dt.date) -> bool:
+    """A live document: unchanged since the last push (only an owed ACCEPTED step runs), locked,
+    refused by the mapping or Xero's references, or mapped to a body. True when it is to be sent."""
+    assert record.contact_id is not None
+    record.digest = _document_digest(record.doc, record.contact_id)
+    if record.mapping and record.mapping.payload_hash == record.digest and record.state is not None:
+        if _wants_acceptance(record, record.state):  # the document is in Xero, its ACCEPTED step is not
+            warnings = list(record.warnings)
+            if (accepted := _settle_acceptance(run, record, record.state, record.mapping, warnings)):
+                run.succeed(record, accepted, warnings)
+            return False
+        _unchanged(run, record)
+        return False
+    if record.state is not None and record.state.locked:
+        run.fail(record, _locked_message(record.state))
+        return False
+    try:
+        record.mapped = to_xero_document(record.doc, run.config, contact_id=record.contact_id,
+                                         existing=record.state, tax_rates=tax_rates, today=today)
+    except DocumentRefused as error:
+        run.fail(record, str(error))
+        return False
+    body = record.mapped.body
+    if check_references and "Date" not in body and record.state is not None and record.state.date:
+        # an update keeps Xero's date, and Xero checks the lock against it all the same
+        body = {**body, "Date": record.state.date.isoformat()}
+    problems = check_references(body) if check_references else []
+    if problems:
+        run.fail(record, "not sent: " + "; ".join(problems))
+        return False
+    record.body = record.mapped.body
+    record.warnings += record.mapped.warnings
+    if (record.resource == "Quotes" and record.body.get("Status") == ACCEPTED and record.state is not None
+            and record.state.status in THROUGH_SENT):
+        # Xero refuses DRAFT → ACCEPTED and DECLINED → ACCEPTED: the quote goes as SENT, then
+        # the ACCEPTED step of its own (_settle_acceptance) follows
+        record.body["Status"] = "SENT"
+        record.accept_after = True
+    return True
 
 
 def _locked_period(record: _Record, check_references: ReferenceCheck | None) -> str | None:
@@ -563,14 +636,24 @@ def _unchanged(run: _Run, record: _Record) -> None:
     recorded = unfinished_step(run.journal, record.doc.crm_module, record.doc.crm_id) \
         if record.doc.write_back and run.config.write_back.enabled and run.crm is not None else None
     pending |= recorded is not None
+    # never written back for this state (the worker died between the state write and the write-back)
+    pending |= run.writes_back(record) and write_back_owed(run.journal, record.doc.crm_module, record.doc.crm_id,
+                                                           xero_version(record.state.updated_utc))
     note = "xero done earlier: crm write-back retried" if pending else \
         "unchanged since the last push: nothing sent to Xero"
-    run.finish_items(record.items, "succeeded", xero=_job_xero(record.state), warnings=[note])
+    if pending and record.mapping and run.writes_back(record):
+        run.end_after_write_back(record, "succeeded", xero=_job_xero(record.state), warnings=[note])
+    else:
+        run.finish_items(record.items, "succeeded", xero=_job_xero(record.state), warnings=[note])
     if pending and record.doc.write_back and record.mapping:
+        # redone as recorded: with the version of the Xero state the recorded values carry
+        step = run.journal.load(step_module(record.doc.crm_module), [record.doc.crm_id]).get(record.doc.crm_id)
+        version = step.version if recorded is not None and step is not None else xero_version(record.state.updated_utc)
         run.outcomes[(record.doc.crm_module, record.doc.crm_id)] = (record.items, Outcome(
             module=record.doc.crm_module, crm_id=record.doc.crm_id, sync_status=record.mapping.sync_status,
             xero_id=record.state.xero_id, last_error=record.mapping.last_error,
-            synced_at=record.mapping.updated_at, values=write_back_values(record.state), recorded=recorded))
+            synced_at=record.mapping.updated_at, values=write_back_values(record.state), recorded=recorded,
+            version=version))
 
 
 # ---- step 5: sending -------------------------------------------------------------------------------
@@ -781,7 +864,8 @@ def _settle_acceptance(run: _Run, record: _Record, state: XeroDocumentState, map
 
 def _acceptance_not_done(run: _Run, record: _Record, state: XeroDocumentState, error: Exception) -> None:
     if isinstance(error, ConnectionNotReady) or getattr(error, "retryable", False):
-        run.defer(record.items, error)
+        run.defer(record.items, error, waiting_for=f"the Xero quote {state.number or state.xero_id} is pushed; "
+                                                   "its move to ACCEPTED waits", xero=_job_xero(state))
     else:
         record.state = state
         run.fail(record, f"Xero quote {state.number or state.xero_id} is {state.status} in Xero and could not be "
@@ -822,82 +906,104 @@ def _credit(run: _Run, records: list[_Record], batch_size: int) -> None:
         _batch_failed(run, fresh, error)
         return
     for chunk in chunks(fresh, batch_size):
-        ready = [r for r in chunk if r.state and r.state.xero_id in invoices]
-        for record in chunk:
-            if record not in ready:
-                run.fail(record, "the Xero invoice to credit was not found")
-        if not ready:
-            continue
-        built = []
-        for record in ready:
-            assert record.state is not None
-            try:
-                record.body = credit_note_body(record.state, invoices[record.state.xero_id])
-            except DocumentRefused as error:
-                run.fail(record, str(error))
-                continue
-            record.entry = Entry(module=credit_modules[record.key], crm_id=record.doc.crm_id, resource="CreditNotes",
-                                 body=record.body, version=record.version, job_ids=[i.job_id for i in record.items])
-            built.append(record)
-        ready = built
-        if not ready:
-            continue
+        _credit_chunk(run, chunk, invoices, credit_modules)
+
+
+def _credit_chunk(run: _Run, chunk: list[_Record], invoices: dict[str, dict[str, Any]],
+                  credit_modules: dict[Any, str]) -> None:
+    """One chunk of credit notes: built from the invoices as Xero holds them, recovered and
+    journalled, sent, then each one's state stored and its allocation settled."""
+    ready = [r for r in chunk if r.state and r.state.xero_id in invoices]
+    for record in chunk:
+        if record not in ready:
+            run.fail(record, "the Xero invoice to credit was not found")
+    ready = _credit_note_bodies(run, ready, invoices, credit_modules)
+    if not ready:
+        return
+    try:
+        problems = run.journal.recover([r.entry for r in ready if r.entry],
+                                       f"creditnotes-{content_hash([r.body for r in ready])}")
+    except (XeroError, ConnectionNotReady) as error:
+        _batch_failed(run, ready, error)
+        return
+    for record in ready:
+        if id(record.entry) in problems:
+            run.fail(record, problems[id(record.entry)])
+    # A credit note an unconfirmed earlier attempt raised is taken as it is, never sent again.
+    found = {id(r): r.entry.found for r in ready if r.entry and r.entry.found}
+    to_send = [r for r in ready if id(r.entry) not in problems and id(r) not in found]
+    settled = _send_credit_notes(run, to_send) + \
+        [(r, {**found[id(r)], "StatusAttributeString": "OK"}) for r in ready if id(r) in found]
+    run.held = []
+    for record, answer in settled:
+        _settle_credit_note(run, record, answer, credit_modules[record.key])
+    run.crash.reached(STATE_WRITTEN)
+    run.release()
+
+
+def _credit_note_bodies(run: _Run, ready: list[_Record], invoices: dict[str, dict[str, Any]],
+                        credit_modules: dict[Any, str]) -> list[_Record]:
+    """Each record's credit note body and journal entry; a note that cannot be built fails its job."""
+    built = []
+    for record in ready:
+        assert record.state is not None
         try:
-            problems = run.journal.recover([r.entry for r in ready if r.entry],
-                                           f"creditnotes-{content_hash([r.body for r in ready])}")
-        except (XeroError, ConnectionNotReady) as error:
-            _batch_failed(run, ready, error)
+            record.body = credit_note_body(record.state, invoices[record.state.xero_id])
+        except DocumentRefused as error:
+            run.fail(record, str(error))
             continue
-        for record in ready:
-            if id(record.entry) in problems:
-                run.fail(record, problems[id(record.entry)])
-        # A credit note an unconfirmed earlier attempt raised is taken as it is, never sent again.
-        found = {id(r): r.entry.found for r in ready if r.entry and r.entry.found}
-        to_send = [r for r in ready if id(r.entry) not in problems and id(r) not in found]
-        answers: list[dict[str, Any]] = []
-        if to_send:
-            bodies = [r.body for r in to_send]
-            key = f"creditnotes-{content_hash(bodies)}"
-            refused = run.journal.record([r.entry for r in to_send if r.entry], key)
-            for record in [r for r in to_send if r.entry in refused]:
-                run.finish_items(record.items, "ignored", warnings=[OLDER])
-            to_send = [r for r in to_send if r.entry not in refused]
-        if to_send:
-            try:
-                answers = run.xero.upsert_batch("CreditNotes", [r.body for r in to_send], params=UNIT_DECIMALS,
-                                                idempotency_key=key)
-            except (XeroError, ConnectionNotReady) as error:
-                run.journal.call_failed([r.entry for r in to_send if r.entry], error)
-                _batch_failed(run, to_send, error)
-                to_send = []
-            else:
-                run.crash.reached(XERO_ANSWERED)
-        settled = [(r, a) for r, a in zip(to_send, answers, strict=True)] + \
-                  [(r, {**found[id(r)], "StatusAttributeString": "OK"}) for r in ready if id(r) in found]
-        run.held = []
-        for record, answer in settled:
-            assert record.state is not None
-            note_id = answer.get("CreditNoteID")
-            if (answer.get("StatusAttributeString") or "OK").upper() == "ERROR" or not note_id:
-                message = "; ".join(validation_messages(answer)) or "no reason given"
-                if record.entry:
-                    run.journal.failed(record.entry, message)
-                run.fail(record, "Xero refused the credit note: " + message)
-                continue
-            note = document_state("CreditNotes", answer)
-            run.mappings.put_mapping(Mapping(
-                tenant_id=run.xero.tenant_id, module=credit_modules[record.key], crm_id=record.doc.crm_id,
-                xero_id=note.xero_id, xero_number=note.number, xero_updated=note.updated_utc,
-                document=note.model_dump(mode="json"), version=record.version))
-            if record.entry:
-                run.journal.confirmed(record.entry, note.xero_id)
-            warnings = [f"cancelled in the CRM after payment: credited by Xero credit note {note.number or note_id} "
-                        f"for {note.total:,.2f}"]
-            if _settle_allocation(run, record, credit_modules[record.key], note_id, note.number, note.total,
-                                  warnings):
-                run.succeed(record, record.state, warnings)
-        run.crash.reached(STATE_WRITTEN)
-        run.release()
+        record.entry = Entry(module=credit_modules[record.key], crm_id=record.doc.crm_id, resource="CreditNotes",
+                             body=record.body, version=record.version, job_ids=[i.job_id for i in record.items])
+        built.append(record)
+    return built
+
+
+def _send_credit_notes(run: _Run, to_send: list[_Record]) -> list[tuple[_Record, dict[str, Any]]]:
+    """Record the intents (an older save ends ignored), then one call; Xero's answer per record
+    (none when the call failed: the records are deferred or failed by ``_batch_failed``)."""
+    if not to_send:
+        return []
+    key = f"creditnotes-{content_hash([r.body for r in to_send])}"
+    refused = run.journal.record([r.entry for r in to_send if r.entry], key)
+    for record in [r for r in to_send if r.entry in refused]:
+        run.finish_items(record.items, "ignored", warnings=[OLDER])
+    to_send = [r for r in to_send if r.entry not in refused]
+    if not to_send:
+        return []
+    if refused:  # another request than the one recorded: a key of its own
+        key = f"creditnotes-{content_hash([r.body for r in to_send])}"
+    try:
+        answers = run.xero.upsert_batch("CreditNotes", [r.body for r in to_send], params=UNIT_DECIMALS,
+                                        idempotency_key=key)
+    except (XeroError, ConnectionNotReady) as error:
+        run.journal.call_failed([r.entry for r in to_send if r.entry], error)
+        _batch_failed(run, to_send, error)
+        return []
+    run.crash.reached(XERO_ANSWERED)
+    return list(zip(to_send, answers, strict=True))
+
+
+def _settle_credit_note(run: _Run, record: _Record, answer: dict[str, Any], module: str) -> None:
+    """Store the credit note Xero answered (or fail the job with Xero's reasons), then allocate it."""
+    assert record.state is not None
+    note_id = answer.get("CreditNoteID")
+    if (answer.get("StatusAttributeString") or "OK").upper() == "ERROR" or not note_id:
+        message = "; ".join(validation_messages(answer)) or "no reason given"
+        if record.entry:
+            run.journal.failed(record.entry, message)
+        run.fail(record, "Xero refused the credit note: " + message)
+        return
+    note = document_state("CreditNotes", answer)
+    run.mappings.put_mapping(Mapping(
+        tenant_id=run.xero.tenant_id, module=module, crm_id=record.doc.crm_id,
+        xero_id=note.xero_id, xero_number=note.number, xero_updated=note.updated_utc,
+        document=note.model_dump(mode="json"), version=record.version))
+    if record.entry:
+        run.journal.confirmed(record.entry, note.xero_id)
+    warnings = [f"cancelled in the CRM after payment: credited by Xero credit note {note.number or note_id} "
+                f"for {note.total:,.2f}"]
+    if _settle_allocation(run, record, module, note_id, note.number, note.total, warnings):
+        run.succeed(record, record.state, warnings)
 
 
 ALLOCATION = "ALLOCATION"  # the journal module suffix of a credit note's allocation step
@@ -964,7 +1070,8 @@ def _settle_allocation(run: _Run, record: _Record, note_module: str, note_id: st
 
 def _allocation_not_done(run: _Run, record: _Record, note: str, amount: Decimal, error: Exception) -> bool:
     if isinstance(error, ConnectionNotReady) or getattr(error, "retryable", False):
-        run.defer(record.items, error)
+        run.defer(record.items, error, waiting_for=f"Xero credit note {note} is raised; its allocation of "
+                                                   f"{amount:,.2f} to the invoice waits", xero=_job_xero(record.state))
     else:
         run.fail(record, f"Xero credit note {note} was raised but could not be allocated to the invoice "
                          f"({error}); allocate {amount:,.2f} in Xero, then replay the job")
@@ -1030,13 +1137,9 @@ def _fill_invoice_records(run: _Run) -> None:
 def _write_back(run: _Run) -> None:
     report = write_back([outcome for _, outcome in run.outcomes.values()], crm=run.crm, config=run.config,
                         steps=Steps(run.mappings, run.xero.tenant_id))  # type: ignore[arg-type]
-    for key, error in report.pending.items():
-        items = run.outcomes[key][0]
-        for item in items:
-            job = run.jobs.get_job(item.job_id)
-            run.jobs.update_job(item.job_id,
-                                warnings=[*(job.warnings if job else []), f"{WRITE_BACK_PENDING}: {error}"])
+    # The jobs held for their write-back end now; one still waiting for Sugar stays queued and
+    # its message comes back (the write-back is redone from the recorded step or the stored state).
+    waiting = end_after_write_back(run.jobs, run.endings, report)
+    for key in set(report.pending) | set(waiting):
+        items = run.outcomes[key][0] if key in run.outcomes else []
         run.result.defer([item.message_id for item in items], WRITE_BACK_RETRY_SECONDS)
-    for key, error in report.failed.items():
-        for item in run.outcomes[key][0]:
-            run.jobs.update_job(item.job_id, status="failed", error=write_back_refused(error))

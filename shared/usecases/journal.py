@@ -42,11 +42,11 @@ batch only after its visibility timeout) the marker lookup runs, which works at 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
-from urllib.parse import quote
+from typing import Any, TypeVar
+from urllib.parse import quote, urlencode
 
 from shared.errors import ConnectionNotReady, XeroError
 from shared.ports import JournalStore, XeroApi
@@ -54,14 +54,23 @@ from shared.state.dynamo import now_iso
 from shared.state.records import Intent
 from shared.usecases.work import content_hash
 
+T = TypeVar("T")
+
 ID_FIELDS = {"Contacts": "ContactID", "Items": "ItemID", "Invoices": "InvoiceID", "CreditNotes": "CreditNoteID",
              "Quotes": "QuoteID", "PurchaseOrders": "PurchaseOrderID"}
 NUMBER_FIELDS = {"Invoices": "InvoiceNumber", "CreditNotes": "CreditNoteNumber", "Quotes": "QuoteNumber",
                  "PurchaseOrders": "PurchaseOrderNumber"}
 UNCONFIRMED = ("intent", "sent")
 GONE = {"DELETED", "VOIDED"}
-LOOKUPS_PER_CALL = 25  # OR-terms per where clause: keeps the URL well inside Xero's limit
-NUMBERS_PER_CALL = 50  # invoice numbers per InvoiceNumbers list (about 52 GUIDs fit in IDs=)
+# How many markers one lookup carries is set by the length of its query string, as sent
+# (percent-encoded). Xero documents no limit. What is reported: Xero's gateway answers 404 "The
+# resource you're looking for cannot be found" (IIS "404.15: the query string is too long",
+# XeroAPI/Xero-Net#280) past 52 GUIDs in IDs= with encoded commas plus &page=1, a 2,036-character
+# query (XeroAPI/Xero-OpenAPI#534, XeroAPI/xero-node#404), and past 55 with raw commas, 2,038
+# (XeroAPI/Xero-NetStandard#413): both fit IIS's default maxQueryString of 2,048. The connector
+# stays at or under the longest query reported accepted; the emulator refuses past 2,048.
+MAX_QUERY_CHARS = 2036
+NUMBERS_PER_CALL = 50  # invoice numbers per InvoiceNumbers list (a page=1 answer holds 100)
 # Xero keeps an Idempotency-Key "about 6 minutes" (../shared/reference/xero-api.md, unconfirmed):
 # an identical request is resent under its key only well inside that.
 IDENTICAL_RESEND_SECONDS = 60.0
@@ -102,6 +111,27 @@ def marker_of(resource: str, body: dict[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+def query_length(params: dict[str, str]) -> int:
+    """The query string's length as requests sends it (``urlencode``: spaces as ``+``)."""
+    return len(urlencode(params))
+
+
+def query_chunks(values: list[T], params_for: Callable[[list[T]], dict[str, str]], *,
+                 most: int | None = None) -> Iterator[list[T]]:
+    """``values`` in order, in the fewest consecutive chunks whose query (``params_for(chunk)``)
+    fits in ``MAX_QUERY_CHARS``, and of at most ``most`` each. A value too long to share a query
+    goes alone (Xero's own limits keep a single marker far below it)."""
+    chunk: list[T] = []
+    for value in values:
+        longer = chunk + [value]
+        if chunk and ((most is not None and len(longer) > most) or query_length(params_for(longer)) > MAX_QUERY_CHARS):
+            yield chunk
+            longer = [value]
+        chunk = longer
+    if chunk:
+        yield chunk
+
+
 def _quoted(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -132,6 +162,7 @@ class Journal:
     def __init__(self, store: JournalStore, xero: XeroApi):
         self.store, self.xero = store, xero
         self._known: dict[tuple[str, str], Intent | None] = {}
+        self._resending: set[int] = set()  # entries ``recover`` left to an identical resend
         self.lookups = self.resends = 0
 
     def load(self, module: str, crm_ids: Iterable[str]) -> dict[str, Intent]:
@@ -155,30 +186,46 @@ class Journal:
         would be sent under now): then the identical resend is safe and costs no lookup.
         Returns problems by ``id(entry)`` (ambiguous markers); raises XeroError when the lookup
         fails."""
-        problems: dict[int, str] = {}
-        by_field: dict[tuple[str, str], list[tuple[Entry, str]]] = {}
+        self._resending = set()
         unconfirmed: list[tuple[Entry, Intent]] = []
         for entry in entries:
             intent = self.load(entry.module, [entry.crm_id]).get(entry.crm_id)
-            if not entry.creates or intent is None or intent.state not in UNCONFIRMED:
+            if not entry.creates or intent is None or intent.state == "confirmed":
                 continue
             if intent.found_id:
+                # An earlier attempt found (or updated) this very record in Xero: update it by id, no
+                # lookup. Also after a ``failed`` attempt: a 429 or a 4xx refusing the update does
+                # not remove the record an earlier attempt made.
                 entry.body[ID_FIELDS[entry.resource]] = intent.found_id
                 continue
-            unconfirmed.append((entry, intent))
+            if intent.state in UNCONFIRMED:
+                unconfirmed.append((entry, intent))
+        if request_key and any(ID_FIELDS.get(e.resource, "") in e.body for e in entries):
+            # The request is sent with the key of the bodies as they are now (a found id added
+            # above changes one): only that request's key says whether it was sent before.
+            request_key = f"{request_key.rsplit('-', 1)[0]}-{content_hash([e.body for e in entries])}"
         if unconfirmed and request_key and all(
                 intent.idempotency_key == request_key and _age_seconds(intent.updated_at) < IDENTICAL_RESEND_SECONDS
                 for _, intent in unconfirmed):
             self.resends += 1
-            return problems
-        for entry, _intent in unconfirmed:
+            self._resending = {id(entry) for entry, _ in unconfirmed}
+            return {}
+        return self._look_up([entry for entry, _ in unconfirmed])
+
+    def _look_up(self, unconfirmed: list[Entry]) -> dict[int, str]:
+        """Find each entry's document in Xero by its marker; a found one becomes an update of it
+        (``adopt`` when made from this very body). Returns ambiguous markers by ``id(entry)``."""
+        problems: dict[int, str] = {}
+        by_field: dict[tuple[str, str], list[tuple[Entry, str]]] = {}
+        for entry in unconfirmed:
             marker = marker_of(entry.resource, entry.body)
             if marker is None:
                 continue
             by_field.setdefault((entry.resource, marker[0]), []).append((entry, marker[1]))
         for (resource, name), wanted in by_field.items():
             # Invoice numbers go in Xero's explicit InvoiceNumbers list, which the spec recommends
-            # over OR-ed where terms and which fits 50 in a URL; other markers in where, 25 a call.
+            # over OR-ed where terms (50 a call); other markers in where, as many as fit in the
+            # query string Xero accepts (MAX_QUERY_CHARS).
             for chunk, found in self._candidates(resource, name, wanted):
                 for entry, value in chunk:
                     matches = [c for c in found if _same_document(entry, name, value, c)]
@@ -198,8 +245,18 @@ class Journal:
                                        and matches[0].get("ContactStatus", "ACTIVE") == "ACTIVE")
                         if entry.adopt:
                             entry.intent = intent
+                        else:
+                            self._remember_found(entry, intent, matches[0][ID_FIELDS[resource]])
                         entry.body[ID_FIELDS[resource]] = matches[0][ID_FIELDS[resource]]
         return problems
+
+    def _remember_found(self, entry: Entry, intent: Intent, xero_id: str) -> None:
+        """Store the found Xero id on the intent at once, so that an attempt killed (or deferred)
+        before its own intent is written updates it by id next time, without a second lookup.
+        Conditional on the same attempt: a newer intent written meanwhile is never overwritten.
+        (An adopted record needs no such note: its mapping is written before anything else runs.)"""
+        if self.store.settle_intent(intent, intent.state, found_id=xero_id):
+            self._known[(entry.module, entry.crm_id)] = intent.model_copy(update={"found_id": xero_id})
 
     def _candidates(self, resource: str, name: str, wanted: list[tuple[Entry, str]]
                     ) -> Iterable[tuple[list[tuple[Entry, str]], list[dict[str, Any]]]]:
@@ -226,9 +283,8 @@ class Journal:
                     yield [pair], self._every_page(resource, {})
             return
         listed = resource == "Invoices" and name == "InvoiceNumber" and not any("," in value for _, value in wanted)
-        size = NUMBERS_PER_CALL if listed else LOOKUPS_PER_CALL
-        for start in range(0, len(wanted), size):
-            chunk = wanted[start:start + size]
+
+        def params_for(chunk: list[tuple[Entry, str]]) -> dict[str, str]:
             params: dict[str, str]
             if listed:
                 params = {"InvoiceNumbers": ",".join(dict.fromkeys(value for _, value in chunk))}
@@ -238,7 +294,10 @@ class Journal:
                 params["includeArchived"] = "true"
             elif resource in NUMBER_FIELDS:
                 params["page"] = "1"  # a page carries the documents' lines (their LineItemIDs)
-            yield chunk, self._listing(resource, params)
+            return params
+
+        for chunk in query_chunks(wanted, params_for, most=NUMBERS_PER_CALL if listed else None):
+            yield chunk, self._listing(resource, params_for(chunk))
 
     def _listing(self, resource: str, params: dict[str, str]) -> list[dict[str, Any]]:
         self.lookups += 1
@@ -280,6 +339,15 @@ class Journal:
                 continue
             entry.intent = intent
             self._known[(entry.module, entry.crm_id)] = intent
+        resending = [e for e in entries if id(e) in self._resending and e not in refused]
+        if refused and resending:
+            # The identical resend ``recover`` chose cannot happen: a newer save took one of its
+            # documents out, so the rest go under another key, which Xero would run afresh and
+            # create them twice. They are looked up by their markers instead.
+            self._resending = set()
+            problems = self._look_up(resending)
+            if problems:
+                raise XeroError("; ".join(problems.values()), retryable=True)
         return refused
 
     # ---- after the call ----------------------------------------------------------------------
@@ -308,6 +376,10 @@ class Journal:
             self._settle(entry, "failed" if before_acting else "sent", error=str(error))
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)  # the benchmark moves it on by SQS's visibility timeout at each crash
+
+
 def _age_seconds(stamp: str | None) -> float:
     if not stamp:
         return float("inf")
@@ -315,7 +387,7 @@ def _age_seconds(stamp: str | None) -> float:
         then = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
     except ValueError:
         return float("inf")
-    return (datetime.now(UTC) - then).total_seconds()
+    return (_utc_now() - then).total_seconds()
 
 
 def _same_document(entry: Entry, name: str, value: str, candidate: dict[str, Any]) -> bool:

@@ -56,7 +56,7 @@ from shared.usecases import metadata as org_metadata
 from shared.usecases.accept import accept
 from shared.usecases.backfill import ORDER_BY, keyset_records, pages_of
 from shared.usecases.work import content_hash
-from shared.usecases.writeback import CrmWriter, Outcome, write_back
+from shared.usecases.writeback import CrmWriter, Outcome, Steps, write_back, xero_version
 from shared.xero.dates import if_modified_since, parse_xero_date
 
 CRM_MODULES = ("Accounts", "Contacts", "ProductTemplates", "Quotes")
@@ -143,7 +143,7 @@ class DocumentApplier(Protocol):
 
     def __call__(self, resource: str, documents: list[dict[str, Any]], *, tenant_id: str, mappings: Any,
                  crm: Any, config: MappingConfig, on_changes: Callable[[list[DocumentChange]], None],
-                 xero: Any = None) -> Any: ...
+                 xero: Any = None, jobs: Any = None, source: str = "webhook") -> Any: ...
 
 
 @dataclass
@@ -358,6 +358,7 @@ class _TenantPass:
         answer = self.ports.apply_documents(resource, documents, tenant_id=self.tenant_id,
                                             mappings=self.ports.mappings, crm=self.ports.crm,
                                             config=self.ports.config, on_changes=on_changes,
+                                            jobs=self.ports.jobs, source="reconcile",
                                             **({"xero": self.ports.xero} if resource == "Invoices" else {}))
         stored = getattr(answer, "changes", None)
         for change in reported if stored is None else stored:
@@ -371,9 +372,17 @@ class _TenantPass:
             xero_id = str(document.get(ID_FIELDS.get(resource, ""), "") or "")
             if xero_id:
                 self.seen[(resource, xero_id)] = document.get("UpdatedDateUTC")
-        pending = set(getattr(answer, "pending", None) or {})
+        reasons = dict(getattr(answer, "pending", None) or {})
+        pending = set(reasons)
         if pending:
             self.report.count("checked", "pending_again", len(pending))
+        waiting = sorted(xero_id for xero_id, why in reasons.items() if str(why).startswith("CRM write-back"))
+        if waiting:
+            # Retried by every pass (the watermark waits) and by the webhook worker; said in the
+            # problem list meanwhile, so a Sugar that keeps refusing is never a log line only.
+            self.report.error(f"{resource} CRM write-back", f"{len(waiting)} of Xero's updates wait for the CRM "
+                                                            f"(first {waiting[0]}: {reasons[waiting[0]]}); retried "
+                                                            "every pass")
         return pending
 
     def xero_documents(self, resource: str) -> None:
@@ -518,9 +527,13 @@ class _TenantPass:
                     self.report.drifted(kind, label, self.limits.samples)
                     repairs.append(Outcome(module=module, crm_id=mapping.crm_id,
                                            sync_status=mapping.sync_status or "synced", xero_id=state.xero_id,
-                                           last_error=mapping.last_error, values=write_back_values(state)))
+                                           last_error=mapping.last_error, values=write_back_values(state),
+                                           version=xero_version(state.updated_utc)))
         if repairs:
-            written = write_back(repairs, crm=crm, config=config)
+            # journal steps, as every write-back: a newer state written meanwhile is not overwritten
+            steps = Steps(self.ports.mappings, self.tenant_id) if hasattr(self.ports.mappings, "record_intent") \
+                else None
+            written = write_back(repairs, crm=crm, config=config, steps=steps)  # type: ignore[arg-type]
             self.report.count("repaired", "crm_written_back", len(written.written))
             for (module, crm_id), error in {**written.pending, **written.failed}.items():
                 self.report.error("audit write-back", f"{module}/{crm_id}: {error}")

@@ -41,7 +41,7 @@ from shared.mapping.xero_documents import (
 from shared.models.invoices import DocumentChange, XeroDocumentState
 from shared.observability import MetricNames, logger, metrics
 from shared.state.records import Mapping, document_module
-from shared.usecases.writeback import Outcome, write_back
+from shared.usecases.writeback import Outcome, Steps, record_refused_write_back, write_back, xero_version
 
 OnChanges = Callable[[list[DocumentChange]], Any]
 
@@ -51,7 +51,7 @@ DOCUMENT_RESOURCES = frozenset(ID_FIELDS)
 PUSH_OWNED_VALUES = frozenset({"sync_status", "last_error", "synced_at"})
 STORE_ATTEMPTS = 3
 DEFAULT_REFRESH_LIMIT = 250  # pending resources per tenant per run: 5 Xero GETs of 50 invoices
-CRM_BULK_CHUNK = 20
+CONTACT_VALUES_STEP = "XEROVALUES"  # the journal step of Xero's contact values written onto a CRM record
 # Imported records get an id derived from the Xero id, so a second attempt cannot create a twin.
 IMPORT_NAMESPACE = uuid.UUID("6f1c2b0e-5f7a-4d8e-9a51-3c2d7e0b9f14")
 
@@ -190,7 +190,8 @@ def find_mappings(mappings: Any, tenant_id: str, xero_ids: list[str]) -> dict[st
 # ---- documents ------------------------------------------------------------------------------
 def apply_documents(resource: str, documents: list[dict[str, Any]], *, tenant_id: str,
                     mappings: DocumentMappings, crm: Any, config: MappingConfig,
-                    on_changes: OnChanges | None = None, xero: XeroReader | None = None) -> ApplyReport:
+                    on_changes: OnChanges | None = None, xero: XeroReader | None = None,
+                    jobs: Any = None, source: str = "webhook") -> ApplyReport:
     """Bring the mappings and CRM records of ``documents`` (``resource``: Invoices, CreditNotes,
     Quotes or PurchaseOrders, as Xero's GET answers them) up to Xero's state.
 
@@ -202,18 +203,16 @@ def apply_documents(resource: str, documents: list[dict[str, Any]], *, tenant_id
 
     Raises only for Xero failures worth retrying (while fetching an online URL), before anything
     is written. Everything else is in the report: ``pending`` ids must be applied again later.
+
+    The CRM write-back is a journal step per record (``shared.usecases.writeback``), carrying the
+    version of Xero's state it writes (UpdatedDateUTC): a slower write-back of an older state is
+    refused by the step and never overwrites a newer one. One Sugar refuses for good is recorded
+    as a ``failed`` job (``jobs``: the sync table; ``source`` names who applied it).
     """
     if resource not in DOCUMENT_RESOURCES:
         raise ValueError(f"unknown Xero document resource {resource!r}")
     report = ApplyReport()
-    id_field = ID_FIELDS[resource]
-    newest: dict[str, dict[str, Any]] = {}
-    for document in documents:
-        xero_id = str(document.get(id_field) or "")
-        if not xero_id:
-            continue
-        if xero_id not in newest or (updated_iso(document) or "") >= (updated_iso(newest[xero_id]) or ""):
-            newest[xero_id] = document
+    newest = _newest_by_id(documents, ID_FIELDS[resource])
     report.seen = set(newest)
     if not newest:
         return report
@@ -233,7 +232,41 @@ def apply_documents(resource: str, documents: list[dict[str, Any]], *, tenant_id
     if unknown:
         found.update(_unknown_documents(resource, unknown, tenant_id=tenant_id, mappings=mappings, crm=crm,
                                         config=config, report=report))
+    candidates = _changed(resource, newest, found, report)
+    if xero is not None:
+        _add_online_urls(candidates, xero, report)
+    still = []
+    for candidate in candidates:
+        if candidate.state == candidate.stored:
+            report.unchanged.add(candidate.xero_id)  # only the online URL was missing, and none came
+        else:
+            still.append(candidate)
+    if still:
+        # 1. the CRM record, 2. the billing rules, 3. the stored state, last
+        written_config, steps = _xero_values_only(config), _steps(mappings, tenant_id)
+        ready = _write_back_news(still, crm=crm, config=written_config, steps=steps, jobs=jobs,
+                                 tenant_id=tenant_id, source=source, report=report)
+        ready = _apply_rules(ready, on_changes, report)
+        _store_news(ready, mappings, crm=crm, config=written_config, steps=steps, report=report)
+    _log(resource, report)
+    return report
 
+
+def _newest_by_id(documents: list[dict[str, Any]], id_field: str) -> dict[str, dict[str, Any]]:
+    """Each Xero document once, its latest UpdatedDateUTC (ties: the later in the list)."""
+    newest: dict[str, dict[str, Any]] = {}
+    for document in documents:
+        xero_id = str(document.get(id_field) or "")
+        if not xero_id:
+            continue
+        if xero_id not in newest or (updated_iso(document) or "") >= (updated_iso(newest[xero_id]) or ""):
+            newest[xero_id] = document
+    return newest
+
+
+def _changed(resource: str, newest: dict[str, dict[str, Any]], found: dict[str, list[Any]],
+             report: ApplyReport) -> list[_Candidate]:
+    """The mapped documents whose Xero state is newer than, and differs from, the stored one."""
     candidates: list[_Candidate] = []
     for xero_id, maps in found.items():
         for mapping in maps:
@@ -247,24 +280,15 @@ def apply_documents(resource: str, documents: list[dict[str, Any]], *, tenant_id
                 report.unchanged.add(xero_id)
             else:
                 candidates.append(_Candidate(xero_id, mapping, stored, state))
+    return candidates
 
-    if xero is not None:
-        _add_online_urls(candidates, xero, report)
-    still = []
-    for candidate in candidates:
-        if candidate.state == candidate.stored:
-            report.unchanged.add(candidate.xero_id)  # only the online URL was missing, and none came
-        else:
-            still.append(candidate)
-    candidates = still
-    if not candidates:
-        _log(resource, report)
-        return report
 
-    # 1. the CRM record
-    written_config = _xero_values_only(config)
+def _write_back_news(candidates: list[_Candidate], *, crm: Any, config: MappingConfig, steps: Any, jobs: Any,
+                     tenant_id: str, source: str, report: ApplyReport) -> list[_Candidate]:
+    """Write Xero's state to the CRM records (journal steps). Returns those that go on: written,
+    or refused for good (recorded as a failed job; Xero's state is still stored)."""
     written = write_back([_outcome(c.crm_module, c.mapping.crm_id, c.state) for c in candidates],
-                         crm=crm, config=written_config)
+                         crm=crm, config=config, steps=steps)
     ready: list[_Candidate] = []
     for candidate in candidates:
         key = (candidate.crm_module, candidate.mapping.crm_id)
@@ -277,27 +301,39 @@ def apply_documents(resource: str, documents: list[dict[str, Any]], *, tenant_id
             report.failed[candidate.xero_id] = written.failed[key]
             logger.error("CRM refused Xero's update of a record", extra={
                 "crm_module": key[0], "crm_id": key[1], "xero_id": candidate.xero_id, "error": written.failed[key]})
+            record_refused_write_back(jobs, tenant_id=tenant_id, module=key[0], crm_id=key[1],
+                                      xero_id=candidate.xero_id, version=xero_version(candidate.state.updated_utc),
+                                      error=written.failed[key], source=source)
         ready.append(candidate)
+    return ready
 
-    # 2. the billing rules
-    if on_changes is not None and ready:
-        try:
-            on_changes([c.change() for c in ready])
-        except ChangesFailed as error:
-            again = {(c.crm_module, c.crm_id, c.after.xero_id) for c in error.changes}
-            logger.warning("billing rules failed for some documents; they will be applied again",
-                           extra={"documents": len(again), "error": str(error)})
-            for candidate in ready:
-                if (candidate.crm_module, candidate.mapping.crm_id, candidate.xero_id) in again:
-                    report.pending[candidate.xero_id] = f"billing rules: {error}"
-            ready = [c for c in ready if c.xero_id not in report.pending]
-        except Exception as error:  # noqa: BLE001 - rules failing must leave the news to be applied again
-            logger.exception("billing rules failed; the documents will be applied again")
-            for candidate in ready:
+
+def _apply_rules(ready: list[_Candidate], on_changes: OnChanges | None, report: ApplyReport) -> list[_Candidate]:
+    """The billing rules on the changes; documents whose rules failed come back as pending."""
+    if on_changes is None or not ready:
+        return ready
+    try:
+        on_changes([c.change() for c in ready])
+    except ChangesFailed as error:
+        again = {(c.crm_module, c.crm_id, c.after.xero_id) for c in error.changes}
+        logger.warning("billing rules failed for some documents; they will be applied again",
+                       extra={"documents": len(again), "error": str(error)})
+        for candidate in ready:
+            if (candidate.crm_module, candidate.mapping.crm_id, candidate.xero_id) in again:
                 report.pending[candidate.xero_id] = f"billing rules: {error}"
-            ready = []
+        return [c for c in ready if c.xero_id not in report.pending]
+    except Exception as error:  # noqa: BLE001 - rules failing must leave the news to be applied again
+        logger.exception("billing rules failed; the documents will be applied again")
+        for candidate in ready:
+            report.pending[candidate.xero_id] = f"billing rules: {error}"
+        return []
+    return ready
 
-    # 3. the stored state, last
+
+def _store_news(ready: list[_Candidate], mappings: DocumentMappings, *, crm: Any, config: MappingConfig,
+                steps: Any, report: ApplyReport) -> None:
+    """Store each state (conditionally); a record that lost a race to a newer state gets the
+    winner's values written to the CRM again."""
     rewrites: list[tuple[str, str, XeroDocumentState]] = []
     for candidate in ready:
         stored, winner = _store(candidate, mappings)
@@ -309,18 +345,21 @@ def apply_documents(resource: str, documents: list[dict[str, Any]], *, tenant_id
             rewrites.append((candidate.crm_module, candidate.mapping.crm_id, winner))
     if rewrites:
         again = write_back([_outcome(module, crm_id, state) for module, crm_id, state in rewrites],
-                           crm=crm, config=written_config)
+                           crm=crm, config=config, steps=steps)
         report.rewrites = len(rewrites) - len(again.pending) - len(again.failed)
         if again.pending:
             logger.warning("CRM re-write after a race deferred: the drift report will show it",
                            extra={"records": sorted(f"{m}/{i}" for m, i in again.pending)})
-    _log(resource, report)
-    return report
+
+
+def _steps(mappings: Any, tenant_id: str) -> Steps | None:
+    """The write-back's journal steps live in the sync table (the mappings' store)."""
+    return Steps(mappings, tenant_id) if hasattr(mappings, "record_intent") else None
 
 
 def _outcome(module: str, crm_id: str, state: XeroDocumentState) -> Outcome:
     return Outcome(module=module, crm_id=crm_id, sync_status="synced", xero_id=state.xero_id,
-                   values=write_back_values(state))
+                   values=write_back_values(state), version=xero_version(state.updated_utc))
 
 
 def _store(candidate: _Candidate, mappings: DocumentMappings) -> tuple[bool, XeroDocumentState | None]:
@@ -448,9 +487,10 @@ def contact_values(contact: dict[str, Any], fields: dict[str, str]) -> dict[str,
 
 
 def apply_contacts(contacts: list[dict[str, Any]], *, tenant_id: str, mappings: Any, crm: Any,
-                   config: MappingConfig) -> tuple[set[str], dict[str, str]]:
+                   config: MappingConfig, jobs: Any = None, source: str = "webhook") -> tuple[set[str], dict[str, str]]:
     """Write the configured Xero-owned values of each contact onto its mapped CRM records.
-    Returns (written contact ids, pending contact id → why)."""
+    Returns (written contact ids, pending contact id → why). A record Sugar refuses for good is
+    recorded as a ``failed`` job (``record_refused_write_back``)."""
     fields = config.xero_updates.contact_fields
     by_id = {str(c.get("ContactID")): c for c in contacts if c.get("ContactID")}
     if not fields or crm is None or not by_id:
@@ -464,28 +504,23 @@ def apply_contacts(contacts: list[dict[str, Any]], *, tenant_id: str, mappings: 
                 continue  # documents and items share the index; only records that are contacts
             updates.setdefault(mapping.module, {})[mapping.crm_id] = values
             owners[(mapping.module, mapping.crm_id)] = xero_id
-    written: set[str] = set()
-    pending: dict[str, str] = {}
-    for module, records in updates.items():
-        ids = list(records)
-        for start in range(0, len(ids), CRM_BULK_CHUNK):
-            chunk = {crm_id: records[crm_id] for crm_id in ids[start:start + CRM_BULK_CHUNK]}
-            try:
-                results = crm.update_records_bulk(module, chunk, chunk_size=CRM_BULK_CHUNK)
-            except Exception as error:  # noqa: BLE001 - Sugar down: the contact is refreshed again
-                for crm_id in chunk:
-                    pending[owners[(module, crm_id)]] = str(error)
-                continue
-            for crm_id in chunk:
-                result = results.get(crm_id)
-                problem = result.error(f"PUT /{module}/{crm_id}") if result is not None else None
-                if result is None or (problem is not None and getattr(problem, "retryable", False)):
-                    pending[owners[(module, crm_id)]] = str(problem or "Sugar gave no answer")
-                elif problem is not None:
-                    logger.error("CRM refused Xero's contact values",
-                                 extra={"crm_module": module, "crm_id": crm_id, "error": str(problem)})
-                else:
-                    written.add(owners[(module, crm_id)])
+    # Journal steps of their own (``{module}#XEROVALUES``: the push's write-back writes other
+    # fields), carrying the contact's UpdatedDateUTC: an older refresh never overwrites a newer one.
+    outcomes = [Outcome(module=module, crm_id=crm_id, sync_status="synced", recorded=values,
+                        version=xero_version(updated_iso(by_id[owners[(module, crm_id)]])))
+                for module, records in updates.items() for crm_id, values in records.items()]
+    values_only = config.model_copy(update={"write_back": config.write_back.model_copy(
+        update={"enabled": True, "fields": {}})})
+    report = write_back(outcomes, crm=crm, config=values_only, steps=_steps(mappings, tenant_id),
+                        step_name=CONTACT_VALUES_STEP)
+    written = {owners[key] for key in report.written}
+    pending = {owners[key]: why for key, why in report.pending.items()}
+    for (module, crm_id), problem in report.failed.items():
+        logger.error("CRM refused Xero's contact values",
+                     extra={"crm_module": module, "crm_id": crm_id, "error": problem})
+        xero_id = owners[(module, crm_id)]
+        record_refused_write_back(jobs, tenant_id=tenant_id, module=module, crm_id=crm_id, xero_id=xero_id,
+                                  version=xero_version(updated_iso(by_id[xero_id])), error=problem, source=source)
     return written - set(pending), pending
 
 
@@ -509,7 +544,7 @@ class RefreshReport:
 
 def refresh_pending(tenant_id: str, *, store: PendingStore, xero: XeroReader, mappings: DocumentMappings,
                     crm: Any, config: MappingConfig, on_changes: OnChanges | None = None,
-                    limit: int = DEFAULT_REFRESH_LIMIT) -> RefreshReport:
+                    limit: int = DEFAULT_REFRESH_LIMIT, jobs: Any = None) -> RefreshReport:
     """Re-read from Xero every resource the tenant's webhooks said changed, and apply it.
 
     INVOICE: the invoices, 50 ids a call. CREDITNOTE: the credit notes, then the invoices they
@@ -543,7 +578,7 @@ def refresh_pending(tenant_id: str, *, store: PendingStore, xero: XeroReader, ma
                 if isinstance(a, dict) and (a.get("Invoice") or {}).get("InvoiceID")}
         note_report = report.credit_notes = apply_documents(
             "CreditNotes", notes, tenant_id=tenant_id, mappings=mappings, crm=crm, config=config,
-            on_changes=on_changes)
+            on_changes=on_changes, jobs=jobs)
 
     invoice_ids = list(dict.fromkeys([*ids.get("INVOICE", []), *(i for s in allocated.values() for i in s)]))
     invoice_report = None
@@ -551,7 +586,7 @@ def refresh_pending(tenant_id: str, *, store: PendingStore, xero: XeroReader, ma
         invoices = _fetch(xero, "Invoices", invoice_ids, report)
         invoice_report = report.invoices = apply_documents(
             "Invoices", invoices, tenant_id=tenant_id, mappings=mappings, crm=crm, config=config,
-            on_changes=on_changes, xero=xero)
+            on_changes=on_changes, xero=xero, jobs=jobs)
         missing = set(invoice_ids) - invoice_report.seen
         if missing:
             logger.warning("Xero did not return some changed invoices; nothing to apply for them",
@@ -570,13 +605,23 @@ def refresh_pending(tenant_id: str, *, store: PendingStore, xero: XeroReader, ma
         if config.xero_updates.contact_fields and crm is not None:
             contacts = _fetch(xero, "Contacts", ids["CONTACT"], report)
             written, pending = apply_contacts(contacts, tenant_id=tenant_id, mappings=mappings, crm=crm,
-                                              config=config)
+                                              config=config, jobs=jobs)
             report.contacts_written = len(written)
             why.update(pending)
             done["CONTACT"] = set(ids["CONTACT"]) - set(pending)
         else:
             done["CONTACT"] = set(ids["CONTACT"])  # nothing configured to take from contacts
+    _clear_applied(tenant_id, items, done, why, store, report)
+    logger.info("pending Xero resources refreshed", extra={
+        "tenant_id": tenant_id, "read": report.read, "cleared": report.cleared, "superseded": report.superseded,
+        "kept": len(report.kept), "more": report.more, "xero_gets": report.xero_gets})
+    return report
 
+
+def _clear_applied(tenant_id: str, items: list[dict[str, Any]], done: dict[str, set[str]], why: dict[str, str],
+                   store: PendingStore, report: RefreshReport) -> None:
+    """Mark each applied pending item refreshed (unless a newer event came meanwhile); keep the
+    others with the reason."""
     for item in items:
         category, resource_id = str(item["event_category"]), str(item["resource_id"])
         if category in {"INVOICE", "CREDITNOTE", "CONTACT"} and resource_id not in done.get(category, set()):
@@ -591,10 +636,6 @@ def refresh_pending(tenant_id: str, *, store: PendingStore, xero: XeroReader, ma
                 metrics.add_metric(name=MetricNames.WEBHOOK_LATENCY, unit="Milliseconds", value=latency)
         else:
             report.superseded += 1
-    logger.info("pending Xero resources refreshed", extra={
-        "tenant_id": tenant_id, "read": report.read, "cleared": report.cleared, "superseded": report.superseded,
-        "kept": len(report.kept), "more": report.more, "xero_gets": report.xero_gets})
-    return report
 
 
 def _milliseconds_since(event_date_utc: Any) -> float | None:

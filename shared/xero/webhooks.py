@@ -16,9 +16,10 @@ import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 SIGNATURE_HEADER = "x-xero-signature"
 
@@ -62,10 +63,23 @@ def normalise_event_date(value: str) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def check_event_date(value: str) -> None:
+    """Raises ValueError exactly when ``normalise_event_date`` would, at a fraction of its cost
+    for the form Xero sends (no zone): a delivery checks 50 of them while Xero waits."""
+    match = _XERO_DATE.match(value.strip())
+    if not match:
+        raise ValueError(f"not a Xero date-time: {value!r}")
+    seconds, _, zone = match.groups()
+    if zone in (None, "Z"):
+        datetime.fromisoformat(seconds)  # the date and the time of day in range; the fraction is digits
+    else:
+        normalise_event_date(value)
+
+
 class WebhookEvent(BaseModel):
     """One change notice. Events are thin: the resource itself must be fetched from Xero."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(defer_build=True, extra="allow", populate_by_name=True)
 
     resource_url: str = Field(alias="resourceUrl", max_length=2048)
     resource_id: str = Field(alias="resourceId", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9-]+$")
@@ -80,7 +94,7 @@ class WebhookEvent(BaseModel):
     @field_validator("event_date_utc")
     @classmethod
     def _readable_date(cls, value: str) -> str:
-        normalise_event_date(value)
+        check_event_date(value)
         return value
 
     @property
@@ -96,7 +110,7 @@ class WebhookPayload(BaseModel):
     """A delivery. ``events`` is empty for Intent-to-Receive checks. Events are kept as sent
     and validated one by one, so that one odd event does not cost the others."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(defer_build=True, extra="allow")
 
     events: list[dict[str, Any]]
     first_event_sequence: int | None = Field(default=None, alias="firstEventSequence", ge=0)
@@ -105,6 +119,10 @@ class WebhookPayload(BaseModel):
 
     def valid_events(self) -> tuple[list[WebhookEvent], int]:
         """The events that have the fields the connector needs, and how many did not."""
+        try:  # one pass for the usual delivery, every event readable
+            return _event_list().validate_python(self.events), 0
+        except ValidationError:
+            pass
         events: list[WebhookEvent] = []
         rejected = 0
         for raw in self.events:
@@ -115,9 +133,15 @@ class WebhookPayload(BaseModel):
         return events, rejected
 
 
+@cache
+def _event_list() -> TypeAdapter[list[WebhookEvent]]:
+    """Built on first use, like the models: a container that never sees a delivery never pays for it."""
+    return TypeAdapter(list[WebhookEvent])
+
+
 def parse_payload(raw_body: bytes) -> WebhookPayload:
     """Raises ValueError when the body is not a delivery (not JSON, or no ``events`` list)."""
-    try:
-        return WebhookPayload.model_validate(json.loads(raw_body))
+    try:  # parsed and validated in one pass (pydantic's own JSON reader)
+        return WebhookPayload.model_validate_json(raw_body)
     except (ValidationError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"not a Xero webhook delivery: {type(error).__name__}") from error

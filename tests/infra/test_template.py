@@ -242,10 +242,11 @@ def test_environment_names_are_those_the_code_reads(template):
     variables = template["Globals"]["Function"]["Environment"]["Variables"]
     settings_names = {name.upper() for name in Settings.model_fields}
     powertools = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "LOG_LEVEL",
-                  "POWERTOOLS_TRACER_CAPTURE_RESPONSE"}
+                  "POWERTOOLS_TRACER_CAPTURE_RESPONSE", "PYDANTIC_DISABLE_PLUGINS"}
     assert set(variables) - powertools <= settings_names, "a variable that Settings never reads"
     # X-Ray never records a handler's answer (a Location with a live OAuth state, job data).
     assert variables["POWERTOOLS_TRACER_CAPTURE_RESPONSE"] == "false"
+    assert variables["PYDANTIC_DISABLE_PLUGINS"] == "__all__"  # cold start: no entry-point scan
     assert variables["PAYLOAD_BUCKET"] == {"Ref": "PayloadBucket"}
     assert variables["TOKEN_KEY_ID"] == {"Fn::GetAtt": ["TokenKey", "Arn"]}
     assert {"SYNC_TABLE", "CONTACT_QUEUE_URL", "INVOICE_QUEUE_URL", "WEBHOOK_QUEUE_URL",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from shared.models.documents import ContactDocument
 from shared.state.records import Intent
 from shared.usecases.journal import Entry, Journal
 from shared.xero.client import XeroClient
@@ -81,3 +82,95 @@ def test_a_quote_marked_by_reference_is_found_among_its_customers_quotes_on_any_
     assert journal.recover([entry]) == {}
     assert entry.body["QuoteID"] == made["QuoteID"]
     assert journal.lookups == 2  # the customer's quotes, page by page (121: two pages)
+
+
+# ---- how many markers one lookup carries ---------------------------------------------------------
+def _dead_contacts(xero: XeroClient, store: FakeMappings, crm_ids: list[str]) -> list[Entry]:
+    """Xero made these contacts, the worker died before their mappings (one batch call)."""
+    bodies = [{"Name": f"Customer {crm_id}", "ContactNumber": crm_id} for crm_id in crm_ids]
+    xero.upsert_batch("Contacts", bodies, idempotency_key="dead-contacts")
+    for crm_id in crm_ids:
+        store.record_intent(Intent(tenant_id=xero.tenant_id, module="Accounts", crm_id=crm_id, resource="Contacts"))
+    # a newer save of each (another name): each is found and becomes an update
+    return [Entry(module="Accounts", crm_id=crm_id, resource="Contacts",
+                  body={"Name": f"Customer {crm_id} Pte Ltd", "ContactNumber": crm_id}) for crm_id in crm_ids]
+
+
+@pytest.fixture
+def emulator():
+    config = EmulatorConfig()
+    with serve(config=config) as server:
+        yield server, XeroClient(server.url, config.tenant_id, lambda force: "token", sleep=lambda s: None)
+
+
+def _lookups(server) -> list[dict]:
+    import requests
+
+    log = requests.get(f"{server.url}/_emulator/requests", params={"since": 0}, timeout=30).json()["requests"]
+    return [r for r in log if r["method"] == "GET" and r["path"].endswith("/Contacts")]
+
+
+def test_a_batch_of_50_short_contact_numbers_is_looked_up_in_one_call(emulator):
+    """50 markers of 11 characters make a 2,023-character query: one call, not two of 25."""
+    server, xero = emulator
+    store = FakeMappings()
+    entries = _dead_contacts(xero, store, [f"bench-c{n:04d}" for n in range(50)])
+    journal = Journal(store, xero)
+    assert journal.recover(entries) == {}
+    assert all("ContactID" in e.body for e in entries)
+    assert journal.lookups == 1 and len(_lookups(server)) == 1
+
+
+def test_sugar_ids_are_looked_up_in_as_few_calls_as_the_query_length_allows(emulator):
+    """Sugar's ids are 36-character GUIDs: 30 fit in a query Xero accepts (with includeArchived),
+    so 50 take two calls, each query within the limit (the emulator answers 404 past it, as
+    Xero's gateway does)."""
+    import uuid
+
+    server, xero = emulator
+    store = FakeMappings()
+    entries = _dead_contacts(xero, store, [str(uuid.uuid5(uuid.NAMESPACE_URL, f"acc-{n}")) for n in range(50)])
+    journal = Journal(store, xero)
+    assert journal.recover(entries) == {}
+    assert all("ContactID" in e.body for e in entries)
+    calls = _lookups(server)
+    assert journal.lookups == 2 and [r["status"] for r in calls] == [200, 200]
+    from urllib.parse import urlencode
+
+    from shared.usecases.journal import MAX_QUERY_CHARS
+    assert all(len(urlencode(r["query"])) <= MAX_QUERY_CHARS for r in calls)
+    assert max(r["query"]["where"].count(" OR ") + 1 for r in calls) > 25  # more than the old fixed 25
+
+
+def test_the_emulator_refuses_a_query_longer_than_xeros_gateway_takes(emulator):
+    import requests
+
+    server, xero = emulator
+    headers = {"Authorization": "Bearer x", "xero-tenant-id": xero.tenant_id}
+    fits = requests.get(f"{server.url}/api.xro/2.0/Contacts", params={"where": "x" * 2042}, headers=headers, timeout=30)
+    too_long = requests.get(f"{server.url}/api.xro/2.0/Contacts", params={"where": "x" * 2043}, headers=headers,
+                            timeout=30)
+    assert fits.status_code != 404  # (Xero's where parser may refuse it: not the gateway)
+    assert too_long.status_code == 404 and "cannot be found" in too_long.text
+
+
+def test_a_batch_of_name_clashes_is_looked_up_in_queries_xeros_gateway_accepts(emulator):
+    """25 CRM accounts whose names Xero already holds (entered there by hand): the candidates'
+    lookup (name and email of each) is far longer than one query Xero accepts, so it is split;
+    before, Xero's gateway (and now the emulator) answered 404 and every contact failed."""
+    from shared.usecases import contacts
+    from tests.integration.test_exactly_once import World
+
+    server, xero = emulator
+    names = [f"Marina Bay Engineering and Facilities Management Services {n:02d} Pte Ltd" for n in range(25)]
+    xero.upsert_batch("Contacts", [{"Name": name, "EmailAddress": f"accounts{n:02d}@marinabay-engineering.com.sg"}
+                                   for n, name in enumerate(names)], idempotency_key="entered-in-xero")
+    world = World(xero)
+    jobs = [world.accept(contacts.KIND, ContactDocument(
+        crm_module="Accounts", crm_id=f"acc-{n:02d}", name=name, email=f"accounts{n:02d}@marinabay-engineering.com.sg",
+        crm_modified="2026-12-01T00:00:00Z")) for n, name in enumerate(names)]
+    world.drain()
+    lookups = _lookups(server)
+    assert lookups and all(r["status"] == 200 for r in lookups)
+    assert {world.jobs.jobs[j].status for j in jobs} == {"succeeded"}, [world.jobs.jobs[j].error for j in jobs]
+    assert len(world.records("Contacts")) == 25  # each CRM account found its Xero contact

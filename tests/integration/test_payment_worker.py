@@ -448,3 +448,22 @@ def test_payment_and_credit_note_read_back_from_the_xero_emulator(moto_dynamodb)
         assert fields["xero_url_c"].startswith(server.url.split("://")[0]) and "online-invoices" in fields["xero_url_c"]
         stored = table.get_mappings(config.tenant_id, "Memberships#ACCREC", ["m-1"])["m-1"].document
         assert stored["line_ids"] == state.line_ids and stored["url"] == fields["xero_url_c"]
+
+
+def test_a_record_the_crm_refuses_for_good_is_a_failed_job_not_a_log_line(worker):
+    """Issue 11, Deliver 4: the webhook worker's write-back is a journal step; Sugar refusing it
+    for good (the quote deleted in the CRM: 404) is listed as a failed ``crm.write_back`` job."""
+    from shared.state.dynamo import SyncStateTable
+    from shared.usecases.status import gather
+    from shared.usecases.writeback import WRITE_BACK_KIND
+
+    invoice_id = str(uuid.uuid4())
+    map_invoices(worker, [invoice(invoice_id)])
+    worker["xero"].add("Invoices", invoice(invoice_id, status="PAID", paid=1090.0, updated="2026-11-27T12:00:00"))
+    worker["sugar"].missing.add("q-0")
+    deliver(worker, [event(invoice_id, "2026-11-27T12:00:00")])
+    assert run(worker, receive(worker)) == []  # nothing to retry: Sugar said no for good
+    assert stored_state(worker)["status"] == "PAID" and pending(worker)[invoice_id]["status"] == "refreshed"
+    (failure,) = gather(store=SyncStateTable("sync-test"), probe=None, limits=None).recent_failures
+    assert failure["kind"] == WRITE_BACK_KIND and (failure["crm_module"], failure["crm_id"]) == ("Quotes", "q-0")
+    assert "(webhook)" in failure["error"] and "404" in failure["error"]

@@ -233,3 +233,24 @@ def test_several_organisations_fan_out_to_the_reconcile_queue(world, monkeypatch
     assert reconcile(world, sqs_event(messages)) == {"batchItemFailures": []}
     reports = world["app"].wiring.reconcile_state().last_reconciles([world["tenant"], other])
     assert all(r and r["ok"] for r in reports.values()), reports
+
+
+def test_xero_news_the_crm_refuses_for_good_is_a_failed_job_status_lists(world):
+    """Deliver 4 of issue 11: the reconcile's write-back is a journal step; Sugar refusing it for
+    good (the quote deleted in the CRM: 404) is a failed ``crm.write_back`` job, not a log line."""
+    from shared.usecases.status import gather
+    from shared.usecases.writeback import WRITE_BACK_KIND, step_module
+
+    invoice = pushed_invoice(world, "q-gone")
+    del world["sugar"].app.store.records["Quotes"]["q-gone"]
+    xero_api(world, "POST", f"Invoices/{invoice['InvoiceID']}",
+             {"Invoices": [{"InvoiceID": invoice["InvoiceID"], "Status": "VOIDED"}]})
+    reconcile(world)
+    assert mapping_of(world, "q-gone").document["status"] == "VOIDED"  # Xero's state is kept all the same
+    step = world["table"].get_intents(world["tenant"], step_module("Quotes"), ["q-gone"])["q-gone"]
+    assert step.state == "failed"
+    (failure,) = gather(store=world["table"], probe=None, limits=None).recent_failures
+    assert failure["kind"] == WRITE_BACK_KIND and failure["crm_id"] == "q-gone"
+    assert "(reconcile)" in failure["error"] and invoice["InvoiceID"] in failure["error"]
+    reconcile(world)  # a second pass does not list it twice
+    assert len(gather(store=world["table"], probe=None, limits=None).recent_failures) == 1

@@ -13,6 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.xero.webhooks import (
+    WebhookEvent,
+    check_event_date,
     header,
     normalise_event_date,
     parse_payload,
@@ -116,6 +118,16 @@ def test_events_are_validated_one_by_one_and_extra_fields_are_kept():
     assert events[0].as_sent() == event()
 
 
+def test_a_delivery_of_readable_events_reads_as_each_event_alone_would():
+    """All readable: read in one pass, with the same outcome as one event at a time."""
+    raws = [event(), event(eventCategory="CREDITNOTE", data={"Type": "ACCRECCREDIT"}),
+            event(eventDateUtc="2026-11-26T12:20:05+01:00", resourceId="0f0e")]
+    body = json.dumps({"events": raws, "firstEventSequence": 1, "lastEventSequence": 3}).encode()
+    events, rejected = parse_payload(body).valid_events()
+    assert rejected == 0
+    assert [e.as_sent() for e in events] == [WebhookEvent.model_validate(raw).as_sent() for raw in raws] == raws
+
+
 @pytest.mark.parametrize(("raw", "normalised"), [
     ("2026-11-26T11:20:05.123", "2026-11-26T11:20:05.123000Z"),
     ("2026-11-26T11:20:05", "2026-11-26T11:20:05.000000Z"),
@@ -125,6 +137,31 @@ def test_events_are_validated_one_by_one_and_extra_fields_are_kept():
 ])
 def test_event_dates_normalise_to_sortable_utc(raw, normalised):
     assert normalise_event_date(raw) == normalised
+
+
+def _refused(check, value: str) -> str | None:
+    """How ``check`` refuses ``value`` (the exception's type), None when it accepts it."""
+    try:
+        check(value)
+    except (ValueError, OverflowError) as error:
+        return type(error).__name__
+    return None
+
+
+@pytest.mark.parametrize("raw", [
+    "2026-11-26T11:20:05.123", "2026-11-26T11:20:05Z", "2026-02-29T00:00:00", "2028-02-29T00:00:00",
+    "2026-02-30T00:00:00", "2026-13-01T00:00:00", "2026-11-26T24:00:00", "2026-11-26T23:60:00",
+    "2026-11-26T11:20:61", "2026-11-26T11:20:05.1234567", "2026-11-26T11:20:05+25:00", "2026-11-26T11:20:05+0100",
+    " 2026-11-26T11:20:05 ", "2026-11-26 11:20:05", "2026-11-26", "", "not a date", "0000-01-01T00:00:00",
+    "0001-01-01T00:00:00+01:00",
+])
+def test_the_quick_date_check_refuses_exactly_what_normalising_refuses(raw):
+    assert _refused(check_event_date, raw) == _refused(normalise_event_date, raw)
+
+
+@given(st.from_regex(r"\A\d{4}-[01]\d-[0-3]\dT[0-2]\d:[0-6]\d:[0-6]\d(\.\d{1,8})?(Z|[+-][0-2]\d:?[0-6]\d)?\Z"))
+def test_the_quick_date_check_agrees_with_normalising_on_any_date_shape(raw):
+    assert _refused(check_event_date, raw) == _refused(normalise_event_date, raw)
 
 
 def test_normalised_dates_sort_as_moments_do():

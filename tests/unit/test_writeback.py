@@ -71,13 +71,14 @@ def test_warnings_are_written_back_as_warning():
     assert written["xero_sync_status_c"] == "warning" and "pushed as 'Acme (a1)'" in written["xero_last_error_c"]
 
 
-def test_sugar_down_leaves_the_xero_job_succeeded_and_retries_the_same_values_later():
+def test_sugar_down_leaves_the_xero_job_queued_for_its_write_back_and_retries_the_same_values_later():
     sugar, jobs, mappings, xero = FakeSugar(), FakeJobs(), FakeMappings(), FakeXero()
     sugar.down = SugarError("POST /bulk: Sugar answered 503", status=503, retryable=True)
     doc = ContactDocument(crm_id="a1", name="Acme")
     result, jobs, items = run([doc], jobs=jobs, mappings=mappings, xero=xero, crm=sugar)
     (job,) = jobs.jobs.values()
-    assert job.status == "succeeded" and any(WRITE_BACK_PENDING in w for w in job.warnings)
+    # not final while the write-back waits: succeeded only once Sugar wrote the record
+    assert job.status == "queued" and any(WRITE_BACK_PENDING in w for w in job.warnings)
     assert result.retry == {"m0"} and result.retry_after
     first_try = sugar.calls[0][1]["a1"]
     # SQS delivers the message again: Xero is not written twice, the write-back is repeated as it was.

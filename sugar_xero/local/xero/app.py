@@ -47,6 +47,11 @@ from .values import (
 
 API_PREFIX = "/api.xro/2.0"
 NOT_FOUND_TEXT = "The resource you're looking for cannot be found"
+# Xero's gateway refuses a longer query string (as sent, percent-encoded) with a 404: IIS's
+# "404.15 query string too long" (XeroAPI/Xero-Net#280); 52 GUIDs in IDs= pass and 53 do not
+# (XeroAPI/Xero-OpenAPI#534, xero-node#404), 55 and 56 with raw commas (Xero-NetStandard#413):
+# IIS's default maxQueryString, 2,048. Xero documents no limit.
+MAX_QUERY_STRING = 2048
 _WRITE_METHODS = ("PUT", "POST", "PATCH", "DELETE")
 _PAGED = {"contacts", "invoices", "payments", "quotes", "purchase_orders", "credit_notes"}
 _DOCUMENT_KINDS = ("invoices", "quotes", "purchase_orders", "credit_notes")
@@ -285,6 +290,8 @@ class XeroEmulator:
                 {"Type": None, "Title": "Forbidden", "Status": 403, "Detail": "AuthorizationUnsuccessful"},
                 403,
             )
+        if len(request.query_string) > MAX_QUERY_STRING:
+            return _not_found()
         fault = self.faults.draw(request.path)
         entry["fault"] = fault
         if fault == "dropped":
