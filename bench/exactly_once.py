@@ -162,6 +162,8 @@ def _sync_table(session: Any) -> Any:
 
 
 def _run(*, faults: bool, resaved: float, seed: int = 11) -> dict[str, Any]:
+    """One run: the saves accepted, the queues worked to the end (bounded), Xero's request log
+    broken down, then Xero's records checked against the newest save of every record."""
     from unittest import mock
 
     import boto3
@@ -180,74 +182,102 @@ def _run(*, faults: bool, resaved: float, seed: int = 11) -> dict[str, Any]:
                             faults=FaultConfig(rate=FAULT_RATE if faults else 0.0, seed=seed, kinds=FAULT_KINDS,
                                                retry_after=1), clock=simulated.monotonic)
     crash = RandomCrash(CRASH_RATE, seed=seed) if faults else NO_CRASH
-    randomly = random.Random(seed)  # noqa: S311 - a reproducible workload
     with mock_aws(), serve(config=config) as server, mock.patch.object(dynamo, "now_iso", simulated.now_iso), \
             mock.patch.object(journal, "_utc_now", simulated.utc_now):
         state = _sync_table(boto3.session.Session(aws_access_key_id="x", aws_secret_access_key="x",
                                                   region_name="eu-west-1"))
         xero = XeroClient(server.url, config.tenant_id, lambda force: "token", sleep=lambda s: None)
         queues = {"contact": _Queue(), "invoice": _Queue()}
-        saves: list[tuple[str, Any, str]] = []
-        for n in range(RECORDS):
-            build, kind, queue = [(_contact, contacts.KIND, "contact"), (_sales, invoices.KIND_DOCUMENT, "invoice"),
-                                  (_bill, invoices.KIND_DOCUMENT, "invoice")][n % 3]
-            if randomly.random() < resaved:  # the newer save arrives first, the older one right after
-                saves += [(kind, build(n, 2), queue), (kind, build(n, 1), queue)]
-            else:
-                saves.append((kind, build(n, 1), queue))
+        saves = _saves(random.Random(seed), resaved)  # noqa: S311 - a reproducible workload
         for kind, doc, queue in saves:
             accept(kind=kind, crm=CrmRef(module=doc.crm_module, id=doc.crm_id), document=doc.model_dump(mode="json"),
                    jobs=state, queue=queues[queue], status_base_url="https://bench")
         newest = {}
         for _, doc, _ in saves:
             newest.setdefault(doc.crm_id, doc)  # the first save of a record is its newest
-        invocations = died = 0
-        for _ in range(MAX_ROUNDS):
-            busy = [(name, q) for name, q in queues.items() if q.messages]
-            if not busy:
-                break
-            for name, queue in busy:
-                batch, queue.messages = queue.messages[:BATCH], queue.messages[BATCH:]
-                invocations += 1
-                work = [WorkItem(message_id=f"{m['job_id']}", job_id=m["job_id"], kind=m["kind"],
-                                 document=m["document"]) for m in batch]
-                try:
-                    if name == "contact":
-                        result = contacts.sync_contacts(work, xero=xero, jobs=state, mappings=state,
-                                                        config=MappingConfig(), crash=crash)
-                    else:
-                        result = invoices.push_documents(work, xero=xero, jobs=state, mappings=state,
-                                                         config=MappingConfig(), tax_rates=SGD_GST, crash=crash)
-                    crash.reached(JOB_MARKED)
-                except WorkerCrashed:
-                    died += 1
-                    simulated.crashed()
-                    queue.messages += batch  # not deleted: SQS hands the batch out again
-                    continue
-                queue.messages += [m for m in batch if m["job_id"] in result.retry]
+        invocations, died = _work_queues(queues, xero, state, crash, simulated)
         calls = xero.calls  # the checks below read Xero too: not counted
         log = requests.get(f"{server.url}/_emulator/requests", params={"since": 0}, timeout=60).json()["requests"]
-        api = [r for r in log if r["path"].startswith("/api.xro/")]
-        breakdown = {"writes answered": sum(1 for r in api if r["method"] in ("POST", "PUT") and not r["fault"]
-                                            and not r["replayed"]),
-                     "replayed by key": sum(1 for r in api if r["replayed"]),
-                     "faulted": sum(1 for r in api if r["fault"]),
-                     "lookups": sum(1 for r in api if r["method"] == "GET" and not r["fault"])}
-        # Where the calls beyond the least went: each lookup by collection and how many markers it
-        # carried, each fault by kind (a fault is a call Xero answered: it counts).
-        lookups = Counter()
-        for r in api:
-            if r["method"] == "GET" and not r["fault"]:
-                query = r.get("query") or {}
-                terms = (len(query["InvoiceNumbers"].split(",")) if query.get("InvoiceNumbers")
-                         else str(query.get("where") or "").count(" OR ") + 1)
-                lookups[f"{r['path'].rsplit('/', 1)[-1]} x{terms}"] += 1
-        breakdown["lookups by collection x markers"] = dict(sorted(lookups.items()))
-        breakdown["faults by kind"] = dict(sorted(Counter(str(r["fault"]) for r in api if r["fault"]).items()))
+        breakdown = _breakdown([r for r in log if r["path"].startswith("/api.xro/")])
         left = sum(len(q.messages) for q in queues.values())
         statuses = Counter(job.status for job in (state.get_job(j) for j in _all_job_ids(state)) if job)
         contacts_in_xero = list(xero.iter_pages("Contacts"))
         invoices_in_xero = [i for i in xero.iter_pages("Invoices") if i.get("Status") not in ("DELETED", "VOIDED")]
+    return {"seed": seed, "calls": calls, "least": _least(newest), "unfinished": left, "statuses": statuses,
+            "invocations": invocations, "died": died, "crashes": dict(getattr(crash, "crashes", {})),
+            "saves": len(saves), "breakdown": breakdown, **_checked(newest, contacts_in_xero, invoices_in_xero)}
+
+
+def _saves(randomly: random.Random, resaved: float) -> list[tuple[str, Any, str]]:
+    """(job kind, document, queue) for every save, a third each contacts, sales invoices and
+    bills; a ``resaved`` share saved twice, the newer save delivered first."""
+    saves: list[tuple[str, Any, str]] = []
+    for n in range(RECORDS):
+        build, kind, queue = [(_contact, contacts.KIND, "contact"), (_sales, invoices.KIND_DOCUMENT, "invoice"),
+                              (_bill, invoices.KIND_DOCUMENT, "invoice")][n % 3]
+        if randomly.random() < resaved:  # the newer save arrives first, the older one right after
+            saves += [(kind, build(n, 2), queue), (kind, build(n, 1), queue)]
+        else:
+            saves.append((kind, build(n, 1), queue))
+    return saves
+
+
+def _work_queues(queues: dict[str, _Queue], xero: Any, state: Any, crash: Any, simulated: Any) -> tuple[int, int]:
+    """Invoke the workers on batches of 50 until the queues are empty (bounded by MAX_ROUNDS); a
+    killed invocation's batch goes back to its queue, as SQS hands it out again. Returns
+    (invocations, killed)."""
+    invocations = died = 0
+    for _ in range(MAX_ROUNDS):
+        busy = [(name, q) for name, q in queues.items() if q.messages]
+        if not busy:
+            break
+        for name, queue in busy:
+            batch, queue.messages = queue.messages[:BATCH], queue.messages[BATCH:]
+            invocations += 1
+            work = [WorkItem(message_id=f"{m['job_id']}", job_id=m["job_id"], kind=m["kind"],
+                             document=m["document"]) for m in batch]
+            try:
+                if name == "contact":
+                    result = contacts.sync_contacts(work, xero=xero, jobs=state, mappings=state,
+                                                    config=MappingConfig(), crash=crash)
+                else:
+                    result = invoices.push_documents(work, xero=xero, jobs=state, mappings=state,
+                                                     config=MappingConfig(), tax_rates=SGD_GST, crash=crash)
+                crash.reached(JOB_MARKED)
+            except WorkerCrashed:
+                died += 1
+                simulated.crashed()
+                queue.messages += batch  # not deleted: SQS hands the batch out again
+                continue
+            queue.messages += [m for m in batch if m["job_id"] in result.retry]
+    return invocations, died
+
+
+def _breakdown(api: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where Xero's calls went: writes, replays, faults, lookups; each lookup by collection and
+    how many markers it carried, each fault by kind (a fault is a call Xero answered: it counts)."""
+    breakdown: dict[str, Any] = {
+        "writes answered": sum(1 for r in api if r["method"] in ("POST", "PUT") and not r["fault"]
+                               and not r["replayed"]),
+        "replayed by key": sum(1 for r in api if r["replayed"]),
+        "faulted": sum(1 for r in api if r["fault"]),
+        "lookups": sum(1 for r in api if r["method"] == "GET" and not r["fault"])}
+    lookups: Counter[str] = Counter()
+    for r in api:
+        if r["method"] == "GET" and not r["fault"]:
+            query = r.get("query") or {}
+            terms = (len(query["InvoiceNumbers"].split(",")) if query.get("InvoiceNumbers")
+                     else str(query.get("where") or "").count(" OR ") + 1)
+            lookups[f"{r['path'].rsplit('/', 1)[-1]} x{terms}"] += 1
+    breakdown["lookups by collection x markers"] = dict(sorted(lookups.items()))
+    breakdown["faults by kind"] = dict(sorted(Counter(str(r["fault"]) for r in api if r["fault"]).items()))
+    return breakdown
+
+
+def _checked(newest: dict[str, Any], contacts_in_xero: list[dict[str, Any]],
+             invoices_in_xero: list[dict[str, Any]]) -> dict[str, int]:
+    """Duplicates (contacts by ContactNumber, invoices by type and number), records lost, and
+    records whose Xero version is not the newest save."""
     by_number = Counter(c.get("ContactNumber") for c in contacts_in_xero)
     by_invoice = Counter((i["Type"], i.get("InvoiceNumber")) for i in invoices_in_xero)
     duplicates = sum(n - 1 for n in by_number.values() if n > 1) + sum(n - 1 for n in by_invoice.values() if n > 1)
@@ -264,14 +294,16 @@ def _run(*, faults: bool, resaved: float, seed: int = 11) -> dict[str, Any]:
             found_total = invoice_totals.get(key)
             lost += found_total is None
             stale += found_total is not None and found_total != doc.lines[0].unit_amount
+    return {"duplicates": duplicates, "lost": lost, "stale": stale}
+
+
+def _least(newest: dict[str, Any]) -> int:
+    """One call per 50 records of each collection, plus the documents' customers and suppliers."""
     documents = sum(1 for d in newest.values() if not isinstance(d, ContactDocument))
     parties = len({d.contact.contact.crm_id for d in newest.values()
                    if not isinstance(d, ContactDocument) and d.contact.contact})
-    least = (math.ceil(sum(isinstance(d, ContactDocument) for d in newest.values()) / BATCH)
-             + math.ceil(parties / BATCH) + math.ceil(documents / BATCH))
-    return {"seed": seed, "calls": calls, "least": least, "duplicates": duplicates, "lost": lost, "stale": stale,
-            "unfinished": left, "statuses": statuses, "invocations": invocations, "died": died,
-            "crashes": dict(getattr(crash, "crashes", {})), "saves": len(saves), "breakdown": breakdown}
+    return (math.ceil(sum(isinstance(d, ContactDocument) for d in newest.values()) / BATCH)
+            + math.ceil(parties / BATCH) + math.ceil(documents / BATCH))
 
 
 def _all_job_ids(state: Any) -> list[str]:
