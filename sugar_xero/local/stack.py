@@ -309,8 +309,9 @@ class LocalStack:
             if not subscription.enabled or subscription.queue not in self.aws.queues:
                 continue
             queue = self.aws.queues[subscription.queue]
-            # As many pollers as the mapping's MaximumConcurrency, each gathering its own batch
-            # (invocations still run one at a time: every function is one local container).
+            # As many pollers as the mapping's MaximumConcurrency, each gathering its own batch and
+            # invoking its own local container of the function (a lane), as Lambda runs one
+            # concurrent invocation per execution environment.
             for index in range(subscription.maximum_concurrency):
                 poller = QueuePoller(
                     subscription,
