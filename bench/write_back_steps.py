@@ -39,7 +39,7 @@ from shared.usecases import contacts
 from shared.usecases.accept import accept
 from shared.usecases.crash import JOB_MARKED, RandomCrash, WorkerCrashed
 from shared.usecases.work import WorkItem
-from tests.support.fakes import FakeJobs, FakeMappings, FakeQueue, FakeSugar, FakeXero
+from tests.support.fakes import FakeMappings, FakeQueue, FakeSugar, FakeXero, HistoryJobs
 
 RECORDS = 1000
 BATCH = 50  # the template's BatchSize
@@ -48,33 +48,6 @@ SUGAR_FAULT_RATE = 0.3
 DELETED_RATE = 0.02
 MAX_ROUNDS = 400  # every invocation is bounded; so is the number of them
 SEED = 11
-
-
-class _HistoryJobs(FakeJobs):
-    """Jobs whose every status is kept in order: what a poller could have seen."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.history: dict[str, list[str]] = {}
-
-    def _saw(self, job_id: str) -> None:
-        seen = self.history.setdefault(job_id, [])
-        status = self.jobs[job_id].status
-        if not seen or seen[-1] != status:
-            seen.append(status)
-
-    def create_job(self, job: Any, payload: dict[str, Any]) -> Any:
-        answer = super().create_job(job, payload)
-        self._saw(job.job_id)
-        return answer
-
-    def update_job(self, job_id: str, **changes: Any) -> None:
-        super().update_job(job_id, **changes)
-        self._saw(job_id)
-
-    def start_attempt(self, job_id: str) -> None:
-        super().start_attempt(job_id)
-        self._saw(job_id)
 
 
 class _FaultySugar(FakeSugar):
@@ -100,7 +73,7 @@ class _FaultySugar(FakeSugar):
 
 def _run() -> dict[str, Any]:
     rng = random.Random(SEED)  # noqa: S311 - fault injection, not security
-    jobs, mappings, xero, queue = _HistoryJobs(), FakeMappings(), FakeXero(), FakeQueue()
+    jobs, mappings, xero, queue = HistoryJobs(), FakeMappings(), FakeXero(), FakeQueue()
     sugar = _FaultySugar(SUGAR_FAULT_RATE, rng)
     crash = RandomCrash(CRASH_RATE, seed=SEED)
     config = MappingConfig()

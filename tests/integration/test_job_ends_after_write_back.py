@@ -25,39 +25,12 @@ from shared.usecases.work import WorkItem
 from shared.usecases.writeback import WRITE_BACK_PENDING, step_module
 from shared.xero.client import XeroClient, encode_json
 from sugar_xero.local.xero_emulator import EmulatorConfig, serve
-from tests.support.fakes import FakeJobs, FakeMappings, FakeQueue, FakeSugar, FakeXero
+from tests.support.fakes import FakeJobs, FakeMappings, FakeQueue, FakeSugar, FakeXero, HistoryJobs
 
 SGD_GST = {"OUTPUT": Decimal("9"), "INPUT": Decimal("9"), "NONE": Decimal("0")}
 CUSTOMER = ContactDocument(crm_module="Accounts", crm_id="acc-1", name="Harbour Foods Pte Ltd",
                            crm_modified="2026-11-01T00:00:00Z")
 SUGAR_503 = SugarError("POST /bulk: Sugar answered 503", status=503, retryable=True)
-
-
-class HistoryJobs(FakeJobs):
-    """Jobs whose every status change is kept, in order, as a poller could have seen it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.history: dict[str, list[str]] = {}
-
-    def _saw(self, job_id: str) -> None:
-        status = self.jobs[job_id].status
-        seen = self.history.setdefault(job_id, [])
-        if not seen or seen[-1] != status:
-            seen.append(status)
-
-    def create_job(self, job, payload):
-        answer = super().create_job(job, payload)
-        self._saw(job.job_id)
-        return answer
-
-    def update_job(self, job_id: str, **changes: Any) -> None:
-        super().update_job(job_id, **changes)
-        self._saw(job_id)
-
-    def start_attempt(self, job_id: str) -> None:
-        super().start_attempt(job_id)
-        self._saw(job_id)
 
 
 class SugarRefusingFirst(FakeSugar):

@@ -47,6 +47,33 @@ class FakeJobs:
         self.jobs[job_id] = job.model_copy(update={"status": "in_progress", "attempts": job.attempts + 1})
 
 
+class HistoryJobs(FakeJobs):
+    """Jobs whose every status change is kept, in order, as a poller could have seen it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.history: dict[str, list[str]] = {}
+
+    def _saw(self, job_id: str) -> None:
+        status = self.jobs[job_id].status
+        seen = self.history.setdefault(job_id, [])
+        if not seen or seen[-1] != status:
+            seen.append(status)
+
+    def create_job(self, job: Any, payload: dict[str, Any]) -> Any:
+        answer = super().create_job(job, payload)
+        self._saw(job.job_id)
+        return answer
+
+    def update_job(self, job_id: str, **changes: Any) -> None:
+        super().update_job(job_id, **changes)
+        self._saw(job_id)
+
+    def start_attempt(self, job_id: str) -> None:
+        super().start_attempt(job_id)
+        self._saw(job_id)
+
+
 class FakeMappings:
     def __init__(self) -> None:
         self.items: dict[tuple[str, str, str], Mapping] = {}
