@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from copy import deepcopy
 from dataclasses import dataclass
 from decimal import Decimal
@@ -236,6 +237,30 @@ def _currency(txn: _Txn, data: dict[str, Any], existing: dict[str, Any] | None, 
 def _has_allocations(record: dict[str, Any]) -> bool:
     """Whether payments or credit (notes, prepayments, overpayments) are applied: Xero then locks it."""
     return any(record.get(key) for key in ("Payments", "CreditNotes", "Prepayments", "Overpayments", "Allocations"))
+
+
+def _check_status_change(data: dict[str, Any], existing: dict[str, Any] | None, status: str, errors: list[str], *,
+                         kind: str, id_field: str, paid_error: str,
+                         transition_error: Callable[[str | None, str], str]) -> None:
+    """The rules invoices and credit notes share: a new one starts in DRAFT, SUBMITTED or
+    AUTHORISED; PAID is reached by payments or allocations, never set; other moves follow
+    INVOICE_TRANSITIONS; one with allocations, or voided or deleted, is locked."""
+    if existing is None:
+        if status not in INVOICE_CREATE_STATUSES:
+            article = "An" if kind[0].lower() in "aeiou" else "A"
+            errors.append(f"{article} {kind.lower()} cannot be created with status {status}; "
+                          f"use one of {', '.join(INVOICE_CREATE_STATUSES)}")
+        return
+    old_status = existing.get("Status")
+    changes = {k for k in data if k not in (id_field, "Status", "Type")}
+    if status == "PAID" and old_status != "PAID":
+        errors.append(paid_error)
+    elif status not in INVOICE_TRANSITIONS.get(old_status, set()):
+        errors.append(transition_error(old_status, status))
+    if _has_allocations(existing) and (changes or status != old_status):
+        errors.append(LOCKED_BY_ALLOCATION)
+    elif old_status in ("VOIDED", "DELETED") and (changes or status != old_status):
+        errors.append(NOT_MODIFIABLE.format(kind=kind))
 
 
 def _existing_document(

@@ -12,11 +12,8 @@ from ..values import (
     to_decimal,
 )
 from .common import (
-    INVOICE_CREATE_STATUSES,
-    INVOICE_TRANSITIONS,
-    LOCKED_BY_ALLOCATION,
-    NOT_MODIFIABLE,
     Outcome,
+    _check_status_change,
     _copy_fields,
     _currency,
     _document_dates,
@@ -24,7 +21,6 @@ from .common import (
     _echo,
     _existing_document,
     _find,
-    _has_allocations,
     _next_number,
     _Txn,
     new_id,
@@ -105,24 +101,9 @@ def _credit_note_type(data: dict[str, Any], existing: dict[str, Any] | None, err
 
 def _check_note_status(data: dict[str, Any], existing: dict[str, Any] | None, status: str,
                        errors: list[str]) -> None:
-    """A status a new credit note may start in, or a transition Xero allows; allocated, voided or
-    deleted notes are locked."""
-    if existing is None:
-        if status not in INVOICE_CREATE_STATUSES:
-            errors.append(
-                f"A credit note cannot be created with status {status}; use one of {', '.join(INVOICE_CREATE_STATUSES)}"
-            )
-        return
-    old_status = existing.get("Status")
-    changes = {k for k in data if k not in ("CreditNoteID", "Status", "Type")}
-    if status == "PAID" and old_status != "PAID":
-        errors.append("Credit note status cannot be set to PAID; allocate it or refund it instead")
-    elif status not in INVOICE_TRANSITIONS.get(old_status, set()):
-        errors.append(f"Credit note status cannot change from {old_status} to {status}")
-    if _has_allocations(existing) and (changes or status != old_status):
-        errors.append(LOCKED_BY_ALLOCATION)
-    elif old_status in ("VOIDED", "DELETED") and (changes or status != old_status):
-        errors.append(NOT_MODIFIABLE.format(kind="Credit note"))
+    _check_status_change(data, existing, status, errors, kind="Credit note", id_field="CreditNoteID",
+                         paid_error="Credit note status cannot be set to PAID; allocate it or refund it instead",
+                         transition_error=lambda old, new: f"Credit note status cannot change from {old} to {new}")
 
 
 def _new_credit_note(note_type: str) -> dict[str, Any]:

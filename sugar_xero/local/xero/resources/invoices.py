@@ -13,17 +13,13 @@ from ..values import (
 )
 from .common import (
     _DOCUMENT_COMPUTED,
-    INVOICE_CREATE_STATUSES,
-    INVOICE_TRANSITIONS,
-    LOCKED_BY_ALLOCATION,
-    NOT_MODIFIABLE,
     Outcome,
+    _check_status_change,
     _currency,
     _document_dates,
     _document_lines,
     _echo,
     _find,
-    _has_allocations,
     _next_number,
     _Txn,
     new_id,
@@ -128,35 +124,19 @@ def _invoice_type(data: dict[str, Any], existing: dict[str, Any] | None, errors:
 
 
 def _check_status(data: dict[str, Any], existing: dict[str, Any] | None, status: str, errors: list[str]) -> None:
-    """The status a write asks for: one a new invoice may start in, or a transition Xero allows;
-    an invoice with allocations, or voided or deleted, is locked."""
-    if existing is None:
-        if status not in INVOICE_CREATE_STATUSES:
-            errors.append(
-                f"An invoice cannot be created with status {status}; use one of {', '.join(INVOICE_CREATE_STATUSES)}"
-            )
-        return
-    old_status = existing.get("Status")
-    changes = {k for k in data if k not in ("InvoiceID", "Status", "Type")}
-    if status == "PAID" and old_status != "PAID":
-        errors.append("Invoice status cannot be set to PAID; apply payments instead")
-    elif status not in INVOICE_TRANSITIONS.get(old_status, set()):
-        if status == "DELETED":
-            errors.append(
-                f"Only DRAFT or SUBMITTED invoices can be deleted; this one is {old_status} "
-                "(void an AUTHORISED invoice instead)"
-            )
-        elif status == "VOIDED":
-            errors.append(
-                f"Only AUTHORISED invoices can be voided; this one is {old_status} "
-                "(delete a DRAFT or SUBMITTED invoice instead)"
-            )
-        else:
-            errors.append(f"Invoice status cannot change from {old_status} to {status}")
-    if _has_allocations(existing) and (changes or status != old_status):
-        errors.append(LOCKED_BY_ALLOCATION)
-    elif old_status in ("VOIDED", "DELETED") and (changes or status != old_status):
-        errors.append(NOT_MODIFIABLE.format(kind="Invoice"))
+    _check_status_change(data, existing, status, errors, kind="Invoice", id_field="InvoiceID",
+                         paid_error="Invoice status cannot be set to PAID; apply payments instead",
+                         transition_error=_invoice_transition_error)
+
+
+def _invoice_transition_error(old_status: str | None, status: str) -> str:
+    if status == "DELETED":
+        return (f"Only DRAFT or SUBMITTED invoices can be deleted; this one is {old_status} "
+                "(void an AUTHORISED invoice instead)")
+    if status == "VOIDED":
+        return (f"Only AUTHORISED invoices can be voided; this one is {old_status} "
+                "(delete a DRAFT or SUBMITTED invoice instead)")
+    return f"Invoice status cannot change from {old_status} to {status}"
 
 
 def _numbers_taken(invoices: dict[str, Any], invoice_type: str, existing: dict[str, Any] | None) -> set[str]:
